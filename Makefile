@@ -1,0 +1,41 @@
+# Quick start: `make run` starts the room chat, `make test` runs the whole suite.
+# Both create .venv and install what they need; both are fast when nothing changed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench redis-server clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,redis]'
+	@touch $(STAMP)
+
+# The Redis tests need a real redis-server; install it when missing (CI runs as root).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+run: $(STAMP)
+	$(BIN)/python examples/room_chat.py --host $(HOST) --port $(PORT)
+
+test: $(STAMP) redis-server
+	$(BIN)/ruff check trionos tests examples bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check trionos tests examples bench
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/run.py --chart docs/img/performance.png
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

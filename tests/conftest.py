@@ -1,0 +1,51 @@
+"""Shared fixtures: real loopback servers on port 0 for end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import trio
+
+import trionos
+
+ServeFn = Callable[..., Awaitable[trionos.Server]]
+
+
+async def echo_handler(req: trionos.Request) -> None:
+    """The seed echo server."""
+    if req.is_upgrade:
+        ws = await req.accept()
+        async for message in ws:
+            await ws.send("Echo: " + message if isinstance(message, str) else message)
+    else:
+        await req.respond_text("WebSocket endpoint")
+
+
+@pytest.fixture
+async def start_server(nursery: trio.Nursery) -> AsyncIterator[ServeFn]:
+    """Start ``trionos.serve`` on 127.0.0.1 port 0 in the test's nursery; return the Server."""
+
+    async def start(handler: trionos._server.Handler, **options: object) -> trionos.Server:
+        options.setdefault("host", "127.0.0.1")
+        return await nursery.start(
+            lambda task_status: trionos.serve(0, handler, task_status=task_status, **options)
+        )
+
+    yield start
+
+
+async def http_get(port: int, path: str = "/", *, extra: bytes = b"") -> bytes:
+    """Send a raw GET and return the whole response."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET %s HTTP/1.1\r\nHost: test\r\n%s\r\n" % (path.encode(), extra))
+        return await read_all(stream)
+
+
+async def read_all(stream: trio.abc.Stream) -> bytes:
+    """Read until the peer closes."""
+    chunks = []
+    while chunk := await stream.receive_some(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)

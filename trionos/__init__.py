@@ -1,0 +1,55 @@
+"""trionos: Trio-native real-time WebSocket applications.
+
+One port for HTTP and WebSockets (:func:`serve`), a client (:func:`connect`), rooms and broadcast
+(:class:`Hub`), typed protocols (:class:`Codec`), heartbeats (:class:`Heartbeat`) and reconnection,
+all with structured concurrency: every task has an owner, every queue a bound.
+"""
+
+from ._binary import decode_base64 as decode_base64
+from ._binary import encode_base64 as encode_base64
+from ._client import connect as connect
+from ._connection import WebSocket as WebSocket
+from ._errors import BrokerError as BrokerError
+from ._errors import ConnectionClosed as ConnectionClosed
+from ._errors import ConnectionRejected as ConnectionRejected
+from ._errors import ConnectTimeout as ConnectTimeout
+from ._errors import DecodeError as DecodeError
+from ._errors import EncodeError as EncodeError
+from ._errors import HandshakeError as HandshakeError
+from ._errors import TrionosError as TrionosError
+from ._heartbeat import Heartbeat as Heartbeat
+from ._heartbeat import send_keepalive as send_keepalive
+from ._http import Headers as Headers
+from ._hub import Client as Client
+from ._hub import Hub as Hub
+from ._hub import SlowClientPolicy as SlowClientPolicy
+from ._server import Request as Request
+from ._server import Server as Server
+from ._server import serve as serve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrokerError",
+    "Client",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "ConnectionRejected",
+    "DecodeError",
+    "EncodeError",
+    "HandshakeError",
+    "Headers",
+    "Heartbeat",
+    "Hub",
+    "Request",
+    "Server",
+    "SlowClientPolicy",
+    "TrionosError",
+    "WebSocket",
+    "__version__",
+    "connect",
+    "decode_base64",
+    "encode_base64",
+    "send_keepalive",
+    "serve",
+]

@@ -1,0 +1,213 @@
+"""``connect()``: a WebSocket client for ``ws://`` and ``wss://`` URLs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+import trio_websocket
+
+from ._connection import WebSocket
+from ._errors import ConnectionClosed, ConnectionRejected, ConnectTimeout, HandshakeError
+from ._heartbeat import Heartbeat, run_pinger
+from ._transport import Transport
+
+__all__ = ["ClientOptions", "connect", "connect_over", "parse_ws_url"]
+
+logger = logging.getLogger("trionos.client")
+
+
+def parse_ws_url(url: str) -> tuple[bool, str, int, str]:
+    """Split a ``ws://`` or ``wss://`` URL into ``(secure, host, port, resource)``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"expected a ws:// or wss:// URL, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"the URL {url!r} has no host")
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return secure, parts.hostname, port, resource
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    leaves = list(_leaves(group))
+    return leaves[0] if len(leaves) == 1 else None
+
+
+def _leaves(exc: BaseException) -> Iterable[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+async def _open_stream(
+    host: str, port: int, secure: bool, ssl_context: ssl.SSLContext | None
+) -> trio.abc.Stream:
+    try:
+        tcp = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise HandshakeError(f"could not connect to {host}:{port}: {exc}") from exc
+    if not secure:
+        return tcp
+    tls = trio.SSLStream(tcp, ssl_context or ssl.create_default_context(), server_hostname=host)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(tcp)
+        raise HandshakeError(f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}") from exc
+    return tls
+
+
+@attrs.frozen
+class ClientOptions:
+    """Per-connection settings shared by :func:`connect` and the in-memory test client."""
+
+    subprotocols: tuple[str, ...] = ()
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    connect_timeout: float = 10.0
+    heartbeat: Heartbeat | None = Heartbeat()  # noqa: RUF009 - frozen, so sharing is safe
+    max_message_size: int = 1024 * 1024
+    close_timeout: float = 5.0
+    max_outbox_bytes: int = 1024 * 1024
+    message_queue_size: int = 1
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    subprotocols: Iterable[str] = (),
+    extra_headers: Iterable[tuple[str, str]] | None = None,
+    connect_timeout: float = 10.0,
+    heartbeat: Heartbeat | None = Heartbeat(),  # noqa: B008 - frozen, so sharing is safe
+    max_message_size: int = 1024 * 1024,
+    close_timeout: float = 5.0,
+    max_outbox_bytes: int = 1024 * 1024,
+    message_queue_size: int = 1,
+) -> AsyncIterator[WebSocket]:
+    """Open a WebSocket connection; close it (1000) when the block exits.
+
+    ``async with trionos.connect("ws://127.0.0.1:8080/") as ws: ...``
+
+    Raises :class:`ConnectTimeout` when TCP, TLS and the upgrade together take longer than
+    ``connect_timeout``, :class:`ConnectionRejected` when the server answers with an HTTP status,
+    and :class:`HandshakeError` for other failures to connect. ``wss://`` uses ``ssl_context``
+    (default: the system's trust store).
+
+    With a ``heartbeat`` (the default pings every 30 s), a server that sends nothing for
+    ``heartbeat.timeout`` seconds is declared dead: the block is cancelled, the TCP connection
+    closed, and ``ConnectionClosed(1011, "heartbeat timeout ...")`` raised from the ``async with``.
+    Exceptions from the block propagate unchanged. Received messages wait in a queue of
+    ``message_queue_size``; while it is full the connection stops reading (TCP backpressure).
+    """
+    secure, host, port, resource = parse_ws_url(url)
+    default_port = 443 if secure else 80
+    bracketed = f"[{host}]" if ":" in host else host
+    host_header = bracketed if port == default_port else f"{bracketed}:{port}"
+    options = ClientOptions(
+        subprotocols=tuple(subprotocols),
+        extra_headers=tuple(extra_headers or ()),
+        connect_timeout=connect_timeout,
+        heartbeat=heartbeat,
+        max_message_size=max_message_size,
+        close_timeout=close_timeout,
+        max_outbox_bytes=max_outbox_bytes,
+        message_queue_size=message_queue_size,
+    )
+
+    async def open_stream() -> trio.abc.Stream:
+        return await _open_stream(host, port, secure, ssl_context)
+
+    async with connect_over(open_stream, host_header, resource, options, remote=(host, port)) as ws:
+        yield ws
+
+
+@asynccontextmanager
+async def connect_over(
+    open_stream: Callable[[], Awaitable[trio.abc.Stream]],
+    host_header: str,
+    resource: str,
+    options: ClientOptions,
+    *,
+    remote: tuple[str, int] | None,
+) -> AsyncIterator[WebSocket]:
+    """The client side of :func:`connect` over any stream ``open_stream()`` returns."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in options.extra_headers]
+    heartbeat = options.heartbeat
+    idle_scope = trio.CancelScope(deadline=math.inf)
+    transport: Transport | None = None
+    description = f"ws://{host_header}{resource}"
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(options.connect_timeout) as timeout:
+                stream = await open_stream()
+                transport = Transport(stream, nursery=nursery, max_outbox_bytes=options.max_outbox_bytes)
+                try:
+                    connection = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        transport,  # type: ignore[arg-type]  # any trio Stream works
+                        host_header,
+                        resource,
+                        subprotocols=list(options.subprotocols),
+                        extra_headers=headers,
+                        message_queue_size=options.message_queue_size,
+                        max_message_size=options.max_message_size,
+                        receive_buffer_size=64 * 1024,
+                    )
+                except trio_websocket.ConnectionRejected as exc:
+                    raise ConnectionRejected(exc.status_code, exc.body or b"") from None
+                except trio_websocket.HandshakeError as exc:
+                    raise HandshakeError(f"WebSocket handshake with {description} failed: {exc!r}") from exc
+                if connection.closed is not None:
+                    raise HandshakeError(f"WebSocket handshake with {description} failed: connection closed")
+            if timeout.cancelled_caught:
+                if transport is not None:
+                    await trio.aclose_forcefully(transport)
+                raise ConnectTimeout(
+                    f"could not connect to {description} within {options.connect_timeout:g} s"
+                )
+            assert transport is not None
+            transport.handshake_complete = True
+            ws = WebSocket(
+                connection,
+                transport,
+                is_client=True,
+                path=resource,
+                remote=remote,
+                headers={},
+                close_timeout=options.close_timeout,
+            )
+            if heartbeat is not None:
+                ws._watch_idle(idle_scope, heartbeat.timeout)
+                nursery.start_soon(run_pinger, heartbeat, lambda: (ws,))
+            try:
+                with idle_scope:
+                    yield ws
+            finally:
+                with trio.CancelScope(shield=True):
+                    if idle_scope.cancelled_caught:
+                        ws.abort(1011, "heartbeat timeout")
+                    await ws.close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Our background tasks do not fail, so a group holds the block's exception (or a
+        # handshake failure from trio-websocket's reader): give it to the caller unwrapped.
+        single = _single(group)
+        if single is None:
+            raise
+        if isinstance(single, trio_websocket.ConnectionRejected):
+            raise ConnectionRejected(single.status_code, single.body or b"") from None
+        raise single from single.__cause__
+    if idle_scope.cancelled_caught:
+        assert heartbeat is not None
+        raise ConnectionClosed(1011, f"heartbeat timeout: no traffic for {heartbeat.timeout:g} s")

@@ -1,0 +1,249 @@
+"""The WebSocket connection object, the same class on the server and the client side."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeVar
+
+import trio
+import trio_websocket
+
+from ._errors import ConnectionClosed, DecodeError
+from ._frames import OP_CLOSE as _OP_CLOSE
+from ._frames import OP_PING, close_payload, encode_frame, message_frame
+from ._transport import Transport
+
+__all__ = ["MessageCodec", "WebSocket"]
+
+logger = logging.getLogger("trionos.connection")
+
+T = TypeVar("T")
+
+
+class MessageCodec(Protocol[T]):
+    """What ``send_message``/``recv_message`` need: :class:`trionos.Codec` is one."""
+
+    def encode(self, message: T) -> str: ...
+
+    def decode(self, data: str | bytes) -> T: ...
+
+
+def _json_error(exc: json.JSONDecodeError) -> DecodeError:
+    return DecodeError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+
+
+def loads_json(data: str | bytes) -> Any:
+    """``json.loads`` with errors translated to :class:`DecodeError`."""
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise _json_error(exc) from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid UTF-8 in a JSON payload at byte {exc.start}") from None
+
+
+def dumps_json(obj: Any) -> str:
+    """Compact JSON, UTF-8 kept as is."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class WebSocket:
+    """An open WebSocket connection.
+
+    Obtained from :meth:`Request.accept` on the server or :func:`trionos.connect` on the client.
+    Messages are ``str`` (text frames) or ``bytes`` (binary frames). Iterating with ``async for``
+    yields received messages and stops quietly on a normal close (1000, 1001); any other close
+    raises :class:`ConnectionClosed`.
+
+    Bounds: at most ``max_message_size`` bytes per received message (a larger one closes the
+    connection with 1009); outgoing data waits in ``send`` while the socket is full, so a sender
+    feels the peer's backpressure. Objects are hashable by identity and carry a unique ``id``.
+    """
+
+    def __init__(
+        self,
+        connection: trio_websocket.WebSocketConnection,
+        transport: Transport,
+        *,
+        is_client: bool,
+        path: str,
+        remote: tuple[str, int] | None,
+        headers: Mapping[str, str],
+        close_timeout: float,
+        answer_text_ping: bool = False,
+    ) -> None:
+        self._ws = connection
+        self._transport = transport
+        self._is_client = is_client
+        self._close_timeout = close_timeout
+        self._answer_text_ping = answer_text_ping
+        self._local_close: tuple[int, str] | None = None
+        self._ping_frame = encode_frame(OP_PING, b"", masked=is_client)
+        #: A unique, opaque identifier (12 hex digits).
+        self.id: str = secrets.token_hex(6)
+        #: The request path (server side) or the resource requested (client side).
+        self.path = path
+        #: The peer's ``(host, port)``, or None for in-memory connections.
+        self.remote = remote
+        #: The headers of the opening handshake request.
+        self.request_headers = headers
+
+    def __repr__(self) -> str:
+        side = "client" if self._is_client else "server"
+        state = f"closed {self.close_code}" if self.closed else "open"
+        return f"<trionos.WebSocket {self.id} {side} {self.path!r} {state}>"
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the handshake, if any."""
+        return self._ws.subprotocol
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closing or closed."""
+        return (
+            self._local_close is not None
+            or self._ws.closed is not None
+            or self._transport.closed
+            or self._transport.close_sent
+        )
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed (1006 for a connection that ended without a close frame)."""
+        if self._local_close is not None:
+            return self._local_close[0]
+        if self._ws.closed is not None:
+            return self._ws.closed.code
+        return 1006 if self._transport.closed else None
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once closed ("" when none was given)."""
+        if self._local_close is not None:
+            return self._local_close[1]
+        if self._ws.closed is not None:
+            return self._ws.closed.reason or ""
+        return "" if self._transport.closed else None
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(self.close_code or 1006, self.close_reason or "")
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    async def recv(self) -> str | bytes:
+        """Receive the next message.
+
+        Messages that arrived before the peer closed are still returned; after them this raises
+        :class:`ConnectionClosed`. Cancelling ``recv`` loses no message.
+        """
+        while True:
+            try:
+                message = await self._ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                raise self._closed_error() from None
+            if self._answer_text_ping and message == "ping":
+                await self.send("pong")
+                continue
+            return message
+
+    def __aiter__(self) -> WebSocket:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        try:
+            return await self.recv()
+        except ConnectionClosed as exc:
+            if exc.normal:
+                raise StopAsyncIteration from None
+            raise
+
+    async def recv_json(self) -> Any:
+        """Receive a message and parse it as JSON; bad JSON raises :class:`DecodeError`."""
+        return loads_json(await self.recv())
+
+    async def recv_message(self, codec: MessageCodec[T]) -> T:
+        """Receive a message and decode it with ``codec``; bad input raises :class:`DecodeError`.
+
+        The connection stays usable after a :class:`DecodeError`: answer it and read on.
+        """
+        return codec.decode(await self.recv())
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def send(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message.
+
+        Waits while the socket buffer is full. Raises :class:`ConnectionClosed` if the connection
+        is closing or closed. A message handed to ``send`` before ``close()`` goes out before the
+        close frame.
+        """
+        await self.send_frame(message_frame(message, masked=self._is_client))
+
+    async def send_json(self, obj: Any) -> None:
+        """Send ``obj`` as compact JSON text."""
+        await self.send(dumps_json(obj))
+
+    async def send_message(self, message: T, codec: MessageCodec[T]) -> None:
+        """Encode a typed message with ``codec`` and send it as text."""
+        await self.send(codec.encode(message))
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Send a frame already encoded by :func:`trionos._frames.message_frame` (used by the hub)."""
+        if self.closed:
+            raise self._closed_error()
+        try:
+            await self._transport.write(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._closed_error() from None
+
+    def ping_nowait(self) -> None:
+        """Queue a protocol ping unless the connection is closed or its outbox is full."""
+        if self.closed:
+            return
+        try:
+            self._transport.write_nowait(self._ping_frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    # --- closing -----------------------------------------------------------------------------
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with ``code`` and ``reason``, waiting at most ``close_timeout`` for the peer.
+
+        Messages already handed to ``send`` go out first. Idempotent, and the TCP connection is
+        closed even if the caller is cancelled.
+        """
+        try:
+            if self._ws.closed is None and not self._transport.closed:
+                with trio.move_on_after(self._close_timeout):
+                    await self._ws.aclose(code, reason or None)
+        finally:
+            await trio.aclose_forcefully(self._transport)
+
+    def abort(self, code: int, reason: str) -> None:
+        """End a connection whose peer cannot be waited for (dead, or not reading).
+
+        Attempts a close frame only if the socket takes it at once, then closes TCP immediately.
+        ``close_code``/``close_reason`` report ``code`` and ``reason``; ``recv`` in other tasks
+        raises :class:`ConnectionClosed` with them.
+        """
+        if self._local_close is not None or self._transport.closed:
+            return
+        self._local_close = (code, reason)
+        if self._ws.closed is None and not self._transport.close_sent:
+            frame = encode_frame(_OP_CLOSE, close_payload(code, reason), masked=self._is_client)
+            try:
+                self._transport.write_nowait(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            self._transport.close_sent = True
+        self._transport.abort_soon()
+
+    def _watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
+        self._transport.watch_idle(scope, timeout)
+
+

@@ -1,0 +1,94 @@
+"""Every error trionos raises, under one root.
+
+The hierarchy::
+
+    TrionosError                      root: ``except trionos.TrionosError`` catches them all
+    ├── ConnectionClosed              the connection is closed (remote or local); ``.code``, ``.reason``
+    ├── HandshakeError                a WebSocket connection could not be opened (remote fault)
+    │   ├── ConnectTimeout            ... within ``connect_timeout``
+    │   └── ConnectionRejected        ... because the server answered with an HTTP status (``.status_code``)
+    ├── DecodeError                   a peer sent a payload we cannot read (remote fault, also ValueError):
+    │                                 bad JSON, wrong tag, missing or ill-typed field, bad base64
+    ├── EncodeError                   this program tried to send a value the codec cannot encode
+    │                                 (local fault, also TypeError)
+    └── BrokerError                   the scale-out broker (Redis) is unreachable or failed
+
+Remote faults (something the peer did) and local faults (something this program did) are separate
+classes, so a server can answer the first with an error message and let the second crash loudly.
+Foreign exceptions (trio-websocket's, cattrs', ``json``'s, ``binascii``'s) are translated at the
+boundary and chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerError",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "ConnectionRejected",
+    "DecodeError",
+    "EncodeError",
+    "HandshakeError",
+    "TrionosError",
+]
+
+#: Close codes that mean "the connection ended as intended" (RFC 6455 section 7.4.1).
+NORMAL_CLOSE_CODES = frozenset({1000, 1001})
+
+
+class TrionosError(Exception):
+    """The root of every error raised by trionos."""
+
+
+class ConnectionClosed(TrionosError):
+    """The WebSocket connection is closed.
+
+    Raised by ``recv()`` once every message that arrived before the close has been read, and by
+    ``send()`` on a closed connection. ``code`` is the close code (1006 when the TCP connection
+    ended without a closing handshake) and ``reason`` the close reason ("" when none was given).
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        text = f"connection closed with code {code}"
+        if reason:
+            text += f" ({reason})"
+        super().__init__(text)
+
+    @property
+    def normal(self) -> bool:
+        """True for a normal close (1000 "normal closure" or 1001 "going away")."""
+        return self.code in NORMAL_CLOSE_CODES
+
+
+class HandshakeError(TrionosError):
+    """A WebSocket connection could not be opened: DNS, TCP, TLS or the HTTP upgrade failed."""
+
+
+class ConnectTimeout(HandshakeError):
+    """The connection (TCP, TLS and upgrade together) did not complete within ``connect_timeout``."""
+
+
+class ConnectionRejected(HandshakeError):
+    """The server answered the upgrade request with an HTTP response instead of accepting it."""
+
+    def __init__(self, status_code: int, body: bytes = b"") -> None:
+        self.status_code = status_code
+        self.body = body
+        text = f"server rejected the WebSocket upgrade with HTTP {status_code}"
+        if body:
+            text += f": {body[:200].decode('utf-8', 'replace')!r}"
+        super().__init__(text)
+
+
+class DecodeError(TrionosError, ValueError):
+    """A payload from the peer could not be decoded; the message says what was expected and what came."""
+
+
+class EncodeError(TrionosError, TypeError):
+    """This program asked to encode a value that the codec does not know."""
+
+
+class BrokerError(TrionosError):
+    """The scale-out broker could not be reached, or failed while in use."""

@@ -1,0 +1,80 @@
+"""WebSocket frame encoding (RFC 6455 section 5.2), pure and free of I/O.
+
+trio-websocket (through wsproto) parses every inbound frame. Outbound data frames are built here
+instead, because a broadcast frame is encoded once and the same bytes go to every recipient:
+server frames are unmasked, so they are identical for every connection.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+__all__ = [
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "close_payload",
+    "encode_frame",
+    "is_close_frame",
+    "message_frame",
+]
+
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_FIN = 0x80
+_MASK_BIT = 0x80
+
+
+def _mask(payload: bytes, key: bytes) -> bytes:
+    # One big-integer XOR is far faster in CPython than a per-byte loop.
+    size = len(payload)
+    if size == 0:
+        return payload
+    repeated = (key * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(size, "big")
+
+
+def encode_frame(opcode: int, payload: bytes, *, masked: bool = False) -> bytes:
+    """Return one complete (FIN) frame. Client frames must be ``masked`` (RFC 6455 section 5.3)."""
+    size = len(payload)
+    mask_bit = _MASK_BIT if masked else 0
+    first = _FIN | opcode
+    if size < 126:
+        header = bytes((first, mask_bit | size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", first, mask_bit | 126, size)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, size)
+    if masked:
+        key = os.urandom(4)
+        return header + key + _mask(payload, key)
+    return header + payload
+
+
+def message_frame(message: str | bytes, *, masked: bool = False) -> bytes:
+    """A text frame for ``str``, a binary frame for ``bytes``."""
+    if isinstance(message, str):
+        return encode_frame(OP_TEXT, message.encode("utf-8"), masked=masked)
+    if isinstance(message, bytes | bytearray | memoryview):
+        return encode_frame(OP_BINARY, bytes(message), masked=masked)
+    raise TypeError(f"a WebSocket message must be str or bytes, got {type(message).__name__}")
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    """The body of a close frame; the reason is cut to fit the 125-byte control frame limit."""
+    encoded = reason.encode("utf-8")[:123]
+    # Cutting may split a multi-byte character; drop the broken tail rather than send invalid UTF-8.
+    encoded = encoded.decode("utf-8", "ignore").encode("utf-8")
+    return struct.pack("!H", code) + encoded
+
+
+def is_close_frame(data: bytes | bytearray | memoryview) -> bool:
+    """True when ``data`` starts with a close frame (used to stop data frames after a close)."""
+    return len(data) > 0 and (data[0] & 0x0F) == OP_CLOSE

@@ -1,0 +1,185 @@
+"""The first request on a connection, parsed with h11: pure, no sockets, no clock.
+
+A :class:`RequestReader` is fed the bytes that arrive and returns a :class:`RequestHead` once the
+head is complete; it renders the response for a plain HTTP request. Every byte fed is kept, so an
+upgrade can replay them to the WebSocket handshake (trio-websocket parses the request again).
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Iterable, Iterator, Mapping
+from urllib.parse import parse_qsl, unquote
+
+import attrs
+import h11
+
+__all__ = ["Headers", "HttpError", "RequestHead", "RequestReader", "render_error"]
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only HTTP headers.
+
+    ``headers["origin"]`` and ``headers["Origin"]`` are the same; a header sent several times reads
+    as its values joined by ``", "`` (RFC 9110 section 5.3), and :meth:`get_all` lists them apart.
+    """
+
+    __slots__ = ("_items", "_joined")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items = tuple((name.lower(), value) for name, value in items)
+        joined: dict[str, str] = {}
+        for name, value in self._items:
+            joined[name] = f"{joined[name]}, {value}" if name in joined else value
+        self._joined = joined
+
+    def __getitem__(self, name: str) -> str:
+        return self._joined[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._joined
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._joined)
+
+    def __len__(self) -> int:
+        return len(self._joined)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in the order they were sent."""
+        wanted = name.lower()
+        return [value for key, value in self._items if key == wanted]
+
+    def raw(self) -> tuple[tuple[str, str], ...]:
+        """The headers as sent, names lower-cased."""
+        return self._items
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self._items)!r})"
+
+
+def _has_token(value: str, token: str) -> bool:
+    return token in (part.strip().lower() for part in value.split(","))
+
+
+@attrs.frozen
+class RequestHead:
+    """The method, target and headers of one HTTP/1.1 request."""
+
+    method: str
+    target: str
+    headers: Headers
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path, without the query string."""
+        return unquote(self.target.partition("?")[0])
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string, without the ``?``."""
+        return self.target.partition("?")[2]
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters; when a name repeats, the last value wins."""
+        return dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+    @property
+    def is_upgrade(self) -> bool:
+        """True for a WebSocket upgrade request (RFC 6455 section 4.2.1)."""
+        return (
+            self.method == "GET"
+            and _has_token(self.headers.get("upgrade", ""), "websocket")
+            and _has_token(self.headers.get("connection", ""), "upgrade")
+        )
+
+
+@attrs.frozen
+class HttpError(Exception):
+    """The request cannot be served; ``status`` is the HTTP status to answer with."""
+
+    status: int
+    detail: str
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+class RequestReader:
+    """Reads one request head from bytes, then renders one response.
+
+    Bounds: the head may be at most ``max_head_size`` bytes; beyond that :meth:`feed` raises
+    :class:`HttpError` with status 431. Malformed input raises :class:`HttpError` with status 400.
+    """
+
+    def __init__(self, *, max_head_size: int = 16 * 1024) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        self._max_head_size = max_head_size
+        self._received = bytearray()
+        self._method = "GET"
+
+    @property
+    def received(self) -> bytes:
+        """Every byte fed so far (to replay to the WebSocket handshake)."""
+        return bytes(self._received)
+
+    def feed(self, data: bytes) -> RequestHead | None:
+        """Add bytes (``b""`` for end of stream); return the head once it is complete."""
+        self._received += data
+        self._conn.receive_data(data)
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise HttpError(exc.error_status_hint, str(exc)) from None
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.Request):
+            # h11 bounds only a head still incomplete; one that arrived whole is checked here.
+            head_size = len(self._received) - len(self._conn.trailing_data[0])
+            if head_size > self._max_head_size:
+                raise HttpError(431, f"request head of {head_size} bytes exceeds {self._max_head_size}")
+            self._method = event.method.decode("ascii")
+            head = RequestHead(
+                method=self._method,
+                target=event.target.decode("latin-1"),
+                headers=Headers(
+                    (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
+                ),
+            )
+            return head
+        raise HttpError(400, "connection closed before a complete request head")
+
+    def response(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> bytes:
+        """The full response (head and body) with ``Connection: close``."""
+        fields = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            *headers,
+        ]
+        data = self._conn.send(h11.Response(status_code=status, headers=fields, reason=_reason(status)))
+        if self._method != "HEAD":
+            data += self._conn.send(h11.Data(data=body))
+        data += self._conn.send(h11.EndOfMessage())
+        return data
+
+
+def render_error(status: int, detail: str = "") -> bytes:
+    """A complete plain-text error response, for use before (or instead of) a parsed request."""
+    body = (detail or http.HTTPStatus(status).phrase).encode("utf-8") + b"\n"
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (status, _reason(status), len(body), body)
+    )

@@ -1,0 +1,76 @@
+"""Who is in which room: pure bookkeeping, no I/O.
+
+Rooms keep their members in join order (``welcome`` lists users that way). A room exists while it
+has members: the last leave makes it disappear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+__all__ = ["Rooms"]
+
+C = TypeVar("C", bound=Hashable)
+
+
+class Rooms(Generic[C]):
+    """Room membership for clients of any hashable type ``C``."""
+
+    def __init__(self) -> None:
+        # dicts keep insertion order, which is join order.
+        self._members: dict[str, dict[C, None]] = {}
+        self._rooms_of: dict[C, dict[str, None]] = {}
+
+    def join(self, client: C, room: str) -> bool:
+        """Add ``client`` to ``room``; True if it was not a member already."""
+        members = self._members.setdefault(room, {})
+        if client in members:
+            return False
+        members[client] = None
+        self._rooms_of.setdefault(client, {})[room] = None
+        return True
+
+    def leave(self, client: C, room: str) -> bool:
+        """Remove ``client`` from ``room``; True if it was a member. An emptied room disappears."""
+        members = self._members.get(room)
+        if members is None or client not in members:
+            return False
+        del members[client]
+        if not members:
+            del self._members[room]
+        rooms = self._rooms_of[client]
+        del rooms[room]
+        if not rooms:
+            del self._rooms_of[client]
+        return True
+
+    def drop(self, client: C) -> list[str]:
+        """Remove ``client`` from every room; return the rooms it was in, in join order."""
+        rooms = list(self._rooms_of.get(client, ()))
+        for room in rooms:
+            self.leave(client, room)
+        return rooms
+
+    def members(self, room: str) -> list[C]:
+        """The members of ``room`` in join order (empty for a room that does not exist)."""
+        return list(self._members.get(room, ()))
+
+    def member_view(self, room: str) -> dict[C, None]:
+        """The live membership dict of ``room`` (do not modify), or an empty dict."""
+        return self._members.get(room, {})
+
+    def rooms_of(self, client: C) -> list[str]:
+        """The rooms ``client`` is in, in the order it joined them."""
+        return list(self._rooms_of.get(client, ()))
+
+    def rooms(self) -> list[str]:
+        """Every room that has members."""
+        return list(self._members)
+
+    def is_member(self, client: C, room: str) -> bool:
+        """Whether ``client`` is in ``room``."""
+        return client in self._members.get(room, ())
+
+    def __len__(self) -> int:
+        return len(self._members)

@@ -1,0 +1,432 @@
+"""``serve()``: one port for plain HTTP and WebSocket upgrades.
+
+Each TCP connection gets its own nursery (trio-websocket's reader task, the outbox writer) and
+runs the user's handler inside one cancel scope, the connection's idle scope. Layers: TCP (and
+TLS) -> :mod:`._http` reads the request head -> the handler answers HTTP or accepts an upgrade,
+which is handed to trio-websocket's public ``wrap_server_stream`` with the head replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import trio
+import trio_websocket
+
+from ._connection import WebSocket, dumps_json
+from ._heartbeat import Heartbeat, run_pinger
+from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
+from ._transport import Transport
+
+__all__ = ["Handler", "Request", "Server", "serve"]
+
+logger = logging.getLogger("trionos.server")
+
+Handler = Callable[["Request"], Awaitable[None]]
+
+_RECEIVE_SIZE = 64 * 1024
+
+
+def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        try:
+            host, port, *_ = stream.socket.getpeername()
+        except OSError:
+            return None
+        return str(host), int(port)
+    return None
+
+
+class Request:
+    """The first request on a connection: answer it with HTTP, or accept the WebSocket upgrade.
+
+    A handler that returns without answering a plain request yields 404; one that raises yields
+    500 (plain HTTP) or close code 1011 (WebSocket). When the handler returns, its WebSocket is
+    closed with 1000.
+    """
+
+    def __init__(
+        self,
+        head: RequestHead,
+        reader: RequestReader,
+        stream: trio.abc.Stream,
+        server: Server,
+        nursery: trio.Nursery,
+        handler_scope: trio.CancelScope,
+    ) -> None:
+        self._head = head
+        self._reader = reader
+        self._stream = stream
+        self._server = server
+        self._nursery = nursery
+        self._handler_scope = handler_scope
+        #: The accepted WebSocket, once :meth:`accept` has returned.
+        self.websocket: WebSocket | None = None
+        #: True once the request was answered (HTTP response, rejection, or accepted upgrade).
+        self.answered = False
+        #: The peer's ``(host, port)``, or None for in-memory connections.
+        self.remote = _peer_address(stream)
+
+    def __repr__(self) -> str:
+        return f"<trionos.Request {self.method} {self._head.target!r} upgrade={self.is_upgrade}>"
+
+    @property
+    def method(self) -> str:
+        """The HTTP method, e.g. ``"GET"``."""
+        return self._head.method
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path, without the query string."""
+        return self._head.path
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query parameters (the last value wins when a name repeats)."""
+        return self._head.query
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string."""
+        return self._head.query_string
+
+    @property
+    def headers(self) -> Headers:
+        """The request headers, case-insensitive."""
+        return self._head.headers
+
+    @property
+    def is_upgrade(self) -> bool:
+        """True when the client asks for a WebSocket."""
+        return self._head.is_upgrade
+
+    def _claim(self) -> None:
+        if self.answered:
+            raise RuntimeError(f"{self!r} was already answered")
+        self.answered = True
+
+    async def accept(
+        self,
+        subprotocol: str | None = None,
+        extra_headers: Iterable[tuple[str, str]] | None = None,
+        *,
+        answer_text_ping: bool = False,
+    ) -> WebSocket:
+        """Complete the WebSocket handshake and return the connection.
+
+        ``subprotocol`` must be one the client offered (``headers["sec-websocket-protocol"]``).
+        With ``answer_text_ping``, an inbound text message ``"ping"`` is answered with ``"pong"``
+        and not returned by ``recv`` (the application-level heartbeat browsers can send).
+        """
+        if not self.is_upgrade:
+            raise RuntimeError(f"accept() needs a WebSocket upgrade request, got {self!r}")
+        self._claim()
+        server = self._server
+        transport = Transport(
+            self._stream,
+            nursery=self._nursery,
+            replay=self._reader.received,
+            max_outbox_bytes=server.max_outbox_bytes,
+        )
+        request = await trio_websocket.wrap_server_stream(
+            self._nursery,
+            transport,
+            message_queue_size=server.message_queue_size,
+            max_message_size=server.max_message_size,
+            receive_buffer_size=_RECEIVE_SIZE,
+        )
+        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers or ()]
+        connection = await request.accept(subprotocol=subprotocol, extra_headers=raw_headers)
+        transport.handshake_complete = True
+        ws = WebSocket(
+            connection,
+            transport,
+            is_client=False,
+            path=self.path,
+            remote=self.remote,
+            headers=self.headers,
+            close_timeout=server.close_timeout,
+            answer_text_ping=answer_text_ping,
+        )
+        if server.heartbeat is not None:
+            ws._watch_idle(self._handler_scope, server.heartbeat.timeout)
+        self.websocket = ws
+        server.connections.add(ws)
+        return ws
+
+    async def respond(
+        self,
+        status: int = 200,
+        body: bytes | str = b"",
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Send a complete HTTP response and close the connection after it."""
+        self._claim()
+        payload = body.encode("utf-8") if isinstance(body, str) else body
+        data = self._reader.response(status, payload, content_type=content_type, headers=headers)
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            logger.debug("client left before the %d response was sent", status)
+
+    async def respond_text(self, text: str, status: int = 200) -> None:
+        """Answer with ``text/plain``."""
+        await self.respond(status, text)
+
+    async def respond_json(self, obj: Any, status: int = 200) -> None:
+        """Answer with ``application/json``."""
+        await self.respond(status, dumps_json(obj), content_type="application/json")
+
+    async def respond_html(self, html: str, status: int = 200) -> None:
+        """Answer with ``text/html``."""
+        await self.respond(status, html, content_type="text/html; charset=utf-8")
+
+    async def reject(self, status: int, body: str | bytes = "") -> None:
+        """Refuse a WebSocket upgrade (or any request) with an HTTP status, e.g. 401 or 403."""
+        await self.respond(status, body)
+
+
+class Server:
+    """A running server: what ``await nursery.start(trionos.serve, 0, handler)`` returns.
+
+    ``connections`` is the set of open WebSockets (read it, do not change it).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        origins: Sequence[str | None] | None = None,
+        heartbeat: Heartbeat | None = Heartbeat(),  # noqa: B008 - frozen, so sharing is safe
+        max_message_size: int = 1024 * 1024,
+        max_head_size: int = 16 * 1024,
+        handshake_timeout: float = 10.0,
+        max_connections: int = 10_000,
+        close_timeout: float = 5.0,
+        max_outbox_bytes: int = 1024 * 1024,
+        message_queue_size: int = 1,
+    ) -> None:
+        self.handler = handler
+        self.origins = None if origins is None else frozenset(origins)
+        self.heartbeat = heartbeat
+        self.max_message_size = max_message_size
+        self.max_head_size = max_head_size
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self.close_timeout = close_timeout
+        self.max_outbox_bytes = max_outbox_bytes
+        self.message_queue_size = message_queue_size
+        self.connections: set[WebSocket] = set()
+        self.active_streams = 0
+        #: True once :meth:`shutdown` was called.
+        self.shutting_down = False
+        self._handler_scopes: set[trio.CancelScope] = set()
+        self._connection_scopes: set[trio.CancelScope] = set()
+        self.host = ""
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` of the first listener."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}"
+
+    async def run_pinger(self) -> None:
+        """Ping every open connection on the heartbeat schedule (runs until cancelled)."""
+        if self.heartbeat is not None:
+            await run_pinger(self.heartbeat, lambda: self.connections)
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown: cancel every handler and close its WebSocket with 1001.
+
+        Each connection then has ``close_timeout`` seconds (plus one for the TCP close) to finish
+        its closing handshake before it is cut. ``serve`` calls this when it is cancelled.
+        """
+        self.shutting_down = True
+        deadline = trio.current_time() + self.close_timeout + 1.0
+        for scope in self._handler_scopes:
+            scope.cancel()
+        for scope in self._connection_scopes:
+            scope.deadline = min(scope.deadline, deadline)
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection to its end. Never raises except ``Cancelled``.
+
+        This is the isolation boundary: whatever one connection or its handler does, the error is
+        logged and the server goes on serving everyone else. The connection is shielded from
+        outside cancellation so that a shutdown can still run its closing handshake (the reader
+        task must stay alive for that); :meth:`shutdown` bounds how long that takes.
+        """
+        if self.shutting_down or self.active_streams >= self.max_connections:
+            await _send_and_close(stream, render_error(503, "too many connections"))
+            return
+        self.active_streams += 1
+        with trio.CancelScope(shield=True) as connection_scope:
+            self._connection_scopes.add(connection_scope)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await self._run_connection(stream, nursery)
+                    nursery.cancel_scope.cancel()
+            finally:
+                self._connection_scopes.discard(connection_scope)
+                self.active_streams -= 1
+                await trio.aclose_forcefully(stream)
+
+    async def _read_head(self, stream: trio.abc.Stream, reader: RequestReader) -> RequestHead | None:
+        with trio.move_on_after(self.handshake_timeout):
+            try:
+                while True:
+                    head = reader.feed(await stream.receive_some(_RECEIVE_SIZE))
+                    if head is not None:
+                        return head
+            except HttpError as exc:
+                logger.debug("bad request from %s: %s", _peer_address(stream), exc.detail)
+                await _send_and_close(stream, render_error(exc.status, exc.detail))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        return None
+
+    async def _run_connection(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
+        reader = RequestReader(max_head_size=self.max_head_size)
+        head = await self._read_head(stream, reader)
+        if head is None:
+            return
+        if head.is_upgrade and self.origins is not None and head.headers.get("origin") not in self.origins:
+            await _send_and_close(stream, render_error(403, "origin not allowed"))
+            return
+        # One scope per handler: the heartbeat moves its deadline, and shutdown cancels it.
+        handler_scope = trio.CancelScope(deadline=math.inf)
+        request = Request(head, reader, stream, self, nursery, handler_scope)
+        self._handler_scopes.add(handler_scope)
+        try:
+            with handler_scope:
+                if self.shutting_down:
+                    handler_scope.cancel()
+                await self.handler(request)
+        except Exception:
+            logger.exception("handler failed for %r", request)
+            await self._finish(request, 1011, "internal error", http_status=500)
+            return
+        except BaseException:
+            # Cut off by the connection's deadline: still try to say goodbye, briefly.
+            with trio.CancelScope(shield=True):
+                await self._finish(request, 1001, "server shutting down", http_status=503)
+            raise
+        finally:
+            self._handler_scopes.discard(handler_scope)
+        if handler_scope.cancelled_caught:
+            if self.shutting_down:
+                await self._finish(request, 1001, "server shutting down", http_status=503)
+                return
+            if request.websocket is not None:
+                timeout = self.heartbeat.timeout if self.heartbeat else 0
+                logger.info("closing %r: no traffic for %g s", request.websocket, timeout)
+                request.websocket.abort(1011, f"heartbeat timeout: no traffic for {timeout:g} s")
+                self.connections.discard(request.websocket)
+                return
+        await self._finish(request, 1000, "", http_status=404)
+
+    async def _finish(self, request: Request, code: int, reason: str, *, http_status: int) -> None:
+        ws = request.websocket
+        if ws is not None:
+            try:
+                await ws.close(code, reason)
+            finally:
+                self.connections.discard(ws)
+        elif not request.answered:
+            with trio.move_on_after(self.close_timeout):
+                await request.respond_text("Not Found\n" if http_status == 404 else "Error\n", http_status)
+
+
+async def _send_and_close(stream: trio.abc.Stream, data: bytes) -> None:
+    """Send a final response, then close without resetting the connection.
+
+    Closing a socket that still has unread request bytes makes the kernel send RST, which can
+    destroy the response before the client reads it. So: half-close, drain briefly, then close.
+    """
+    with trio.move_on_after(1.0):
+        try:
+            await stream.send_all(data)
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
+            while await stream.receive_some(_RECEIVE_SIZE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await trio.aclose_forcefully(stream)
+
+
+async def serve(
+    port: int,
+    handler: Handler,
+    *,
+    host: str | None = None,
+    ssl_context: Any = None,
+    origins: Sequence[str | None] | None = None,
+    heartbeat: Heartbeat | None = Heartbeat(),  # noqa: B008 - frozen, so sharing is safe
+    max_message_size: int = 1024 * 1024,
+    max_head_size: int = 16 * 1024,
+    handshake_timeout: float = 10.0,
+    max_connections: int = 10_000,
+    close_timeout: float = 5.0,
+    max_outbox_bytes: int = 1024 * 1024,
+    message_queue_size: int = 1,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve HTTP and WebSockets on ``port`` until cancelled.
+
+    ``handler(request)`` runs once per connection, in its own task. Use
+    ``server = await nursery.start(serve, 0, handler)`` to bind a free port and read
+    ``server.port``. ``host=None`` listens on every interface.
+
+    Limits (each a keyword argument; what happens at the bound):
+
+    * ``max_message_size`` (1 MiB): a larger received message closes the connection with 1009.
+    * ``max_head_size`` (16 KiB): a larger request head is answered with 431.
+    * ``handshake_timeout`` (10 s): a request head that takes longer is dropped.
+    * ``max_connections`` (10,000): further connections are answered with 503.
+    * ``max_outbox_bytes`` (1 MiB): bytes queued per connection while its socket is full; see the
+      hub's slow-client policy for what happens beyond it.
+    * ``message_queue_size`` (1): received messages held for the handler; when it is full the
+      connection stops reading (TCP backpressure), and the idle clock stops too.
+    * ``heartbeat`` (ping every 30 s, close after 60 s of silence); ``None`` switches it off.
+    * ``origins``: when given, upgrades whose ``Origin`` is not listed get 403 (list ``None`` to
+      admit clients that send no ``Origin``, such as non-browser clients).
+
+    Cancellation: cancelling ``serve`` stops accepting, cancels every handler and closes each open
+    WebSocket with 1001 "going away", waiting at most ``close_timeout`` for each; messages already
+    handed to ``send`` are written before the close frame.
+    """
+    server = Server(
+        handler,
+        origins=origins,
+        heartbeat=heartbeat,
+        max_message_size=max_message_size,
+        max_head_size=max_head_size,
+        handshake_timeout=handshake_timeout,
+        max_connections=max_connections,
+        close_timeout=close_timeout,
+        max_outbox_bytes=max_outbox_bytes,
+        message_queue_size=message_queue_size,
+    )
+    listeners: list[Any] = list(await trio.open_tcp_listeners(port, host=host))
+    sockname = listeners[0].socket.getsockname()
+    server.host, server.port = str(sockname[0]), int(sockname[1])
+    if ssl_context is not None:
+        listeners = [trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run_pinger)
+        await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
+        logger.info("serving on %s", server.url)
+        task_status.started(server)
+        try:
+            await trio.sleep_forever()
+        finally:
+            server.shutdown()

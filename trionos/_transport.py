@@ -1,0 +1,254 @@
+"""The byte stream under every WebSocket: one ordered write path, a bounded outbox, idle tracking.
+
+trio-websocket is handed a :class:`Transport` instead of the raw stream (through its public
+``wrap_server_stream`` / ``wrap_client_stream``). That lets trionos
+
+* replay the request head that the server already read to tell HTTP from an upgrade;
+* write a ready-made frame straight into the socket without awaiting or switching tasks (the
+  broadcast fast path), and fall back to a bounded outbox drained by a writer task, started only
+  while there is a backlog, when the socket buffer is full;
+* keep frame order exact: every write, trio-websocket's or ours, goes through one lock and
+  flushes the outbox first, and nothing is written past a close frame;
+* see inbound bytes, which are the proof of life the heartbeat needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import deque
+
+import attrs
+import trio
+
+from ._frames import is_close_frame
+
+__all__ = ["Transport"]
+
+logger = logging.getLogger("trionos.transport")
+
+
+@attrs.define
+class _IdleWatch:
+    scope: trio.CancelScope
+    timeout: float
+
+
+class Transport(trio.abc.Stream):
+    """Wraps the connection's stream; see the module docstring.
+
+    ``max_outbox_bytes`` bounds the bytes queued while the socket is full. The bound admits one
+    frame larger than itself when the outbox is empty, so a single large message always fits.
+    Background tasks (the outbox writer, a forced close) run in ``nursery``, which the connection
+    owns.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        nursery: trio.Nursery,
+        replay: bytes = b"",
+        max_outbox_bytes: int = 1024 * 1024,
+    ) -> None:
+        self._stream = stream
+        self._nursery = nursery
+        self._replay = replay
+        self.max_outbox_bytes = max_outbox_bytes
+        self._fd = _socket_fd(stream)
+        self._lock = trio.StrictFIFOLock()
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._writer_running = False
+        self._progress = trio.Event()
+        self._idle: _IdleWatch | None = None
+        #: Set once the WebSocket handshake is done; from then on close frames are recognised.
+        self.handshake_complete = False
+        self.close_sent = False
+        self.closed = False
+        self.dropped_frames = 0
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
+        """Cancel ``scope`` when the stream waits ``timeout`` seconds for bytes that never come.
+
+        Only time spent *waiting in* ``receive_some`` counts: while trio-websocket's reader holds
+        a message the application has not taken yet, it does not read, and a slow application
+        must not make a healthy peer look dead.
+        """
+        self._idle = _IdleWatch(scope, timeout)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._replay:
+            data, self._replay = self._replay, b""
+            return data
+        idle = self._idle
+        if idle is None:
+            return await self._stream.receive_some(max_bytes)
+        idle.scope.deadline = trio.current_time() + idle.timeout
+        try:
+            return await self._stream.receive_some(max_bytes)
+        finally:
+            idle.scope.deadline = math.inf
+
+    # --- writing -----------------------------------------------------------------------------
+
+    @property
+    def outbox_bytes(self) -> int:
+        """Bytes queued behind a full socket buffer."""
+        return self._outbox_bytes
+
+    def _check_writable(self) -> None:
+        if self.closed:
+            raise trio.ClosedResourceError("the connection is closed")
+        if self.close_sent:
+            raise trio.ClosedResourceError("a close frame was sent; no data may follow it")
+
+    def _write_direct(self, frame: bytes) -> bool:
+        """Try the socket without blocking; queue any unwritten tail. True if anything was done."""
+        if self._fd is None or self._outbox or self._lock.locked():
+            return False
+        try:
+            sent = os.write(self._fd, frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            # The peer is gone. trio-websocket's reader sees the same fault and ends the connection.
+            self.closed = True
+            raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+        if sent < len(frame):
+            self._enqueue(frame[sent:])
+        return True
+
+    def _enqueue(self, frame: bytes) -> None:
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        if not self._writer_running:
+            self._writer_running = True
+            self._nursery.start_soon(self._drain_in_background)
+
+    def has_room(self, size: int) -> bool:
+        """Whether a frame of ``size`` bytes may be queued now without breaking the bound."""
+        return not self._outbox or self._outbox_bytes + size <= self.max_outbox_bytes
+
+    def write_nowait(self, frame: bytes) -> bool:
+        """Write or queue a complete frame without blocking; False (nothing done) if the outbox is full.
+
+        Raises :class:`trio.ClosedResourceError` or :class:`trio.BrokenResourceError` when the
+        connection can take no more data.
+        """
+        self._check_writable()
+        if self._write_direct(frame):
+            return True
+        if not self.has_room(len(frame)):
+            return False
+        self._enqueue(frame)
+        return True
+
+    def write_dropping_oldest(self, frame: bytes) -> int:
+        """Write or queue ``frame``, dropping the oldest queued frames to keep the bound.
+
+        Returns how many frames were dropped. Never blocks and never refuses the frame.
+        """
+        self._check_writable()
+        if self._write_direct(frame):
+            return 0
+        dropped = 0
+        while self._outbox and self._outbox_bytes + len(frame) > self.max_outbox_bytes:
+            self._outbox_bytes -= len(self._outbox.popleft())
+            dropped += 1
+        self.dropped_frames += dropped
+        self._enqueue(frame)
+        return dropped
+
+    async def wait_for_progress(self) -> None:
+        """Return once the outbox has shrunk (some queued bytes reached the socket)."""
+        await self._progress.wait()
+
+    def _signal_progress(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def _flush_locked(self) -> None:
+        while self._outbox:
+            frame = self._outbox.popleft()
+            self._outbox_bytes -= len(frame)
+            await self._stream.send_all(frame)
+            self._signal_progress()
+
+    async def _drain_in_background(self) -> None:
+        try:
+            async with self._lock:
+                await self._flush_locked()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.debug("outbox writer stopped: %r", exc)
+            self._discard_outbox()
+        finally:
+            self._writer_running = False
+
+    def _discard_outbox(self) -> None:
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._signal_progress()
+
+    async def write(self, frame: bytes) -> None:
+        """Write a complete frame, waiting while the socket is full (backpressure).
+
+        The frame goes out after any backlog, in order. Concurrent writers may each add one frame
+        beyond ``max_outbox_bytes`` while they wait; they do not return until it is written.
+        """
+        self._check_writable()
+        if not self._write_direct(frame):
+            self._outbox.append(frame)
+            self._outbox_bytes += len(frame)
+        if self._outbox:
+            async with self._lock:
+                await self._flush_locked()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Used by trio-websocket: handshake, control frames, and its own messages, in order."""
+        if self.closed:
+            raise trio.ClosedResourceError("the connection is closed")
+        async with self._lock:
+            await self._flush_locked()
+            if self.handshake_complete and is_close_frame(data):
+                self.close_sent = True
+            await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    # --- closing -----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        self.closed = True
+        self._discard_outbox()
+        await self._stream.aclose()
+
+    def abort_soon(self) -> None:
+        """Close the stream without a closing handshake, from synchronous code.
+
+        The socket is closed at once where there is one (so the peer sees the TCP close even if
+        its buffers are full); other streams are closed by a task in the connection's nursery.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self._discard_outbox()
+        if isinstance(self._stream, trio.SocketStream):
+            self._stream.socket.close()
+        try:
+            self._nursery.start_soon(trio.aclose_forcefully, self._stream)
+        except RuntimeError:
+            # The connection's nursery has already closed, and with it the stream.
+            pass
+
+
+def _socket_fd(stream: trio.abc.Stream) -> int | None:
+    # Only a plain TCP socket can take frame bytes directly; TLS and in-memory streams go through
+    # the outbox and writer task instead.
+    if isinstance(stream, trio.SocketStream):
+        return stream.socket.fileno()
+    return None
