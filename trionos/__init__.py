@@ -8,6 +8,7 @@ all with structured concurrency: every task has an owner, every queue a bound.
 from ._binary import decode_base64 as decode_base64
 from ._binary import encode_base64 as encode_base64
 from ._client import connect as connect
+from ._codec import Codec as Codec
 from ._connection import WebSocket as WebSocket
 from ._errors import BrokerError as BrokerError
 from ._errors import ConnectionClosed as ConnectionClosed
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BrokerError",
     "Client",
+    "Codec",
     "ConnectTimeout",
     "ConnectionClosed",
     "ConnectionRejected",

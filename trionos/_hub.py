@@ -116,6 +116,7 @@ class Hub:
         #: Clients closed by the ``disconnect`` policy since the hub started.
         self.slow_clients_dropped = 0
         self._all_room: _Room | None = None
+        self._cm: Any = None
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -174,6 +175,9 @@ class Hub:
             del self._clients[cid]
             for room in self._rooms.drop(client):
                 self._room_emptied_check(room)
+            if not self._clients and self._all_room is not None:
+                self._all_room.send_channel.close()
+                self._all_room = None
 
     @property
     def clients(self) -> dict[str, Client]:

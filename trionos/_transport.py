@@ -68,6 +68,8 @@ class Transport(trio.abc.Stream):
         self.close_sent = False
         self.closed = False
         self.dropped_frames = 0
+        #: The most bytes the outbox ever held (to check the bound in tests and benchmarks).
+        self.peak_outbox_bytes = 0
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class Transport(trio.abc.Stream):
     def _enqueue(self, frame: bytes) -> None:
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
+        self.peak_outbox_bytes = max(self.peak_outbox_bytes, self._outbox_bytes)
         if not self._writer_running:
             self._writer_running = True
             self._nursery.start_soon(self._drain_in_background)

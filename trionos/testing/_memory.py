@@ -1,8 +1,10 @@
-"""In-memory connections: a trionos server and its clients joined by trio memory streams.
+"""In-memory connections: a trionos server and its clients joined by bounded memory pipes.
 
 Nothing listens on a port, so tests need no sockets and run on a ``MockClock``. The server side
 is the real server code path (request parsing, handshake, handler, heartbeat); the client side
-is the same :class:`~trionos.WebSocket` class :func:`trionos.connect` returns.
+is the same :class:`~trionos.WebSocket` class :func:`trionos.connect` returns. Each connection is a
+:func:`~trionos.testing.memory_pipe` holding at most ``buffer_size`` unread bytes per direction,
+so a peer that stops reading pushes back on its writer as a TCP peer would.
 """
 
 from __future__ import annotations
@@ -13,31 +15,56 @@ from typing import Any
 
 import attrs
 import trio
-import trio.testing
+import trio.lowlevel
 
 from .._client import ClientOptions, connect_over
 from .._connection import WebSocket
 from .._heartbeat import Heartbeat
 from .._server import Handler, Server
+from ._http import HttpResponse, http_request
+from ._pipe import DEFAULT_PIPE_BYTES, PipeStream, memory_pipe
 
-__all__ = ["MemoryServer", "open_memory_server"]
+__all__ = ["MEMORY_HOST", "MemoryServer", "open_memory_server"]
+
+#: The ``Host`` header in-memory clients send.
+MEMORY_HOST = "trionos.test"
 
 
 class MemoryServer:
     """A running in-memory server: connect clients to it with :meth:`connect`.
 
     ``server`` is the underlying :class:`trionos.Server` (its ``connections`` set is live).
+    ``buffer_size`` bounds the unread bytes in each direction of each connection.
     """
 
-    def __init__(self, server: Server, nursery: trio.Nursery) -> None:
+    #: Which backend this is (see :class:`~trionos.testing.AppClient`).
+    backend = "memory"
+    #: A pseudo URL: there is no listener, so only this object can connect.
+    url = f"ws://{MEMORY_HOST}"
+
+    def __init__(
+        self, server: Server, nursery: trio.Nursery, *, buffer_size: int = DEFAULT_PIPE_BYTES
+    ) -> None:
         self.server = server
+        self.buffer_size = buffer_size
         self._nursery = nursery
 
-    def open_stream(self) -> trio.abc.Stream:
-        """A new raw byte stream to the server (for tests that speak HTTP or frames by hand)."""
-        client_stream, server_stream = trio.testing.memory_stream_pair()
+    def __repr__(self) -> str:
+        return f"<MemoryServer connections={len(self.server.connections)} buffer_size={self.buffer_size}>"
+
+    def open_stream(self) -> PipeStream:
+        """A new raw byte stream to the server (for tests that speak HTTP or frames by hand).
+
+        The server starts serving the other end at once; close the stream when done.
+        """
+        client_stream, server_stream = memory_pipe(self.buffer_size)
         self._nursery.start_soon(self.server.handle_stream, server_stream)
         return client_stream
+
+    async def dial(self) -> PipeStream:
+        """Like :meth:`open_stream`, as the awaitable every backend offers."""
+        await trio.lowlevel.checkpoint()
+        return self.open_stream()
 
     @asynccontextmanager
     async def connect(
@@ -52,7 +79,9 @@ class MemoryServer:
         """Open a WebSocket to ``path``; it closes when the block exits.
 
         Client heartbeats are off by default here (tests drive time themselves); pass
-        ``heartbeat=Heartbeat(...)`` to switch them on.
+        ``heartbeat=Heartbeat(...)`` to switch them on. Other keyword options are those of
+        :func:`trionos.connect` (``connect_timeout``, ``max_message_size``, ...). Raises what
+        :func:`trionos.connect` raises, e.g. :class:`~trionos.ConnectionRejected`.
         """
         client_options = attrs.evolve(
             ClientOptions(),
@@ -61,26 +90,32 @@ class MemoryServer:
             heartbeat=heartbeat,
             **options,
         )
-
-        async def open_stream() -> trio.abc.Stream:
-            return self.open_stream()
-
-        async with connect_over(open_stream, "trionos.test", path, client_options, remote=None) as ws:
+        async with connect_over(self.dial, MEMORY_HOST, path, client_options, remote=None) as ws:
             yield ws
+
+    async def get(self, path: str = "/", *, headers: Iterable[tuple[str, str]] = ()) -> HttpResponse:
+        """Send a plain HTTP ``GET path`` and return the complete response."""
+        return await http_request(self.open_stream(), MEMORY_HOST, path, headers=headers)
 
 
 @asynccontextmanager
-async def open_memory_server(handler: Handler, **serve_options: Any) -> AsyncIterator[MemoryServer]:
-    """Run ``handler`` as a server reachable only through memory streams.
+async def open_memory_server(
+    handler: Handler, *, buffer_size: int = DEFAULT_PIPE_BYTES, **serve_options: Any
+) -> AsyncIterator[MemoryServer]:
+    """Run ``handler`` as a server reachable only through memory pipes.
 
-    Takes the same keyword options as :func:`trionos.serve` (``heartbeat``, ``origins``, limits).
-    Leaving the block cancels every connection, as cancelling ``serve`` does.
+    Takes the same keyword options as :func:`trionos.serve` (``heartbeat``, ``origins``, limits),
+    plus ``buffer_size``: the unread bytes each direction of a connection holds before the writer
+    waits (64 KiB, roughly a loopback socket).
+
+    Leaving the block cancels every connection, as cancelling ``serve`` does: handlers are
+    cancelled and open WebSockets get 1001, each waiting at most ``close_timeout`` for its peer.
     """
     server = Server(handler, **serve_options)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.run_pinger)
         try:
-            yield MemoryServer(server, nursery)
+            yield MemoryServer(server, nursery, buffer_size=buffer_size)
         finally:
             server.shutdown()
             nursery.cancel_scope.cancel()

@@ -1,1 +1,201 @@
-"""The pytest plugin registered through the ``pytest11`` entry point (fixtures for trionos apps)."""
+"""The pytest plugin registered through the ``pytest11`` entry point (fixtures for trionos apps).
+
+It is loaded in every pytest run where trionos is installed, so it only defines fixtures, one
+command-line option and one marker; nothing runs unless a test asks for a ``trionos_*`` fixture.
+The fixtures are Trio fixtures: they need pytest-trio (``trio_mode = true``, or tests marked
+``@pytest.mark.trio``).
+
+You define ``trionos_handler`` (and optionally ``trionos_serve_options``); the plugin gives you
+
+* ``trionos_app``: the app running on the selected backend (an :class:`~trionos.testing.AppClient`);
+* ``trionos_client``: a factory, ``ws = await trionos_client("/path")``, for connections that stay
+  open until the test ends;
+* ``trionos_memory_server`` and ``trionos_loopback_server``: one backend each, whatever is selected;
+* ``trionos_backend``: ``"memory"`` (the default) or ``"loopback"``.
+
+Choosing the backend, strongest first: the marker ``@pytest.mark.trionos_backend("memory",
+"loopback")`` (the test runs once per backend named; on a class or module too), the option
+``--trionos-backend=memory|loopback|all``, then the ``trionos_backend`` fixture (override it in
+a conftest.py). A loopback test that uses ``autojump_clock`` is skipped: real sockets look idle to
+the clock, so it would jump through every time-out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import pytest
+import trio
+import trio.testing
+
+from .._connection import WebSocket
+from .._errors import ConnectionClosed
+from .._server import Handler
+from ._app import BACKENDS, AppClient, open_app
+from ._loopback import LoopbackServer, open_loopback_server
+from ._memory import MemoryServer, open_memory_server
+
+__all__ = ["ClientFactory"]
+
+_OPTION = "--trionos-backend"
+_MARKER = "trionos_backend"
+
+
+class ClientFactory(Protocol):
+    """What the ``trionos_client`` fixture is: ``await trionos_client(path, **connect_options)``."""
+
+    async def __call__(self, path: str = "/", **options: Any) -> WebSocket: ...
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trionos", "trionos test kit")
+    group.addoption(
+        _OPTION,
+        choices=[*BACKENDS, "all"],
+        default=None,
+        help="run tests that use trionos_app on this backend, or on all of them (default: memory)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(*backends): run the test on each trionos test backend named ({', '.join(BACKENDS)});"
+        " no arguments means all of them",
+    )
+
+
+def _backends_for(metafunc: pytest.Metafunc) -> tuple[str, ...] | None:
+    marker = metafunc.definition.get_closest_marker(_MARKER)
+    if marker is not None:
+        backends = tuple(marker.args) or BACKENDS
+        unknown = [b for b in backends if b not in BACKENDS]
+        if unknown:
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: unknown trionos backend {unknown[0]!r};"
+                f" expected one of {BACKENDS}"
+            )
+        return backends
+    option = metafunc.config.getoption(_OPTION)
+    if option is None:
+        return None
+    return BACKENDS if option == "all" else (option,)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if _MARKER not in metafunc.fixturenames:
+        return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")]
+        if _MARKER in names:
+            return  # the test parametrizes the backend itself
+    backends = _backends_for(metafunc)
+    if backends is not None:
+        metafunc.parametrize(_MARKER, backends, ids=list(backends))
+
+
+@pytest.fixture
+def trionos_backend(request: pytest.FixtureRequest) -> str:
+    """Which backend ``trionos_app`` runs on: ``"memory"`` unless the option says otherwise.
+
+    Override it in a conftest.py to change the default for a directory, or parametrize it:
+    ``@pytest.fixture(params=["memory", "loopback"])``. The marker and the command-line option
+    take precedence over it.
+    """
+    option = request.config.getoption(_OPTION)
+    return "memory" if option in (None, "all") else str(option)
+
+
+@pytest.fixture
+def trionos_handler() -> Handler:
+    """The handler under test: define this fixture yourself (it may be async, to open a Hub)."""
+    pytest.fail(
+        "define a `trionos_handler` fixture that returns (or yields) your request handler "
+        "to use the trionos_app, trionos_client and trionos_*_server fixtures",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def trionos_serve_options() -> Mapping[str, Any]:
+    """Keyword options for the server (``heartbeat``, ``origins``, limits, and ``buffer_size`` for
+    memory). Override it to change them; by default the server has trionos's defaults."""
+    return {}
+
+
+def _skip_if_autojumping() -> None:
+    clock = trio.lowlevel.current_clock()
+    if isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold != math.inf:
+        pytest.skip(
+            "the loopback backend cannot run on an autojumping MockClock: real sockets look idle to it"
+        )
+
+
+def _loopback_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k != "buffer_size"}
+
+
+@pytest.fixture
+async def trionos_memory_server(
+    trionos_handler: Handler, trionos_serve_options: Mapping[str, Any]
+) -> AsyncIterator[MemoryServer]:
+    """The handler served over in-memory pipes (virtual time works)."""
+    async with open_memory_server(trionos_handler, **trionos_serve_options) as memory:
+        yield memory
+
+
+@pytest.fixture
+async def trionos_loopback_server(
+    trionos_handler: Handler, trionos_serve_options: Mapping[str, Any]
+) -> AsyncIterator[LoopbackServer]:
+    """The handler served by ``trionos.serve`` on 127.0.0.1, port 0 (``.server.port``, ``.url``)."""
+    _skip_if_autojumping()
+    async with open_loopback_server(trionos_handler, **_loopback_options(trionos_serve_options)) as loopback:
+        yield loopback
+
+
+@pytest.fixture
+async def trionos_app(
+    trionos_handler: Handler, trionos_serve_options: Mapping[str, Any], trionos_backend: str
+) -> AsyncIterator[AppClient]:
+    """The handler running on the selected backend: ``connect(path)``, ``get(path)``, ``dial()``."""
+    if trionos_backend == "loopback":
+        _skip_if_autojumping()
+        options = _loopback_options(trionos_serve_options)
+    else:
+        options = dict(trionos_serve_options)
+    async with open_app(trionos_handler, backend=trionos_backend, **options) as app:  # type: ignore[arg-type]
+        yield app
+
+
+async def _hold(
+    app: AppClient, path: str, options: dict[str, Any], *, task_status: trio.TaskStatus[WebSocket]
+) -> None:
+    try:
+        async with app.connect(path, **options) as ws:
+            task_status.started(ws)
+            await trio.sleep_forever()
+    except ConnectionClosed:
+        # A client heartbeat gave up on the server: the test sees it on ``ws``, not here.
+        pass
+
+
+@pytest.fixture
+async def trionos_client(trionos_app: AppClient) -> AsyncIterator[ClientFactory]:
+    """A factory of connections to ``trionos_app`` that stay open until the test ends.
+
+    ``ws = await trionos_client("/chat", subprotocols=["v1"])`` takes the options of
+    ``trionos_app.connect``; it raises what the handshake raises (e.g. ``ConnectionRejected``).
+    """
+    async with trio.open_nursery() as nursery:
+
+        async def open_client(path: str = "/", **options: Any) -> WebSocket:
+            ws: WebSocket = await nursery.start(_hold, trionos_app, path, options)
+            return ws
+
+        yield open_client
+        nursery.cancel_scope.cancel()

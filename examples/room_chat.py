@@ -1,0 +1,132 @@
+"""Room chat: the typed chat protocol with rooms, and a page to use it from a browser.
+
+``python examples/room_chat.py [--host H] [--port P] [--heartbeat-interval S] [--heartbeat-timeout S]``
+
+* ``GET /`` serves the chat page (``room_chat.html``); the WebSocket is on the same port.
+* Client -> server: ``join`` (``username``, optional ``room``, default "lobby"), ``chat``, ``leave``.
+* Server -> client: ``welcome`` (the room's users in join order) to the joiner, ``joined`` to the
+  others, ``message`` to everyone in the room but the sender, ``left`` when someone leaves,
+  disconnects or times out, and ``error`` for bad input (the connection stays open).
+* A client is in one room at a time: joining another room leaves the first.
+* The raw text ``ping`` is answered with ``pong`` (an application-level heartbeat for browsers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+from _example import run_server, server_arguments
+
+import trionos
+from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Chat, Error, Join, Joined, Leave, Left, Message, Welcome
+
+logger = logging.getLogger("room_chat")
+
+PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
+
+
+class RoomChat:
+    """One chat session: which room the client is in, under which name."""
+
+    def __init__(self, hub: trionos.Hub, client: trionos.Client) -> None:
+        self.hub = hub
+        self.client = client
+        self.room: str | None = None
+
+    async def reply(self, message: object) -> None:
+        await self.client.ws.send_message(message, SERVER_CODEC)
+
+    async def handle(self, message: Join | Chat | Leave) -> None:
+        match message:
+            case Join(username=username, room=room):
+                await self.join(username, room)
+            case Chat(text=text):
+                if self.room is None:
+                    await self.reply(Error("join a room before sending chat messages"))
+                    return
+                assert self.client.name is not None
+                await self.hub.broadcast(self.room, Message(self.client.name, text), exclude=self.client)
+            case Leave():
+                await self.leave()
+
+    async def join(self, username: str, room: str) -> None:
+        if not username.strip():
+            await self.reply(Error("username must not be empty"))
+            return
+        others = [c.name for c in self.hub.members(room) if c is not self.client]
+        if username in others:
+            await self.reply(Error(f"username {username!r} is already taken in room {room!r}"))
+            return
+        await self.leave()
+        self.client.name = username
+        self.hub.join(self.client, room)
+        self.room = room
+        await self.reply(Welcome(tuple(self.hub.presence(room))))
+        await self.hub.broadcast(room, Joined(username), exclude=self.client)
+
+    async def leave(self) -> None:
+        if self.room is None:
+            return
+        room, self.room = self.room, None
+        self.hub.leave(self.client, room)
+        assert self.client.name is not None
+        await self.hub.broadcast(room, Left(self.client.name))
+
+
+def make_handler(hub: trionos.Hub) -> Callable[[trionos.Request], Awaitable[None]]:
+    """The room chat's request handler, using ``hub`` for rooms and broadcast."""
+
+    async def handler(req: trionos.Request) -> None:
+        if not req.is_upgrade:
+            if req.path == "/":
+                await req.respond_html(PAGE)
+            else:
+                await req.respond_text("Not Found", status=404)
+            return
+        ws = await req.accept(answer_text_ping=True)
+        async with hub.client(ws) as client:
+            session = RoomChat(hub, client)
+            try:
+                async for raw in ws:
+                    try:
+                        message = CLIENT_CODEC.decode(raw)
+                    except trionos.DecodeError as exc:
+                        await session.reply(Error(str(exc)))
+                        continue
+                    await session.handle(message)
+            finally:
+                # Runs on every exit, also when the heartbeat or a shutdown cancelled us:
+                # shield the goodbye and bound it.
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await session.leave()
+
+    return handler
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = server_arguments("Room chat with typed JSON messages.")
+    parser.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds between pings")
+    parser.add_argument(
+        "--heartbeat-timeout", type=float, default=60.0, help="seconds of silence before close"
+    )
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    hub = trionos.Hub(codec=SERVER_CODEC)
+    heartbeat = trionos.Heartbeat(interval=args.heartbeat_interval, timeout=args.heartbeat_timeout)
+
+    async def with_hub(run: Callable[[], Awaitable[None]]) -> None:
+        async with hub:
+            await run()
+
+    run_server(args, make_handler(hub), around=with_hub, heartbeat=heartbeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The seed chat protocol: exact wire format, defaults, both directions, fuzzing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trionos import chat
+from trionos._codec import Codec
+from trionos._errors import DecodeError, EncodeError
+from trionos.chat import (
+    CLIENT_CODEC,
+    SERVER_CODEC,
+    Chat,
+    Error,
+    Join,
+    Joined,
+    Leave,
+    Left,
+    Message,
+    Welcome,
+)
+from trionos.testing._strategies import malformed_payloads, messages, mutated_payloads
+
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+CODECS = [CLIENT_CODEC, SERVER_CODEC]
+CODEC_IDS = ["client", "server"]
+MESSAGES = {codec: messages(codec) for codec in CODECS}
+MALFORMED = {codec: malformed_payloads(codec) for codec in CODECS}
+MUTATED = {codec: mutated_payloads(codec) for codec in CODECS}
+
+WIRE = [
+    (CLIENT_CODEC, Join("ann"), '{"type":"join","username":"ann","room":"lobby"}'),
+    (CLIENT_CODEC, Join("ann", room="kitchen"), '{"type":"join","username":"ann","room":"kitchen"}'),
+    (CLIENT_CODEC, Chat("hi"), '{"type":"chat","text":"hi"}'),
+    (CLIENT_CODEC, Leave(), '{"type":"leave"}'),
+    (SERVER_CODEC, Welcome(("ann", "bob")), '{"type":"welcome","users":["ann","bob"]}'),
+    (SERVER_CODEC, Welcome(()), '{"type":"welcome","users":[]}'),
+    (SERVER_CODEC, Joined("bob"), '{"type":"joined","username":"bob"}'),
+    (SERVER_CODEC, Message("ann", "hi"), '{"type":"message","from":"ann","text":"hi"}'),
+    (SERVER_CODEC, Left("bob"), '{"type":"left","username":"bob"}'),
+    (SERVER_CODEC, Error("join a room first"), '{"type":"error","reason":"join a room first"}'),
+]
+
+
+@pytest.mark.parametrize(("codec", "msg", "wire"), WIRE, ids=[type(m).__name__ for _, m, _ in WIRE])
+def test_exact_wire_format(codec: Codec[Any], msg: object, wire: str) -> None:
+    """Each chat message encodes to exactly this JSON text and decodes back from it."""
+    assert codec.encode(msg) == wire
+    assert codec.decode(wire) == msg
+
+
+def test_tags_of_both_directions() -> None:
+    """The client and server codecs know exactly the documented tags."""
+    assert dict(CLIENT_CODEC.tags) == {"join": Join, "chat": Chat, "leave": Leave}
+    assert dict(SERVER_CODEC.tags) == {
+        "welcome": Welcome,
+        "joined": Joined,
+        "message": Message,
+        "left": Left,
+        "error": Error,
+    }
+
+
+def test_join_room_defaults_to_lobby() -> None:
+    """A join without a room joins the lobby."""
+    assert CLIENT_CODEC.decode('{"type":"join","username":"ann"}') == Join("ann", "lobby")
+
+
+def test_welcome_users_decode_to_a_tuple() -> None:
+    """Welcome.users is a tuple, so a decoded Welcome is hashable and equal to one built in code."""
+    welcome = SERVER_CODEC.decode('{"type":"welcome","users":["ann","bob"]}')
+    assert welcome.users == ("ann", "bob")
+    assert hash(welcome) == hash(Welcome(("ann", "bob")))
+
+
+def test_message_sender_is_from_on_the_wire() -> None:
+    """Message.from_ is "from" on the wire; "from_" is not accepted in its place."""
+    assert SERVER_CODEC.unstructure(Message("ann", "hi")) == {"type": "message", "from": "ann", "text": "hi"}
+    with pytest.raises(DecodeError, match="'message' is missing field 'from'"):
+        SERVER_CODEC.decode('{"type":"message","from_":"ann","text":"hi"}')
+
+
+def test_extra_fields_are_ignored() -> None:
+    """Either side may add fields; the other ignores them."""
+    assert CLIENT_CODEC.decode('{"type":"chat","text":"hi","sent_at":1700000000}') == Chat("hi")
+
+
+def test_each_codec_only_speaks_its_direction() -> None:
+    """The client codec refuses server messages and the server codec refuses client messages."""
+    with pytest.raises(EncodeError, match="accepts Join, Chat, Leave"):
+        CLIENT_CODEC.encode(Message("ann", "hi"))
+    with pytest.raises(EncodeError, match="accepts Welcome, Joined, Message, Left, Error"):
+        SERVER_CODEC.encode(Chat("hi"))
+    with pytest.raises(DecodeError, match=r"unknown type 'chat' \(expected one of: error, joined, left"):
+        SERVER_CODEC.decode('{"type":"chat","text":"hi"}')
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ('{"type":"join","username":5}', "'join' field 'username' must be a string, got int 5"),
+        ('{"type":"join"}', "'join' is missing field 'username'"),
+        ('{"type":"dance"}', "unknown type 'dance' (expected one of: chat, join, leave)"),
+        ('{"username":"ann"}', 'missing "type" (expected one of: chat, join, leave)'),
+        ('["join","ann"]', "expected a JSON object, got list"),
+        ('{"type":"join","username":"ann"', "invalid JSON at line 1 column 32"),
+        ('{"type":"chat","text":null}', "'chat' field 'text' must be a string, got null"),
+    ],
+)
+def test_client_decode_errors(payload: str, expected: str) -> None:
+    """Bad client payloads raise DecodeError with a message a server can send back as Error.reason."""
+    with pytest.raises(DecodeError) as info:
+        CLIENT_CODEC.decode(payload)
+    assert expected in str(info.value)
+
+
+def test_welcome_with_a_non_string_user_names_the_index() -> None:
+    """An ill-typed list item is reported with its index."""
+    with pytest.raises(DecodeError, match=r"'welcome' field 'users\[2\]' must be a string, got int 3"):
+        SERVER_CODEC.decode('{"type":"welcome","users":["ann","bob",3]}')
+
+
+def test_messages_are_frozen() -> None:
+    """Every chat message is an immutable attrs value."""
+    assert {type(msg) for _, msg, _ in WIRE} == {*CLIENT_CODEC.tags.values(), *SERVER_CODEC.tags.values()}
+    for _, msg, _ in WIRE:
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            msg.text = "changed"  # type: ignore[misc, union-attr]
+
+
+def test_public_names_are_sorted_and_complete() -> None:
+    """chat.__all__ is sorted and names every message class, both unions and both codecs."""
+    assert chat.__all__ == sorted(chat.__all__)
+    classes = {name for name, value in vars(chat).items() if isinstance(value, type) and attrs.has(value)}
+    assert classes | {"ClientMessage", "ServerMessage", "CLIENT_CODEC", "SERVER_CODEC"} == set(chat.__all__)
+
+
+def test_json_schema_describes_the_wire_format() -> None:
+    """The client schema accepts the documented payloads and rejects a join without a username."""
+    validator = jsonschema.Draft202012Validator(CLIENT_CODEC.json_schema())
+    for codec, _, wire in WIRE:
+        if codec is CLIENT_CODEC:
+            validator.validate(json.loads(wire))
+    assert not validator.is_valid({"type": "join"})
+    assert not validator.is_valid({"type": "join", "username": 5})
+    server = jsonschema.Draft202012Validator(SERVER_CODEC.json_schema())
+    assert server.is_valid({"type": "message", "from": "ann", "text": "hi"})
+    assert not server.is_valid({"type": "message", "from_": "ann", "text": "hi"})
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=CODEC_IDS)
+@FUZZ
+@given(data=st.data())
+def test_every_chat_message_round_trips(codec: Codec[Any], data: st.DataObject) -> None:
+    """decode(encode(m)) == m for generated chat messages, non-ASCII text included."""
+    msg = data.draw(MESSAGES[codec])
+    assert codec.decode(codec.encode(msg)) == msg
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=CODEC_IDS)
+@FUZZ
+@given(data=st.data())
+def test_malformed_chat_payloads_are_rejected(codec: Codec[Any], data: st.DataObject) -> None:
+    """Every malformed payload raises DecodeError."""
+    with pytest.raises(DecodeError):
+        codec.decode(data.draw(MALFORMED[codec]))
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=CODEC_IDS)
+@FUZZ
+@given(data=st.data())
+def test_mutated_chat_payloads_raise_only_decode_error(codec: Codec[Any], data: st.DataObject) -> None:
+    """A valid message with one random edit decodes or raises DecodeError, nothing else."""
+    try:
+        codec.decode(data.draw(MUTATED[codec]))
+    except DecodeError:
+        pass
+
+
+@FUZZ
+@given(payload=st.text() | st.binary())
+def test_arbitrary_input_raises_only_decode_error(payload: str | bytes) -> None:
+    """Any text or bytes sent to a chat server decodes or raises DecodeError, nothing else."""
+    try:
+        CLIENT_CODEC.decode(payload)
+    except DecodeError:
+        pass
+
+
+def test_welcome_accepts_any_iterable_of_names() -> None:
+    """Welcome(list) keeps a tuple, so it equals the decoded message."""
+    built = Welcome(["ann", "bob"])
+    assert built == SERVER_CODEC.decode(SERVER_CODEC.encode(built))
+    assert built.users == ("ann", "bob")

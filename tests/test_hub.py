@@ -1,0 +1,213 @@
+"""The hub end to end over loopback: load, slow clients, encode-once, and usage errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import trionos
+from tests.conftest import ServeFn
+
+UPGRADE = (
+    b"GET /stalled HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.fixture
+async def hub(nursery: trio.Nursery) -> AsyncIterator[trionos.Hub]:
+    yield await nursery.start(trionos.Hub().run)
+
+
+class Registered(dict[str, trionos.Client]):
+    """Server-side clients by path, with a way to wait until enough have joined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = trio.Event()
+
+    def add(self, path: str, client: trionos.Client) -> None:
+        self[path] = client
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, *paths: str, count: int = 0) -> None:
+        while not (all(p in self for p in paths) and len(self) >= count):
+            await self._changed.wait()
+
+
+def room_handler(hub: trionos.Hub, registered: Registered) -> Any:
+    """Every connection joins the room "room", relays what it sends there, and reads until closed."""
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        async with hub.client(ws) as client:
+            hub.join(client, "room")
+            registered.add(req.path, client)
+            try:
+                async for message in ws:
+                    await hub.broadcast("room", message, exclude=client)
+            finally:
+                registered.pop(req.path, None)
+
+    return handler
+
+
+async def test_300_clients_by_50_messages_nothing_lost(hub: trionos.Hub, start_server: ServeFn) -> None:
+    """300 clients in one room each receive all 50 messages from 10 senders, per-sender in order."""
+    registered = Registered()
+    server = await start_server(room_handler(hub, registered))
+    received: dict[int, list[str | bytes]] = {}
+    done = trio.Event()
+
+    async def listener(n: int) -> None:
+        async with trionos.connect(f"{server.url}/c{n}", message_queue_size=64) as ws:
+            received[n] = [await ws.recv() for _ in range(50)]
+            if len(received) == 300:
+                done.set()
+            await done.wait()
+
+    async def sender(k: int) -> None:
+        async with trionos.connect(f"{server.url}/s{k}") as ws:
+            await registered.wait_for(count=310)
+            for i in range(5):
+                await ws.send(f"{k}:{i}")
+            await done.wait()
+
+    async with trio.open_nursery() as nursery:
+        for n in range(300):
+            nursery.start_soon(listener, n)
+        for k in range(10):
+            nursery.start_soon(sender, k)
+    for messages in received.values():
+        assert len(messages) == 50
+        for k in range(10):
+            assert [m for m in messages if str(m).startswith(f"{k}:")] == [f"{k}:{i}" for i in range(5)]
+
+
+async def stalled_peer(port: int) -> trio.SocketStream:
+    """A client that completes the handshake and then never reads again."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(UPGRADE)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    return stream
+
+
+async def run_flood(
+    hub: trionos.Hub, start_server: ServeFn, *, total: int, size: int
+) -> tuple[Registered, list[list[int]], trionos.Client, trio.SocketStream]:
+    registered = Registered()
+    server = await start_server(room_handler(hub, registered), max_outbox_bytes=256 * 1024)
+    stalled = await stalled_peer(server.port)
+    await registered.wait_for("/stalled")
+    stalled_client = registered["/stalled"]
+    results: list[list[int]] = []
+
+    async def reader(ready: trio.Event) -> None:
+        async with trionos.connect(f"{server.url}/reader{len(results)}", message_queue_size=16) as ws:
+            seen: list[int] = []
+            results.append(seen)
+            ready.set()
+            while not seen or seen[-1] != total - 1:
+                message = await ws.recv()
+                assert isinstance(message, bytes) and len(message) == size
+                seen.append(int.from_bytes(message[:4], "big"))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            ready = trio.Event()
+            nursery.start_soon(reader, ready)
+            await ready.wait()
+        await registered.wait_for(count=3)
+        payload = b"x" * (size - 4)
+        for i in range(total):
+            await hub.broadcast("room", i.to_bytes(4, "big") + payload)
+    return registered, results, stalled_client, stalled
+
+
+async def test_stalled_client_is_disconnected_while_others_get_48_mib(
+    nursery: trio.Nursery, start_server: ServeFn
+) -> None:
+    """With `disconnect`, a client that never reads is closed (1008) after the grace period,
+    the others receive all 48 MiB in order, and its outbox never exceeds the bound."""
+    hub = await nursery.start(trionos.Hub(grace=0.5).run)
+    size = 64 * 1024
+    total = 48 * 1024 * 1024 // size
+    _, results, stalled_client, stalled = await run_flood(hub, start_server, total=total, size=size)
+    assert results == [list(range(total))] * 2
+    assert stalled_client.ws.close_code == 1008
+    assert "slow client" in (stalled_client.ws.close_reason or "")
+    assert hub.slow_clients_dropped == 1
+    assert stalled_client.ws._transport.peak_outbox_bytes <= 256 * 1024 + size + 16
+    with trio.fail_after(10):  # the peer sees the TCP connection end after the buffered bytes
+        while await stalled.receive_some(1 << 20):
+            pass
+
+
+async def test_drop_oldest_never_waits_and_keeps_the_bound(
+    nursery: trio.Nursery, start_server: ServeFn
+) -> None:
+    """With `drop_oldest`, a stalled client stays connected, loses old frames, and stays bounded;
+    readers get an in-order subsequence that always ends with the newest message."""
+    hub = await nursery.start(trionos.Hub(policy="drop_oldest", grace=0.5).run)
+    size = 64 * 1024
+    total = 16 * 1024 * 1024 // size
+    _, results, stalled_client, stalled = await run_flood(hub, start_server, total=total, size=size)
+    for seen in results:
+        assert seen == sorted(set(seen)) and seen[-1] == total - 1
+    assert not stalled_client.ws.closed
+    assert stalled_client.ws._transport.dropped_frames > 0
+    assert stalled_client.ws._transport.peak_outbox_bytes <= 256 * 1024 + size + 16
+    assert hub.slow_clients_dropped == 0
+    await stalled.aclose()
+
+
+class CountingCodec:
+    """A codec that counts how often it encodes."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, message: Any) -> str:
+        self.encoded += 1
+        return f"typed:{message}"
+
+    def decode(self, data: str | bytes) -> Any:
+        return data
+
+
+async def test_typed_broadcast_is_encoded_once(hub: trionos.Hub, start_server: ServeFn) -> None:
+    """A typed message to many recipients is encoded once; everyone but the excluded gets it."""
+    registered = Registered()
+    server = await start_server(room_handler(hub, registered))
+    codec = CountingCodec()
+    async with (
+        trionos.connect(server.url + "/a") as a,
+        trionos.connect(server.url + "/b") as b,
+        trionos.connect(server.url + "/c") as c,
+    ):
+        await registered.wait_for(count=3)
+        sent = await hub.broadcast("room", 42, exclude=registered["/a"], codec=codec)
+        assert sent == 2 and codec.encoded == 1
+        assert await b.recv() == "typed:42"
+        assert await c.recv() == "typed:42"
+        await a.send("from a")
+        assert await b.recv() == "from a"
+        assert await c.recv() == "from a"
+
+
+async def test_usage_errors(hub: trionos.Hub) -> None:
+    """Typed broadcasts need a codec, and a hub that is not running says so."""
+    with pytest.raises(TypeError, match="without a codec"):
+        await hub.broadcast("room", object())
+    with pytest.raises(RuntimeError, match="the hub is not running"):
+        trionos.Hub()._require_nursery()
+    assert await hub.broadcast("nobody-here", "x") == 0
+    assert hub.presence("nobody-here") == [] and hub.members("nobody-here") == []

@@ -1,0 +1,206 @@
+"""Reconnecting clients: :func:`connect_with_retry` and :func:`run_reconnecting`.
+
+Thin Trio layers over :func:`trionos.connect` and the pure :class:`~trionos._backoff.Backoff`
+schedule. Neither opens a nursery of its own: the connection's tasks live in ``connect``'s nursery,
+and ``on_connect`` runs in the caller's task, so cancelling the caller cancels everything.
+
+Which endings are retried:
+
+* the connection could not be opened: :class:`HandshakeError` (which includes
+  :class:`ConnectTimeout` and :class:`ConnectionRejected`) or ``OSError``;
+* the connection ended with a close code in ``retry_on_close`` (default :data:`RETRY_CLOSE_CODES`:
+  1001 going away, 1006 dropped, 1011 server error or heartbeat timeout, 1012 restart, 1013 try
+  again later).
+
+Anything else ends the loop: a normal close (1000), a policy close (1008, 4000-4999) or any other
+code is returned, and an exception from the application propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import trio
+
+from ._backoff import Backoff
+from ._client import connect as _connect
+from ._connection import WebSocket
+from ._errors import ConnectionClosed, HandshakeError
+
+__all__ = ["RETRY_CLOSE_CODES", "Connect", "connect_with_retry", "run_reconnecting"]
+
+logger = logging.getLogger("trionos.reconnect")
+
+#: Close codes after which :func:`run_reconnecting` reconnects by default: the server went away
+#: (1001), the connection dropped (1006), the server failed or stopped answering heartbeats (1011),
+#: is restarting (1012) or is overloaded (1013). (1014 "bad gateway" cannot arrive: wsproto
+#: reports it as a protocol error, 1002.)
+RETRY_CLOSE_CODES: frozenset[int] = frozenset({1001, 1006, 1011, 1012, 1013})
+
+#: What opens one connection: called as ``connect(url, **connect_options)``, returns an async
+#: context manager that yields a :class:`WebSocket`. :func:`trionos.connect` by default;
+#: ``MemoryServer.connect`` from :mod:`trionos.testing` fits too (the "url" is then a path).
+Connect = Callable[..., AbstractAsyncContextManager[WebSocket]]
+
+#: The errors that mean "this attempt to connect failed; another one may succeed".
+_CONNECT_ERRORS = (HandshakeError, OSError)
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _check_attempts(name: str, value: int | None) -> None:
+    if value is None and name == "max_attempts":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+@asynccontextmanager
+async def connect_with_retry(
+    url: str,
+    max_retries: int,
+    *,
+    initial_delay: float = 1.0,
+    max_delay: float = 30.0,
+    backoff: Backoff | None = None,
+    connect: Connect = _connect,
+    **connect_options: Any,
+) -> AsyncIterator[WebSocket | None]:
+    """Open a WebSocket, trying up to ``max_retries`` times; yield it, or ``None`` if every try failed.
+
+    ``async with trionos.connect_with_retry(url, 5) as ws:`` then ``if ws is None: ...``
+
+    ``max_retries`` is the total number of attempts (at least 1). An attempt fails with
+    :class:`HandshakeError` (including :class:`ConnectTimeout` and :class:`ConnectionRejected`) or
+    ``OSError``; each failure is logged as a warning on the ``trionos.reconnect`` logger and
+    followed by a delay from the schedule: ``backoff`` if given (it is reset first), otherwise
+    exponential with full jitter from ``initial_delay`` up to ``max_delay`` seconds. There is no
+    delay after the last attempt. ``connect_options`` go to ``connect`` (:func:`trionos.connect`
+    unless another :data:`Connect` is given), e.g. ``connect_timeout`` bounds each attempt.
+
+    Only opening the connection is retried: once the block runs, exceptions from it propagate
+    unchanged and the connection is closed (1000) as :func:`trionos.connect` does.
+
+    Cancellation: cancelling during an attempt or a delay stops at once (nothing is open); inside
+    the block it behaves as :func:`trionos.connect`.
+    """
+    _check_attempts("max_retries", max_retries)
+    schedule = backoff if backoff is not None else Backoff(initial=initial_delay, maximum=max_delay)
+    schedule.reset()
+    async with AsyncExitStack() as stack:
+        ws: WebSocket | None = None
+        for attempt in range(1, max_retries + 1):
+            try:
+                ws = await stack.enter_async_context(connect(url, **connect_options))
+            except _CONNECT_ERRORS as exc:
+                if attempt == max_retries:
+                    logger.warning(
+                        "connection to %s failed (%s), giving up after %d attempts",
+                        url,
+                        _describe(exc),
+                        attempt,
+                    )
+                    break
+                delay = schedule.next_delay()
+                logger.warning("connection to %s failed (%s), retrying in %.3g s", url, _describe(exc), delay)
+            else:
+                break
+            # Outside the ``except`` so that a cancellation here is not chained to the failure.
+            await trio.sleep(delay)
+        yield ws
+
+
+async def run_reconnecting(
+    url: str,
+    on_connect: Callable[[WebSocket], Awaitable[object]],
+    *,
+    backoff: Backoff | None = None,
+    max_attempts: int | None = None,
+    retry_on_close: Container[int] = RETRY_CLOSE_CODES,
+    stable_after: float = 5.0,
+    connect: Connect = _connect,
+    **connect_options: Any,
+) -> int | None:
+    """Stay connected to ``url``: run ``await on_connect(ws)`` on each new connection until done.
+
+    ``on_connect`` runs once per connection, in the caller's task; re-send whatever the server must
+    know (log in, join a room) at its start. What happens next depends on how it ends:
+
+    * it returns while the connection is still open: done. The connection is closed with 1000 and
+      ``None`` returned.
+    * the connection ends with a close code (``on_connect`` raises :class:`ConnectionClosed`, or
+      returns after the connection closed; ``async for message in ws`` ends quietly on 1000 and
+      1001): if the code is in ``retry_on_close`` (default :data:`RETRY_CLOSE_CODES`, which has
+      1001, 1006, 1011, 1012 and 1013) it reconnects, otherwise the code is returned (1000
+      normal, 1008 policy, 4000-4999 application codes, ...). Pass e.g.
+      ``RETRY_CLOSE_CODES | {4000}`` or ``range(4000, 5000)`` to choose differently.
+    * the connection cannot be opened (:class:`HandshakeError`, ``OSError``): it tries again.
+    * any other exception from ``on_connect`` propagates unchanged (after the connection is closed
+      with 1000); a bug in the handler is not retried.
+
+    Between attempts it sleeps (``trio.sleep``) for a delay from ``backoff`` (default
+    ``Backoff()``: full jitter, 1 s doubling up to 30 s) and logs why as a warning on the
+    ``trionos.reconnect`` logger. A connection that stayed open for at least ``stable_after``
+    seconds resets the schedule, so the first retry after a long session comes quickly while a
+    server that accepts and then fails at once is still backed off from.
+
+    Bounds: ``max_attempts`` (default: no limit) is how many attempts in a row may fail, counting
+    failed connects and connections closed with a retried code; a stable connection starts the
+    count again. When it is reached, the last error (:class:`HandshakeError`, ``OSError`` or
+    :class:`ConnectionClosed`) is raised with a note saying so. ``backoff`` is reset at the start
+    and holds the state of this run: do not share one between concurrent runs.
+
+    Cancellation: cancelling ``run_reconnecting`` cancels the current ``on_connect`` and closes its
+    connection with 1000 (waiting at most ``close_timeout``), or interrupts the current attempt or
+    delay; nothing is left running and ``Cancelled`` propagates.
+
+    ``connect_options`` go to ``connect`` (:func:`trionos.connect` unless another :data:`Connect`
+    is given, such as ``MemoryServer.connect`` in tests), e.g. ``heartbeat`` or ``connect_timeout``.
+    """
+    _check_attempts("max_attempts", max_attempts)
+    if not stable_after >= 0:
+        raise ValueError(f"stable_after must be 0 or more seconds, got {stable_after!r}")
+    schedule = backoff if backoff is not None else Backoff()
+    schedule.reset()
+    failures = 0
+    while True:
+        connected_at = math.nan
+        try:
+            async with connect(url, **connect_options) as ws:
+                connected_at = trio.current_time()
+                await on_connect(ws)
+                code, reason = ws.close_code, ws.close_reason
+        except _CONNECT_ERRORS as exc:
+            if not math.isnan(connected_at):
+                raise  # from on_connect itself, not from opening the connection
+            error: BaseException = exc
+            what = "failed"
+        except ConnectionClosed as exc:
+            if exc.code not in retry_on_close:
+                logger.info("connection to %s ended (%s), not reconnecting", url, _describe(exc))
+                return int(exc.code)
+            error, what = exc, "closed"
+        else:
+            if code is None or code not in retry_on_close:
+                return None if code is None else int(code)
+            error, what = ConnectionClosed(code, reason or ""), "closed"
+
+        if trio.current_time() - connected_at >= stable_after:  # False while connected_at is nan
+            schedule.reset()
+            failures = 0
+        failures += 1
+        if max_attempts is not None and failures >= max_attempts:
+            logger.warning(
+                "connection to %s %s (%s), giving up after %d attempts", url, what, _describe(error), failures
+            )
+            error.add_note(f"run_reconnecting gave up after {failures} attempts in a row to reach {url}")
+            raise error
+        delay = schedule.next_delay()
+        logger.warning("connection to %s %s (%s), retrying in %.3g s", url, what, _describe(error), delay)
+        await trio.sleep(delay)

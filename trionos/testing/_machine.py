@@ -1,0 +1,188 @@
+"""A Hypothesis ``RuleBasedStateMachine`` that drives an app's clients and checks them against a model.
+
+Hypothesis calls rules synchronously, one after another, while the app needs a running Trio loop
+that lives across rules. So each machine runs its own ``trio.run`` in a worker thread (the loop's
+owner), and every rule hands one step to that loop with ``trio.from_thread.run`` and waits for it.
+Time is a ``MockClock`` that autojumps only while a step runs and stands still between rules, so
+the steps see the same virtual time however long Hypothesis takes in between: runs are
+deterministic, and Hypothesis seeds Trio's scheduler (Trio registers its random source with it).
+
+This module imports hypothesis; :mod:`trionos.testing` loads it only when ``AppStateMachine`` is used.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, ClassVar, TypeVar
+
+import trio
+import trio.testing
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+
+from .._connection import MessageCodec
+from .._server import Handler
+from ._memory import open_memory_server
+from ._program import Connect, Disconnect, ProgramModel, Send, Step, _Harness, _open_harness
+
+__all__ = ["AppStateMachine"]
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """A ``trio.run`` in a worker thread, set up by ``open_state()``, taking calls from other threads."""
+
+    def __init__(self, open_state: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        self.clock = trio.testing.MockClock(autojump_threshold=0)
+        self.state: Any = None
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(open_state,), name="trionos-machine", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._token is None:
+            self._thread.join()
+            raise RuntimeError("the app under test failed to start") from self._error
+
+    def _run(self, open_state: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        try:
+            trio.run(self._main, open_state, clock=self.clock)
+        except BaseException as exc:  # handed to the test thread, which re-raises it
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self, open_state: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+        async with open_state() as state:
+            self.state = state
+            self._stop = trio.Event()
+            self._token = trio.lowlevel.current_trio_token()
+            # Between rules nothing may happen: no autojump, so virtual time stands still.
+            self.clock.autojump_threshold = math.inf
+            self._ready.set()
+            await self._stop.wait()
+            # Closing may wait for close handshakes and time-outs: let time run again.
+            self.clock.autojump_threshold = 0
+
+    def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn()`` in the loop with time running, and return its result (or raise its error)."""
+
+        async def timed() -> T:
+            self.clock.autojump_threshold = 0
+            try:
+                return await fn()
+            finally:
+                self.clock.autojump_threshold = math.inf
+
+        try:
+            return trio.from_thread.run(timed, trio_token=self._token)
+        except trio.RunFinishedError:
+            self._thread.join()
+            raise RuntimeError("the app under test stopped") from self._error
+
+    def stop(self) -> None:
+        """End the loop (closing the app) and re-raise whatever it failed with."""
+        if self._stop is not None and self._thread.is_alive():
+            try:
+                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+class AppStateMachine(RuleBasedStateMachine):
+    """Rules that connect, send and disconnect clients of an app, checked against a model after each.
+
+    Subclass it, point it at the app and the model, and collect ``YourMachine.TestCase``::
+
+        class ChatMachine(AppStateMachine):
+            messages = st.sampled_from([...])       # what clients send
+
+            def make_model(self):
+                return ChatModel()                  # a ProgramModel
+
+            def open_app(self):
+                return chat_app()                   # async context manager yielding the handler
+
+        TestChat = ChatMachine.TestCase
+
+    Each example gets a fresh app, in-memory connections and a fresh model. Class attributes
+    configure the rest: ``clients`` (how many client numbers), ``path``, ``codec`` (decodes what
+    clients receive; JSON when None), ``send_codec`` (encodes what they send; JSON when None),
+    ``abrupt_disconnects`` and ``serve_options`` (for the server: ``heartbeat``, limits). Add
+    your own rules and invariants as usual; :meth:`step` runs any :class:`Step`.
+    """
+
+    messages: ClassVar[st.SearchStrategy[Any]] = st.nothing()
+    clients: ClassVar[int] = 3
+    path: ClassVar[str] = "/"
+    codec: ClassVar[MessageCodec[Any] | None] = None
+    send_codec: ClassVar[MessageCodec[Any] | None] = None
+    abrupt_disconnects: ClassVar[bool] = True
+    serve_options: ClassVar[Mapping[str, Any]] = {}
+
+    def make_model(self) -> ProgramModel:
+        """The model of a fresh app."""
+        raise NotImplementedError("define make_model() in your AppStateMachine subclass")
+
+    def open_app(self) -> AbstractAsyncContextManager[Handler]:
+        """An async context manager yielding the handler of a fresh app (open its Hub in it)."""
+        raise NotImplementedError("define open_app() in your AppStateMachine subclass")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._connected: set[int] = set()
+        self._loop = _LoopThread(self._open_state)
+
+    @asynccontextmanager
+    async def _open_state(self) -> AsyncIterator[_Harness]:
+        model = self.make_model()
+        async with (
+            self.open_app() as handler,
+            open_memory_server(handler, **self.serve_options) as memory,
+            _open_harness(
+                memory, model, path=self.path, codec=self.codec, send_codec=self.send_codec
+            ) as harness,
+        ):
+            yield harness
+
+    def step(self, step: Step) -> None:
+        """Run one step against the app and check the deliveries (raises AssertionError on a mismatch)."""
+        harness: _Harness = self._loop.state
+        self._loop.call(lambda: harness.apply(step))
+        self._connected = harness.connected
+
+    @precondition(lambda self: len(self._connected) < self.clients)
+    @rule(data=st.data())
+    def connect(self, data: st.DataObject) -> None:
+        """A client that is not connected connects."""
+        free = [n for n in range(self.clients) if n not in self._connected]
+        self.step(Connect(data.draw(st.sampled_from(free), label="client")))
+
+    @precondition(lambda self: bool(self._connected))
+    @rule(data=st.data())
+    def send(self, data: st.DataObject) -> None:
+        """A connected client sends a message drawn from ``messages``."""
+        client = data.draw(st.sampled_from(sorted(self._connected)), label="client")
+        self.step(Send(client, data.draw(self.messages, label="message")))
+
+    @precondition(lambda self: bool(self._connected))
+    @rule(data=st.data())
+    def disconnect(self, data: st.DataObject) -> None:
+        """A connected client disconnects, cleanly or (with ``abrupt_disconnects``) not."""
+        client = data.draw(st.sampled_from(sorted(self._connected)), label="client")
+        abrupt = data.draw(st.booleans(), label="abrupt") if self.abrupt_disconnects else False
+        self.step(Disconnect(client, abrupt))
+
+    def teardown(self) -> None:
+        self._loop.stop()

@@ -1,0 +1,202 @@
+"""A hand-driven WebSocket client: it does what the test says and nothing else.
+
+A :class:`trionos.WebSocket` client runs a reader task that reads the socket continuously and
+answers pings on its own, which is what an application wants and exactly what a fault-injection
+test does not. A :class:`RawPeer` has no background task: it reads only inside :meth:`RawPeer.recv`,
+answers pings only there (and only if told to), and can stop anywhere, even inside a frame. The
+protocol work is wsproto's (a sans-I/O state machine; trio-websocket is built on it).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from .._errors import ConnectionClosed, ConnectionRejected, ConnectTimeout, HandshakeError
+from ._app import AppClient
+
+__all__ = ["RawPeer", "open_raw_peer"]
+
+_RECEIVE_SIZE = 64 * 1024
+
+
+class RawPeer:
+    """A client WebSocket that only reads, writes and answers pings when the test asks it to.
+
+    ``stream`` is the byte stream under it (a :class:`~trionos.testing.PipeStream` on the memory
+    backend: its ``incoming_bytes`` shows how much the server sent that the peer has not read).
+    ``pings_received`` counts the server's pings seen by :meth:`recv`. Closing is abrupt by
+    default: leaving :func:`open_raw_peer`'s block closes the stream without a closing handshake
+    (the server sees 1006); call :meth:`close` first for a clean one.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        connection: WSConnection,
+        events: Iterable[Event],
+        *,
+        answer_pings: bool,
+    ) -> None:
+        self.stream = stream
+        self.answer_pings = answer_pings
+        self.pings_received = 0
+        self._conn = connection
+        self._events: deque[Event] = deque(events)
+        self._parts: list[str | bytes] = []
+        self._closed: ConnectionClosed | None = None
+
+    def __repr__(self) -> str:
+        state = f"closed {self._closed.code}" if self._closed else "open"
+        return f"<RawPeer {state}>"
+
+    def frame(self, message: str | bytes) -> bytes:
+        """The bytes of one complete, masked data frame for ``message`` (text for str, binary for bytes)."""
+        return self._conn.send(Message(data=message))
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one complete message; waits while the server is not reading (backpressure)."""
+        await self.stream.send_all(self.frame(message))
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Write raw bytes (partial frames, garbage) straight to the stream."""
+        await self.stream.send_all(data)
+
+    async def recv(self) -> str | bytes:
+        """Read until one whole message arrives and return it.
+
+        Pings met on the way are counted and, with ``answer_pings``, answered. A close frame is
+        answered and raises :class:`~trionos.ConnectionClosed` with its code; the stream ending
+        without one raises it with 1006. Cancelling loses no message.
+        """
+        if self._closed is not None:
+            raise self._closed
+        while True:
+            while self._events:
+                event = self._events.popleft()
+                if isinstance(event, TextMessage | BytesMessage):
+                    self._parts.append(event.data)
+                    if event.message_finished:
+                        parts, self._parts = self._parts, []
+                        return "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)  # type: ignore[arg-type]
+                elif isinstance(event, Ping):
+                    self.pings_received += 1
+                    if self.answer_pings:
+                        await self.stream.send_all(self._conn.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    if self._conn.state is ConnectionState.REMOTE_CLOSING:
+                        try:
+                            await self.stream.send_all(self._conn.send(event.response()))
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            pass
+                    self._closed = ConnectionClosed(event.code, event.reason or "")
+                    raise self._closed
+            try:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            self._conn.receive_data(data or None)
+            self._events.extend(self._conn.events())
+
+    async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Send a close frame and read (discarding messages) until the server's reply or ``timeout``."""
+        if self._closed is None and self._conn.state is ConnectionState.OPEN:
+            await self.stream.send_all(self._conn.send(CloseConnection(code=code, reason=reason)))
+            with trio.move_on_after(timeout):
+                try:
+                    while True:
+                        await self.recv()
+                except ConnectionClosed:
+                    pass
+        await self.abort()
+
+    async def abort(self) -> None:
+        """Close the stream at once, without a close frame: the server sees code 1006."""
+        if self._closed is None:
+            self._closed = ConnectionClosed(1006, "closed by the test")
+        await trio.aclose_forcefully(self.stream)
+
+    async def disconnect_mid_frame(self, message: str | bytes = "x" * 100) -> None:
+        """Send the first half of ``message``'s frame, then close the stream (no close frame)."""
+        frame = self.frame(message)
+        await self.stream.send_all(frame[: max(1, len(frame) // 2)])
+        await self.abort()
+
+
+@asynccontextmanager
+async def open_raw_peer(
+    app: AppClient,
+    path: str = "/",
+    *,
+    subprotocols: Iterable[str] = (),
+    extra_headers: Iterable[tuple[str, str]] = (),
+    answer_pings: bool = True,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[RawPeer]:
+    """Complete a WebSocket handshake with ``app`` at ``path`` and yield a :class:`RawPeer`.
+
+    Raises :class:`~trionos.ConnectionRejected` if the server answers with an HTTP status,
+    :class:`~trionos.ConnectTimeout` if the handshake takes over ``connect_timeout`` seconds, and
+    :class:`~trionos.HandshakeError` if the server closes first. The stream is closed abruptly on
+    exit, whatever the peer's state.
+    """
+    stream = await app.dial()
+    try:
+        conn = WSConnection(ConnectionType.CLIENT)
+        request = Request(
+            host=urlsplit(app.url).netloc,
+            target=path,
+            subprotocols=list(subprotocols),
+            extra_headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers],
+        )
+        with trio.move_on_after(connect_timeout) as timeout:
+            leftover = await _handshake(stream, conn, conn.send(request))
+        if timeout.cancelled_caught:
+            raise ConnectTimeout(f"no WebSocket handshake from {app.url}{path} within {connect_timeout:g} s")
+        yield RawPeer(stream, conn, leftover, answer_pings=answer_pings)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _handshake(stream: trio.abc.Stream, conn: WSConnection, request: bytes) -> list[Event]:
+    """Send the upgrade request, read the response; return events that came after the accept."""
+    await stream.send_all(request)
+    status: int | None = None
+    body = b""
+    while True:
+        data = await stream.receive_some(_RECEIVE_SIZE)
+        if not data:
+            if status is not None:
+                raise ConnectionRejected(status, body)
+            raise HandshakeError("the server closed the connection during the WebSocket handshake")
+        conn.receive_data(data)
+        events = list(conn.events())
+        for i, event in enumerate(events):
+            if isinstance(event, AcceptConnection):
+                return events[i + 1 :]
+            if isinstance(event, RejectConnection):
+                status = event.status_code
+                if not event.has_body:
+                    raise ConnectionRejected(status)
+            elif isinstance(event, RejectData):
+                body += event.data
+                if event.body_finished:
+                    raise ConnectionRejected(status or 0, body)
