@@ -249,4 +249,4 @@ HubMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestHubModel = HubMachine.TestCase
-TestHubModel.__doc__ = "Joins, leaves, bursts (with or without exclusion) and disconnects agree with the model."
+TestHubModel.__doc__ = "Joins, leaves, bursts and disconnects agree with the model."
