@@ -63,6 +63,7 @@ class Transport(trio.abc.Stream):
         self._writer_running = False
         self._progress = trio.Event()
         self._idle: _IdleWatch | None = None
+        self._receiving = False
         #: Set once the WebSocket handshake is done; from then on close frames are recognised.
         self.handshake_complete = False
         self.close_sent = False
@@ -81,19 +82,23 @@ class Transport(trio.abc.Stream):
         must not make a healthy peer look dead.
         """
         self._idle = _IdleWatch(scope, timeout)
+        if self._receiving:
+            # The reader was already waiting when the watch began: the clock starts now.
+            scope.deadline = trio.current_time() + timeout
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._replay:
             data, self._replay = self._replay, b""
             return data
-        idle = self._idle
-        if idle is None:
-            return await self._stream.receive_some(max_bytes)
-        idle.scope.deadline = trio.current_time() + idle.timeout
+        self._receiving = True
+        if self._idle is not None:
+            self._idle.scope.deadline = trio.current_time() + self._idle.timeout
         try:
             return await self._stream.receive_some(max_bytes)
         finally:
-            idle.scope.deadline = math.inf
+            self._receiving = False
+            if self._idle is not None:
+                self._idle.scope.deadline = math.inf
 
     # --- writing -----------------------------------------------------------------------------
 
