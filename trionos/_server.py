@@ -60,7 +60,7 @@ class Request:
         handler_scope: trio.CancelScope,
     ) -> None:
         self._head = head
-        self._reader = reader
+        self._reader: RequestReader | None = reader
         self._stream = stream
         self._server = server
         self._nursery = nursery
@@ -127,12 +127,14 @@ class Request:
             raise RuntimeError(f"accept() needs a WebSocket upgrade request, got {self!r}")
         self._claim()
         server = self._server
+        assert self._reader is not None
         transport = Transport(
             self._stream,
             nursery=self._nursery,
             replay=self._reader.received,
             max_outbox_bytes=server.max_outbox_bytes,
         )
+        self._reader = None  # the head is replayed from here on; free the HTTP parser
         request = await trio_websocket.wrap_server_stream(
             self._nursery,
             transport,
@@ -169,6 +171,7 @@ class Request:
     ) -> None:
         """Send a complete HTTP response and close the connection after it."""
         self._claim()
+        assert self._reader is not None
         payload = body.encode("utf-8") if isinstance(body, str) else body
         data = self._reader.response(status, payload, content_type=content_type, headers=headers)
         try:

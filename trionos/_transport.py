@@ -18,15 +18,21 @@ import logging
 import math
 import os
 from collections import deque
+from collections.abc import Iterable
+from typing import Protocol, TypeVar
 
 import attrs
 import trio
 
 from ._frames import is_close_frame
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "write_each"]
 
 logger = logging.getLogger("trionos.transport")
+
+
+#: The shared, always empty outbox of connections without a backlog (never appended to).
+_NO_BACKLOG: deque[bytes] = deque(maxlen=0)
 
 
 @attrs.define
@@ -58,10 +64,13 @@ class Transport(trio.abc.Stream):
         self.max_outbox_bytes = max_outbox_bytes
         self._fd = _socket_fd(stream)
         self._lock = trio.StrictFIFOLock()
-        self._outbox: deque[bytes] = deque()
+        # True while a task writes under the lock; the fast path must not interleave with it.
+        self._busy = False
+        # Allocated on first use: most connections never need an outbox or a progress event.
+        self._outbox: deque[bytes] = _NO_BACKLOG
         self._outbox_bytes = 0
         self._writer_running = False
-        self._progress = trio.Event()
+        self._progress: trio.Event | None = None
         self._idle: _IdleWatch | None = None
         self._receiving = False
         #: Set once the WebSocket handshake is done; from then on close frames are recognised.
@@ -115,21 +124,27 @@ class Transport(trio.abc.Stream):
 
     def _write_direct(self, frame: bytes) -> bool:
         """Try the socket without blocking; queue any unwritten tail. True if anything was done."""
-        if self._fd is None or self._outbox or self._lock.locked():
+        if self._fd is None or self._outbox or self._busy:
             return False
         try:
             sent = os.write(self._fd, frame)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
-            # The peer is gone. trio-websocket's reader sees the same fault and ends the connection.
-            self.closed = True
+            self._broken()
             raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
         if sent < len(frame):
             self._enqueue(frame[sent:])
         return True
 
+    def _broken(self) -> None:
+        # The peer is gone. trio-websocket's reader sees the same fault and ends the connection.
+        self.closed = True
+        self._discard_outbox()
+
     def _enqueue(self, frame: bytes) -> None:
+        if self._outbox is _NO_BACKLOG:
+            self._outbox = deque()
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
         self.peak_outbox_bytes = max(self.peak_outbox_bytes, self._outbox_bytes)
@@ -173,18 +188,29 @@ class Transport(trio.abc.Stream):
 
     async def wait_for_progress(self) -> None:
         """Return once the outbox has shrunk (some queued bytes reached the socket)."""
+        if self._progress is None:
+            self._progress = trio.Event()
         await self._progress.wait()
 
     def _signal_progress(self) -> None:
-        self._progress.set()
-        self._progress = trio.Event()
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
 
     async def _flush_locked(self) -> None:
         while self._outbox:
             frame = self._outbox.popleft()
             self._outbox_bytes -= len(frame)
-            await self._stream.send_all(frame)
+            await self._send_locked(frame)
             self._signal_progress()
+        self._outbox = _NO_BACKLOG  # free the deque until the next backlog
+
+    async def _send_locked(self, data: bytes | bytearray | memoryview) -> None:
+        self._busy = True
+        try:
+            await self._stream.send_all(data)
+        finally:
+            self._busy = False
 
     async def _drain_in_background(self) -> None:
         try:
@@ -197,7 +223,7 @@ class Transport(trio.abc.Stream):
             self._writer_running = False
 
     def _discard_outbox(self) -> None:
-        self._outbox.clear()
+        self._outbox = _NO_BACKLOG
         self._outbox_bytes = 0
         self._signal_progress()
 
@@ -209,6 +235,8 @@ class Transport(trio.abc.Stream):
         """
         self._check_writable()
         if not self._write_direct(frame):
+            if self._outbox is _NO_BACKLOG:
+                self._outbox = deque()
             self._outbox.append(frame)
             self._outbox_bytes += len(frame)
         if self._outbox:
@@ -223,7 +251,7 @@ class Transport(trio.abc.Stream):
             await self._flush_locked()
             if self.handshake_complete and is_close_frame(data):
                 self.close_sent = True
-            await self._stream.send_all(data)
+            await self._send_locked(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
@@ -252,6 +280,46 @@ class Transport(trio.abc.Stream):
         except RuntimeError:
             # The connection's nursery has already closed, and with it the stream.
             pass
+
+
+class _HasTransport(Protocol):
+    transport: Transport
+
+
+R = TypeVar("R", bound=_HasTransport)
+
+
+def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
+    """Write ``frame`` straight into each recipient's socket; return those it could not take.
+
+    This is the broadcast fast path: one loop, no await, no task switch, the same bytes for every
+    recipient. A recipient is returned (for the caller's slow-client policy) when its socket
+    buffer is full, it has a backlog, another write is in progress, or it has no socket (TLS,
+    in-memory). A partial write queues the tail in order. Recipients whose connection is closed
+    or broken are skipped.
+    """
+    pending: list[R] = []
+    size = len(frame)
+    write = os.write
+    for recipient in recipients:
+        transport = recipient.transport
+        fd = transport._fd
+        if transport.closed or transport.close_sent:
+            continue
+        if fd is None or transport._outbox or transport._busy:
+            pending.append(recipient)
+            continue
+        try:
+            sent = write(fd, frame)
+        except BlockingIOError:
+            pending.append(recipient)
+            continue
+        except OSError:
+            transport._broken()
+            continue
+        if sent != size:
+            transport._enqueue(frame[sent:])
+    return pending
 
 
 def _socket_fd(stream: trio.abc.Stream) -> int | None:
