@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -364,6 +365,41 @@ async def test_an_error_in_on_connect_propagates_without_retry(
         with pytest.raises(trionos.HandshakeError, match="raised by the application"):
             await run_reconnecting("/", on_connect, connect=memory.connect)
     assert calls == 1
+
+
+async def test_closes_inside_an_exception_group_are_closes(autojump_clock: trio.testing.MockClock) -> None:
+    """An on_connect whose nursery tasks all end with ConnectionClosed is treated as that close."""
+    started: list[float] = []
+
+    async def on_connect(ws: trionos.WebSocket) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until_closed, ws)
+            nursery.start_soon(read_until_closed, ws)
+
+    async with open_memory_server(closing_with(1011, 4000, started=started), heartbeat=None) as memory:
+        assert await run_reconnecting("/", on_connect, backoff=exact(), connect=memory.connect) == 4000
+    assert len(started) == 2
+
+
+async def test_a_group_with_other_errors_propagates(autojump_clock: trio.testing.MockClock) -> None:
+    """A group holding anything besides ConnectionClosed is not a close: it propagates unretried."""
+    started: list[float] = []
+
+    async def fail_on_close(ws: trionos.WebSocket) -> None:
+        # Shielded, so that the other task's ConnectionClosed cannot cancel it before it fails.
+        with trio.CancelScope(shield=True), contextlib.suppress(trionos.ConnectionClosed):
+            await read_until_closed(ws)
+        raise KeyError("bug")
+
+    async def on_connect(ws: trionos.WebSocket) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_until_closed, ws)
+            nursery.start_soon(fail_on_close, ws)
+
+    async with open_memory_server(closing_with(1011, started=started), heartbeat=None) as memory:
+        with pytest.RaisesGroup(trionos.ConnectionClosed, KeyError, flatten_subgroups=True):
+            await run_reconnecting("/", on_connect, connect=memory.connect)
+    assert len(started) == 1
 
 
 # --- run_reconnecting: schedule, bounds, cancellation ------------------------------------------

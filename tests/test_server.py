@@ -8,6 +8,9 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import BytesMessage, TextMessage
+from wsproto.events import Request as WsRequest
 
 import trionos
 from tests.conftest import ServeFn, echo_handler, http_get, read_all
@@ -325,3 +328,58 @@ async def test_wss_with_trustme(nursery: trio.Nursery) -> None:
     with pytest.raises(trionos.HandshakeError, match="TLS"):
         async with trionos.connect(f"wss://127.0.0.1:{server.port}/"):
             pass
+
+
+async def test_cancelled_send_never_leaves_half_a_frame(start_server: ServeFn) -> None:
+    """A send cancelled while the socket is full still completes the frame, in order, before the next."""
+    big = b"\x07" * (8 * 1024 * 1024)
+    cancelled = trio.Event()
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        with trio.move_on_after(0.2) as scope:
+            await ws.send(big)  # the peer is not reading: this blocks mid-frame
+        assert scope.cancelled_caught
+        cancelled.set()
+        await ws.send("after")
+        await ws.recv()
+
+    server = await start_server(handler)
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    conn = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(conn.send(WsRequest(host="test", target="/")))
+    await cancelled.wait()  # only now does the peer start reading
+    messages: list[bytes | str] = []
+    parts: list[bytes | str] = []
+    while len(messages) < 2:
+        conn.receive_data(await stream.receive_some(1 << 20))
+        for event in conn.events():
+            if isinstance(event, BytesMessage | TextMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    messages.append(b"".join(parts) if isinstance(event, BytesMessage) else "".join(parts))
+                    parts = []
+    assert messages == [big, "after"]
+    await stream.aclose()
+
+
+@pytest.mark.parametrize("reply", [b"", b"hello there\r\n\r\n"])
+async def test_server_that_hangs_up_or_talks_nonsense_fails_the_handshake(
+    nursery: trio.Nursery, reply: bytes
+) -> None:
+    """A peer that closes before the upgrade, or answers with non-HTTP, is a HandshakeError at once."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def rude(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        if reply:
+            await stream.send_all(reply)
+        await stream.aclose()
+
+    nursery.start_soon(trio.serve_listeners, rude, listeners)
+    with trio.fail_after(5):  # connect_timeout is 60: failing fast is the point
+        with pytest.raises(trionos.HandshakeError) as info:
+            async with trionos.connect(f"ws://127.0.0.1:{port}/", connect_timeout=60):
+                pass
+    assert not isinstance(info.value, trionos.ConnectTimeout)

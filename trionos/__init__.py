@@ -5,6 +5,7 @@ One port for HTTP and WebSockets (:func:`serve`), a client (:func:`connect`), ro
 all with structured concurrency: every task has an owner, every queue a bound.
 """
 
+from ._backoff import Backoff as Backoff
 from ._binary import decode_base64 as decode_base64
 from ._binary import encode_base64 as encode_base64
 from ._client import connect as connect
@@ -24,6 +25,9 @@ from ._http import Headers as Headers
 from ._hub import Client as Client
 from ._hub import Hub as Hub
 from ._hub import SlowClientPolicy as SlowClientPolicy
+from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
+from ._reconnect import connect_with_retry as connect_with_retry
+from ._reconnect import run_reconnecting as run_reconnecting
 from ._server import Request as Request
 from ._server import Server as Server
 from ._server import serve as serve
@@ -31,6 +35,7 @@ from ._server import serve as serve
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "BrokerError",
     "Client",
     "Codec",
@@ -43,6 +48,7 @@ __all__ = [
     "Headers",
     "Heartbeat",
     "Hub",
+    "RETRY_CLOSE_CODES",
     "Request",
     "Server",
     "SlowClientPolicy",
@@ -50,8 +56,10 @@ __all__ = [
     "WebSocket",
     "__version__",
     "connect",
+    "connect_with_retry",
     "decode_base64",
     "encode_base64",
+    "run_reconnecting",
     "send_keepalive",
     "serve",
 ]

@@ -14,7 +14,7 @@ import trio
 import trio_websocket
 
 from ._connection import WebSocket
-from ._errors import ConnectionClosed, ConnectionRejected, ConnectTimeout, HandshakeError
+from ._errors import ConnectionClosed, ConnectionRejected, ConnectTimeout, HandshakeError, TrionosError
 from ._heartbeat import Heartbeat, run_pinger
 from ._transport import Transport
 
@@ -132,6 +132,33 @@ async def connect(
         yield ws
 
 
+async def _handshake(
+    nursery: trio.Nursery,
+    transport: Transport,
+    host_header: str,
+    resource: str,
+    options: ClientOptions,
+    headers: list[tuple[bytes, bytes]],
+    description: str,
+) -> trio_websocket.WebSocketConnection:
+    try:
+        return await trio_websocket.wrap_client_stream(
+            nursery,
+            transport,  # type: ignore[arg-type]  # any trio Stream works
+            host_header,
+            resource,
+            subprotocols=list(options.subprotocols),
+            extra_headers=headers,
+            message_queue_size=options.message_queue_size,
+            max_message_size=options.max_message_size,
+            receive_buffer_size=64 * 1024,
+        )
+    except trio_websocket.ConnectionRejected as exc:
+        raise ConnectionRejected(exc.status_code, exc.body or b"") from None
+    except trio_websocket.HandshakeError as exc:
+        raise HandshakeError(f"WebSocket handshake with {description} failed: {exc!r}") from exc
+
+
 @asynccontextmanager
 async def connect_over(
     open_stream: Callable[[], Awaitable[trio.abc.Stream]],
@@ -146,30 +173,24 @@ async def connect_over(
     heartbeat = options.heartbeat
     idle_scope = trio.CancelScope(deadline=math.inf)
     transport: Transport | None = None
+    handshake_done = False
     description = f"ws://{host_header}{resource}"
     try:
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(options.connect_timeout) as timeout:
                 stream = await open_stream()
                 transport = Transport(stream, nursery=nursery, max_outbox_bytes=options.max_outbox_bytes)
-                try:
-                    connection = await trio_websocket.wrap_client_stream(
-                        nursery,
-                        transport,  # type: ignore[arg-type]  # any trio Stream works
-                        host_header,
-                        resource,
-                        subprotocols=list(options.subprotocols),
-                        extra_headers=headers,
-                        message_queue_size=options.message_queue_size,
-                        max_message_size=options.max_message_size,
-                        receive_buffer_size=64 * 1024,
+                hung_up = trio.CancelScope()
+                transport.on_handshake_eof = hung_up.cancel
+                connection = None
+                with hung_up:
+                    connection = await _handshake(
+                        nursery, transport, host_header, resource, options, headers, description
                     )
-                except trio_websocket.ConnectionRejected as exc:
-                    raise ConnectionRejected(exc.status_code, exc.body or b"") from None
-                except trio_websocket.HandshakeError as exc:
-                    raise HandshakeError(f"WebSocket handshake with {description} failed: {exc!r}") from exc
-                if connection.closed is not None:
-                    raise HandshakeError(f"WebSocket handshake with {description} failed: connection closed")
+                if connection is None or connection.closed is not None:
+                    raise HandshakeError(
+                        f"WebSocket handshake with {description} failed: the server closed the connection"
+                    )
             if timeout.cancelled_caught:
                 if transport is not None:
                     await trio.aclose_forcefully(transport)
@@ -178,6 +199,7 @@ async def connect_over(
                 )
             assert transport is not None
             transport.handshake_complete = True
+            handshake_done = True
             ws = WebSocket(
                 connection,
                 transport,
@@ -207,6 +229,9 @@ async def connect_over(
             raise
         if isinstance(single, trio_websocket.ConnectionRejected):
             raise ConnectionRejected(single.status_code, single.body or b"") from None
+        if not handshake_done and isinstance(single, Exception) and not isinstance(single, TrionosError):
+            # trio-websocket's reader fails on a reply that is not HTTP at all.
+            raise HandshakeError(f"WebSocket handshake with {description} failed: {single!r}") from single
         raise single from single.__cause__
     if idle_scope.cancelled_caught:
         assert heartbeat is not None

@@ -54,6 +54,22 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _as_close(exc: BaseException) -> ConnectionClosed | None:
+    """``exc`` as one close: itself, or the first of a group made only of closes (else None).
+
+    An ``on_connect`` that runs tasks in a nursery raises its ``ConnectionClosed`` inside an
+    exception group; it still means "the connection closed". A group with anything else in it
+    (a bug, ``Cancelled``) is not a close and propagates.
+    """
+    if isinstance(exc, ConnectionClosed):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        closes, rest = exc.split(ConnectionClosed)
+        if rest is None and closes is not None:
+            return _as_close(closes.exceptions[0])
+    return None
+
+
 def _check_attempts(name: str, value: int | None) -> None:
     if value is None and name == "max_attempts":
         return
@@ -94,26 +110,33 @@ async def connect_with_retry(
     schedule = backoff if backoff is not None else Backoff(initial=initial_delay, maximum=max_delay)
     schedule.reset()
     async with AsyncExitStack() as stack:
-        ws: WebSocket | None = None
-        for attempt in range(1, max_retries + 1):
-            try:
-                ws = await stack.enter_async_context(connect(url, **connect_options))
-            except _CONNECT_ERRORS as exc:
-                if attempt == max_retries:
-                    logger.warning(
-                        "connection to %s failed (%s), giving up after %d attempts",
-                        url,
-                        _describe(exc),
-                        attempt,
-                    )
-                    break
-                delay = schedule.next_delay()
-                logger.warning("connection to %s failed (%s), retrying in %.3g s", url, _describe(exc), delay)
-            else:
-                break
-            # Outside the ``except`` so that a cancellation here is not chained to the failure.
-            await trio.sleep(delay)
-        yield ws
+        yield await _open_with_retry(stack, url, max_retries, schedule, connect, connect_options)
+
+
+async def _open_with_retry(
+    stack: AsyncExitStack,
+    url: str,
+    attempts: int,
+    schedule: Backoff,
+    connect: Connect,
+    connect_options: dict[str, Any],
+) -> WebSocket | None:
+    """Enter ``connect(url)`` on ``stack``, up to ``attempts`` times; None once all have failed."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await stack.enter_async_context(connect(url, **connect_options))
+        except _CONNECT_ERRORS as exc:
+            error = exc
+        # Outside the ``except``, so that a cancellation while sleeping is not chained to the failure.
+        if attempt == attempts:
+            break
+        delay = schedule.next_delay()
+        logger.warning("connection to %s failed (%s), retrying in %.3g s", url, _describe(error), delay)
+        await trio.sleep(delay)
+    logger.warning(
+        "connection to %s failed (%s), giving up after %d attempts", url, _describe(error), attempts
+    )
+    return None
 
 
 async def run_reconnecting(
@@ -134,12 +157,12 @@ async def run_reconnecting(
 
     * it returns while the connection is still open: done. The connection is closed with 1000 and
       ``None`` returned.
-    * the connection ends with a close code (``on_connect`` raises :class:`ConnectionClosed`, or
-      returns after the connection closed; ``async for message in ws`` ends quietly on 1000 and
-      1001): if the code is in ``retry_on_close`` (default :data:`RETRY_CLOSE_CODES`, which has
-      1001, 1006, 1011, 1012 and 1013) it reconnects, otherwise the code is returned (1000
-      normal, 1008 policy, 4000-4999 application codes, ...). Pass e.g.
-      ``RETRY_CLOSE_CODES | {4000}`` or ``range(4000, 5000)`` to choose differently.
+    * the connection ends with a close code (``on_connect`` raises :class:`ConnectionClosed`, also
+      inside an exception group from a nursery if nothing else is in it, or returns after the
+      connection closed, as ``async for message in ws`` does on 1000 and 1001): if the code is in
+      ``retry_on_close`` (default :data:`RETRY_CLOSE_CODES`: 1001, 1006, 1011, 1012 and 1013) it
+      reconnects, otherwise the code is returned (1000 normal, 1008 policy, 4000-4999 application
+      codes, ...). Pass e.g. ``RETRY_CLOSE_CODES | {4000}`` or ``range(4000, 5000)`` to choose.
     * the connection cannot be opened (:class:`HandshakeError`, ``OSError``): it tries again.
     * any other exception from ``on_connect`` propagates unchanged (after the connection is closed
       with 1000); a bug in the handler is not retried.
@@ -181,15 +204,18 @@ async def run_reconnecting(
                 raise  # from on_connect itself, not from opening the connection
             error: BaseException = exc
             what = "failed"
-        except ConnectionClosed as exc:
-            if exc.code not in retry_on_close:
-                logger.info("connection to %s ended (%s), not reconnecting", url, _describe(exc))
-                return int(exc.code)
-            error, what = exc, "closed"
+        except (ConnectionClosed, BaseExceptionGroup) as exc:
+            closed = _as_close(exc)
+            if closed is None:
+                raise
+            error, what = closed, "closed"
         else:
-            if code is None or code not in retry_on_close:
-                return None if code is None else int(code)
+            if code is None:
+                return None
             error, what = ConnectionClosed(code, reason or ""), "closed"
+        if isinstance(error, ConnectionClosed) and error.code not in retry_on_close:
+            logger.info("connection to %s ended (%s), not reconnecting", url, _describe(error))
+            return int(error.code)
 
         if trio.current_time() - connected_at >= stable_after:  # False while connected_at is nan
             schedule.reset()

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
 
 import attrs
@@ -62,7 +62,11 @@ class Transport(trio.abc.Stream):
         self._nursery = nursery
         self._replay = replay
         self.max_outbox_bytes = max_outbox_bytes
-        self._fd = _socket_fd(stream)
+        # Only a plain TCP socket can take frame bytes directly; TLS and in-memory streams go
+        # through the outbox and writer task instead. The descriptor is read at each write, never
+        # cached: once the socket is closed it reads -1, and a number the kernel may have reused
+        # for another connection is never written to.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._lock = trio.StrictFIFOLock()
         # True while a task writes under the lock; the fast path must not interleave with it.
         self._busy = False
@@ -75,6 +79,8 @@ class Transport(trio.abc.Stream):
         self._receiving = False
         #: Set once the WebSocket handshake is done; from then on close frames are recognised.
         self.handshake_complete = False
+        #: Called if the stream ends before the handshake is complete.
+        self.on_handshake_eof: Callable[[], None] | None = None
         self.close_sent = False
         self.closed = False
         self.dropped_frames = 0
@@ -103,11 +109,23 @@ class Transport(trio.abc.Stream):
         if self._idle is not None:
             self._idle.scope.deadline = trio.current_time() + self._idle.timeout
         try:
-            return await self._stream.receive_some(max_bytes)
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._peer_gone()
+            raise
         finally:
             self._receiving = False
             if self._idle is not None:
                 self._idle.scope.deadline = math.inf
+        if not data:
+            self._peer_gone()
+        return data
+
+    def _peer_gone(self) -> None:
+        # trio-websocket does not wake a client waiting for the handshake when the server hangs
+        # up first; whoever waits for the handshake learns it here.
+        if not self.handshake_complete and self.on_handshake_eof is not None:
+            self.on_handshake_eof()
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -124,10 +142,14 @@ class Transport(trio.abc.Stream):
 
     def _write_direct(self, frame: bytes) -> bool:
         """Try the socket without blocking; queue any unwritten tail. True if anything was done."""
-        if self._fd is None or self._outbox or self._busy:
+        if self._socket is None or self._outbox or self._busy:
             return False
+        fd = self._socket.fileno()
+        if fd < 0:
+            self._broken()
+            raise trio.ClosedResourceError("the connection is closed")
         try:
-            sent = os.write(self._fd, frame)
+            sent = os.write(fd, frame)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -206,11 +228,50 @@ class Transport(trio.abc.Stream):
         self._outbox = _NO_BACKLOG  # free the deque until the next backlog
 
     async def _send_locked(self, data: bytes | bytearray | memoryview) -> None:
+        # Called with the lock held. A cancelled write must not leave half a frame behind: on a
+        # socket we track what went out and put the rest back at the front of the outbox; on
+        # other streams (TLS, memory) we cannot know, so the connection is given up.
         self._busy = True
         try:
-            await self._stream.send_all(data)
+            if self._socket is None:
+                try:
+                    await self._stream.send_all(data)
+                except trio.Cancelled:
+                    self.abort_soon()
+                    raise
+                return
+            view = memoryview(data)
+            while True:
+                fd = self._socket.fileno()
+                if fd < 0:
+                    self._broken()
+                    raise trio.ClosedResourceError("the connection is closed")
+                try:
+                    sent = os.write(fd, view)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._broken()
+                    raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+                view = view[sent:]
+                if not view:
+                    return
+                try:
+                    await trio.lowlevel.wait_writable(self._socket)
+                except trio.Cancelled:
+                    self._requeue_front(bytes(view))
+                    raise
         finally:
             self._busy = False
+
+    def _requeue_front(self, rest: bytes) -> None:
+        if self._outbox is _NO_BACKLOG:
+            self._outbox = deque()
+        self._outbox.appendleft(rest)
+        self._outbox_bytes += len(rest)
+        if not self._writer_running and not self.closed:
+            self._writer_running = True
+            self._nursery.start_soon(self._drain_in_background)
 
     async def _drain_in_background(self) -> None:
         try:
@@ -303,11 +364,15 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
     write = os.write
     for recipient in recipients:
         transport = recipient.transport
-        fd = transport._fd
         if transport.closed or transport.close_sent:
             continue
-        if fd is None or transport._outbox or transport._busy:
+        sock = transport._socket
+        if sock is None or transport._outbox or transport._busy:
             pending.append(recipient)
+            continue
+        fd = sock.fileno()
+        if fd < 0:
+            transport._broken()
             continue
         try:
             sent = write(fd, frame)
@@ -320,11 +385,3 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
         if sent != size:
             transport._enqueue(frame[sent:])
     return pending
-
-
-def _socket_fd(stream: trio.abc.Stream) -> int | None:
-    # Only a plain TCP socket can take frame bytes directly; TLS and in-memory streams go through
-    # the outbox and writer task instead.
-    if isinstance(stream, trio.SocketStream):
-        return stream.socket.fileno()
-    return None
