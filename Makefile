@@ -7,6 +7,11 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
+# A second environment with trionos installed from a built wheel, not from the source tree:
+# examples/tests run there to prove that a plain `pip install trionos` is enough for the plugin.
+DIST   ?= .venv-dist
+DIST_STAMP := $(DIST)/.installed
+SOURCES := $(shell find trionos -name '*.py' -o -name 'py.typed')
 
 .PHONY: run test lint bench redis-server clean
 
@@ -26,9 +31,17 @@ redis-server:
 run: $(STAMP)
 	$(BIN)/python examples/room_chat.py --host $(HOST) --port $(PORT)
 
-test: $(STAMP) redis-server
+$(DIST_STAMP): pyproject.toml $(SOURCES)
+	@test -x $(DIST)/bin/python || $(PYTHON) -m venv $(DIST)
+	$(DIST)/bin/python -m pip install -q --upgrade pip
+	$(DIST)/bin/python -m pip install -q '.[test]'
+	$(DIST)/bin/python -m pip install -q --force-reinstall --no-deps .
+	@touch $(DIST_STAMP)
+
+test: $(STAMP) $(DIST_STAMP) redis-server
 	$(BIN)/ruff check trionos tests examples bench
 	$(BIN)/python -m pytest -q
+	cd examples/tests && ../../$(DIST)/bin/pytest -q .
 
 lint: $(STAMP)
 	$(BIN)/ruff check trionos tests examples bench
@@ -38,4 +51,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py --chart docs/img/performance.png
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(DIST) build *.egg-info .pytest_cache .hypothesis
