@@ -175,3 +175,23 @@ async def test_raw_peer_answering_pings_survives(autojump_clock: trio.abc.Clock)
                 await peer.recv()  # only pings arrive; reading them answers them
             assert recorder.ended_at is None
             assert peer.pings_received >= 9
+
+
+async def test_text_ping_is_answered_and_keepalive_sends_it(autojump_clock: trio.abc.Clock) -> None:
+    """With answer_text_ping, text "ping" gets "pong" and never reaches recv(); send_keepalive pings."""
+    received: list[str | bytes] = []
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept(answer_text_ping=True)
+        async for message in ws:
+            received.append(message)
+
+    async with open_memory_server(handler, heartbeat=None) as server:
+        async with server.connect("/", message_queue_size=16) as ws, trio.open_nursery() as nursery:
+            nursery.start_soon(trionos.send_keepalive, ws, 25.0)
+            await trio.sleep(3 * 25 + 1)
+            assert [await ws.recv() for _ in range(3)] == ["pong"] * 3
+            await ws.send("hello")
+            await trio.testing.wait_all_tasks_blocked()
+            assert received == ["hello"]
+            nursery.cancel_scope.cancel()
