@@ -215,6 +215,12 @@ async def connect_over(
             try:
                 with idle_scope:
                     yield ws
+            except trio.Cancelled:
+                # The reader task is being cancelled with us, so no reply to a close frame could be
+                # read: say goodbye without waiting for one.
+                with trio.CancelScope(shield=True):
+                    await ws.close_without_reply(1000)
+                raise
             finally:
                 with trio.CancelScope(shield=True):
                     if idle_scope.cancelled_caught:

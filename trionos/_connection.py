@@ -224,24 +224,37 @@ class WebSocket:
         finally:
             await trio.aclose_forcefully(self._transport)
 
+    async def close_without_reply(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame (after what is queued) and close at once, not waiting for the reply.
+
+        For a side that is going away anyway, e.g. a client whose task is being cancelled and whose
+        reader cannot read a reply any more. Bounded by ``close_timeout``.
+        """
+        if not self.closed:
+            self._local_close = (code, reason)
+            frame = encode_frame(_OP_CLOSE, close_payload(code, reason), masked=self._is_client)
+            with trio.move_on_after(self._close_timeout):
+                try:
+                    await self._transport.send_all(frame)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        await trio.aclose_forcefully(self._transport)
+
     def abort(self, code: int, reason: str) -> None:
         """End a connection whose peer cannot be waited for (dead, or not reading).
 
-        Attempts a close frame only if the socket takes it at once, then closes TCP immediately.
+        Attempts a close frame only if that cannot delay the close (see ``Transport.abort_soon``),
+        then closes the connection.
         ``close_code``/``close_reason`` report ``code`` and ``reason``; ``recv`` in other tasks
         raises :class:`ConnectionClosed` with them.
         """
         if self._local_close is not None or self._transport.closed:
             return
         self._local_close = (code, reason)
-        if self._ws.closed is None and not self._transport.close_sent:
-            frame = encode_frame(_OP_CLOSE, close_payload(code, reason), masked=self._is_client)
-            try:
-                self._transport.write_nowait(frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            self._transport.close_sent = True
-        self._transport.abort_soon()
+        goodbye = None
+        if self._ws.closed is None:
+            goodbye = encode_frame(_OP_CLOSE, close_payload(code, reason), masked=self._is_client)
+        self._transport.abort_soon(goodbye)
 
     def _watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
         self._transport.watch_idle(scope, timeout)

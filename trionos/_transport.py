@@ -324,23 +324,47 @@ class Transport(trio.abc.Stream):
         self._discard_outbox()
         await self._stream.aclose()
 
-    def abort_soon(self) -> None:
+    def abort_soon(self, goodbye: bytes | None = None) -> None:
         """Close the stream without a closing handshake, from synchronous code.
 
-        The socket is closed at once where there is one (so the peer sees the TCP close even if
-        its buffers are full); other streams are closed by a task in the connection's nursery.
+        ``goodbye`` (a close frame) is sent only if that cannot delay the close: on a socket it is
+        written if the socket buffer takes it at once, and the socket is closed immediately (the
+        peer sees the TCP close even if its buffers are full). Other streams (TLS, in-memory) get
+        a task in the connection's nursery that tries the goodbye for at most half a second, then
+        closes the stream.
         """
         if self.closed:
             return
+        if goodbye is not None and not self.close_sent and self._socket is not None:
+            try:
+                self._write_direct(goodbye)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
         self.closed = True
         self._discard_outbox()
-        if isinstance(self._stream, trio.SocketStream):
-            self._stream.socket.close()
+        if self._socket is not None:
+            self._socket.close()
+            goodbye = None
+        elif self.close_sent:
+            goodbye = None
+        self.close_sent = True
         try:
-            self._nursery.start_soon(trio.aclose_forcefully, self._stream)
+            self._nursery.start_soon(self._close_after_goodbye, goodbye)
         except RuntimeError:
             # The connection's nursery has already closed, and with it the stream.
             pass
+
+    async def _close_after_goodbye(self, goodbye: bytes | None) -> None:
+        if goodbye is not None:
+            # Shielded, so a goodbye still goes out when the connection is being cancelled; the
+            # half-second bound keeps the cleanup short.
+            with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+                try:
+                    async with self._lock:
+                        await self._stream.send_all(goodbye)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        await trio.aclose_forcefully(self._stream)
 
 
 class _HasTransport(Protocol):

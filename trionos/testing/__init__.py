@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._app import BACKENDS as BACKENDS
 from ._app import AppClient as AppClient
 from ._app import Backend as Backend
+from ._app import ClientFactory as ClientFactory
 from ._app import open_app as open_app
 from ._expect import expect_closed as expect_closed
 from ._expect import expect_message as expect_message
@@ -86,6 +87,7 @@ __all__ = [
     "AppStateMachine",
     "BACKENDS",
     "Backend",
+    "ClientFactory",
     "Connect",
     "Deliveries",
     "Disconnect",

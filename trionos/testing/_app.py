@@ -16,7 +16,7 @@ from ._loopback import open_loopback_server
 from ._memory import open_memory_server
 from ._pipe import DEFAULT_PIPE_BYTES
 
-__all__ = ["BACKENDS", "AppClient", "Backend", "open_app"]
+__all__ = ["BACKENDS", "AppClient", "Backend", "ClientFactory", "open_app"]
 
 Backend = Literal["memory", "loopback"]
 #: Every backend, in the order a test parametrized over all of them runs.
@@ -57,6 +57,14 @@ class AppClient(Protocol):
 
     async def dial(self) -> trio.abc.Stream:
         """A new raw byte stream to the server: nothing is sent yet."""
+        ...
+
+
+class ClientFactory(Protocol):
+    """The ``trionos_client`` fixture: ``ws = await trionos_client(path, **connect_options)``."""
+
+    async def __call__(self, path: str = "/", **options: Any) -> WebSocket:
+        """Open a connection that stays open until the test ends."""
         ...
 
 

@@ -52,8 +52,10 @@ async def half_open_peer(
     The connection stays open, as a TCP connection to a crashed host or across a dead NAT does:
     only the server's heartbeat can end it (after ``heartbeat.timeout`` seconds of silence). Use
     ``autojump_clock`` and let time pass (``await trio.sleep(61)``) to see it happen at no cost.
-    Inside the block, ``await expect_closed(peer, 1011, timeout=...)`` reads what the server sent
-    (pings are counted, not answered). The stream is closed abruptly when the block exits.
+    Inside the block, ``await expect_closed(peer, timeout=61)`` reads what the server sent (pings
+    are counted in ``peer.pings_received``, not answered) until the server closes: with the 1011
+    close frame over TCP, as a bare end of stream (1006) in memory, where a close frame the pipe
+    cannot take at once is dropped. The stream is closed abruptly when the block exits.
     """
     async with open_raw_peer(app, path, extra_headers=extra_headers, answer_pings=False) as peer:
         yield peer

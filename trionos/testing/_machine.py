@@ -21,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 import trio
 import trio.testing
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from .._connection import MessageCodec
 from .._server import Handler
@@ -116,11 +116,15 @@ class AppStateMachine(RuleBasedStateMachine):
 
         TestChat = ChatMachine.TestCase
 
-    Each example gets a fresh app, in-memory connections and a fresh model. Class attributes
-    configure the rest: ``clients`` (how many client numbers), ``path``, ``codec`` (decodes what
-    clients receive; JSON when None), ``send_codec`` (encodes what they send; JSON when None),
-    ``abrupt_disconnects`` and ``serve_options`` (for the server: ``heartbeat``, limits). Add
-    your own rules and invariants as usual; :meth:`step` runs any :class:`Step`.
+    Every subclass gets three rules built from its own attributes: ``connect(client)``,
+    ``send(client, message)`` (``message`` drawn from ``messages``; an unconnected client connects
+    first) and ``disconnect(client, abrupt)``; a connect or disconnect that does not apply does
+    nothing. Each example gets a fresh app, in-memory connections and a fresh model. Class
+    attributes configure the rest: ``clients`` (client numbers ``0..clients-1``), ``path``,
+    ``codec`` (decodes what clients receive; JSON when None), ``send_codec`` (encodes what they
+    send; JSON when None), ``abrupt_disconnects`` and ``serve_options`` (for the server:
+    ``heartbeat``, limits). Add your own rules and invariants as usual; :meth:`step` runs any
+    :class:`Step` and :attr:`connected` says who is connected.
     """
 
     messages: ClassVar[st.SearchStrategy[Any]] = st.nothing()
@@ -142,7 +146,8 @@ class AppStateMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self._connected: set[int] = set()
-        self._loop = _LoopThread(self._open_state)
+        # Started by the first step: examples Hypothesis rejects early never pay for a loop.
+        self._loop: _LoopThread | None = None
 
     @asynccontextmanager
     async def _open_state(self) -> AsyncIterator[_Harness]:
@@ -156,33 +161,59 @@ class AppStateMachine(RuleBasedStateMachine):
         ):
             yield harness
 
+    @property
+    def connected(self) -> frozenset[int]:
+        """The numbers of the clients connected now."""
+        return frozenset(self._connected)
+
     def step(self, step: Step) -> None:
         """Run one step against the app and check the deliveries (raises AssertionError on a mismatch)."""
+        if self._loop is None:
+            self._loop = _LoopThread(self._open_state)
         harness: _Harness = self._loop.state
         self._loop.call(lambda: harness.apply(step))
         self._connected = harness.connected
 
-    @precondition(lambda self: len(self._connected) < self.clients)
-    @rule(data=st.data())
-    def connect(self, data: st.DataObject) -> None:
-        """A client that is not connected connects."""
-        free = [n for n in range(self.clients) if n not in self._connected]
-        self.step(Connect(data.draw(st.sampled_from(free), label="client")))
-
-    @precondition(lambda self: bool(self._connected))
-    @rule(data=st.data())
-    def send(self, data: st.DataObject) -> None:
-        """A connected client sends a message drawn from ``messages``."""
-        client = data.draw(st.sampled_from(sorted(self._connected)), label="client")
-        self.step(Send(client, data.draw(self.messages, label="message")))
-
-    @precondition(lambda self: bool(self._connected))
-    @rule(data=st.data())
-    def disconnect(self, data: st.DataObject) -> None:
-        """A connected client disconnects, cleanly or (with ``abrupt_disconnects``) not."""
-        client = data.draw(st.sampled_from(sorted(self._connected)), label="client")
-        abrupt = data.draw(st.booleans(), label="abrupt") if self.abrupt_disconnects else False
-        self.step(Disconnect(client, abrupt))
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _define_rules(cls)
 
     def teardown(self) -> None:
-        self._loop.stop()
+        if self._loop is not None:
+            self._loop.stop()
+
+
+def _define_rules(cls: type[AppStateMachine]) -> None:
+    """Give ``cls`` its connect/send/disconnect rules, drawing from its own ``messages`` and ``clients``.
+
+    Rules take their values as arguments (not ``st.data()`` draws), so Hypothesis prints failing
+    steps as ``state.send(client=0, message=...)`` and shrinks them well. They have no
+    preconditions and draw clients from a fixed range, so a shrunk program stays valid: a step that
+    no longer makes sense where it is becomes a no-op (a send connects first), as in programs().
+    """
+    clients = st.integers(0, cls.clients - 1)
+    abrupt = st.booleans() if cls.abrupt_disconnects else st.just(False)
+
+    @rule(client=clients)
+    def connect(self: AppStateMachine, client: int) -> None:
+        """The client connects (nothing happens if it is connected already)."""
+        if client not in self._connected:
+            self.step(Connect(client))
+
+    @rule(client=clients, message=cls.messages)
+    def send(self: AppStateMachine, client: int, message: Any) -> None:
+        """The client sends ``message`` (connecting first if it must)."""
+        if client not in self._connected:
+            self.step(Connect(client))
+        self.step(Send(client, message))
+
+    @rule(client=clients, abrupt=abrupt)
+    def disconnect(self: AppStateMachine, client: int, abrupt: bool) -> None:
+        """The client disconnects, cleanly or abruptly (nothing happens if it is not connected)."""
+        if client in self._connected:
+            self.step(Disconnect(client, abrupt))
+
+    # Assigned here, after the class exists, because the strategies come from its attributes.
+    cls.connect = connect  # type: ignore[attr-defined]
+    cls.send = send  # type: ignore[attr-defined]
+    cls.disconnect = disconnect  # type: ignore[attr-defined]

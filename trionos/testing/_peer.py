@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
@@ -30,6 +31,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from .._connection import dumps_json
 from .._errors import ConnectionClosed, ConnectionRejected, ConnectTimeout, HandshakeError
 from ._app import AppClient
 
@@ -75,6 +77,10 @@ class RawPeer:
     async def send(self, message: str | bytes) -> None:
         """Send one complete message; waits while the server is not reading (backpressure)."""
         await self.stream.send_all(self.frame(message))
+
+    async def send_json(self, obj: Any) -> None:
+        """Send ``obj`` as compact JSON text, as :meth:`trionos.WebSocket.send_json` does."""
+        await self.send(dumps_json(obj))
 
     async def send_bytes(self, data: bytes) -> None:
         """Write raw bytes (partial frames, garbage) straight to the stream."""

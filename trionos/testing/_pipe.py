@@ -8,6 +8,8 @@ socket buffers do, but deterministically and with no sockets (so ``MockClock`` a
 
 from __future__ import annotations
 
+import operator
+
 import trio
 import trio.lowlevel
 
@@ -133,8 +135,10 @@ class PipeStream(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return up to ``max_bytes`` bytes (all buffered bytes for None); b"" at EOF."""
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError(f"max_bytes must be a positive integer or None, got {max_bytes!r}")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as trio's streams do
+            if max_bytes < 1:
+                raise ValueError(f"max_bytes must be a positive integer or None, got {max_bytes!r}")
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 import trio
@@ -33,20 +33,14 @@ import trio.testing
 from .._connection import WebSocket
 from .._errors import ConnectionClosed
 from .._server import Handler
-from ._app import BACKENDS, AppClient, open_app
+from ._app import BACKENDS, AppClient, ClientFactory, open_app
 from ._loopback import LoopbackServer, open_loopback_server
 from ._memory import MemoryServer, open_memory_server
 
-__all__ = ["ClientFactory"]
+__all__: list[str] = []  # fixtures and hooks only
 
 _OPTION = "--trionos-backend"
 _MARKER = "trionos_backend"
-
-
-class ClientFactory(Protocol):
-    """What the ``trionos_client`` fixture is: ``await trionos_client(path, **connect_options)``."""
-
-    async def __call__(self, path: str = "/", **options: Any) -> WebSocket: ...
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -173,12 +167,19 @@ async def trionos_app(
 
 
 async def _hold(
-    app: AppClient, path: str, options: dict[str, Any], *, task_status: trio.TaskStatus[WebSocket]
+    app: AppClient,
+    path: str,
+    options: dict[str, Any],
+    done: trio.Event,
+    *,
+    task_status: trio.TaskStatus[WebSocket],
 ) -> None:
     try:
         async with app.connect(path, **options) as ws:
             task_status.started(ws)
-            await trio.sleep_forever()
+            # Leave the block normally at teardown rather than by cancellation, so the closing
+            # handshake runs while the connection's reader task is still alive to hear the reply.
+            await done.wait()
     except ConnectionClosed:
         # A client heartbeat gave up on the server: the test sees it on ``ws``, not here.
         pass
@@ -190,12 +191,15 @@ async def trionos_client(trionos_app: AppClient) -> AsyncIterator[ClientFactory]
 
     ``ws = await trionos_client("/chat", subprotocols=["v1"])`` takes the options of
     ``trionos_app.connect``; it raises what the handshake raises (e.g. ``ConnectionRejected``).
+    At teardown every connection still open is closed with 1000, waiting at most its
+    ``close_timeout`` for the server's reply.
     """
+    done = trio.Event()
     async with trio.open_nursery() as nursery:
 
         async def open_client(path: str = "/", **options: Any) -> WebSocket:
-            ws: WebSocket = await nursery.start(_hold, trionos_app, path, options)
+            ws: WebSocket = await nursery.start(_hold, trionos_app, path, options, done)
             return ws
 
         yield open_client
-        nursery.cancel_scope.cancel()
+        done.set()

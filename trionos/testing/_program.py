@@ -327,14 +327,17 @@ async def check_program(
     Each client keeps at most ``max_inbox`` unchecked messages, then stops reading.
 
     Needs the memory backend: "every task is blocked" means "nothing more will happen" only when
-    no bytes can be in flight in a kernel. Raises :class:`AssertionError` at the first step whose
-    deliveries differ, listing the program up to it.
+    no bytes can be in flight in a kernel. Raises :class:`ValueError` before anything runs if a
+    step makes no sense (a client sends before it connects), and :class:`AssertionError` at the
+    first step whose deliveries differ, listing the program up to it.
     """
+    steps = list(program)
+    _validate(steps)
     failure: AssertionError | None = None
     async with _open_harness(
         app, model, path=path, codec=codec, send_codec=send_codec, max_inbox=max_inbox
     ) as harness:
-        for step in program:
+        for step in steps:
             try:
                 await harness.apply(step)
             except AssertionError as exc:
@@ -363,19 +366,37 @@ def run_program(
     ``serve_options`` go to the server (``heartbeat``, limits). The clock is a ``MockClock`` with
     autojump unless ``clock`` is given. Synchronous, for use in a Hypothesis ``@given`` test.
     """
+    steps = list(program)
+    _validate(steps)
     failure: AssertionError | None = None
 
     async def main() -> None:
         nonlocal failure
         async with app() as handler, open_memory_server(handler, **serve_options) as memory:
             try:
-                await check_program(memory, program, model, path=path, codec=codec, send_codec=send_codec)
+                await check_program(memory, steps, model, path=path, codec=codec, send_codec=send_codec)
             except AssertionError as exc:
                 failure = exc
 
     trio.run(main, clock=clock or trio.testing.MockClock(autojump_threshold=0))
     if failure is not None:
         raise failure
+
+
+def _validate(steps: list[Step]) -> None:
+    """Raise ValueError for a step that makes no sense where it is, before anything runs."""
+    connected: set[int] = set()
+    for i, step in enumerate(steps):
+        if not isinstance(step, Connect | Send | Disconnect):
+            raise TypeError(f"step {i} is not a program step: {step!r}")
+        if isinstance(step, Connect):
+            if step.client in connected:
+                raise ValueError(f"step {i}, {step!r}: client {step.client} is already connected")
+            connected.add(step.client)
+        elif step.client not in connected:
+            raise ValueError(f"step {i}, {step!r}: client {step.client} is not connected")
+        elif isinstance(step, Disconnect):
+            connected.discard(step.client)
 
 
 def _repair(steps: list[Step]) -> list[Step]:
@@ -416,10 +437,25 @@ def programs(
 
     if clients < 1:
         raise ValueError(f"clients must be at least 1, got {clients!r}")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps!r}")
     number = st.integers(0, clients - 1)
+    send = st.builds(Send, client=number, message=messages)
     step = st.one_of(
+        # First, so that steps shrink to a connect, which _repair drops when it changes nothing.
         st.builds(Connect, client=number),
-        st.builds(Send, client=number, message=messages),
+        # Sends are what exercise the app: make them most of the steps.
+        send,
+        send,
+        send,
         st.builds(Disconnect, client=number, abrupt=st.booleans() if abrupt else st.just(False)),
     )
-    return st.lists(step, min_size=1, max_size=max_steps).map(_repair)
+
+    @st.composite
+    def program(draw: st.DrawFn) -> list[Step]:
+        # The length is drawn first (uniformly, shrinking towards 1): plain st.lists averages
+        # only a handful of elements, too few to reach the states where bugs hide.
+        size = draw(st.integers(1, max_steps))
+        return _repair(draw(st.lists(step, min_size=size, max_size=size)))
+
+    return program()

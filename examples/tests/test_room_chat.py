@@ -1,0 +1,269 @@
+"""Tests of the room chat (``examples/room_chat.py``), written the way an application's own tests are.
+
+Every test that uses ``trionos_app``/``trionos_client`` runs twice, over in-memory connections and
+over a real server on 127.0.0.1 (the module's ``trionos_backend`` marker); tests that need virtual
+time say ``trionos_backend("memory")``. The model-based tests at the end let Hypothesis write the
+client programs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from unittest.mock import ANY
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+
+import trionos
+from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Message, Welcome
+from trionos.testing import (
+    AppClient,
+    AppStateMachine,
+    ClientFactory,
+    expect_message,
+    expect_silence,
+    half_open_peer,
+    malformed_payloads,
+    open_memory_server,
+    open_raw_peer,
+    programs,
+    run_program,
+)
+
+# The examples are loose scripts, not a package: put their directory on the path, as a project's
+# packaging or its `pythonpath` setting would. (No conftest.py here: this directory is called
+# `tests` too, and a conftest.py in it could shadow the main suite's when both are on the path.)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import room_chat
+
+pytestmark = pytest.mark.trionos_backend("memory", "loopback")
+
+ERROR = {"type": "error", "reason": ANY}
+
+
+@asynccontextmanager
+async def chat_app() -> AsyncIterator[trionos._server.Handler]:
+    """A fresh room chat: its hub lives as long as the block."""
+    async with trionos.Hub(codec=SERVER_CODEC) as hub:
+        yield room_chat.make_handler(hub)
+
+
+@pytest.fixture
+async def trionos_handler() -> AsyncIterator[trionos._server.Handler]:
+    """The app under test, for the trionos_* fixtures."""
+    async with chat_app() as handler:
+        yield handler
+
+
+@pytest.fixture
+def trionos_serve_options() -> dict[str, Any]:
+    """The server settings the chat runs with in production."""
+    return {"heartbeat": trionos.Heartbeat(interval=30, timeout=60)}
+
+
+async def join(ws: Any, username: str, room: str = "lobby") -> None:
+    """Send a join message."""
+    await ws.send_json({"type": "join", "username": username, "room": room})
+
+
+# --- behaviour, one scenario per test ---------------------------------------------------------------------
+
+
+async def test_the_page_is_served_on_the_same_port(trionos_app: AppClient) -> None:
+    """GET / returns the chat page."""
+    response = await trionos_app.get("/")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_chat_in_a_room(trionos_client: ClientFactory) -> None:
+    """Joiners are welcomed and announced, messages reach the others, leaving is announced."""
+    ann, bob = await trionos_client(), await trionos_client()
+    await join(ann, "ann", "tea")
+    await expect_message(ann, {"type": "welcome", "users": ["ann"]})
+    await join(bob, "bob", "tea")
+    await expect_message(bob, Welcome(("ann", "bob")), codec=SERVER_CODEC)
+    await expect_message(ann, {"type": "joined", "username": "bob"})
+    await ann.send_json({"type": "chat", "text": "hi bob"})
+    await expect_message(bob, Message("ann", "hi bob"), codec=SERVER_CODEC)
+    await bob.send_json({"type": "leave"})
+    await expect_message(ann, {"type": "left", "username": "bob"})
+
+
+async def test_rooms_do_not_hear_each_other(trionos_client: ClientFactory) -> None:
+    """A message in one room never reaches another; the sender gets no echo."""
+    ann, bob = await trionos_client(), await trionos_client()
+    await join(ann, "ann", "a")
+    await join(bob, "bob", "b")
+    await expect_message(ann, {"type": "welcome", "users": ["ann"]})
+    await expect_message(bob, {"type": "welcome", "users": ["bob"]})
+    await ann.send_json({"type": "chat", "text": "anyone?"})
+    # Short: on the loopback backend this is wall-clock time.
+    await expect_silence(bob, timeout=0.05)
+    await expect_silence(ann, timeout=0.05)
+
+
+async def test_bad_input_is_answered_and_the_connection_stays(trionos_client: ClientFactory) -> None:
+    """Bad JSON, unknown types, chatting before joining and taken names all get an error."""
+    ann, imposter = await trionos_client(), await trionos_client()
+    await ann.send("{")
+    await expect_message(ann, ERROR)
+    await ann.send_json({"type": "dance"})
+    await expect_message(ann, ERROR)
+    await ann.send_json({"type": "chat", "text": "hi"})
+    await expect_message(ann, {"type": "error", "reason": "join a room before sending chat messages"})
+    await join(ann, "ann")
+    await expect_message(ann, {"type": "welcome", "users": ["ann"]})
+    await join(imposter, "ann")
+    await expect_message(imposter, ERROR)
+
+
+async def test_a_client_that_vanishes_mid_frame_is_announced_as_left(
+    trionos_app: AppClient, trionos_client: ClientFactory
+) -> None:
+    """When a member's connection breaks inside a frame, the room hears that it left."""
+    ann = await trionos_client()
+    await join(ann, "ann")
+    await expect_message(ann, {"type": "welcome", "users": ["ann"]})
+    async with open_raw_peer(trionos_app) as bob:
+        await join(bob, "bob")
+        await expect_message(bob, {"type": "welcome", "users": ["ann", "bob"]})
+        await expect_message(ann, {"type": "joined", "username": "bob"})
+        await bob.disconnect_mid_frame('{"type":"chat","text":"never finished"}')
+    await expect_message(ann, {"type": "left", "username": "bob"})
+
+
+@pytest.mark.trionos_backend("memory")
+async def test_a_silent_member_times_out_after_a_minute(
+    autojump_clock: trio.testing.MockClock, trionos_app: AppClient, trionos_client: ClientFactory
+) -> None:
+    """A member whose connection goes half-open is dropped by the heartbeat 60 s later (virtual time)."""
+    ann = await trionos_client()
+    await join(ann, "ann")
+    await expect_message(ann, {"type": "welcome", "users": ["ann"]})
+    async with half_open_peer(trionos_app) as bob:
+        await bob.send('{"type":"join","username":"bob"}')
+        await expect_message(ann, {"type": "joined", "username": "bob"})
+        await expect_silence(ann, timeout=59)  # ann answers the pings, bob does not
+        await expect_message(ann, {"type": "left", "username": "bob"}, timeout=2)
+
+
+# --- model-based: Hypothesis writes the programs ----------------------------------------------------------
+
+
+class ChatModel:
+    """What the room chat should do, in plain Python: rooms of (client, username) in join order."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        self.seats: dict[int, tuple[str, str]] = {}  # client -> (room, username)
+
+    def connect(self, client: int) -> dict[int, list[Any]]:
+        return {}
+
+    def disconnect(self, client: int) -> dict[int, list[Any]]:
+        return self._leave(client)
+
+    def send(self, client: int, message: Any) -> dict[int, list[Any]]:
+        if not isinstance(message, dict):
+            return {client: [ERROR]}
+        if message["type"] == "join":
+            return self._join(client, message["username"], message["room"])
+        if message["type"] == "leave":
+            return self._leave(client)
+        if client not in self.seats:
+            return {client: [ERROR]}
+        room, name = self.seats[client]
+        said = {"type": "message", "from": name, "text": message["text"]}
+        return {other: [said] for other, _ in self.rooms[room] if other != client}
+
+    def _leave(self, client: int) -> dict[int, list[Any]]:
+        if client not in self.seats:
+            return {}
+        room, name = self.seats.pop(client)
+        self.rooms[room].remove((client, name))
+        return {other: [{"type": "left", "username": name}] for other, _ in self.rooms[room]}
+
+    def _join(self, client: int, username: str, room: str) -> dict[int, list[Any]]:
+        taken = any(name == username for other, name in self.rooms[room] if other != client)
+        if not username.strip() or taken:
+            return {client: [ERROR]}
+        deliveries: dict[int, list[Any]] = defaultdict(list, self._leave(client))
+        self.rooms[room].append((client, username))
+        self.seats[client] = (room, username)
+        deliveries[client].append({"type": "welcome", "users": [name for _, name in self.rooms[room]]})
+        for other, _ in self.rooms[room]:
+            if other != client:
+                deliveries[other].append({"type": "joined", "username": username})
+        return deliveries
+
+
+JOINS = st.builds(
+    lambda username, room: {"type": "join", "username": username, "room": room},
+    st.sampled_from(["ann", "bob", " "]),
+    st.sampled_from(["a", "b"]),
+)
+CHATS = st.builds(lambda text: {"type": "chat", "text": text}, st.sampled_from(["hi", "ho"]))
+#: What clients send: few names and rooms, so that collisions and shared rooms are common, and
+#: joins and chats twice as often as the rest, because they are what reaches other clients.
+CLIENT_MESSAGES = st.one_of(
+    JOINS,
+    CHATS,
+    JOINS,
+    CHATS,
+    st.just({"type": "leave"}),
+    st.sampled_from(["{", '{"type":"dance"}']),
+)
+
+
+#: Hypothesis's explain phase traces every line the app runs while it replays a failure, which
+#: takes much longer than the shrinking itself on an async app: skip it.
+PHASES = [phase for phase in Phase if phase is not Phase.explain]
+
+
+@settings(max_examples=150, deadline=None, phases=PHASES)
+@given(programs(CLIENT_MESSAGES, clients=3, max_steps=25))
+def test_room_chat_matches_its_model(program: list[Any]) -> None:
+    """Any program of joins, chats, leaves, bad input and (abrupt) disconnects matches the model."""
+    run_program(program, ChatModel(), chat_app, heartbeat=None)
+
+
+class RoomChatMachine(AppStateMachine):
+    """The same model, driven step by step by Hypothesis's stateful testing."""
+
+    messages = CLIENT_MESSAGES
+    serve_options = {"heartbeat": None}  # noqa: RUF012 - read-only configuration
+
+    def make_model(self) -> ChatModel:
+        return ChatModel()
+
+    def open_app(self) -> Any:
+        return chat_app()
+
+
+TestRoomChatMachine = RoomChatMachine.TestCase
+TestRoomChatMachine.settings = settings(max_examples=25, stateful_step_count=20, deadline=None, phases=PHASES)
+
+
+@settings(max_examples=30, deadline=None)
+@given(malformed_payloads(CLIENT_CODEC))
+def test_any_malformed_payload_gets_an_error(payload: str) -> None:
+    """Whatever is wrong with a message, the answer is an error and the connection stays open."""
+
+    async def main() -> None:
+        async with chat_app() as handler, open_memory_server(handler, heartbeat=None) as app:
+            async with app.connect("/") as ws:
+                await ws.send(payload)
+                await expect_message(ws, ERROR)
+                await ws.send_json({"type": "leave"})
+                await expect_silence(ws)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
