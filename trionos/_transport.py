@@ -144,20 +144,25 @@ class Transport(trio.abc.Stream):
         """Try the socket without blocking; queue any unwritten tail. True if anything was done."""
         if self._socket is None or self._outbox or self._busy:
             return False
+        sent = self._write_some(frame)
+        if sent < len(frame):
+            self._enqueue(frame[sent:])
+        return True
+
+    def _write_some(self, data: bytes | memoryview) -> int:
+        """One non-blocking write to the socket; how many bytes it took (0 when full)."""
+        assert self._socket is not None
         fd = self._socket.fileno()
         if fd < 0:
             self._broken()
             raise trio.ClosedResourceError("the connection is closed")
         try:
-            sent = os.write(fd, frame)
+            return os.write(fd, data)
         except BlockingIOError:
-            sent = 0
+            return 0
         except OSError as exc:
             self._broken()
             raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
-        if sent < len(frame):
-            self._enqueue(frame[sent:])
-        return True
 
     def _broken(self) -> None:
         # The peer is gone. trio-websocket's reader sees the same fault and ends the connection.
@@ -242,18 +247,7 @@ class Transport(trio.abc.Stream):
                 return
             view = memoryview(data)
             while True:
-                fd = self._socket.fileno()
-                if fd < 0:
-                    self._broken()
-                    raise trio.ClosedResourceError("the connection is closed")
-                try:
-                    sent = os.write(fd, view)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    self._broken()
-                    raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
-                view = view[sent:]
+                view = view[self._write_some(view) :]
                 if not view:
                     return
                 try:
