@@ -1,6 +1,7 @@
 """Room chat: the typed chat protocol with rooms, and a page to use it from a browser.
 
-``python examples/room_chat.py [--host H] [--port P] [--heartbeat-interval S] [--heartbeat-timeout S]``
+``python examples/room_chat.py [--host H] [--port P] [--heartbeat-interval S] [--heartbeat-timeout S]
+[--redis URL [--redis-presence-ttl S] [--redis-prefix P] [--redis-connect-timeout S]]``
 
 * ``GET /`` serves the chat page (``room_chat.html``); the WebSocket is on the same port.
 * Client -> server: ``join`` (``username``, optional ``room``, default "lobby"), ``chat``, ``leave``.
@@ -9,12 +10,18 @@
   disconnects or times out, and ``error`` for bad input (the connection stays open).
 * A client is in one room at a time: joining another room leaves the first.
 * The raw text ``ping`` is answered with ``pong`` (an application-level heartbeat for browsers).
+* ``--redis redis://127.0.0.1:6379`` makes rooms span every process started with the same Redis:
+  messages, ``joined``/``left`` and ``welcome`` (everyone in the room, on every node, in join
+  order) work across processes, usernames are unique per room across them, and the members of a
+  process that dies are announced as ``left`` within about ``--redis-presence-ttl`` seconds plus a
+  third of it. If Redis cannot be reached at start-up the process exits with an error (status 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -57,15 +64,17 @@ class RoomChat:
         if not username.strip():
             await self.reply(Error("username must not be empty"))
             return
-        others = [c.name for c in self.hub.members(room) if c is not self.client]
-        if username in others:
+        taken = await self.hub.presence(room)  # on every node, with a shared broker
+        if self.room == room and self.client.name in taken:
+            taken.remove(self.client.name)  # joining the room it is in again, maybe under a new name
+        if username in taken:
             await self.reply(Error(f"username {username!r} is already taken in room {room!r}"))
             return
         await self.leave()
         self.client.name = username
         self.hub.join(self.client, room)
         self.room = room
-        await self.reply(Welcome(tuple(self.hub.presence(room))))
+        await self.reply(Welcome(tuple(await self.hub.presence(room))))
         await self.hub.broadcast(room, Joined(username), exclude=self.client)
 
     async def leave(self) -> None:
@@ -75,6 +84,22 @@ class RoomChat:
         self.hub.leave(self.client, room)
         assert self.client.name is not None
         await self.hub.broadcast(room, Left(self.client.name))
+
+
+def make_hub(broker: trionos.Broker | None = None) -> trionos.Hub:
+    """The room chat's hub: typed broadcasts, and ``left`` for the members of a node that died.
+
+    With a shared ``broker`` (Redis), when a process dies without saying goodbye, one surviving
+    node is told about each of its members and announces ``left`` to the room on every node.
+    """
+    hub: trionos.Hub
+
+    async def announce_expired(member: trionos.Member) -> None:
+        if member.name is not None:
+            await hub.broadcast(member.room, Left(member.name))
+
+    hub = trionos.Hub(codec=SERVER_CODEC, broker=broker, on_member_expired=announce_expired)
+    return hub
 
 
 def make_handler(hub: trionos.Hub) -> Callable[[trionos.Request], Awaitable[None]]:
@@ -113,19 +138,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=60.0, help="seconds of silence before close"
     )
+    parser.add_argument("--redis", metavar="URL", help="share rooms with other processes through this Redis")
+    parser.add_argument(
+        "--redis-presence-ttl",
+        type=float,
+        default=15.0,
+        help="seconds after which the members of a silent process are announced as left (default 15)",
+    )
+    parser.add_argument("--redis-prefix", default="trionos", help="key and channel prefix (default trionos)")
+    parser.add_argument(
+        "--redis-connect-timeout", type=float, default=5.0, help="seconds to reach Redis at start-up"
+    )
     return parser.parse_args(argv)
+
+
+def make_broker(args: argparse.Namespace) -> trionos.Broker | None:
+    """The broker the command line asks for: Redis with ``--redis``, else none (one process)."""
+    if not args.redis:
+        return None
+    return trionos.RedisBroker(
+        args.redis,
+        prefix=args.redis_prefix,
+        presence_ttl=args.redis_presence_ttl,
+        connect_timeout=args.redis_connect_timeout,
+    )
 
 
 def main() -> None:
     args = parse_args()
-    hub = trionos.Hub(codec=SERVER_CODEC)
+    hub = make_hub(make_broker(args))
     heartbeat = trionos.Heartbeat(interval=args.heartbeat_interval, timeout=args.heartbeat_timeout)
 
     async def with_hub(run: Callable[[], Awaitable[None]]) -> None:
         async with hub:
             await run()
 
-    run_server(args, make_handler(hub), around=with_hub, heartbeat=heartbeat)
+    failures: list[trionos.BrokerError] = []
+    try:
+        run_server(args, make_handler(hub), around=with_hub, heartbeat=heartbeat)
+    except* trionos.BrokerError as group:
+        failures.extend(e for e in group.exceptions if isinstance(e, trionos.BrokerError))
+    if failures:
+        logger.error("%s", failures[0])
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -210,4 +210,4 @@ async def test_usage_errors(hub: trionos.Hub) -> None:
     with pytest.raises(RuntimeError, match="the hub is not running"):
         trionos.Hub()._require_nursery()
     assert await hub.broadcast("nobody-here", "x") == 0
-    assert hub.presence("nobody-here") == [] and hub.members("nobody-here") == []
+    assert await hub.presence("nobody-here") == [] and hub.members("nobody-here") == []

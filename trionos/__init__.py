@@ -5,9 +5,14 @@ One port for HTTP and WebSockets (:func:`serve`), a client (:func:`connect`), ro
 all with structured concurrency: every task has an owner, every queue a bound.
 """
 
+import importlib as _importlib
+import typing as _typing
+
 from ._backoff import Backoff as Backoff
 from ._binary import decode_base64 as decode_base64
 from ._binary import encode_base64 as encode_base64
+from ._broker import Broker as Broker
+from ._broker import Member as Member
 from ._client import connect as connect
 from ._codec import Codec as Codec
 from ._connection import WebSocket as WebSocket
@@ -24,6 +29,7 @@ from ._heartbeat import send_keepalive as send_keepalive
 from ._http import Headers as Headers
 from ._hub import Client as Client
 from ._hub import Hub as Hub
+from ._hub import MemoryBroker as MemoryBroker
 from ._hub import SlowClientPolicy as SlowClientPolicy
 from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import connect_with_retry as connect_with_retry
@@ -34,8 +40,25 @@ from ._server import serve as serve
 
 __version__ = "0.1.0"
 
+if _typing.TYPE_CHECKING:
+    from ._redis import RedisBroker as RedisBroker
+
+# Imported on first use (PEP 562): the Redis broker needs the optional coredis package
+# (``pip install trionos[redis]``), and the default in-memory broker needs nothing.
+_LAZY = {"RedisBroker": "._redis"}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 __all__ = [
     "Backoff",
+    "Broker",
     "BrokerError",
     "Client",
     "Codec",
@@ -48,7 +71,10 @@ __all__ = [
     "Headers",
     "Heartbeat",
     "Hub",
+    "Member",
+    "MemoryBroker",
     "RETRY_CLOSE_CODES",
+    "RedisBroker",
     "Request",
     "Server",
     "SlowClientPolicy",

@@ -6,23 +6,42 @@ that is how a fast sender feels a backlog). The room's fan-out task takes each f
 the same bytes to every recipient's socket without awaiting. Only a recipient whose socket
 buffer is full falls back to its bounded outbox, drained by a writer task that exists while the
 backlog does. The slow-client policy decides what happens when that outbox is full too.
+
+Across processes: a hub takes a broker (``Hub(broker=...)``, see :mod:`trionos._broker`). With
+the default :class:`~trionos.MemoryBroker` the hub is alone and the path above is all there is.
+With a shared broker (:class:`~trionos.RedisBroker`) a broadcast also hands one envelope (origin
+node, excluded client id, the same frame bytes) to the broker, which never blocks; local members
+still get the frame directly. Frames from other nodes enter the room's channel with
+``send_nowait`` (the broker's reader never waits on a room: a frame that does not fit is dropped
+and counted in ``remote_frames_dropped``) and go through the same fan-out. Joins and leaves are
+reported to the broker, which keeps the cluster-wide presence that :meth:`Hub.presence` merges.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import trio
 
+from ._broker import (
+    Broker,
+    BrokerSink,
+    Member,
+    encode_envelope,
+    merge_presence,
+    new_node_id,
+    single_start_error,
+)
 from ._connection import MessageCodec, WebSocket
 from ._frames import message_frame
 from ._rooms import Rooms
+from ._transport import write_each
 
-__all__ = ["Client", "Hub", "SlowClientPolicy"]
+__all__ = ["Client", "Hub", "MemoryBroker", "SlowClientPolicy"]
 
 logger = logging.getLogger("trionos.hub")
 
@@ -47,16 +66,63 @@ class SlowClientPolicy(enum.Enum):
     DROP_OLDEST = "drop_oldest"
 
 
+class MemoryBroker:
+    """The default broker: one process, no other node, nothing to install.
+
+    Every method is a no-op and ``shared`` is False, so a hub that uses it never calls them on
+    its broadcast path: local delivery costs exactly what it did before brokers existed. Its
+    ``node_id`` is random unless given.
+    """
+
+    shared = False
+
+    def __init__(self, *, node_id: str | None = None) -> None:
+        self.node_id = node_id or new_node_id()
+
+    def __repr__(self) -> str:
+        return f"<trionos.MemoryBroker {self.node_id}>"
+
+    async def run(
+        self, sink: BrokerSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Nothing to connect: report started and wait until cancelled."""
+        task_status.started()
+        await trio.sleep_forever()
+
+    def publish(self, room: str | None, envelope: bytes) -> None:
+        """No other node: nothing to do."""
+
+    def open_room(self, room: str) -> None:
+        """No other node: nothing to do."""
+
+    def close_room(self, room: str) -> None:
+        """No other node: nothing to do."""
+
+    def add_member(self, room: str, client_id: str, name: str | None) -> None:
+        """No other node: nothing to do."""
+
+    def remove_member(self, room: str, client_id: str) -> None:
+        """No other node: nothing to do."""
+
+    async def presence(self, room: str) -> list[Member] | None:
+        """No registry: None (the hub lists its local members)."""
+        await trio.lowlevel.checkpoint()
+        return None
+
+
 class Client:
     """A registered connection: what ``hub.client(ws)`` yields.
 
     ``name`` is the application's label for the client (a username, say); it is what
-    :meth:`Hub.presence` lists. Hashable by identity.
+    :meth:`Hub.presence` lists (with a shared broker, other nodes see the name it had when it
+    joined a room). Hashable by identity.
     """
 
     def __init__(self, hub: Hub, ws: WebSocket, client_id: str, name: str | None) -> None:
         self.hub = hub
         self.ws = ws
+        #: The connection's byte stream, for the broadcast fast path.
+        self.transport = ws._transport
         self.id = client_id
         self.name = name
 
@@ -76,6 +142,21 @@ class _Room:
         self.send_channel, self.receive_channel = trio.open_memory_channel[tuple[bytes, tuple[Client, ...]]](
             queue_size
         )
+        #: Frames on the channel or being delivered by the fan-out task. While it is 0 nothing is
+        #: ahead of a new frame, so the sender may deliver it itself without breaking order.
+        self.queued = 0
+
+    async def enqueue(self, item: tuple[bytes, tuple[Client, ...]]) -> None:
+        self.queued += 1
+        try:
+            await self.send_channel.send(item)
+        except BaseException:
+            self.queued -= 1
+            raise
+
+    def enqueue_nowait(self, item: tuple[bytes, tuple[Client, ...]]) -> None:
+        self.send_channel.send_nowait(item)
+        self.queued += 1
 
 
 def _policy(value: SlowClientPolicy | str) -> SlowClientPolicy:
@@ -92,6 +173,14 @@ class Hub:
     beyond that); each client's outbox holds the ``max_outbox_bytes`` given to ``serve``; the
     ``policy`` says what happens beyond that, with ``grace`` seconds (default 2) for
     ``disconnect``. ``codec`` is the default for typed broadcasts.
+
+    ``broker`` connects this hub to hubs in other processes (default: a private
+    :class:`~trionos.MemoryBroker`, i.e. none). With a shared broker, rooms span every node: a
+    broadcast reaches members everywhere, :meth:`presence` lists them all, and
+    ``on_member_expired(member)`` is awaited (on one node of the cluster) for each member of a
+    node that died, so the application can announce it; exceptions it raises are logged and
+    dropped. Starting the hub starts the broker: if it cannot connect, entering the hub raises
+    :class:`~trionos.BrokerError`.
     """
 
     def __init__(
@@ -101,7 +190,15 @@ class Hub:
         grace: float = 2.0,
         room_queue_size: int = 64,
         codec: MessageCodec[Any] | None = None,
+        broker: Broker | None = None,
+        on_member_expired: Callable[[Member], Awaitable[None]] | None = None,
     ) -> None:
+        #: The broker this hub reports to (a private :class:`~trionos.MemoryBroker` by default).
+        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self.on_member_expired = on_member_expired
+        # Checked on every broadcast, join and leave: False keeps the single-process path as it was.
+        self._shared = self.broker.shared
+        self._node_id = self.broker.node_id
         self.policy = _policy(policy)
         self.grace = grace
         self.room_queue_size = room_queue_size
@@ -115,20 +212,38 @@ class Hub:
         self.fan_out_tasks = 0
         #: Clients closed by the ``disconnect`` policy since the hub started.
         self.slow_clients_dropped = 0
+        #: Frames from other nodes dropped because the room's channel was full.
+        self.remote_frames_dropped = 0
         self._all_room: _Room | None = None
         self._cm: Any = None
 
     # --- lifetime ----------------------------------------------------------------------------
 
+    @property
+    def node_id(self) -> str:
+        """This hub's node id (its broker's)."""
+        return self._node_id
+
     async def run(self, *, task_status: trio.TaskStatus[Self] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the hub's fan-out tasks until cancelled (the ``nursery.start`` convention)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                task_status.started(self)
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
+        """Run the hub's fan-out tasks (and its broker) until cancelled (the ``nursery.start`` convention).
+
+        Raises :class:`~trionos.BrokerError` before ``started`` if a shared broker cannot connect.
+        """
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._start_broker(nursery)
+                    started = True
+                    task_status.started(self)
+                    await trio.sleep_forever()
+                finally:
+                    self._nursery = None
+        except BaseExceptionGroup as group:
+            if not started and (error := single_start_error(group)) is not None:
+                raise error from None
+            raise
 
     async def __aenter__(self) -> Self:
         self._cm = self._open()
@@ -139,13 +254,26 @@ class Hub:
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[Self]:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                yield self
-            finally:
-                self._nursery = None
-                nursery.cancel_scope.cancel()
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._start_broker(nursery)
+                    started = True
+                    yield self
+                finally:
+                    self._nursery = None
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Only a start-up failure is unwrapped: what the body raises stays as it was.
+            if not started and (error := single_start_error(group)) is not None:
+                raise error from None
+            raise
+
+    async def _start_broker(self, nursery: trio.Nursery) -> None:
+        if self._shared:
+            await nursery.start(self.broker.run, self)
 
     def _require_nursery(self) -> trio.Nursery:
         if self._nursery is None:
@@ -174,6 +302,8 @@ class Hub:
         finally:
             del self._clients[cid]
             for room in self._rooms.drop(client):
+                if self._shared:
+                    self.broker.remove_member(room, cid)
                 self._room_emptied_check(room)
             if not self._clients and self._all_room is not None:
                 self._all_room.send_channel.close()
@@ -197,17 +327,26 @@ class Hub:
             self._channels[room].policy = self._room_policies[room]
 
     def join(self, client: Client, room: str) -> bool:
-        """Add ``client`` to ``room`` (creating it); True if it was not already a member."""
+        """Add ``client`` to ``room`` (creating it); True if it was not already a member.
+
+        With a shared broker, the membership is registered cluster-wide in the background (under
+        the client's current name); :meth:`presence` waits for that.
+        """
         if self._clients.get(client.id) is not client:
             raise ValueError(f"{client!r} is not registered with this hub")
         if room not in self._channels:
             self._start_room(room)
-        return self._rooms.join(client, room)
+        joined = self._rooms.join(client, room)
+        if joined and self._shared:
+            self.broker.add_member(room, client.id, client.name)
+        return joined
 
     def leave(self, client: Client, room: str) -> bool:
         """Remove ``client`` from ``room``; True if it was a member. An empty room disappears."""
         left = self._rooms.leave(client, room)
         if left:
+            if self._shared:
+                self.broker.remove_member(room, client.id)
             self._room_emptied_check(room)
         return left
 
@@ -215,9 +354,19 @@ class Hub:
         """The members of ``room`` in join order."""
         return self._rooms.members(room)
 
-    def presence(self, room: str) -> list[str]:
-        """The names of the members of ``room`` in join order (clients without a name are skipped)."""
-        return [c.name for c in self._rooms.member_view(room) if c.name is not None]
+    async def presence(self, room: str) -> list[str]:
+        """The names of the members of ``room`` in join order (clients without a name are skipped).
+
+        With a shared broker: the members on every node, ordered by when they joined, once this
+        node's own joins and leaves are registered (bounded by the broker's operation timeout).
+        When the broker cannot answer, the local members only. Cancelling it loses nothing.
+        """
+        if not self._shared:
+            await trio.lowlevel.checkpoint()
+            return [c.name for c in self._rooms.member_view(room) if c.name is not None]
+        registry = await self.broker.presence(room)
+        local = [(c.id, c.name) for c in self._rooms.member_view(room)]
+        return merge_presence(self._node_id, local, registry)
 
     def rooms(self) -> list[str]:
         """Rooms that have members."""
@@ -233,12 +382,16 @@ class Hub:
         self._channels[room] = state
         self.fan_out_tasks += 1
         nursery.start_soon(self._fan_out, state)
+        if self._shared:
+            self.broker.open_room(room)
 
     def _room_emptied_check(self, room: str) -> None:
         if not self._rooms.member_view(room) and room in self._channels:
             # Closing the channel is how the fan-out task learns it is done; it still delivers
             # what is already queued to the recipients snapshotted at broadcast time.
             self._channels.pop(room).send_channel.close()
+            if self._shared:
+                self.broker.close_room(room)
 
     # --- broadcast ---------------------------------------------------------------------------
 
@@ -265,37 +418,127 @@ class Hub:
 
         The message is encoded once. Recipients are the members at the time of the call. Waits
         while the room's channel is full. Per sender, messages reach each recipient in order.
+        With a shared broker the message also goes to the room's members on other nodes (handed
+        to the broker without waiting), and the count is of local recipients only.
         """
         frame = self.encode(message, codec)
+        if self._shared:
+            exclude_id = None if exclude is None else exclude.id
+            self.broker.publish(room, encode_envelope(self._node_id, exclude_id, frame))
         state = self._channels.get(room)
         if state is None:
             return 0
         recipients = tuple(c for c in self._rooms.member_view(room) if c is not exclude)
         if recipients:
-            await state.send_channel.send((frame, recipients))
+            await self._send(state, frame, recipients)
         return len(recipients)
 
     async def broadcast_all(
         self, message: Any, *, exclude: Client | None = None, codec: MessageCodec[Any] | None = None
     ) -> int:
-        """Send ``message`` to every registered client except ``exclude``; return how many."""
+        """Send ``message`` to every registered client except ``exclude``; return how many.
+
+        With a shared broker, to every client of every node (the count is of local ones).
+        """
         frame = self.encode(message, codec)
+        if self._shared:
+            exclude_id = None if exclude is None else exclude.id
+            self.broker.publish(None, encode_envelope(self._node_id, exclude_id, frame))
+        all_room = self._all_room_state()
+        recipients = tuple(c for c in self._clients.values() if c is not exclude)
+        if recipients:
+            await self._send(all_room, frame, recipients)
+        return len(recipients)
+
+    def _all_room_state(self) -> _Room:
         if self._all_room is None:
             self._all_room = _Room("*", self.room_queue_size, self.policy)
             self.fan_out_tasks += 1
             self._require_nursery().start_soon(self._fan_out, self._all_room)
-        recipients = tuple(c for c in self._clients.values() if c is not exclude)
-        if recipients:
-            await self._all_room.send_channel.send((frame, recipients))
-        return len(recipients)
+        return self._all_room
+
+    # --- what the broker calls (BrokerSink) --------------------------------------------------
+
+    def deliver_remote(self, room: str | None, frame: bytes, exclude: str | None) -> None:
+        """Deliver a frame another node published to the local members of ``room`` (None: all).
+
+        Never waits: the frame joins the room's channel with ``send_nowait`` and goes through the
+        same fan-out as a local broadcast. When the channel is full the frame is dropped and
+        counted in ``remote_frames_dropped`` (the broker's reader serves every room, so it must
+        not wait on one).
+        """
+        if room is None:
+            if not self._clients or self._nursery is None:
+                return
+            state = self._all_room_state()
+            recipients = tuple(c for c in self._clients.values() if c.id != exclude)
+        else:
+            state = self._channels.get(room)
+            if state is None:
+                return
+            view = self._rooms.member_view(room)
+            recipients = tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
+        if not recipients:
+            return
+        try:
+            if state.queued == 0:
+                rest = self._deliver_now(state, frame, recipients)
+                if rest:
+                    state.enqueue_nowait((frame, rest))
+            else:
+                state.enqueue_nowait((frame, recipients))
+        except trio.WouldBlock:
+            self.remote_frames_dropped += 1
+            if self.remote_frames_dropped & (self.remote_frames_dropped - 1) == 0:
+                logger.warning(
+                    "room %r is backlogged: %d frames from other nodes dropped so far",
+                    state.name,
+                    self.remote_frames_dropped,
+                )
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the hub is shutting down
+
+    async def member_expired(self, member: Member) -> None:
+        """Await ``on_member_expired(member)``: a member vanished with its node (an isolation boundary)."""
+        callback = self.on_member_expired
+        if callback is None:
+            return
+        try:
+            await callback(member)
+        except Exception:  # one application callback must not stop the broker's reaper
+            logger.exception("on_member_expired(%r) failed", member)
+
+    async def _send(self, state: _Room, frame: bytes, recipients: tuple[Client, ...]) -> None:
+        if state.queued:
+            await state.enqueue((frame, recipients))
+            return
+        # Nothing is queued ahead of this frame, so the sender delivers it itself: no task switch.
+        # Either it is delivered (and the checkpoint after it does not raise) or, if the caller
+        # was already cancelled, nothing happens.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        rest = self._deliver_now(state, frame, recipients)
+        if rest:
+            # Recipients with a full outbox: the fan-out task waits for them under the policy,
+            # and later frames queue up behind this one, so every recipient keeps the order.
+            state.enqueue_nowait((frame, rest))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _deliver_now(self, state: _Room, frame: bytes, recipients: tuple[Client, ...]) -> tuple[Client, ...]:
+        """Deliver without waiting; return the recipients the policy says to wait for."""
+        pending = write_each(recipients, frame)
+        if not pending:
+            return ()
+        return tuple(c for c in pending if not self._offer(c, frame, state.policy))
 
     async def _fan_out(self, state: _Room) -> None:
         try:
             async with state.receive_channel:
                 async for frame, recipients in state.receive_channel:
-                    for client in recipients:
-                        if not self._offer(client, frame, state.policy):
+                    try:
+                        for client in self._deliver_now(state, frame, recipients):
                             await self._wait_for_room(client, frame)
+                    finally:
+                        state.queued -= 1
         finally:
             self.fan_out_tasks -= 1
 
@@ -327,5 +570,3 @@ class Hub:
                     return
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
-
-

@@ -1,0 +1,253 @@
+"""Brokers connect hubs in different processes; this module holds what every broker shares.
+
+A :class:`~trionos.Hub` takes a broker: ``Hub(broker=...)``. The broker decides whether the hub
+is alone (:class:`~trionos.MemoryBroker`, the default: one process, nothing to install) or one
+node among several sharing rooms (:class:`~trionos.RedisBroker`). The hub talks to its broker
+through the small :class:`Broker` protocol below, and the broker calls back into the hub through
+:class:`BrokerSink`.
+
+This module is pure (no trio, no I/O), so all of it is tested without Redis:
+
+* the **envelope**: what a node publishes for a broadcast. It carries the origin node id (a node
+  ignores its own publications), the id of the excluded client (sender filtering across nodes)
+  and the WebSocket frame, encoded once at the origin and written as is by every node;
+* the **member record**: how a room membership is stored in the shared presence registry;
+* :func:`merge_presence`: the room's names in join order, from the registry and the local members.
+
+Envelope layout (all lengths big-endian)::
+
+    version (1 byte, 1) | flags (1 byte, bit 0: an excluded client follows)
+    | origin length (2 bytes) | origin (UTF-8)
+    | [excluded length (2 bytes) | excluded client id (UTF-8)]
+    | frame (the rest)
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import struct
+from collections.abc import Awaitable, Iterable
+from typing import Any, Protocol
+
+import attrs
+
+from ._errors import BrokerError
+
+__all__ = [
+    "Broker",
+    "BrokerSink",
+    "Envelope",
+    "Member",
+    "decode_envelope",
+    "decode_member",
+    "encode_envelope",
+    "encode_member",
+    "envelope_origin",
+    "merge_presence",
+    "new_node_id",
+]
+
+ENVELOPE_VERSION = 1
+_HAS_EXCLUDE = 0x01
+_HEAD = struct.Struct(">BBH")
+_LEN = struct.Struct(">H")
+_MAX_ID = 0xFFFF
+
+
+def new_node_id() -> str:
+    """A fresh random node id (16 hex digits)."""
+    return secrets.token_hex(8)
+
+
+# --- envelope ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Envelope:
+    """A broadcast as it travels between nodes: who sent it, whom to skip, and the frame."""
+
+    origin: str
+    exclude: str | None
+    frame: bytes
+
+
+def _id_bytes(what: str, value: str) -> bytes:
+    data = value.encode()
+    if len(data) > _MAX_ID:
+        raise BrokerError(f"{what} must be at most {_MAX_ID} bytes in UTF-8, got {len(data)}")
+    return data
+
+
+def encode_envelope(origin: str, exclude: str | None, frame: bytes) -> bytes:
+    """The bytes a node publishes for ``frame``, sent by node ``origin`` excluding client ``exclude``."""
+    origin_bytes = _id_bytes("a node id", origin)
+    if exclude is None:
+        return _HEAD.pack(ENVELOPE_VERSION, 0, len(origin_bytes)) + origin_bytes + frame
+    exclude_bytes = _id_bytes("a client id", exclude)
+    return b"".join(
+        (
+            _HEAD.pack(ENVELOPE_VERSION, _HAS_EXCLUDE, len(origin_bytes)),
+            origin_bytes,
+            _LEN.pack(len(exclude_bytes)),
+            exclude_bytes,
+            frame,
+        )
+    )
+
+
+def envelope_origin(data: bytes) -> bytes | None:
+    """The origin of an envelope as raw bytes, without decoding the rest (None if malformed).
+
+    A node compares it with its own id to skip its own publications cheaply.
+    """
+    if len(data) < _HEAD.size:
+        return None
+    end = _HEAD.size + _LEN.unpack_from(data, 2)[0]
+    return data[_HEAD.size : end] if end <= len(data) else None
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Parse what :func:`encode_envelope` made; raise :class:`BrokerError` if it is not an envelope."""
+    if len(data) < _HEAD.size:
+        raise BrokerError(f"malformed envelope: expected at least {_HEAD.size} bytes, got {data!r}")
+    version, flags, origin_len = _HEAD.unpack_from(data)
+    if version != ENVELOPE_VERSION:
+        raise BrokerError(f"malformed envelope: expected version {ENVELOPE_VERSION}, got {version}")
+    if flags & ~_HAS_EXCLUDE:
+        raise BrokerError(f"malformed envelope: unknown flags {flags:#04x}")
+    pos = _HEAD.size + origin_len
+    try:
+        origin = data[_HEAD.size : pos].decode()
+        exclude = None
+        if flags & _HAS_EXCLUDE:
+            (exclude_len,) = _LEN.unpack_from(data, pos)
+            exclude = data[pos + _LEN.size : pos + _LEN.size + exclude_len].decode()
+            pos += _LEN.size + exclude_len
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise BrokerError(f"malformed envelope: {exc}; head {data[:32]!r}") from None
+    if pos > len(data):
+        raise BrokerError(f"malformed envelope: {len(data)} bytes, shorter than its header says ({pos})")
+    return Envelope(origin, exclude, data[pos:])
+
+
+# --- presence ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Member:
+    """One membership in the cluster-wide presence registry.
+
+    ``seq`` orders joins across every node (a shared counter); ``name`` is the client's name when
+    it joined. A hub's ``on_member_expired`` callback receives the records of members whose node
+    stopped refreshing its presence.
+    """
+
+    room: str
+    node_id: str
+    client_id: str
+    name: str | None
+    seq: int = 0
+
+
+def encode_member(node_id: str, client_id: str, name: str | None) -> bytes:
+    """The registry key of a membership within one room (the same bytes on every write)."""
+    return json.dumps([node_id, client_id, name], separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_member(room: str, data: bytes, seq: int) -> Member:
+    """Parse what :func:`encode_member` made; raise :class:`BrokerError` for anything else."""
+    try:
+        node_id, client_id, name = json.loads(data)
+    except (ValueError, TypeError) as exc:
+        raise BrokerError(f"malformed presence record in room {room!r}: {data[:80]!r}") from exc
+    if not (isinstance(node_id, str) and isinstance(client_id, str) and isinstance(name, str | None)):
+        raise BrokerError(f"malformed presence record in room {room!r}: {data[:80]!r}")
+    return Member(room, node_id, client_id, name, seq)
+
+
+def merge_presence(
+    node_id: str, local: Iterable[tuple[str, str | None]], registry: Iterable[Member] | None
+) -> list[str]:
+    """The names in a room in join order, across nodes.
+
+    ``local`` is this node's members as ``(client_id, name)`` in local join order: they are the
+    truth for this node (a record of ours that is no longer local is stale and skipped; a local
+    member not yet in the registry comes last, in local order). ``registry`` is every node's
+    records (``None`` when the registry cannot be read: the local members alone). Records are
+    ordered by ``seq``. Members without a name are left out.
+    """
+    local_names = dict(local)
+    names: list[str | None] = []
+    seen: set[str] = set()
+    for member in sorted(registry or (), key=lambda m: (m.seq, m.node_id, m.client_id)):
+        if member.node_id != node_id:
+            names.append(member.name)
+        elif member.client_id in local_names and member.client_id not in seen:
+            seen.add(member.client_id)
+            names.append(local_names[member.client_id])
+    names.extend(name for client_id, name in local_names.items() if client_id not in seen)
+    return [name for name in names if name is not None]
+
+
+def single_start_error(group: BaseExceptionGroup[BaseException]) -> BrokerError | None:
+    """The :class:`BrokerError` a group wraps, if it wraps exactly that and nothing else.
+
+    Nurseries wrap what fails in them; a hub uses this to raise a broker's start-up failure as it
+    is, so that ``except trionos.BrokerError`` works around ``async with Hub(broker=...)``.
+    """
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1 and isinstance(leaves[0], BrokerError):
+        return leaves[0]
+    return None
+
+
+# --- the protocol between a hub and its broker ---------------------------------------------------
+
+
+class BrokerSink(Protocol):
+    """What a broker calls on its hub (the hub implements it)."""
+
+    def deliver_remote(self, room: str | None, frame: bytes, exclude: str | None) -> None:
+        """Deliver a frame another node published to local members (``room`` None: every client).
+
+        Never blocks: what does not fit in the room's channel is dropped and counted.
+        """
+
+    def member_expired(self, member: Member) -> Awaitable[None]:
+        """Tell the application that ``member`` vanished with its node."""
+
+
+class Broker(Protocol):
+    """What a hub needs from a broker. The synchronous methods never block and never fail.
+
+    ``shared`` is False for a broker that connects nothing (the hub then skips every broker call,
+    keeping the single-process path as it was). ``run`` follows the ``nursery.start`` convention:
+    it calls ``task_status.started()`` once connected, raises :class:`BrokerError` if it cannot
+    connect within its start-up bound, and runs until cancelled.
+    """
+
+    node_id: str
+    shared: bool
+
+    # ``task_status`` is a ``trio.TaskStatus[None]``; this module stays pure (it never imports trio).
+    async def run(self, sink: BrokerSink, *, task_status: Any) -> None: ...
+
+    def publish(self, room: str | None, envelope: bytes) -> None: ...
+
+    def open_room(self, room: str) -> None: ...
+
+    def close_room(self, room: str) -> None: ...
+
+    def add_member(self, room: str, client_id: str, name: str | None) -> None: ...
+
+    def remove_member(self, room: str, client_id: str) -> None: ...
+
+    async def presence(self, room: str) -> list[Member] | None: ...
