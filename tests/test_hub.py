@@ -137,7 +137,7 @@ async def test_stalled_client_is_disconnected_while_others_get_48_mib(
 ) -> None:
     """With `disconnect`, a client that never reads is closed (1008) after the grace period,
     the others receive all 48 MiB in order, and its outbox never exceeds the bound."""
-    hub = await nursery.start(trionos.Hub(grace=0.5).run)
+    hub = await nursery.start(trionos.Hub(grace=1.0).run)
     size = 64 * 1024
     total = 48 * 1024 * 1024 // size
     _, results, stalled_client, stalled = await run_flood(hub, start_server, total=total, size=size)
