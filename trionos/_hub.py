@@ -229,21 +229,9 @@ class Hub:
 
         Raises :class:`~trionos.BrokerError` before ``started`` if a shared broker cannot connect.
         """
-        started = False
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                try:
-                    await self._start_broker(nursery)
-                    started = True
-                    task_status.started(self)
-                    await trio.sleep_forever()
-                finally:
-                    self._nursery = None
-        except BaseExceptionGroup as group:
-            if not started and (error := single_start_error(group)) is not None:
-                raise error from None
-            raise
+        async with self._open():
+            task_status.started(self)
+            await trio.sleep_forever()
 
     async def __aenter__(self) -> Self:
         self._cm = self._open()

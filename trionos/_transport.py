@@ -372,10 +372,10 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
     """Write ``frame`` straight into each recipient's socket; return those it could not take.
 
     This is the broadcast fast path: one loop, no await, no task switch, the same bytes for every
-    recipient. A recipient is returned (for the caller's slow-client policy) when its socket
-    buffer is full, it has a backlog, another write is in progress, or it has no socket (TLS,
-    in-memory). A partial write queues the tail in order. Recipients whose connection is closed
-    or broken are skipped.
+    recipient. A recipient is returned (for the caller's slow-client policy) when it has a
+    backlog, another write is in progress, or it has no socket (TLS, in-memory). When the socket
+    takes only part of the frame, or none of it, the rest is queued in order (an empty outbox
+    always admits a frame). Recipients whose connection is closed or broken are skipped.
     """
     pending: list[R] = []
     size = len(frame)
@@ -395,8 +395,7 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
         try:
             sent = write(fd, frame)
         except BlockingIOError:
-            pending.append(recipient)
-            continue
+            sent = 0  # full: the outbox is empty, so the frame is queued like any unwritten tail
         except OSError:
             transport._broken()
             continue
