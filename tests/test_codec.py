@@ -654,3 +654,13 @@ def test_codec_and_chat_modules_import_without_trio() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("payload", ["[" * 100_000, "1" * 5_000, b'{"a": "\xff"}', "{"])
+def test_loads_json_raises_only_decode_error(payload: str | bytes) -> None:
+    """The JSON parser behind recv_json and every codec turns deep nesting, oversized integers,
+    invalid UTF-8 and bad syntax into DecodeError."""
+    from trionos._codec import loads_json
+
+    with pytest.raises(DecodeError):
+        loads_json(payload)

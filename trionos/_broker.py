@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from ._errors import BrokerError
+from ._errors import BrokerError, single_leaf
 
 __all__ = [
     "Broker",
@@ -196,17 +196,8 @@ def single_start_error(group: BaseExceptionGroup[BaseException]) -> BrokerError 
     Nurseries wrap what fails in them; a hub uses this to raise a broker's start-up failure as it
     is, so that ``except trionos.BrokerError`` works around ``async with Hub(broker=...)``.
     """
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    if len(leaves) == 1 and isinstance(leaves[0], BrokerError):
-        return leaves[0]
-    return None
+    leaf = single_leaf(group)
+    return leaf if isinstance(leaf, BrokerError) else None
 
 
 # --- the protocol between a hub and its broker ---------------------------------------------------

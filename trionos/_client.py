@@ -14,7 +14,14 @@ import trio
 import trio_websocket
 
 from ._connection import WebSocket
-from ._errors import ConnectionClosed, ConnectionRejected, ConnectTimeout, HandshakeError, TrionosError
+from ._errors import (
+    ConnectionClosed,
+    ConnectionRejected,
+    ConnectTimeout,
+    HandshakeError,
+    TrionosError,
+    single_leaf,
+)
 from ._heartbeat import Heartbeat, run_pinger
 from ._transport import Transport
 
@@ -34,19 +41,6 @@ def parse_ws_url(url: str) -> tuple[bool, str, int, str]:
     port = parts.port or (443 if secure else 80)
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return secure, parts.hostname, port, resource
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    leaves = list(_leaves(group))
-    return leaves[0] if len(leaves) == 1 else None
-
-
-def _leaves(exc: BaseException) -> Iterable[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
 
 
 async def _open_stream(
@@ -230,7 +224,7 @@ async def connect_over(
     except BaseExceptionGroup as group:
         # Our background tasks do not fail, so a group holds the block's exception (or a
         # handshake failure from trio-websocket's reader): give it to the caller unwrapped.
-        single = _single(group)
+        single = single_leaf(group)
         if single is None:
             raise
         if isinstance(single, trio_websocket.ConnectionRejected):

@@ -42,7 +42,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.strategies import configure_tagged_union
 
-from ._errors import DecodeError, EncodeError
+from ._errors import DecodeError, EncodeError, exception_leaves
 
 __all__ = ["Codec"]
 
@@ -594,24 +594,9 @@ class Codec(Generic[T]):
         ill-typed or (when ``strict``) unexpected fields. Raises :exc:`TypeError` if ``data`` is
         neither text nor bytes (a bug in the caller, not in the peer).
         """
-        if not isinstance(data, str):
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(f"decode() takes str or bytes, got {type(data).__name__}")
-            # orjson checks UTF-8 itself as it parses; the stdlib parser only takes str.
-            if self._json == "stdlib":
-                data = _utf8(data)
-        try:
-            obj = self._loads(data)
-        except json.JSONDecodeError as exc:  # orjson's error is a subclass
-            if not isinstance(data, str):
-                _utf8(data)  # raises if that was the problem, for the same message either way
-            raise DecodeError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-        except ValueError as exc:
-            # NaN/Infinity (refused by _reject_constant) and integers over the str->int digit limit.
-            raise DecodeError(f"invalid JSON: {exc}") from exc
-        except RecursionError as exc:
-            raise DecodeError("invalid JSON: nested too deeply") from exc
-        return self.structure(obj)
+        if not isinstance(data, str | bytes | bytearray | memoryview):
+            raise TypeError(f"decode() takes str or bytes, got {type(data).__name__}")
+        return self.structure(loads_json(data, self._loads, loads_bytes=self._json == "orjson"))
 
     def json_schema(self) -> dict[str, Any]:
         """Return a JSON Schema (draft 2020-12) for the messages of this protocol.
@@ -697,7 +682,7 @@ class Codec(Generic[T]):
             problems = list(self._problems(exc, ""))
         except RecursionError:
             problems = [("", "is nested too deeply")]
-        if any(isinstance(e, RecursionError) for e in _leaves(exc)):
+        if any(isinstance(e, RecursionError) for e in exception_leaves(exc)):
             # Only recursive classes get here; the path would be as long as the payload.
             problems = [("", "is nested too deeply")]
         sentences = []
@@ -746,22 +731,37 @@ class Codec(Generic[T]):
             yield path, f"is invalid: {exc}"
 
 
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    """The exceptions at the bottom of an exception group tree, without recursion."""
-    stack = [exc]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, BaseExceptionGroup):
-            stack.extend(current.exceptions)
-        else:
-            yield current
-
-
 def _note(exc: BaseException, kind: type[T]) -> T | None:
     for note in getattr(exc, "__notes__", ()):
         if note.__class__ is kind:
             return note  # type: ignore[no-any-return]
     return None
+
+
+def loads_json(
+    data: str | bytes | bytearray | memoryview,
+    loads: Callable[[Any], Any] = json.loads,
+    *,
+    loads_bytes: bool = False,
+) -> Any:
+    """Parse JSON text, or UTF-8 bytes; bad input raises :class:`DecodeError` and nothing else.
+
+    ``loads`` is the parser (the codec's stdlib or orjson one); ``loads_bytes`` says it checks
+    UTF-8 itself as it parses (orjson), so bytes need not be decoded first.
+    """
+    if not isinstance(data, str) and not loads_bytes:
+        data = _utf8(data)
+    try:
+        return loads(data)
+    except json.JSONDecodeError as exc:  # orjson's error is a subclass
+        if not isinstance(data, str):
+            _utf8(data)  # raises if that was the problem, for the same message either way
+        raise DecodeError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except ValueError as exc:
+        # NaN/Infinity (refused by _reject_constant) and integers over the str->int digit limit.
+        raise DecodeError(f"invalid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise DecodeError("invalid JSON: nested too deeply") from exc
 
 
 def _utf8(data: bytes | bytearray | memoryview) -> str:

@@ -11,7 +11,8 @@ from typing import Any, Protocol, TypeVar
 import trio
 import trio_websocket
 
-from ._errors import ConnectionClosed, DecodeError
+from ._codec import loads_json
+from ._errors import ConnectionClosed
 from ._frames import OP_CLOSE as _OP_CLOSE
 from ._frames import OP_PING, close_payload, encode_frame, message_frame
 from ._transport import Transport
@@ -29,20 +30,6 @@ class MessageCodec(Protocol[T]):
     def encode(self, message: T) -> str: ...
 
     def decode(self, data: str | bytes) -> T: ...
-
-
-def _json_error(exc: json.JSONDecodeError) -> DecodeError:
-    return DecodeError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
-
-
-def loads_json(data: str | bytes) -> Any:
-    """``json.loads`` with errors translated to :class:`DecodeError`."""
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise _json_error(exc) from None
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"invalid UTF-8 in a JSON payload at byte {exc.start}") from None
 
 
 def dumps_json(obj: Any) -> str:

@@ -21,6 +21,8 @@ boundary and chained as ``__cause__``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 __all__ = [
     "BrokerError",
     "ConnectTimeout",
@@ -92,3 +94,24 @@ class EncodeError(TrionosError, TypeError):
 
 class BrokerError(TrionosError):
     """The scale-out broker could not be reached, or failed while in use."""
+
+
+def exception_leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions at the bottom of an exception-group tree (``exc`` itself if it is no group).
+
+    Nurseries wrap what fails in them; code that translates errors at a boundary looks at the
+    leaves. Iterative, so a deep tree cannot exhaust the stack.
+    """
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        else:
+            yield current
+
+
+def single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception ``group`` wraps, however deeply nested, or None if it wraps several."""
+    leaves = list(exception_leaves(group))
+    return leaves[0] if len(leaves) == 1 else None

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .._connection import MessageCodec, loads_json
+from .._codec import loads_json
+from .._connection import MessageCodec
 from .._errors import ConnectionClosed, DecodeError
 
 __all__ = ["Receiver", "expect_closed", "expect_message", "expect_silence"]

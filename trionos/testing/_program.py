@@ -25,7 +25,8 @@ import trio
 import trio.testing
 
 from .._client import ClientOptions, connect_over
-from .._connection import MessageCodec, WebSocket, dumps_json, loads_json
+from .._codec import loads_json
+from .._connection import MessageCodec, WebSocket, dumps_json
 from .._errors import ConnectionClosed, DecodeError
 from .._server import Handler
 from ._app import AppClient
