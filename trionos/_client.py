@@ -181,7 +181,9 @@ async def connect_over(
                     connection = await _handshake(
                         nursery, transport, host_header, resource, options, headers, description
                     )
-                if connection is None or connection.closed is not None:
+                # A close frame that came right behind the handshake is the server's answer (the
+                # WebSocket reports it); only a connection dropped before it is a failed handshake.
+                if connection is None or (connection.closed is not None and connection.closed.code == 1006):
                     raise HandshakeError(
                         f"WebSocket handshake with {description} failed: the server closed the connection"
                     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -22,6 +22,9 @@ __all__ = ["MessageCodec", "WebSocket"]
 logger = logging.getLogger("trionos.connection")
 
 T = TypeVar("T")
+
+#: Server frames are not masked, so every server ping is the same bytes.
+_SERVER_PING = encode_frame(OP_PING, b"")
 
 
 class MessageCodec(Protocol[T]):
@@ -50,6 +53,20 @@ class WebSocket:
     feels the peer's backpressure. Objects are hashable by identity and carry a unique ``id``.
     """
 
+    # One per open connection, held for its whole life: slots keep it small.
+    __slots__ = (
+        "_answer_text_ping",
+        "_close_timeout",
+        "_is_client",
+        "_local_close",
+        "_transport",
+        "_ws",
+        "id",
+        "path",
+        "remote",
+        "request_headers",
+    )
+
     def __init__(
         self,
         connection: trio_websocket.WebSocketConnection,
@@ -68,7 +85,6 @@ class WebSocket:
         self._close_timeout = close_timeout
         self._answer_text_ping = answer_text_ping
         self._local_close: tuple[int, str] | None = None
-        self._ping_frame = encode_frame(OP_PING, b"", masked=is_client)
         #: A unique, opaque identifier (12 hex digits).
         self.id: str = secrets.token_hex(6)
         #: The request path (server side) or the resource requested (client side).
@@ -127,26 +143,29 @@ class WebSocket:
         Messages that arrived before the peer closed are still returned; after them this raises
         :class:`ConnectionClosed`. Cancelling ``recv`` loses no message.
         """
-        while True:
-            try:
-                message = await self._ws.get_message()
-            except trio_websocket.ConnectionClosed:
-                raise self._closed_error() from None
-            if self._answer_text_ping and message == "ping":
-                await self.send("pong")
-                continue
-            return message
+        return await self._receive(stop_iteration=False)
 
     def __aiter__(self) -> WebSocket:
         return self
 
-    async def __anext__(self) -> str | bytes:
-        try:
-            return await self.recv()
-        except ConnectionClosed as exc:
-            if exc.normal:
-                raise StopAsyncIteration from None
-            raise
+    def __anext__(self) -> Coroutine[Any, Any, str | bytes]:
+        # Not a coroutine of its own: an idle connection waits here for its whole life, and one
+        # frame less per connection is memory saved.
+        return self._receive(stop_iteration=True)
+
+    async def _receive(self, *, stop_iteration: bool) -> str | bytes:
+        while True:
+            try:
+                message = await self._ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                error = self._closed_error()
+                if stop_iteration and error.normal:
+                    raise StopAsyncIteration from None
+                raise error from None
+            if self._answer_text_ping and message == "ping":
+                await self.send("pong")
+                continue
+            return message
 
     async def recv_json(self) -> Any:
         """Receive a message and parse it as JSON; bad JSON raises :class:`DecodeError`."""
@@ -192,7 +211,8 @@ class WebSocket:
         if self.closed:
             return
         try:
-            self._transport.write_nowait(self._ping_frame)
+            frame = encode_frame(OP_PING, b"", masked=True) if self._is_client else _SERVER_PING
+            self._transport.write_nowait(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
@@ -245,5 +265,3 @@ class WebSocket:
 
     def _watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
         self._transport.watch_idle(scope, timeout)
-
-

@@ -8,6 +8,7 @@ upgrade can replay them to the WebSocket handshake (trio-websocket parses the re
 from __future__ import annotations
 
 import http
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import parse_qsl, unquote
 
@@ -24,38 +25,47 @@ class Headers(Mapping[str, str]):
     as its values joined by ``", "`` (RFC 9110 section 5.3), and :meth:`get_all` lists them apart.
     """
 
-    __slots__ = ("_items", "_joined")
+    # One flat tuple (name, value, name, value, ...) with interned names: every connection keeps
+    # its handshake headers for its whole life, so they are stored as compactly as they can be.
+    # Lookups scan it; a request head has a few dozen headers at most.
+    __slots__ = ("_flat",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items = tuple((name.lower(), value) for name, value in items)
-        joined: dict[str, str] = {}
-        for name, value in self._items:
-            joined[name] = f"{joined[name]}, {value}" if name in joined else value
-        self._joined = joined
+        flat: list[str] = []
+        for name, value in items:
+            flat += (sys.intern(name.lower()), value)
+        self._flat = tuple(flat)
+
+    def _values(self, wanted: str) -> list[str]:
+        flat = self._flat
+        return [flat[i + 1] for i in range(0, len(flat), 2) if flat[i] == wanted]
 
     def __getitem__(self, name: str) -> str:
-        return self._joined[name.lower()]
+        values = self._values(name.lower())
+        if not values:
+            raise KeyError(name)
+        return ", ".join(values)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._joined
+        return isinstance(name, str) and name.lower() in self._flat[::2]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._joined)
+        return iter(dict.fromkeys(self._flat[::2]))
 
     def __len__(self) -> int:
-        return len(self._joined)
+        return len(set(self._flat[::2]))
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in the order they were sent."""
-        wanted = name.lower()
-        return [value for key, value in self._items if key == wanted]
+        return self._values(name.lower())
 
     def raw(self) -> tuple[tuple[str, str], ...]:
         """The headers as sent, names lower-cased."""
-        return self._items
+        flat = self._flat
+        return tuple(zip(flat[::2], flat[1::2], strict=True))
 
     def __repr__(self) -> str:
-        return f"Headers({list(self._items)!r})"
+        return f"Headers({list(self.raw())!r})"
 
 
 def _has_token(value: str, token: str) -> bool:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Self
 
 import trio
@@ -133,6 +133,33 @@ class Client:
     def rooms(self) -> list[str]:
         """The rooms this client is in, in the order it joined them."""
         return self.hub.rooms_of(self)
+
+
+class _Registration:
+    """What ``hub.client(ws)`` returns: registers on entry, unregisters on exit.
+
+    A class rather than a generator-based context manager, because every connection holds one
+    for its whole life and a suspended generator costs a frame more.
+    """
+
+    __slots__ = ("_client", "_client_id", "_hub", "_name", "_ws")
+
+    def __init__(self, hub: Hub, ws: WebSocket, client_id: str | None, name: str | None) -> None:
+        self._hub = hub
+        self._ws = ws
+        self._client_id = client_id
+        self._name = name
+        self._client: Client | None = None
+
+    async def __aenter__(self) -> Client:
+        if self._client is not None:
+            raise RuntimeError("a hub.client(...) registration cannot be entered twice")
+        self._client = self._hub._register(self._ws, self._client_id, self._name)
+        return self._client
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._client is not None
+        self._hub._unregister(self._client)
 
 
 class _Room:
@@ -270,32 +297,35 @@ class Hub:
 
     # --- registry ----------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def client(
+    def client(
         self, ws: WebSocket, *, client_id: str | None = None, name: str | None = None
-    ) -> AsyncIterator[Client]:
+    ) -> AbstractAsyncContextManager[Client]:
         """Register ``ws`` for the duration of the block (the seed's ``addClient``).
 
-        On exit, whatever the cause (normal close, abrupt disconnect, heartbeat timeout,
-        cancellation), the client leaves every room at once, without awaiting.
+        ``async with hub.client(ws) as client:``. On exit, whatever the cause (normal close,
+        abrupt disconnect, heartbeat timeout, cancellation), the client leaves every room at once,
+        without awaiting.
         """
+        return _Registration(self, ws, client_id, name)
+
+    def _register(self, ws: WebSocket, client_id: str | None, name: str | None) -> Client:
         self._require_nursery()
         cid = client_id or ws.id
         if cid in self._clients:
             raise ValueError(f"a client with id {cid!r} is already registered")
         client = Client(self, ws, cid, name)
         self._clients[cid] = client
-        try:
-            yield client
-        finally:
-            del self._clients[cid]
-            for room in self._rooms.drop(client):
-                if self._shared:
-                    self.broker.remove_member(room, cid)
-                self._room_emptied_check(room)
-            if not self._clients and self._all_room is not None:
-                self._all_room.send_channel.close()
-                self._all_room = None
+        return client
+
+    def _unregister(self, client: Client) -> None:
+        del self._clients[client.id]
+        for room in self._rooms.drop(client):
+            if self._shared:
+                self.broker.remove_member(room, client.id)
+            self._room_emptied_check(room)
+        if not self._clients and self._all_room is not None:
+            self._all_room.send_channel.close()
+            self._all_room = None
 
     @property
     def clients(self) -> dict[str, Client]:

@@ -9,7 +9,6 @@ which is handed to trio-websocket's public ``wrap_server_stream`` with the head 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -49,6 +48,19 @@ class Request:
     500 (plain HTTP) or close code 1011 (WebSocket). When the handler returns, its WebSocket is
     closed with 1000.
     """
+
+    # The handler holds its request for the connection's whole life: slots keep it small.
+    __slots__ = (
+        "_handler_scope",
+        "_head",
+        "_nursery",
+        "_reader",
+        "_server",
+        "_stream",
+        "answered",
+        "remote",
+        "websocket",
+    )
 
     def __init__(
         self,
@@ -271,59 +283,68 @@ class Server:
             await _send_and_close(stream, render_error(503, "too many connections"))
             return
         self.active_streams += 1
-        with trio.CancelScope(shield=True) as connection_scope:
-            self._connection_scopes.add(connection_scope)
-            try:
-                async with trio.open_nursery() as nursery:
-                    await self._run_connection(stream, nursery)
-                    nursery.cancel_scope.cancel()
-            finally:
-                self._connection_scopes.discard(connection_scope)
-                self.active_streams -= 1
-                await trio.aclose_forcefully(stream)
+        # The handler runs in this frame, and the nursery's own scope is the connection's shield:
+        # an idle connection is held for its whole life, so it gets no extra frame or scope.
+        try:
+            async with trio.open_nursery() as nursery:
+                connection_scope = nursery.cancel_scope
+                connection_scope.shield = True
+                self._connection_scopes.add(connection_scope)
+                try:
+                    request = await self._read_request(stream, nursery)
+                    if request is None:
+                        return
+                    handler_scope = request._handler_scope
+                    self._handler_scopes.add(handler_scope)
+                    try:
+                        with handler_scope:
+                            if self.shutting_down:
+                                handler_scope.cancel()
+                            await self.handler(request)
+                    except Exception:
+                        logger.exception("handler failed for %r", request)
+                        await self._finish(request, 1011, "internal error", http_status=500)
+                        return
+                    except BaseException:
+                        # Cut off by the connection's deadline: still try to say goodbye, briefly.
+                        with trio.CancelScope(shield=True):
+                            await self._finish(request, 1001, "server shutting down", http_status=503)
+                        raise
+                    finally:
+                        self._handler_scopes.discard(handler_scope)
+                    await self._after_handler(request, handler_scope)
+                finally:
+                    self._connection_scopes.discard(connection_scope)
+                    connection_scope.cancel()
+        finally:
+            self.active_streams -= 1
+            await trio.aclose_forcefully(stream)
 
-    async def _read_head(self, stream: trio.abc.Stream, reader: RequestReader) -> RequestHead | None:
+    async def _read_request(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> Request | None:
+        """Read and vet the request head; None once the connection was answered or dropped."""
+        reader = RequestReader(max_head_size=self.max_head_size)
+        head: RequestHead | None = None
         with trio.move_on_after(self.handshake_timeout):
             try:
                 while True:
                     head = reader.feed(await stream.receive_some(_RECEIVE_SIZE))
                     if head is not None:
-                        return head
+                        break
             except HttpError as exc:
                 logger.debug("bad request from %s: %s", _peer_address(stream), exc.detail)
                 await _send_and_close(stream, render_error(exc.status, exc.detail))
+                return None
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-        return None
-
-    async def _run_connection(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
-        reader = RequestReader(max_head_size=self.max_head_size)
-        head = await self._read_head(stream, reader)
+                return None
         if head is None:
-            return
+            return None
         if head.is_upgrade and self.origins is not None and head.headers.get("origin") not in self.origins:
             await _send_and_close(stream, render_error(403, "origin not allowed"))
-            return
+            return None
         # One scope per handler: the heartbeat moves its deadline, and shutdown cancels it.
-        handler_scope = trio.CancelScope(deadline=math.inf)
-        request = Request(head, reader, stream, self, nursery, handler_scope)
-        self._handler_scopes.add(handler_scope)
-        try:
-            with handler_scope:
-                if self.shutting_down:
-                    handler_scope.cancel()
-                await self.handler(request)
-        except Exception:
-            logger.exception("handler failed for %r", request)
-            await self._finish(request, 1011, "internal error", http_status=500)
-            return
-        except BaseException:
-            # Cut off by the connection's deadline: still try to say goodbye, briefly.
-            with trio.CancelScope(shield=True):
-                await self._finish(request, 1001, "server shutting down", http_status=503)
-            raise
-        finally:
-            self._handler_scopes.discard(handler_scope)
+        return Request(head, reader, stream, self, nursery, trio.CancelScope())
+
+    async def _after_handler(self, request: Request, handler_scope: trio.CancelScope) -> None:
         if handler_scope.cancelled_caught:
             if self.shutting_down:
                 await self._finish(request, 1001, "server shutting down", http_status=503)

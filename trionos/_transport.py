@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
 
-import attrs
 import trio
 
 from ._frames import is_close_frame
@@ -31,14 +30,11 @@ __all__ = ["Transport", "write_each"]
 logger = logging.getLogger("trionos.transport")
 
 
+#: What one read takes when the caller does not say (trio's SocketStream uses the same).
+_DEFAULT_RECEIVE_SIZE = 64 * 1024
+
 #: The shared, always empty outbox of connections without a backlog (never appended to).
 _NO_BACKLOG: deque[bytes] = deque(maxlen=0)
-
-
-@attrs.define
-class _IdleWatch:
-    scope: trio.CancelScope
-    timeout: float
 
 
 class Transport(trio.abc.Stream):
@@ -49,6 +45,30 @@ class Transport(trio.abc.Stream):
     Background tasks (the outbox writer, a forced close) run in ``nursery``, which the connection
     owns.
     """
+
+    # Every open connection holds one of these for its whole life: slots keep it small.
+    __slots__ = (
+        "_busy",
+        "_idle_scope",
+        "_idle_timeout",
+        "_lock",
+        "_nursery",
+        "_outbox",
+        "_outbox_bytes",
+        "_progress",
+        "_receiving",
+        "_replay",
+        "_socket",
+        "_stream",
+        "_writer_running",
+        "close_sent",
+        "closed",
+        "dropped_frames",
+        "handshake_complete",
+        "max_outbox_bytes",
+        "on_handshake_eof",
+        "peak_outbox_bytes",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -67,7 +87,9 @@ class Transport(trio.abc.Stream):
         # cached: once the socket is closed it reads -1, and a number the kernel may have reused
         # for another connection is never written to.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
-        self._lock = trio.StrictFIFOLock()
+        # Made on the first write that has to wait: most writes complete at once, and then
+        # serialising them needs no more than the ``_busy`` flag.
+        self._lock: trio.StrictFIFOLock | None = None
         # True while a task writes under the lock; the fast path must not interleave with it.
         self._busy = False
         # Allocated on first use: most connections never need an outbox or a progress event.
@@ -75,7 +97,8 @@ class Transport(trio.abc.Stream):
         self._outbox_bytes = 0
         self._writer_running = False
         self._progress: trio.Event | None = None
-        self._idle: _IdleWatch | None = None
+        self._idle_scope: trio.CancelScope | None = None
+        self._idle_timeout = math.inf
         self._receiving = False
         #: Set once the WebSocket handshake is done; from then on close frames are recognised.
         self.handshake_complete = False
@@ -96,7 +119,8 @@ class Transport(trio.abc.Stream):
         a message the application has not taken yet, it does not read, and a slow application
         must not make a healthy peer look dead.
         """
-        self._idle = _IdleWatch(scope, timeout)
+        self._idle_scope = scope
+        self._idle_timeout = timeout
         if self._receiving:
             # The reader was already waiting when the watch began: the clock starts now.
             scope.deadline = trio.current_time() + timeout
@@ -106,20 +130,46 @@ class Transport(trio.abc.Stream):
             data, self._replay = self._replay, b""
             return data
         self._receiving = True
-        if self._idle is not None:
-            self._idle.scope.deadline = trio.current_time() + self._idle.timeout
+        idle_scope = self._idle_scope
+        if idle_scope is not None:
+            idle_scope.deadline = trio.current_time() + self._idle_timeout
         try:
-            data = await self._stream.receive_some(max_bytes)
+            sock = self._socket
+            if sock is None:
+                data = await self._stream.receive_some(max_bytes)
+            else:
+                # Straight from the descriptor, with trio's checkpoint rules: SocketStream's layers
+                # would keep three more suspended frames on every idle connection.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data = self._read_nowait(sock, max_bytes)
+                if data is None:
+                    while data is None:
+                        await trio.lowlevel.wait_readable(sock)
+                        data = self._read_nowait(sock, max_bytes)
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._peer_gone()
             raise
         finally:
             self._receiving = False
-            if self._idle is not None:
-                self._idle.scope.deadline = math.inf
+            if idle_scope is not None:
+                idle_scope.deadline = math.inf
         if not data:
             self._peer_gone()
         return data
+
+    def _read_nowait(self, sock: trio.socket.SocketType, max_bytes: int | None) -> bytes | None:
+        """What the socket holds, up to ``max_bytes``; None when nothing has arrived yet."""
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection is closed")
+        try:
+            return os.read(fd, max_bytes or _DEFAULT_RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
 
     def _peer_gone(self) -> None:
         # trio-websocket does not wake a client waiting for the handshake when the server hangs
@@ -269,7 +319,7 @@ class Transport(trio.abc.Stream):
 
     async def _drain_in_background(self) -> None:
         try:
-            async with self._lock:
+            async with self._writing():
                 await self._flush_locked()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             logger.debug("outbox writer stopped: %r", exc)
@@ -289,24 +339,33 @@ class Transport(trio.abc.Stream):
         beyond ``max_outbox_bytes`` while they wait; they do not return until it is written.
         """
         self._check_writable()
+        await self._write_in_order(frame)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Used by trio-websocket: handshake, control frames, and its own messages, in order."""
+        if self.closed:
+            raise trio.ClosedResourceError("the connection is closed")
+        frame = data if isinstance(data, bytes) else bytes(data)
+        if self.handshake_complete and is_close_frame(frame):
+            self.close_sent = True
+        await self._write_in_order(frame)
+
+    async def _write_in_order(self, frame: bytes) -> None:
+        # Straight into the socket when nothing is ahead; otherwise behind the backlog, which the
+        # caller then drains under the lock (or waits for whoever is draining it).
         if not self._write_direct(frame):
             if self._outbox is _NO_BACKLOG:
                 self._outbox = deque()
             self._outbox.append(frame)
             self._outbox_bytes += len(frame)
         if self._outbox:
-            async with self._lock:
+            async with self._writing():
                 await self._flush_locked()
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Used by trio-websocket: handshake, control frames, and its own messages, in order."""
-        if self.closed:
-            raise trio.ClosedResourceError("the connection is closed")
-        async with self._lock:
-            await self._flush_locked()
-            if self.handshake_complete and is_close_frame(data):
-                self.close_sent = True
-            await self._send_locked(data)
+    def _writing(self) -> trio.StrictFIFOLock:
+        if self._lock is None:
+            self._lock = trio.StrictFIFOLock()
+        return self._lock
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
@@ -354,7 +413,7 @@ class Transport(trio.abc.Stream):
             # half-second bound keeps the cleanup short.
             with trio.CancelScope(shield=True), trio.move_on_after(0.5):
                 try:
-                    async with self._lock:
+                    async with self._writing():
                         await self._stream.send_all(goodbye)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
