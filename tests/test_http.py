@@ -83,3 +83,30 @@ def test_render_error() -> None:
     data = render_error(503, "too many connections")
     assert data.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert data.endswith(b"too many connections\n")
+
+
+def test_head_keeps_headers_as_one_block_and_parses_them_on_access() -> None:
+    """Repeated headers, colons in values and folded Connection tokens survive the compact block."""
+    reader = RequestReader()
+    head = reader.feed(
+        b"GET /ws HTTP/1.1\r\nHost: example:8080\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n"
+        b"Connection: Upgrade\r\nCookie: a=1\r\nCookie: b=2\r\nX-Empty:\r\n\r\n"
+    )
+    assert head is not None
+    assert head.is_upgrade  # the "upgrade" token is in the second Connection header
+    headers = head.headers
+    assert headers["host"] == "example:8080"
+    assert headers.get_all("cookie") == ["a=1", "b=2"]
+    assert headers["x-empty"] == ""
+    assert list(headers) == ["host", "upgrade", "connection", "cookie", "x-empty"]
+    assert head.headers == headers  # parsed anew, equal every time
+
+
+def test_post_is_never_an_upgrade() -> None:
+    """Only GET may upgrade (RFC 6455 section 4.1)."""
+    reader = RequestReader()
+    head = reader.feed(
+        b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert head is not None and not head.is_upgrade

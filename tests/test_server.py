@@ -253,6 +253,30 @@ async def test_origin_check_and_auth_by_reject(start_server: ServeFn) -> None:
         assert await ws.recv() == "Echo: in"
 
 
+async def test_handshake_headers_reach_the_handler_and_the_websocket(start_server: ServeFn) -> None:
+    """The request's headers stay readable after accept, on the Request and on the WebSocket."""
+    seen: list[tuple[str, str, list[str], bool]] = []
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        seen.append(
+            (
+                req.headers["x-user"],
+                ws.request_headers["X-User"],
+                ws.request_headers.get_all("x-tag"),
+                req.is_upgrade,
+            )
+        )
+        await ws.send("ok")
+
+    server = await start_server(handler)
+    headers = [("X-User", "ann"), ("X-Tag", "a"), ("X-Tag", "b:c")]
+    async with trionos.connect(server.url, extra_headers=headers) as ws:
+        assert await ws.recv() == "ok"
+        assert len(ws.request_headers) == 0  # the client side has no request to report
+    assert seen == [("ann", "ann", ["a", "b:c"], True)]
+
+
 async def test_connect_errors_are_handshake_errors() -> None:
     """Nothing listening, or a bad URL, fails clearly."""
     listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]

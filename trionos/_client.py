@@ -202,7 +202,7 @@ async def connect_over(
                 is_client=True,
                 path=resource,
                 remote=remote,
-                headers={},
+                request_head=None,
                 close_timeout=options.close_timeout,
             )
             if heartbeat is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -15,6 +15,7 @@ from ._codec import loads_json
 from ._errors import ConnectionClosed
 from ._frames import OP_CLOSE as _OP_CLOSE
 from ._frames import OP_PING, close_payload, encode_frame, message_frame
+from ._http import Headers, RequestHead
 from ._transport import Transport
 
 __all__ = ["MessageCodec", "WebSocket"]
@@ -59,12 +60,12 @@ class WebSocket:
         "_close_timeout",
         "_is_client",
         "_local_close",
+        "_request_head",
         "_transport",
         "_ws",
         "id",
         "path",
         "remote",
-        "request_headers",
     )
 
     def __init__(
@@ -75,7 +76,7 @@ class WebSocket:
         is_client: bool,
         path: str,
         remote: tuple[str, int] | None,
-        headers: Mapping[str, str],
+        request_head: RequestHead | None,
         close_timeout: float,
         answer_text_ping: bool = False,
     ) -> None:
@@ -91,13 +92,17 @@ class WebSocket:
         self.path = path
         #: The peer's ``(host, port)``, or None for in-memory connections.
         self.remote = remote
-        #: The headers of the opening handshake request.
-        self.request_headers = headers
+        self._request_head = request_head
 
     def __repr__(self) -> str:
         side = "client" if self._is_client else "server"
         state = f"closed {self.close_code}" if self.closed else "open"
         return f"<trionos.WebSocket {self.id} {side} {self.path!r} {state}>"
+
+    @property
+    def request_headers(self) -> Headers:
+        """The headers of the opening handshake request (server side; empty on the client side)."""
+        return Headers() if self._request_head is None else self._request_head.headers
 
     @property
     def subprotocol(self) -> str | None:

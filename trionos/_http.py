@@ -74,11 +74,41 @@ def _has_token(value: str, token: str) -> bool:
 
 @attrs.frozen
 class RequestHead:
-    """The method, target and headers of one HTTP/1.1 request."""
+    """The method, target and headers of one HTTP/1.1 request.
+
+    The headers are kept as one ``bytes`` block (``name:value`` lines, as h11 accepted and
+    normalised them) and :attr:`headers` parses it on each access: a WebSocket keeps its request
+    for its whole life, and a browser's dozen headers as separate strings would cost several
+    times more memory than the block.
+    """
 
     method: str
     target: str
-    headers: Headers
+    header_block: bytes
+    #: True for a WebSocket upgrade request (RFC 6455 section 4.2.1).
+    is_upgrade: bool
+
+    @classmethod
+    def from_fields(cls, method: str, target: str, fields: Iterable[tuple[bytes, bytes]]) -> RequestHead:
+        """Build a head from h11's (lower-cased name, value) pairs."""
+        pairs = list(fields)
+        block = b"\n".join(name + b":" + value for name, value in pairs)
+        upgrade = ",".join(value.decode("latin-1") for name, value in pairs if name == b"upgrade")
+        connection = ",".join(value.decode("latin-1") for name, value in pairs if name == b"connection")
+        is_upgrade = (
+            method == "GET" and _has_token(upgrade, "websocket") and _has_token(connection, "upgrade")
+        )
+        return cls(method, target, block, is_upgrade)
+
+    @property
+    def headers(self) -> Headers:
+        """The request headers, case-insensitive (parsed anew on each access)."""
+        if not self.header_block:
+            return Headers()
+        return Headers(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, _, value in (line.partition(b":") for line in self.header_block.split(b"\n"))
+        )
 
     @property
     def path(self) -> str:
@@ -94,15 +124,6 @@ class RequestHead:
     def query(self) -> dict[str, str]:
         """Query parameters; when a name repeats, the last value wins."""
         return dict(parse_qsl(self.query_string, keep_blank_values=True))
-
-    @property
-    def is_upgrade(self) -> bool:
-        """True for a WebSocket upgrade request (RFC 6455 section 4.2.1)."""
-        return (
-            self.method == "GET"
-            and _has_token(self.headers.get("upgrade", ""), "websocket")
-            and _has_token(self.headers.get("connection", ""), "upgrade")
-        )
 
 
 @attrs.frozen
@@ -154,12 +175,8 @@ class RequestReader:
             if head_size > self._max_head_size:
                 raise HttpError(431, f"request head of {head_size} bytes exceeds {self._max_head_size}")
             self._method = event.method.decode("ascii")
-            head = RequestHead(
-                method=self._method,
-                target=event.target.decode("latin-1"),
-                headers=Headers(
-                    (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
-                ),
+            head = RequestHead.from_fields(
+                self._method, event.target.decode("latin-1"), ((name, value) for name, value in event.headers)
             )
             return head
         raise HttpError(400, "connection closed before a complete request head")

@@ -163,7 +163,7 @@ class Request:
             is_client=False,
             path=self.path,
             remote=self.remote,
-            headers=self.headers,
+            request_head=self._head,
             close_timeout=server.close_timeout,
             answer_text_ping=answer_text_ping,
         )

@@ -1,0 +1,112 @@
+"""The Transport's own socket paths: direct reads with trio's checkpoint rules, ordered writes."""
+
+from __future__ import annotations
+
+import socket as stdlib_socket
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+from trionos._transport import Transport
+
+Pair = tuple[Transport, trio.SocketStream]
+
+
+@pytest.fixture
+async def pair(nursery: trio.Nursery) -> AsyncIterator[Pair]:
+    """A Transport over one end of a connected socket pair, and the raw other end."""
+    left, right = trio.socket.socketpair()
+    transport = Transport(trio.SocketStream(left), nursery=nursery)
+    peer = trio.SocketStream(right)
+    yield transport, peer
+    await trio.aclose_forcefully(transport)
+    await trio.aclose_forcefully(peer)
+
+
+async def test_reads_what_the_peer_sent_in_order(pair: Pair) -> None:
+    """Bytes arrive in order, at most ``max_bytes`` at a time."""
+    transport, peer = pair
+    await peer.send_all(b"hello world")
+    assert await transport.receive_some(5) == b"hello"
+    assert await transport.receive_some() == b" world"
+
+
+async def test_replay_comes_before_the_socket(nursery: trio.Nursery) -> None:
+    """Bytes read before the upgrade are returned before anything from the socket."""
+    left, right = trio.socket.socketpair()
+    transport = Transport(trio.SocketStream(left), nursery=nursery, replay=b"GET / ")
+    async with trio.SocketStream(right) as peer, transport:
+        await peer.send_all(b"HTTP/1.1")
+        assert await transport.receive_some() == b"GET / "
+        assert await transport.receive_some() == b"HTTP/1.1"
+
+
+async def test_a_read_with_data_waiting_is_still_a_checkpoint(pair: Pair) -> None:
+    """Like trio's own streams, a read that need not wait still yields to the scheduler."""
+    transport, peer = pair
+    await peer.send_all(b"x")
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.testing.assert_checkpoints():
+        assert await transport.receive_some() == b"x"
+
+
+async def test_cancelled_reads_lose_nothing(pair: Pair) -> None:
+    """A read cancelled while waiting takes no bytes; a read cancelled beforehand takes none either."""
+    transport, peer = pair
+    with trio.move_on_after(1) as waiting:
+        waiting.cancel()
+        await transport.receive_some()
+    assert waiting.cancelled_caught
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.receive_some)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+    await peer.send_all(b"kept")
+    assert await transport.receive_some() == b"kept"
+
+
+async def test_end_of_stream_and_reset(nursery: trio.Nursery) -> None:
+    """A clean close reads as b''; a reset raises BrokenResourceError; a closed transport refuses."""
+    left, right = trio.socket.socketpair()
+    transport = Transport(trio.SocketStream(left), nursery=nursery)
+    await trio.SocketStream(right).aclose()
+    assert await transport.receive_some() == b""
+    await transport.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await transport.receive_some()
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = await trio.open_tcp_stream(*listener.getsockname())
+    accepted, _ = await listener.accept()
+    listener.close()
+    server_side = Transport(trio.SocketStream(accepted), nursery=nursery)
+    # SO_LINGER with a zero timeout turns close() into a reset.
+    client.socket.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await client.aclose()
+    with pytest.raises(trio.BrokenResourceError):
+        await server_side.receive_some()
+    await server_side.aclose()
+
+
+async def test_concurrent_large_writes_do_not_interleave(pair: Pair) -> None:
+    """Writers that must wait for a full socket go one after the other, each frame whole."""
+    transport, peer = pair
+    first, second = b"a" * (4 << 20), b"b" * (4 << 20)
+    received = bytearray()
+
+    async def read_everything() -> None:
+        while len(received) < len(first) + len(second):
+            received.extend(await peer.receive_some(65536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(transport.send_all, first)
+        nursery.start_soon(transport.write, second)
+        nursery.start_soon(read_everything)
+    runs = bytes(received).replace(b"a" * 1024, b"A").replace(b"b" * 1024, b"B")
+    assert runs in (b"A" * 4096 + b"B" * 4096, b"B" * 4096 + b"A" * 4096)
