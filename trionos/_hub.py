@@ -20,6 +20,7 @@ reported to the broker, which keeps the cluster-wide presence that :meth:`Hub.pr
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -37,6 +38,7 @@ from ._broker import (
     single_start_error,
 )
 from ._connection import MessageCodec, WebSocket
+from ._fanout import Feed
 from ._frames import message_frame
 from ._rooms import Rooms
 from ._transport import write_each
@@ -162,30 +164,6 @@ class _Registration:
         self._hub._unregister(self._client)
 
 
-class _Room:
-    def __init__(self, name: str, queue_size: int, policy: SlowClientPolicy) -> None:
-        self.name = name
-        self.policy = policy
-        self.send_channel, self.receive_channel = trio.open_memory_channel[tuple[bytes, tuple[Client, ...]]](
-            queue_size
-        )
-        #: Frames on the channel or being delivered by the fan-out task. While it is 0 nothing is
-        #: ahead of a new frame, so the sender may deliver it itself without breaking order.
-        self.queued = 0
-
-    async def enqueue(self, item: tuple[bytes, tuple[Client, ...]]) -> None:
-        self.queued += 1
-        try:
-            await self.send_channel.send(item)
-        except BaseException:
-            self.queued -= 1
-            raise
-
-    def enqueue_nowait(self, item: tuple[bytes, tuple[Client, ...]]) -> None:
-        self.send_channel.send_nowait(item)
-        self.queued += 1
-
-
 def _policy(value: SlowClientPolicy | str) -> SlowClientPolicy:
     return value if isinstance(value, SlowClientPolicy) else SlowClientPolicy(value)
 
@@ -231,7 +209,7 @@ class Hub:
         self.room_queue_size = room_queue_size
         self.codec = codec
         self._rooms: Rooms[Client] = Rooms()
-        self._channels: dict[str, _Room] = {}
+        self._channels: dict[str, Feed[Client]] = {}
         self._room_policies: dict[str, SlowClientPolicy] = {}
         self._clients: dict[str, Client] = {}
         self._nursery: trio.Nursery | None = None
@@ -241,7 +219,7 @@ class Hub:
         self.slow_clients_dropped = 0
         #: Frames from other nodes dropped because the room's channel was full.
         self.remote_frames_dropped = 0
-        self._all_room: _Room | None = None
+        self._all_room: Feed[Client] | None = None
         self._cm: Any = None
 
     # --- lifetime ----------------------------------------------------------------------------
@@ -315,17 +293,30 @@ class Hub:
             raise ValueError(f"a client with id {cid!r} is already registered")
         client = Client(self, ws, cid, name)
         self._clients[cid] = client
+        # A direct write on this connection first writes what its rooms have queued, so a
+        # broadcast made before a send still arrives before it (see _fanout).
+        ws._transport.before_write = functools.partial(self._flush_rooms_of, client)
         return client
 
     def _unregister(self, client: Client) -> None:
+        self._flush_rooms_of(client)  # what it was sent before it left still goes out first
+        client.transport.before_write = None
         del self._clients[client.id]
         for room in self._rooms.drop(client):
             if self._shared:
                 self.broker.remove_member(room, client.id)
             self._room_emptied_check(room)
         if not self._clients and self._all_room is not None:
-            self._all_room.send_channel.close()
+            self._all_room.close()
             self._all_room = None
+
+    def _flush_rooms_of(self, client: Client) -> None:
+        for room in self._rooms.rooms_view(client):
+            feed = self._channels.get(room)
+            if feed is not None and feed.pending:
+                feed.flush(self)
+        if self._all_room is not None and self._all_room.pending:
+            self._all_room.flush(self)
 
     @property
     def clients(self) -> dict[str, Client]:
@@ -396,18 +387,17 @@ class Hub:
 
     def _start_room(self, room: str) -> None:
         nursery = self._require_nursery()
-        state = _Room(room, self.room_queue_size, self._room_policies.get(room, self.policy))
-        self._channels[room] = state
-        self.fan_out_tasks += 1
-        nursery.start_soon(self._fan_out, state)
+        feed = Feed[Client](room, self.room_queue_size, self._room_policies.get(room, self.policy))
+        self._channels[room] = feed
+        self._start_fan_out(nursery, feed)
         if self._shared:
             self.broker.open_room(room)
 
     def _room_emptied_check(self, room: str) -> None:
         if not self._rooms.member_view(room) and room in self._channels:
-            # Closing the channel is how the fan-out task learns it is done; it still delivers
+            # Closing the feed is how the fan-out task learns it is done; it still delivers
             # what is already queued to the recipients snapshotted at broadcast time.
-            self._channels.pop(room).send_channel.close()
+            self._channels.pop(room).close()
             if self._shared:
                 self.broker.close_room(room)
 
@@ -448,7 +438,7 @@ class Hub:
             return 0
         recipients = tuple(c for c in self._rooms.member_view(room) if c is not exclude)
         if recipients:
-            await self._send(state, frame, recipients)
+            await state.put(frame, recipients)
         return len(recipients)
 
     async def broadcast_all(
@@ -465,15 +455,21 @@ class Hub:
         all_room = self._all_room_state()
         recipients = tuple(c for c in self._clients.values() if c is not exclude)
         if recipients:
-            await self._send(all_room, frame, recipients)
+            await all_room.put(frame, recipients)
         return len(recipients)
 
-    def _all_room_state(self) -> _Room:
+    def _all_room_state(self) -> Feed[Client]:
         if self._all_room is None:
-            self._all_room = _Room("*", self.room_queue_size, self.policy)
-            self.fan_out_tasks += 1
-            self._require_nursery().start_soon(self._fan_out, self._all_room)
+            self._all_room = Feed[Client]("*", self.room_queue_size, self.policy)
+            self._start_fan_out(self._require_nursery(), self._all_room)
         return self._all_room
+
+    def _start_fan_out(self, nursery: trio.Nursery, feed: Feed[Client]) -> None:
+        self.fan_out_tasks += 1
+        nursery.start_soon(feed.run, self, self._fan_out_ended)
+
+    def _fan_out_ended(self) -> None:
+        self.fan_out_tasks -= 1
 
     # --- what the broker calls (BrokerSink) --------------------------------------------------
 
@@ -499,12 +495,7 @@ class Hub:
         if not recipients:
             return
         try:
-            if state.queued == 0:
-                rest = self._deliver_now(state, frame, recipients)
-                if rest:
-                    state.enqueue_nowait((frame, rest))
-            else:
-                state.enqueue_nowait((frame, recipients))
+            state.put_nowait(frame, recipients)
         except trio.WouldBlock:
             self.remote_frames_dropped += 1
             if self.remote_frames_dropped & (self.remote_frames_dropped - 1) == 0:
@@ -526,39 +517,15 @@ class Hub:
         except Exception:  # one application callback must not stop the broker's reaper
             logger.exception("on_member_expired(%r) failed", member)
 
-    async def _send(self, state: _Room, frame: bytes, recipients: tuple[Client, ...]) -> None:
-        if state.queued:
-            await state.enqueue((frame, recipients))
-            return
-        # Nothing is queued ahead of this frame, so the sender delivers it itself: no task switch.
-        # Either it is delivered (and the checkpoint after it does not raise) or, if the caller
-        # was already cancelled, nothing happens.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        rest = self._deliver_now(state, frame, recipients)
-        if rest:
-            # Recipients with a full outbox: the fan-out task waits for them under the policy,
-            # and later frames queue up behind this one, so every recipient keeps the order.
-            state.enqueue_nowait((frame, rest))
-        await trio.lowlevel.cancel_shielded_checkpoint()
-
-    def _deliver_now(self, state: _Room, frame: bytes, recipients: tuple[Client, ...]) -> tuple[Client, ...]:
-        """Deliver without waiting; return the recipients the policy says to wait for."""
+    def deliver_now(
+        self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]
+    ) -> tuple[Client, ...]:
+        """Write without waiting; return the recipients the room's policy says to wait for."""
         pending = write_each(recipients, frame)
         if not pending:
             return ()
-        return tuple(c for c in pending if not self._offer(c, frame, state.policy))
-
-    async def _fan_out(self, state: _Room) -> None:
-        try:
-            async with state.receive_channel:
-                async for frame, recipients in state.receive_channel:
-                    try:
-                        for client in self._deliver_now(state, frame, recipients):
-                            await self._wait_for_room(client, frame)
-                    finally:
-                        state.queued -= 1
-        finally:
-            self.fan_out_tasks -= 1
+        policy = feed.policy
+        return tuple(c for c in pending if not self._offer(c, frame, policy))
 
     @staticmethod
     def _offer(client: Client, frame: bytes, policy: SlowClientPolicy) -> bool:
@@ -572,9 +539,17 @@ class Hub:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return True  # gone: its handler is ending and will unregister it
 
-    async def _wait_for_room(self, client: Client, frame: bytes) -> None:
+    async def wait_for_room(self, client: Client, frame: bytes) -> None:
+        """Wait for room in a slow client's outbox, for at most ``grace`` per wait, then drop it."""
         transport = client.ws._transport
         while True:
+            # Try first: while the fan-out waited for another slow client of the same frame, this
+            # one may have drained its outbox already, and then no progress would ever come.
+            try:
+                if transport.write_nowait(frame):
+                    return
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
             with trio.move_on_after(self.grace) as waited:
                 await transport.wait_for_progress()
             if waited.cancelled_caught:
@@ -582,9 +557,4 @@ class Hub:
                 reason = f"slow client: outbox full with no progress for {self.grace:g} s"
                 logger.warning("closing %r: %s", client, reason)
                 client.ws.abort(SLOW_CLIENT_CLOSE_CODE, reason)
-                return
-            try:
-                if transport.write_nowait(frame):
-                    return
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return

@@ -60,6 +60,10 @@ class Rooms(Generic[C]):
         """The live membership dict of ``room`` (do not modify), or an empty dict."""
         return self._members.get(room, {})
 
+    def rooms_view(self, client: C) -> dict[str, None]:
+        """The live dict of rooms ``client`` is in (do not modify), or an empty dict."""
+        return self._rooms_of.get(client, {})
+
     def rooms_of(self, client: C) -> list[str]:
         """The rooms ``client`` is in, in the order it joined them."""
         return list(self._rooms_of.get(client, ()))

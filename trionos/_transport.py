@@ -55,12 +55,14 @@ class Transport(trio.abc.Stream):
         "_nursery",
         "_outbox",
         "_outbox_bytes",
+        "_partial_head",
         "_progress",
         "_receiving",
         "_replay",
         "_socket",
         "_stream",
         "_writer_running",
+        "before_write",
         "close_sent",
         "closed",
         "dropped_frames",
@@ -95,6 +97,7 @@ class Transport(trio.abc.Stream):
         # Allocated on first use: most connections never need an outbox or a progress event.
         self._outbox: deque[bytes] = _NO_BACKLOG
         self._outbox_bytes = 0
+        self._partial_head = False
         self._writer_running = False
         self._progress: trio.Event | None = None
         self._idle_scope: trio.CancelScope | None = None
@@ -102,6 +105,8 @@ class Transport(trio.abc.Stream):
         self._receiving = False
         #: Set once the WebSocket handshake is done; from then on close frames are recognised.
         self.handshake_complete = False
+        #: Called before every ``write``/``send_all`` (the hub writes queued broadcasts first).
+        self.before_write: Callable[[], None] | None = None
         #: Called if the stream ends before the handshake is complete.
         self.on_handshake_eof: Callable[[], None] | None = None
         self.close_sent = False
@@ -196,7 +201,7 @@ class Transport(trio.abc.Stream):
             return False
         sent = self._write_some(frame)
         if sent < len(frame):
-            self._enqueue(frame[sent:])
+            self._enqueue_rest(frame, sent)
         return True
 
     def _write_some(self, data: bytes | memoryview) -> int:
@@ -229,6 +234,12 @@ class Transport(trio.abc.Stream):
             self._writer_running = True
             self._nursery.start_soon(self._drain_in_background)
 
+    def _enqueue_rest(self, frame: bytes, sent: int) -> None:
+        """Queue what the socket did not take of ``frame`` (the outbox was empty)."""
+        self._enqueue(frame[sent:] if sent else frame)
+        # A frame whose start is on the wire must be finished, whatever the policy drops.
+        self._partial_head = sent > 0
+
     def has_room(self, size: int) -> bool:
         """Whether a frame of ``size`` bytes may be queued now without breaking the bound."""
         return not self._outbox or self._outbox_bytes + size <= self.max_outbox_bytes
@@ -256,8 +267,16 @@ class Transport(trio.abc.Stream):
         if self._write_direct(frame):
             return 0
         dropped = 0
-        while self._outbox and self._outbox_bytes + len(frame) > self.max_outbox_bytes:
-            self._outbox_bytes -= len(self._outbox.popleft())
+        outbox = self._outbox
+        # The end of a frame whose start is already on the wire must go out, or the stream breaks.
+        keep = 1 if self._partial_head else 0
+        while len(outbox) > keep and self._outbox_bytes + len(frame) > self.max_outbox_bytes:
+            if keep:
+                head = outbox.popleft()
+                self._outbox_bytes -= len(outbox.popleft())
+                outbox.appendleft(head)
+            else:
+                self._outbox_bytes -= len(outbox.popleft())
             dropped += 1
         self.dropped_frames += dropped
         self._enqueue(frame)
@@ -277,6 +296,7 @@ class Transport(trio.abc.Stream):
     async def _flush_locked(self) -> None:
         while self._outbox:
             frame = self._outbox.popleft()
+            self._partial_head = False
             self._outbox_bytes -= len(frame)
             await self._send_locked(frame)
             self._signal_progress()
@@ -312,6 +332,7 @@ class Transport(trio.abc.Stream):
         if self._outbox is _NO_BACKLOG:
             self._outbox = deque()
         self._outbox.appendleft(rest)
+        self._partial_head = True
         self._outbox_bytes += len(rest)
         if not self._writer_running and not self.closed:
             self._writer_running = True
@@ -329,6 +350,7 @@ class Transport(trio.abc.Stream):
 
     def _discard_outbox(self) -> None:
         self._outbox = _NO_BACKLOG
+        self._partial_head = False
         self._outbox_bytes = 0
         self._signal_progress()
 
@@ -339,6 +361,8 @@ class Transport(trio.abc.Stream):
         beyond ``max_outbox_bytes`` while they wait; they do not return until it is written.
         """
         self._check_writable()
+        if self.before_write is not None:
+            self.before_write()
         await self._write_in_order(frame)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -346,6 +370,8 @@ class Transport(trio.abc.Stream):
         if self.closed:
             raise trio.ClosedResourceError("the connection is closed")
         frame = data if isinstance(data, bytes) else bytes(data)
+        if self.before_write is not None:
+            self.before_write()
         if self.handshake_complete and is_close_frame(frame):
             self.close_sent = True
         await self._write_in_order(frame)
@@ -459,5 +485,5 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
             transport._broken()
             continue
         if sent != size:
-            transport._enqueue(frame[sent:])
+            transport._enqueue_rest(frame, sent)
     return pending

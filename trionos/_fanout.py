@@ -1,0 +1,178 @@
+"""A room's feed: the bounded channel its broadcasts wait in, and the fan-out that writes them.
+
+Broadcasts are not written by the task that makes them: ``put`` hands the frame and its
+recipients to the room's memory channel and returns. The room's fan-out task wakes, gives the
+tasks that are runnable a few scheduler ticks to add more (it stops as soon as a tick brings
+nothing), then writes everything queued in one synchronous pass. Consecutive frames for the same
+recipients are joined, up to :data:`BATCH_BYTES`, so a burst of messages costs each recipient
+one write instead of one per message; the load generator on the other end saves as much.
+
+Order is kept three ways:
+
+* frames leave the channel in the order they were put;
+* when a recipient's socket and outbox are both full, the fan-out stops at that frame (a
+  *stall*) and waits for the slow client under the hub's policy before it writes anything else,
+  so nothing overtakes it;
+* a direct write on a member connection (``ws.send``, a pong, a close) first calls
+  :meth:`Feed.flush` on the rooms of that client, so what a task broadcast before it sends
+  directly still arrives first, as if the broadcast had been written at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Generic, Protocol, TypeVar
+
+import trio
+
+__all__ = ["BATCH_BYTES", "GATHER_TICKS", "Feed"]
+
+C = TypeVar("C", bound=Hashable)
+
+#: Consecutive frames for the same recipients are joined into one write up to this many bytes
+#: (a single larger frame is written alone).
+BATCH_BYTES = 16 * 1024
+
+#: At most this many scheduler ticks are spent gathering a batch; gathering ends earlier at the
+#: first tick that brings nothing new, so a lone broadcast waits one tick.
+GATHER_TICKS = 4
+
+
+class Delivery(Protocol[C]):
+    """What the hub does for a feed: write without waiting, and wait for a slow client."""
+
+    def deliver_now(self, feed: Feed[C], frame: bytes, recipients: tuple[C, ...]) -> tuple[C, ...]:
+        """Write ``frame`` to ``recipients`` without waiting; return those the policy must wait for."""
+        ...
+
+    async def wait_for_room(self, client: C, frame: bytes) -> None:
+        """Wait (under the policy) until ``client`` takes ``frame``, or drop the client."""
+        ...
+
+
+class Feed(Generic[C]):
+    """One room's channel of ``(frame, recipients)`` and the state of its fan-out.
+
+    Bound: the channel holds ``queue_size`` broadcasts; :meth:`put` waits beyond that, and
+    :meth:`put_nowait` raises :class:`trio.WouldBlock`. The fan-out holds at most one more
+    (taken off the channel to see whether it joins the current batch) and the batch it is
+    writing.
+    """
+
+    def __init__(self, name: str, queue_size: int, policy: object) -> None:
+        self.name = name
+        #: The hub's slow-client policy for this room.
+        self.policy = policy
+        self._send, self._receive = trio.open_memory_channel[tuple[bytes, tuple[C, ...]]](queue_size)
+        self._queue_size = queue_size
+        #: Broadcasts accepted (on the channel or in a sender's hands) and not yet taken off it.
+        self.pending = 0
+        self._held: tuple[bytes, tuple[C, ...]] | None = None
+        self._stalled: tuple[bytes, tuple[C, ...]] | None = None
+        self._ended = False
+        self._wakeup = trio.Event()
+
+    # --- producers ---------------------------------------------------------------------------
+
+    async def put(self, frame: bytes, recipients: tuple[C, ...]) -> None:
+        """Queue a broadcast, waiting while the channel is full (backpressure to the sender)."""
+        self.pending += 1
+        # Woken first: by the time the fan-out runs, the frame is on the channel (or in this
+        # task's hands while the channel is full, where the fan-out takes it from).
+        self._wakeup.set()
+        try:
+            await self._send.send((frame, recipients))
+        except BaseException:
+            self.pending -= 1
+            raise
+
+    def put_nowait(self, frame: bytes, recipients: tuple[C, ...]) -> None:
+        """Queue a broadcast or raise :class:`trio.WouldBlock` when the channel is full."""
+        self._send.send_nowait((frame, recipients))
+        self.pending += 1
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """No more broadcasts: the fan-out writes what is queued, then ends."""
+        self._send.close()
+        self._wakeup.set()
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def flush(self, delivery: Delivery[C]) -> None:
+        """Write every queued broadcast now, in order, unless a slow client holds the room.
+
+        Synchronous: no await, no task switch. Stops at a stall; the fan-out task resumes there.
+        """
+        while self._stalled is None and (self.pending or self._held is not None):
+            batch = self._next_batch()
+            if batch is None:
+                return
+            frame, recipients = batch
+            slow = delivery.deliver_now(self, frame, recipients)
+            if slow:
+                self._stalled = (frame, slow)
+                self._wakeup.set()  # flushed from another task: the fan-out must wait this out
+
+    def _next_batch(self) -> tuple[bytes, tuple[C, ...]] | None:
+        first = self._held if self._held is not None else self._take()
+        self._held = None
+        if first is None:
+            return None
+        frame, recipients = first
+        frames = [frame]
+        size = len(frame)
+        while size < BATCH_BYTES and self.pending:
+            item = self._take()
+            if item is None:
+                break
+            if (item[1] is not recipients and item[1] != recipients) or size + len(item[0]) > BATCH_BYTES:
+                self._held = item
+                break
+            frames.append(item[0])
+            size += len(item[0])
+        return (frame if len(frames) == 1 else b"".join(frames)), recipients
+
+    def _take(self) -> tuple[bytes, tuple[C, ...]] | None:
+        try:
+            item = self._receive.receive_nowait()
+        except trio.WouldBlock:
+            return None
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self._ended = True
+            return None
+        self.pending -= 1
+        return item
+
+    async def run(self, delivery: Delivery[C], on_exit: Callable[[], None]) -> None:
+        """The fan-out task: wake on a broadcast, gather a batch, write it, wait out stalls."""
+        try:
+            async with self._receive:
+                while not self._ended:
+                    await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+                    await self._gather()
+                    while True:
+                        self.flush(delivery)
+                        if self._stalled is None:
+                            break
+                        frame, slow = self._stalled
+                        for client in slow:
+                            await delivery.wait_for_room(client, frame)
+                        self._stalled = None
+                    if not self.pending and self._held is None and self._send_closed():
+                        return
+        finally:
+            on_exit()
+
+    async def _gather(self) -> None:
+        for _ in range(GATHER_TICKS):
+            before = self.pending
+            if before >= self._queue_size:
+                return
+            await trio.lowlevel.checkpoint()
+            if self.pending == before:
+                return
+
+    def _send_closed(self) -> bool:
+        return self._ended or self._receive.statistics().open_send_channels == 0
