@@ -211,3 +211,63 @@ async def test_usage_errors(hub: trionos.Hub) -> None:
         trionos.Hub()._require_nursery()
     assert await hub.broadcast("nobody-here", "x") == 0
     assert await hub.presence("nobody-here") == [] and hub.members("nobody-here") == []
+
+
+async def test_a_broadcast_arrives_before_a_direct_send_made_after_it(
+    hub: trionos.Hub, start_server: ServeFn
+) -> None:
+    """Broadcasts are written by the room's fan-out, yet program order holds per connection."""
+    registered = Registered()
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        async with hub.client(ws) as client:
+            hub.join(client, "room")
+            registered.add(req.path, client)
+            async for message in ws:
+                await hub.broadcast("room", f"room:{message}")
+                await ws.send(f"direct:{message}")
+                await registered["/b"].ws.send(f"to-b:{message}")
+
+    server = await start_server(handler)
+    async with trionos.connect(server.url + "/a") as a, trionos.connect(server.url + "/b") as b:
+        await registered.wait_for("/a", "/b")
+        for i in range(20):
+            await a.send(str(i))
+        for i in range(20):
+            assert [await a.recv(), await a.recv()] == [f"room:{i}", f"direct:{i}"]
+            assert [await b.recv(), await b.recv()] == [f"room:{i}", f"to-b:{i}"]
+
+
+async def test_what_a_leaving_client_was_sent_goes_out_before_its_close(
+    hub: trionos.Hub, start_server: ServeFn
+) -> None:
+    """A handler that broadcasts and returns: the broadcast reaches its own client before 1000."""
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        async with hub.client(ws) as client:
+            hub.join(client, "room")
+            await ws.recv()
+            for i in range(5):
+                await hub.broadcast("room", f"farewell {i}")
+
+    server = await start_server(handler)
+    async with trionos.connect(server.url) as ws:
+        await ws.send("bye")
+        assert [m async for m in ws] == [f"farewell {i}" for i in range(5)]
+        assert ws.close_code == 1000
+
+
+async def test_waiting_for_room_writes_at_once_when_the_outbox_has_room(
+    hub: trionos.Hub, start_server: ServeFn
+) -> None:
+    """A client that drained its outbox while the fan-out waited for another is written, not dropped."""
+    registered = Registered()
+    server = await start_server(room_handler(hub, registered))
+    async with trionos.connect(server.url + "/reader") as ws:
+        await registered.wait_for("/reader")
+        with trio.testing.assert_no_checkpoints():
+            await hub.wait_for_room(registered["/reader"], hub.encode("caught up"))
+        assert await ws.recv() == "caught up"
+    assert hub.slow_clients_dropped == 0

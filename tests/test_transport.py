@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from trionos._frames import message_frame
 from trionos._transport import Transport
 
 Pair = tuple[Transport, trio.SocketStream]
@@ -110,3 +111,41 @@ async def test_concurrent_large_writes_do_not_interleave(pair: Pair) -> None:
         nursery.start_soon(read_everything)
     runs = bytes(received).replace(b"a" * 1024, b"A").replace(b"b" * 1024, b"B")
     assert runs in (b"A" * 4096 + b"B" * 4096, b"B" * 4096 + b"A" * 4096)
+
+
+def parse_frames(stream: bytes) -> list[bytes]:
+    """Split unmasked server frames; fails on a stream that is not whole frames."""
+    frames = []
+    while stream:
+        size, offset = stream[1] & 0x7F, 2
+        if size == 126:
+            size, offset = int.from_bytes(stream[2:4], "big"), 4
+        elif size == 127:
+            size, offset = int.from_bytes(stream[2:10], "big"), 10
+        assert len(stream) >= offset + size, "the stream ends inside a frame"
+        frames.append(stream[offset : offset + size])
+        stream = stream[offset + size :]
+    return frames
+
+
+async def test_drop_oldest_never_drops_the_end_of_a_frame_on_the_wire(pair: Pair) -> None:
+    """When the socket took only part of a frame, its end is kept whatever else is dropped."""
+    transport, peer = pair
+    transport.max_outbox_bytes = 4096
+    payloads = [bytes([i]) * 100_000 for i in range(8)]
+    for payload in payloads:
+        transport.write_dropping_oldest(message_frame(payload))
+    assert transport.dropped_frames > 0
+    received = bytearray()
+    expected_end = message_frame(payloads[-1])
+
+    async def read_until_last() -> None:
+        while not received.endswith(expected_end):
+            received.extend(await peer.receive_some(1 << 20))
+
+    with trio.fail_after(5):
+        await read_until_last()
+    frames = parse_frames(bytes(received))
+    assert frames[0] == payloads[0]  # partly written before the drops: finished
+    assert frames[-1] == payloads[-1]
+    assert len(frames) == len(payloads) - transport.dropped_frames

@@ -1,0 +1,135 @@
+"""A room's feed: batching, order, stalls and the end of the fan-out, with a recording delivery."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trionos._fanout import BATCH_BYTES, Feed
+
+
+class Recording:
+    """A delivery that records every write; ``slow`` clients refuse until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[bytes, tuple[str, ...]]] = []
+        self.waits: list[tuple[str, bytes]] = []
+        self.slow: set[str] = set()
+        self.release = trio.Event()
+
+    def deliver_now(self, feed: Feed[str], frame: bytes, recipients: tuple[str, ...]) -> tuple[str, ...]:
+        self.writes.append((frame, recipients))
+        return tuple(r for r in recipients if r in self.slow)
+
+    async def wait_for_room(self, client: str, frame: bytes) -> None:
+        await self.release.wait()
+        self.waits.append((client, frame))
+
+
+#: A feed whose fan-out task runs, its recording delivery, and whether the task has ended.
+Running = tuple[Feed[str], Recording, list[bool]]
+
+
+@pytest.fixture
+async def feed(nursery: trio.Nursery) -> Running:
+    feed = Feed[str]("room", 64, None)
+    delivery = Recording()
+    ended: list[bool] = []
+    nursery.start_soon(feed.run, delivery, lambda: ended.append(True))
+    return feed, delivery, ended
+
+
+async def test_a_burst_for_the_same_recipients_is_one_write(feed: Running) -> None:
+    """Frames queued in one go are joined in order; a change of recipients starts a new write."""
+    room, delivery, _ = feed
+    everyone = ("a", "b")
+    for frame in (b"1", b"2", b"3"):
+        room.put_nowait(frame, everyone)
+    room.put_nowait(b"4", ("a",))
+    room.put_nowait(b"5", everyone)
+    await trio.testing.wait_all_tasks_blocked()
+    assert delivery.writes == [(b"123", everyone), (b"4", ("a",)), (b"5", everyone)]
+    assert room.pending == 0
+
+
+async def test_batches_stop_at_the_byte_limit(feed: Running) -> None:
+    """Joined writes stay within BATCH_BYTES; a larger frame goes alone; nothing is reordered."""
+    room, delivery, _ = feed
+    quarter = b"q" * (BATCH_BYTES // 4)
+    big = b"B" * (BATCH_BYTES + 1)
+    frames = [quarter] * 6 + [big, quarter]
+    for frame in frames:
+        room.put_nowait(frame, ("a",))
+    await trio.testing.wait_all_tasks_blocked()
+    sizes = [len(frame) for frame, _ in delivery.writes]
+    assert all(size <= BATCH_BYTES for size in sizes if size != len(big))
+    assert b"".join(frame for frame, _ in delivery.writes) == b"".join(frames)
+    assert sizes == [BATCH_BYTES, 2 * len(quarter), len(big), len(quarter)]
+
+
+async def test_a_lone_broadcast_is_written_promptly(feed: Running) -> None:
+    """Gathering ends at the first scheduler tick that brings nothing new."""
+    room, delivery, _ = feed
+    await trio.testing.wait_all_tasks_blocked()
+    room.put_nowait(b"x", ("a",))
+    for _ in range(3):
+        await trio.lowlevel.checkpoint()
+    assert delivery.writes == [(b"x", ("a",))]
+
+
+async def test_a_stall_holds_everything_behind_it(feed: Running) -> None:
+    """Nothing overtakes a frame a slow client must wait for, not even a flush from another task."""
+    room, delivery, _ = feed
+    delivery.slow.add("slow")
+    room.put_nowait(b"first", ("slow", "fast"))
+    await trio.testing.wait_all_tasks_blocked()
+    delivery.slow.clear()
+    room.put_nowait(b"second", ("fast",))
+    room.flush(delivery)  # a direct write on "fast" asks for a flush: it must wait too
+    await trio.testing.wait_all_tasks_blocked()
+    assert delivery.writes == [(b"first", ("slow", "fast"))]
+    delivery.release.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert delivery.waits == [("slow", b"first")]
+    assert delivery.writes[1:] == [(b"second", ("fast",))]
+
+
+async def test_flush_writes_what_is_queued_at_once(feed: Running) -> None:
+    """A flush from another task writes the queue synchronously; the fan-out then finds it empty."""
+    room, delivery, _ = feed
+    await trio.testing.wait_all_tasks_blocked()
+    room.put_nowait(b"1", ("a",))
+    room.put_nowait(b"2", ("a",))
+    room.flush(delivery)
+    assert delivery.writes == [(b"12", ("a",))]
+    await trio.testing.wait_all_tasks_blocked()
+    assert delivery.writes == [(b"12", ("a",))]
+
+
+async def test_the_bound_makes_put_wait_and_put_nowait_refuse(nursery: trio.Nursery) -> None:
+    """With the fan-out busy, the channel holds queue_size broadcasts and no more."""
+    room = Feed[str]("room", 2, None)
+    room.put_nowait(b"1", ("a",))
+    room.put_nowait(b"2", ("a",))
+    with pytest.raises(trio.WouldBlock):
+        room.put_nowait(b"3", ("a",))
+    with trio.move_on_after(0.01) as waited:
+        await room.put(b"3", ("a",))
+    assert waited.cancelled_caught
+    assert room.pending == 2  # the cancelled put left nothing behind
+    delivery = Recording()
+    room.flush(delivery)
+    assert delivery.writes == [(b"12", ("a",))]
+
+
+async def test_close_writes_what_is_queued_then_ends(feed: Running) -> None:
+    """Closing the feed ends the fan-out task after the frames already queued."""
+    room, delivery, ended = feed
+    room.put_nowait(b"last", ("a",))
+    room.close()
+    await trio.testing.wait_all_tasks_blocked()
+    assert delivery.writes == [(b"last", ("a",))]
+    assert ended == [True]
+    with pytest.raises(trio.ClosedResourceError):
+        room.put_nowait(b"late", ("a",))
