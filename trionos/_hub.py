@@ -20,7 +20,6 @@ reported to the broker, which keeps the cluster-wide presence that :meth:`Hub.pr
 from __future__ import annotations
 
 import enum
-import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -135,6 +134,10 @@ class Client:
     def rooms(self) -> list[str]:
         """The rooms this client is in, in the order it joined them."""
         return self.hub.rooms_of(self)
+
+    def _before_write(self) -> None:
+        """Called by the transport before a direct write: queued broadcasts go out first."""
+        self.hub._flush_rooms_of(self)
 
 
 class _Registration:
@@ -295,12 +298,12 @@ class Hub:
         self._clients[cid] = client
         # A direct write on this connection first writes what its rooms have queued, so a
         # broadcast made before a send still arrives before it (see _fanout).
-        ws._transport.before_write = functools.partial(self._flush_rooms_of, client)
+        ws._transport.write_listener = client
         return client
 
     def _unregister(self, client: Client) -> None:
         self._flush_rooms_of(client)  # what it was sent before it left still goes out first
-        client.transport.before_write = None
+        client.transport.write_listener = None
         del self._clients[client.id]
         for room in self._rooms.drop(client):
             if self._shared:

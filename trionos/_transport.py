@@ -37,6 +37,12 @@ _DEFAULT_RECEIVE_SIZE = 64 * 1024
 _NO_BACKLOG: deque[bytes] = deque(maxlen=0)
 
 
+class WriteListener(Protocol):
+    """Told before a direct write on a connection (the hub's registered client is one)."""
+
+    def _before_write(self) -> None: ...
+
+
 class Transport(trio.abc.Stream):
     """Wraps the connection's stream; see the module docstring.
 
@@ -62,7 +68,6 @@ class Transport(trio.abc.Stream):
         "_socket",
         "_stream",
         "_writer_running",
-        "before_write",
         "close_sent",
         "closed",
         "dropped_frames",
@@ -70,6 +75,7 @@ class Transport(trio.abc.Stream):
         "max_outbox_bytes",
         "on_handshake_eof",
         "peak_outbox_bytes",
+        "write_listener",
     )  # fmt: skip
 
     def __init__(
@@ -105,8 +111,8 @@ class Transport(trio.abc.Stream):
         self._receiving = False
         #: Set once the WebSocket handshake is done; from then on close frames are recognised.
         self.handshake_complete = False
-        #: Called before every ``write``/``send_all`` (the hub writes queued broadcasts first).
-        self.before_write: Callable[[], None] | None = None
+        #: Told before every ``write``/``send_all`` (the hub writes queued broadcasts first).
+        self.write_listener: WriteListener | None = None
         #: Called if the stream ends before the handshake is complete.
         self.on_handshake_eof: Callable[[], None] | None = None
         self.close_sent = False
@@ -361,8 +367,8 @@ class Transport(trio.abc.Stream):
         beyond ``max_outbox_bytes`` while they wait; they do not return until it is written.
         """
         self._check_writable()
-        if self.before_write is not None:
-            self.before_write()
+        if self.write_listener is not None:
+            self.write_listener._before_write()
         await self._write_in_order(frame)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -370,8 +376,8 @@ class Transport(trio.abc.Stream):
         if self.closed:
             raise trio.ClosedResourceError("the connection is closed")
         frame = data if isinstance(data, bytes) else bytes(data)
-        if self.before_write is not None:
-            self.before_write()
+        if self.write_listener is not None:
+            self.write_listener._before_write()
         if self.handshake_complete and is_close_frame(frame):
             self.close_sent = True
         await self._write_in_order(frame)
