@@ -36,7 +36,7 @@ async def feed(nursery: trio.Nursery) -> Running:
     feed = Feed[str]("room", 64, None)
     delivery = Recording()
     ended: list[bool] = []
-    nursery.start_soon(feed.run, delivery, lambda: ended.append(True))
+    nursery.start_soon(feed.run, delivery.deliver_now, delivery.wait_for_room, lambda: ended.append(True))
     return feed, delivery, ended
 
 
@@ -86,7 +86,7 @@ async def test_a_stall_holds_everything_behind_it(feed: Running) -> None:
     await trio.testing.wait_all_tasks_blocked()
     delivery.slow.clear()
     room.put_nowait(b"second", ("fast",))
-    room.flush(delivery)  # a direct write on "fast" asks for a flush: it must wait too
+    room.flush(delivery.deliver_now)  # a direct write on "fast" asks for a flush: it must wait too
     await trio.testing.wait_all_tasks_blocked()
     assert delivery.writes == [(b"first", ("slow", "fast"))]
     delivery.release.set()
@@ -101,7 +101,7 @@ async def test_flush_writes_what_is_queued_at_once(feed: Running) -> None:
     await trio.testing.wait_all_tasks_blocked()
     room.put_nowait(b"1", ("a",))
     room.put_nowait(b"2", ("a",))
-    room.flush(delivery)
+    room.flush(delivery.deliver_now)
     assert delivery.writes == [(b"12", ("a",))]
     await trio.testing.wait_all_tasks_blocked()
     assert delivery.writes == [(b"12", ("a",))]
@@ -119,7 +119,7 @@ async def test_the_bound_makes_put_wait_and_put_nowait_refuse(nursery: trio.Nurs
     assert waited.cancelled_caught
     assert room.pending == 2  # the cancelled put left nothing behind
     delivery = Recording()
-    room.flush(delivery)
+    room.flush(delivery.deliver_now)
     assert delivery.writes == [(b"12", ("a",))]
 
 

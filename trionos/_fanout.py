@@ -20,8 +20,8 @@ Order is kept three ways:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 import trio
 
@@ -38,16 +38,11 @@ BATCH_BYTES = 16 * 1024
 GATHER_TICKS = 4
 
 
-class Delivery(Protocol[C]):
-    """What the hub does for a feed: write without waiting, and wait for a slow client."""
+#: Writes a frame to recipients without waiting; returns those the policy must wait for.
+DeliverNow = Callable[["Feed[C]", bytes, tuple[C, ...]], tuple[C, ...]]
 
-    def deliver_now(self, feed: Feed[C], frame: bytes, recipients: tuple[C, ...]) -> tuple[C, ...]:
-        """Write ``frame`` to ``recipients`` without waiting; return those the policy must wait for."""
-        ...
-
-    async def wait_for_room(self, client: C, frame: bytes) -> None:
-        """Wait (under the policy) until ``client`` takes ``frame``, or drop the client."""
-        ...
+#: Waits (under the policy) until a slow client takes a frame, or drops the client.
+WaitForRoom = Callable[[C, bytes], Awaitable[None]]
 
 
 class Feed(Generic[C]):
@@ -99,7 +94,7 @@ class Feed(Generic[C]):
 
     # --- writing -----------------------------------------------------------------------------
 
-    def flush(self, delivery: Delivery[C]) -> None:
+    def flush(self, deliver_now: DeliverNow[C]) -> None:
         """Write every queued broadcast now, in order, unless a slow client holds the room.
 
         Synchronous: no await, no task switch. Stops at a stall; the fan-out task resumes there.
@@ -109,7 +104,7 @@ class Feed(Generic[C]):
             if batch is None:
                 return
             frame, recipients = batch
-            slow = delivery.deliver_now(self, frame, recipients)
+            slow = deliver_now(self, frame, recipients)
             if slow:
                 self._stalled = (frame, slow)
                 self._wakeup.set()  # flushed from another task: the fan-out must wait this out
@@ -144,7 +139,9 @@ class Feed(Generic[C]):
         self.pending -= 1
         return item
 
-    async def run(self, delivery: Delivery[C], on_exit: Callable[[], None]) -> None:
+    async def run(
+        self, deliver_now: DeliverNow[C], wait_for_room: WaitForRoom[C], on_exit: Callable[[], None]
+    ) -> None:
         """The fan-out task: wake on a broadcast, gather a batch, write it, wait out stalls."""
         try:
             async with self._receive:
@@ -153,12 +150,12 @@ class Feed(Generic[C]):
                     self._wakeup = trio.Event()
                     await self._gather()
                     while True:
-                        self.flush(delivery)
+                        self.flush(deliver_now)
                         if self._stalled is None:
                             break
                         frame, slow = self._stalled
                         for client in slow:
-                            await delivery.wait_for_room(client, frame)
+                            await wait_for_room(client, frame)
                         self._stalled = None
                     if not self.pending and self._held is None and self._send_closed():
                         return

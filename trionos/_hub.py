@@ -317,9 +317,9 @@ class Hub:
         for room in self._rooms.rooms_view(client):
             feed = self._channels.get(room)
             if feed is not None and feed.pending:
-                feed.flush(self)
+                feed.flush(self._deliver_now)
         if self._all_room is not None and self._all_room.pending:
-            self._all_room.flush(self)
+            self._all_room.flush(self._deliver_now)
 
     @property
     def clients(self) -> dict[str, Client]:
@@ -469,7 +469,7 @@ class Hub:
 
     def _start_fan_out(self, nursery: trio.Nursery, feed: Feed[Client]) -> None:
         self.fan_out_tasks += 1
-        nursery.start_soon(feed.run, self, self._fan_out_ended)
+        nursery.start_soon(feed.run, self._deliver_now, self._wait_for_room, self._fan_out_ended)
 
     def _fan_out_ended(self) -> None:
         self.fan_out_tasks -= 1
@@ -520,7 +520,7 @@ class Hub:
         except Exception:  # one application callback must not stop the broker's reaper
             logger.exception("on_member_expired(%r) failed", member)
 
-    def deliver_now(
+    def _deliver_now(
         self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]
     ) -> tuple[Client, ...]:
         """Write without waiting; return the recipients the room's policy says to wait for."""
@@ -542,7 +542,7 @@ class Hub:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return True  # gone: its handler is ending and will unregister it
 
-    async def wait_for_room(self, client: Client, frame: bytes) -> None:
+    async def _wait_for_room(self, client: Client, frame: bytes) -> None:
         """Wait for room in a slow client's outbox, for at most ``grace`` per wait, then drop it."""
         transport = client.ws._transport
         while True:
