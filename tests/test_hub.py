@@ -271,3 +271,29 @@ async def test_waiting_for_room_writes_at_once_when_the_outbox_has_room(
             await hub._wait_for_room(registered["/reader"], hub.encode("caught up"))
         assert await ws.recv() == "caught up"
     assert hub.slow_clients_dropped == 0
+
+
+async def test_registration_errors(hub: trionos.Hub, start_server: ServeFn) -> None:
+    """A taken id, a second entry of the same registration, and joining unregistered all refuse."""
+    outcomes: list[str] = []
+    done = trio.Event()
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        registration = hub.client(ws, client_id="ann")
+        with pytest.raises(ValueError, match="not registered"):
+            hub.join(registration, "room")
+        async with registration as client:
+            with pytest.raises(RuntimeError, match="already registered"):
+                await registration.__aenter__()
+            async with hub.client(ws, client_id="bob"):
+                with pytest.raises(ValueError, match="'bob' is already registered"):
+                    await hub.client(ws, client_id="bob").__aenter__()
+            outcomes.append(client.id)
+        assert hub.get("ann") is None
+        done.set()
+
+    server = await start_server(handler)
+    async with trionos.connect(server.url):
+        await done.wait()
+    assert outcomes == ["ann"]

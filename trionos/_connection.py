@@ -60,11 +60,11 @@ class WebSocket:
         "_close_timeout",
         "_is_client",
         "_local_close",
+        "_path",
         "_request_head",
         "_transport",
         "_ws",
         "id",
-        "path",
         "remote",
     )
 
@@ -74,7 +74,7 @@ class WebSocket:
         transport: Transport,
         *,
         is_client: bool,
-        path: str,
+        path: str | None,
         remote: tuple[str, int] | None,
         request_head: RequestHead | None,
         close_timeout: float,
@@ -88,8 +88,7 @@ class WebSocket:
         self._local_close: tuple[int, str] | None = None
         #: A unique, opaque identifier (12 hex digits).
         self.id: str = secrets.token_hex(6)
-        #: The request path (server side) or the resource requested (client side).
-        self.path = path
+        self._path = path
         #: The peer's ``(host, port)``, or None for in-memory connections.
         self.remote = remote
         self._request_head = request_head
@@ -98,6 +97,14 @@ class WebSocket:
         side = "client" if self._is_client else "server"
         state = f"closed {self.close_code}" if self.closed else "open"
         return f"<trionos.WebSocket {self.id} {side} {self.path!r} {state}>"
+
+    @property
+    def path(self) -> str:
+        """The request path (server side) or the resource requested (client side)."""
+        if self._path is None:
+            assert self._request_head is not None
+            return self._request_head.path
+        return self._path
 
     @property
     def request_headers(self) -> Headers:
@@ -267,6 +274,18 @@ class WebSocket:
         if self._ws.closed is None:
             goodbye = encode_frame(_OP_CLOSE, close_payload(code, reason), masked=self._is_client)
         self._transport.abort_soon(goodbye)
+
+    async def _release(self) -> None:
+        """Once the connection is over: take what trio-websocket still holds, so its reader ends.
+
+        Its reader may be waiting to hand a message nobody will read; the stream is closed by now,
+        so after the messages already received it finds the end and closes its channel.
+        """
+        while True:
+            try:
+                await self._ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                return
 
     def _watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
         self._transport.watch_idle(scope, timeout)

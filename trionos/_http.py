@@ -174,7 +174,7 @@ class RequestReader:
             head_size = len(self._received) - len(self._conn.trailing_data[0])
             if head_size > self._max_head_size:
                 raise HttpError(431, f"request head of {head_size} bytes exceeds {self._max_head_size}")
-            self._method = event.method.decode("ascii")
+            self._method = sys.intern(event.method.decode("ascii"))
             head = RequestHead.from_fields(
                 self._method, event.target.decode("latin-1"), ((name, value) for name, value in event.headers)
             )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import trio
@@ -139,32 +139,15 @@ class Client:
         """Called by the transport before a direct write: queued broadcasts go out first."""
         self.hub._flush_rooms_of(self)
 
-
-class _Registration:
-    """What ``hub.client(ws)`` returns: registers on entry, unregisters on exit.
-
-    A class rather than a generator-based context manager, because every connection holds one
-    for its whole life and a suspended generator costs a frame more.
-    """
-
-    __slots__ = ("_client", "_client_id", "_hub", "_name", "_ws")
-
-    def __init__(self, hub: Hub, ws: WebSocket, client_id: str | None, name: str | None) -> None:
-        self._hub = hub
-        self._ws = ws
-        self._client_id = client_id
-        self._name = name
-        self._client: Client | None = None
+    # ``hub.client(ws)`` returns the client itself, registered for the ``async with`` block: a
+    # separate registration object would be one more allocation held by every connection.
 
     async def __aenter__(self) -> Client:
-        if self._client is not None:
-            raise RuntimeError("a hub.client(...) registration cannot be entered twice")
-        self._client = self._hub._register(self._ws, self._client_id, self._name)
-        return self._client
+        self.hub._register(self)
+        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self._client is not None
-        self._hub._unregister(self._client)
+        self.hub._unregister(self)
 
 
 def _policy(value: SlowClientPolicy | str) -> SlowClientPolicy:
@@ -278,28 +261,26 @@ class Hub:
 
     # --- registry ----------------------------------------------------------------------------
 
-    def client(
-        self, ws: WebSocket, *, client_id: str | None = None, name: str | None = None
-    ) -> AbstractAsyncContextManager[Client]:
-        """Register ``ws`` for the duration of the block (the seed's ``addClient``).
+    def client(self, ws: WebSocket, *, client_id: str | None = None, name: str | None = None) -> Client:
+        """The client for ``ws``, registered for an ``async with`` block (the seed's ``addClient``).
 
-        ``async with hub.client(ws) as client:``. On exit, whatever the cause (normal close,
+        ``async with hub.client(ws) as client:``. Its id is ``client_id`` or the WebSocket's id;
+        entering raises :class:`ValueError` when that id is taken. On exit, whatever the cause (normal close,
         abrupt disconnect, heartbeat timeout, cancellation), the client leaves every room at once,
         without awaiting.
         """
-        return _Registration(self, ws, client_id, name)
+        return Client(self, ws, client_id or ws.id, name)
 
-    def _register(self, ws: WebSocket, client_id: str | None, name: str | None) -> Client:
+    def _register(self, client: Client) -> None:
         self._require_nursery()
-        cid = client_id or ws.id
-        if cid in self._clients:
-            raise ValueError(f"a client with id {cid!r} is already registered")
-        client = Client(self, ws, cid, name)
-        self._clients[cid] = client
+        if client.id in self._clients:
+            if self._clients[client.id] is client:
+                raise RuntimeError(f"{client!r} is already registered: enter hub.client(ws) once")
+            raise ValueError(f"a client with id {client.id!r} is already registered")
+        self._clients[client.id] = client
         # A direct write on this connection first writes what its rooms have queued, so a
         # broadcast made before a send still arrives before it (see _fanout).
-        ws._transport.write_listener = client
-        return client
+        client.transport.write_listener = client
 
     def _unregister(self, client: Client) -> None:
         self._flush_rooms_of(client)  # what it was sent before it left still goes out first

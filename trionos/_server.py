@@ -1,9 +1,11 @@
 """``serve()``: one port for plain HTTP and WebSocket upgrades.
 
-Each TCP connection gets its own nursery (trio-websocket's reader task, the outbox writer) and
-runs the user's handler inside one cancel scope, the connection's idle scope. Layers: TCP (and
-TLS) -> :mod:`._http` reads the request head -> the handler answers HTTP or accepts an upgrade,
-which is handed to trio-websocket's public ``wrap_server_stream`` with the head replayed.
+Each TCP connection runs the user's handler in its own task, inside one cancel scope: the
+connection's idle scope, which the heartbeat moves and shutdown cancels. Its background tasks
+(trio-websocket's reader, the outbox writer) run in the server's shared support nursery
+(:mod:`._support`). Layers: TCP (and TLS) -> :mod:`._http` reads the request head -> the handler
+answers HTTP or accepts an upgrade, which is handed to trio-websocket's public
+``wrap_server_stream`` with the head replayed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import trio_websocket
 from ._connection import WebSocket, dumps_json
 from ._heartbeat import Heartbeat, run_pinger
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
+from ._support import SupportNursery, TaskSpawner
 from ._transport import Transport
 
 __all__ = ["Handler", "Request", "Server", "serve"]
@@ -68,7 +71,7 @@ class Request:
         reader: RequestReader,
         stream: trio.abc.Stream,
         server: Server,
-        nursery: trio.Nursery,
+        nursery: TaskSpawner,
         handler_scope: trio.CancelScope,
     ) -> None:
         self._head = head
@@ -148,7 +151,7 @@ class Request:
         )
         self._reader = None  # the head is replayed from here on; free the HTTP parser
         request = await trio_websocket.wrap_server_stream(
-            self._nursery,
+            self._nursery,  # type: ignore[arg-type]  # start_soon is all it uses
             transport,
             message_queue_size=server.message_queue_size,
             max_message_size=server.max_message_size,
@@ -161,7 +164,7 @@ class Request:
             connection,
             transport,
             is_client=False,
-            path=self.path,
+            path=None,  # read from the request head, which the WebSocket keeps anyway
             remote=self.remote,
             request_head=self._head,
             close_timeout=server.close_timeout,
@@ -242,8 +245,10 @@ class Server:
         self.active_streams = 0
         #: True once :meth:`shutdown` was called.
         self.shutting_down = False
-        self._handler_scopes: set[trio.CancelScope] = set()
-        self._connection_scopes: set[trio.CancelScope] = set()
+        # Each connection's one scope (for shutdown to cancel).
+        self._scopes: set[trio.CancelScope] = set()
+        self._support: SupportNursery | None = None
+        self._finished = trio.Event()
         self.host = ""
         self.port = 0
 
@@ -258,6 +263,19 @@ class Server:
         if self.heartbeat is not None:
             await run_pinger(self.heartbeat, lambda: self.connections)
 
+    async def run_support(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the nursery every connection's background tasks live in (see :mod:`._support`).
+
+        Start it before the first connection (``serve`` does). It is shielded and returns only
+        after :meth:`shutdown` was called and the last connection has ended.
+        """
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                self._support = SupportNursery(nursery)
+                task_status.started()
+                await self._finished.wait()
+                nursery.cancel_scope.cancel()
+
     def shutdown(self) -> None:
         """Begin a graceful shutdown: cancel every handler and close its WebSocket with 1001.
 
@@ -265,62 +283,55 @@ class Server:
         its closing handshake before it is cut. ``serve`` calls this when it is cancelled.
         """
         self.shutting_down = True
-        deadline = trio.current_time() + self.close_timeout + 1.0
-        for scope in self._handler_scopes:
+        for scope in self._scopes:
             scope.cancel()
-        for scope in self._connection_scopes:
-            scope.deadline = min(scope.deadline, deadline)
+        if not self.active_streams:
+            self._finished.set()
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection to its end. Never raises except ``Cancelled``.
 
         This is the isolation boundary: whatever one connection or its handler does, the error is
-        logged and the server goes on serving everyone else. The connection is shielded from
-        outside cancellation so that a shutdown can still run its closing handshake (the reader
-        task must stay alive for that); :meth:`shutdown` bounds how long that takes.
+        logged and the server goes on serving everyone else. The handler runs in this task, in
+        the connection's one cancel scope, which is shielded from outside cancellation so that a
+        shutdown can still run the closing handshake: :meth:`shutdown` cancels the scope, and the
+        handshake that follows has a deadline of its own.
         """
         if self.shutting_down or self.active_streams >= self.max_connections:
             await _send_and_close(stream, render_error(503, "too many connections"))
             return
         self.active_streams += 1
-        # The handler runs in this frame, and the nursery's own scope is the connection's shield:
-        # an idle connection is held for its whole life, so it gets no extra frame or scope.
+        scope = trio.CancelScope(shield=True)
+        self._scopes.add(scope)
+        request: Request | None = None
         try:
-            async with trio.open_nursery() as nursery:
-                connection_scope = nursery.cancel_scope
-                connection_scope.shield = True
-                self._connection_scopes.add(connection_scope)
-                try:
-                    request = await self._read_request(stream, nursery)
-                    if request is None:
-                        return
-                    handler_scope = request._handler_scope
-                    self._handler_scopes.add(handler_scope)
+            failed = False
+            with scope:
+                request = await self._read_request(stream, scope)
+                if request is not None:
                     try:
-                        with handler_scope:
-                            if self.shutting_down:
-                                handler_scope.cancel()
-                            await self.handler(request)
+                        await self.handler(request)
                     except Exception:
                         logger.exception("handler failed for %r", request)
-                        await self._finish(request, 1011, "internal error", http_status=500)
-                        return
-                    except BaseException:
-                        # Cut off by the connection's deadline: still try to say goodbye, briefly.
-                        with trio.CancelScope(shield=True):
-                            await self._finish(request, 1001, "server shutting down", http_status=503)
-                        raise
-                    finally:
-                        self._handler_scopes.discard(handler_scope)
-                    await self._after_handler(request, handler_scope)
-                finally:
-                    self._connection_scopes.discard(connection_scope)
-                    connection_scope.cancel()
+                        failed = True
+            self._scopes.discard(scope)
+            if request is not None:
+                # The closing handshake, also under a shutdown: shielded, and bounded.
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout + 1):
+                    await self._after_handler(request, scope, failed=failed)
         finally:
+            self._scopes.discard(scope)
+            # Shielded, so that a cancelled server still counts this connection as ended.
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+                if request is not None and request.websocket is not None:
+                    with trio.move_on_after(self.close_timeout):
+                        await request.websocket._release()
             self.active_streams -= 1
-            await trio.aclose_forcefully(stream)
+            if self.shutting_down and not self.active_streams:
+                self._finished.set()
 
-    async def _read_request(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> Request | None:
+    async def _read_request(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> Request | None:
         """Read and vet the request head; None once the connection was answered or dropped."""
         reader = RequestReader(max_head_size=self.max_head_size)
         head: RequestHead | None = None
@@ -341,21 +352,22 @@ class Server:
         if head.is_upgrade and self.origins is not None and head.headers.get("origin") not in self.origins:
             await _send_and_close(stream, render_error(403, "origin not allowed"))
             return None
-        # One scope per handler: the heartbeat moves its deadline, and shutdown cancels it.
-        return Request(head, reader, stream, self, nursery, trio.CancelScope())
+        if self._support is None:
+            raise RuntimeError("Server.run_support() is not running (serve() starts it)")
+        return Request(head, reader, stream, self, self._support, scope)
 
-    async def _after_handler(self, request: Request, handler_scope: trio.CancelScope) -> None:
-        if handler_scope.cancelled_caught:
-            if self.shutting_down:
-                await self._finish(request, 1001, "server shutting down", http_status=503)
-                return
-            if request.websocket is not None:
-                timeout = self.heartbeat.timeout if self.heartbeat else 0
-                logger.info("closing %r: no traffic for %g s", request.websocket, timeout)
-                request.websocket.abort(1011, f"heartbeat timeout: no traffic for {timeout:g} s")
-                self.connections.discard(request.websocket)
-                return
-        await self._finish(request, 1000, "", http_status=404)
+    async def _after_handler(self, request: Request, scope: trio.CancelScope, *, failed: bool) -> None:
+        if failed:
+            await self._finish(request, 1011, "internal error", http_status=500)
+        elif scope.cancelled_caught and self.shutting_down:
+            await self._finish(request, 1001, "server shutting down", http_status=503)
+        elif scope.cancelled_caught and request.websocket is not None:
+            timeout = self.heartbeat.timeout if self.heartbeat else 0
+            logger.info("closing %r: no traffic for %g s", request.websocket, timeout)
+            request.websocket.abort(1011, f"heartbeat timeout: no traffic for {timeout:g} s")
+            self.connections.discard(request.websocket)
+        else:
+            await self._finish(request, 1000, "", http_status=404)
 
     async def _finish(self, request: Request, code: int, reason: str, *, http_status: int) -> None:
         ws = request.websocket
@@ -446,6 +458,7 @@ async def serve(
     if ssl_context is not None:
         listeners = [trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners]
     async with trio.open_nursery() as nursery:
+        await nursery.start(server.run_support)
         nursery.start_soon(server.run_pinger)
         await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
         logger.info("serving on %s", server.url)

@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar
 import trio
 
 from ._frames import is_close_frame
+from ._support import TaskSpawner
 
 __all__ = ["Transport", "write_each"]
 
@@ -82,7 +83,7 @@ class Transport(trio.abc.Stream):
         self,
         stream: trio.abc.Stream,
         *,
-        nursery: trio.Nursery,
+        nursery: TaskSpawner,
         replay: bytes = b"",
         max_outbox_bytes: int = 1024 * 1024,
     ) -> None:

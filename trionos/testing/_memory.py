@@ -113,6 +113,7 @@ async def open_memory_server(
     """
     server = Server(handler, **serve_options)
     async with trio.open_nursery() as nursery:
+        await nursery.start(server.run_support)
         nursery.start_soon(server.run_pinger)
         try:
             yield MemoryServer(server, nursery, buffer_size=buffer_size)
