@@ -49,3 +49,17 @@ async def read_all(stream: trio.abc.Stream) -> bytes:
     while chunk := await stream.receive_some(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def raw_websocket_peer(port: int, path: str = "/") -> trio.SocketStream:
+    """A client that completes the handshake by hand and then does only what the test does."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(
+        b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" % path.encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    return stream

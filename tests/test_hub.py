@@ -10,12 +10,7 @@ import trio
 import trio.testing
 
 import trionos
-from tests.conftest import ServeFn
-
-UPGRADE = (
-    b"GET /stalled HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
+from tests.conftest import ServeFn, raw_websocket_peer
 
 
 @pytest.fixture
@@ -89,23 +84,12 @@ async def test_300_clients_by_50_messages_nothing_lost(hub: trionos.Hub, start_s
             assert [m for m in messages if str(m).startswith(f"{k}:")] == [f"{k}:{i}" for i in range(5)]
 
 
-async def stalled_peer(port: int) -> trio.SocketStream:
-    """A client that completes the handshake and then never reads again."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(UPGRADE)
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await stream.receive_some(1)
-    assert head.startswith(b"HTTP/1.1 101")
-    return stream
-
-
 async def run_flood(
     hub: trionos.Hub, start_server: ServeFn, *, total: int, size: int
 ) -> tuple[Registered, list[list[int]], trionos.Client, trio.SocketStream]:
     registered = Registered()
     server = await start_server(room_handler(hub, registered), max_outbox_bytes=256 * 1024)
-    stalled = await stalled_peer(server.port)
+    stalled = await raw_websocket_peer(server.port, "/stalled")  # it never reads
     await registered.wait_for("/stalled")
     stalled_client = registered["/stalled"]
     results: list[list[int]] = []

@@ -11,14 +11,9 @@ import trio
 import trio.testing
 
 import trionos
-from tests.conftest import ServeFn
+from tests.conftest import ServeFn, raw_websocket_peer
 from trionos._frames import OP_TEXT, encode_frame
 from trionos._support import SupportNursery
-
-UPGRADE = (
-    b"GET /flood HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
 
 
 async def test_a_failing_task_is_logged_and_ends_alone(caplog: pytest.LogCaptureFixture) -> None:
@@ -57,11 +52,7 @@ async def test_a_dead_peer_that_flooded_an_idle_handler_leaves_no_task_behind(st
         await go_on.wait()  # never reads
 
     server = await start_server(handler)
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    await stream.send_all(UPGRADE)
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await stream.receive_some(1)
+    stream = await raw_websocket_peer(server.port, "/flood")
     await stream.send_all(b"".join(encode_frame(OP_TEXT, b"%d" % i, masked=True) for i in range(50)))
     await trio.testing.wait_all_tasks_blocked()
     # Reset instead of a clean close: the server's close frame then fails to go out.

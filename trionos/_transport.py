@@ -49,8 +49,8 @@ class Transport(trio.abc.Stream):
 
     ``max_outbox_bytes`` bounds the bytes queued while the socket is full. The bound admits one
     frame larger than itself when the outbox is empty, so a single large message always fits.
-    Background tasks (the outbox writer, a forced close) run in ``nursery``, which the connection
-    owns.
+    Background tasks (the outbox writer, a forced close) run in ``nursery``: the server's support
+    nursery (:mod:`._support`), or on the client side the connection's own.
     """
 
     # Every open connection holds one of these for its whole life: slots keep it small.
@@ -416,8 +416,8 @@ class Transport(trio.abc.Stream):
         ``goodbye`` (a close frame) is sent only if that cannot delay the close: on a socket it is
         written if the socket buffer takes it at once, and the socket is closed immediately (the
         peer sees the TCP close even if its buffers are full). Other streams (TLS, in-memory) get
-        a task in the connection's nursery that tries the goodbye for at most half a second, then
-        closes the stream.
+        a background task that tries the goodbye for at most half a second, then closes the
+        stream.
         """
         if self.closed:
             return
@@ -437,7 +437,7 @@ class Transport(trio.abc.Stream):
         try:
             self._nursery.start_soon(self._close_after_goodbye, goodbye)
         except RuntimeError:
-            # The connection's nursery has already closed, and with it the stream.
+            # The nursery has already closed, and with it the stream.
             pass
 
     async def _close_after_goodbye(self, goodbye: bytes | None) -> None:
