@@ -90,3 +90,16 @@ async def test_shutdown_still_closes_with_1001_while_readers_live_in_the_support
             assert info.value.code == 1001
     assert server.active_streams == 0
     assert not caplog.records
+
+
+async def test_a_server_without_its_support_nursery_says_so() -> None:
+    """Handling a connection needs run_support() (serve and the memory server start it)."""
+
+    async def handler(request: trionos.Request) -> None:
+        await request.respond_text("never reached")
+
+    left, right = trio.testing.memory_stream_pair()
+    server = trionos.Server(handler)
+    with pytest.raises(RuntimeError, match=r"run_support\(\) is not running"):
+        await server.handle_stream(left)
+    await right.aclose()

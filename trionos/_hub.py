@@ -2,10 +2,12 @@
 
 Broadcast path: ``broadcast()`` encodes the message into one WebSocket frame, snapshots the
 room's recipients and puts both on the room's bounded memory channel (waiting when it is full:
-that is how a fast sender feels a backlog). The room's fan-out task takes each frame and writes
-the same bytes to every recipient's socket without awaiting. Only a recipient whose socket
-buffer is full falls back to its bounded outbox, drained by a writer task that exists while the
-backlog does. The slow-client policy decides what happens when that outbox is full too.
+that is how a fast sender feels a backlog). The room's fan-out task (:mod:`._fanout`) gathers
+what is queued, joins consecutive frames for the same recipients, and writes the same bytes to
+every recipient's socket without awaiting. Only a recipient whose socket buffer is full falls
+back to its bounded outbox, drained by a writer task that exists while the backlog does. The
+slow-client policy decides what happens when that outbox is full too. A direct write on a
+registered connection first flushes its rooms, so program order holds per connection.
 
 Across processes: a hub takes a broker (``Hub(broker=...)``, see :mod:`trionos._broker`). With
 the default :class:`~trionos.MemoryBroker` the hub is alone and the path above is all there is.

@@ -289,14 +289,18 @@ class Server:
             self._finished.set()
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve one connection to its end. Never raises except ``Cancelled``.
+        """Serve one connection to its end. Never raises ``Exception`` for what a connection does.
 
         This is the isolation boundary: whatever one connection or its handler does, the error is
         logged and the server goes on serving everyone else. The handler runs in this task, in
         the connection's one cancel scope, which is shielded from outside cancellation so that a
         shutdown can still run the closing handshake: :meth:`shutdown` cancels the scope, and the
         handshake that follows has a deadline of its own.
+
+        Raises :class:`RuntimeError` (a usage error) if :meth:`run_support` is not running.
         """
+        if self._support is None:
+            raise RuntimeError("Server.run_support() is not running (serve() starts it)")
         if self.shutting_down or self.active_streams >= self.max_connections:
             await _send_and_close(stream, render_error(503, "too many connections"))
             return
@@ -352,8 +356,7 @@ class Server:
         if head.is_upgrade and self.origins is not None and head.headers.get("origin") not in self.origins:
             await _send_and_close(stream, render_error(403, "origin not allowed"))
             return None
-        if self._support is None:
-            raise RuntimeError("Server.run_support() is not running (serve() starts it)")
+        assert self._support is not None  # handle_stream checked
         return Request(head, reader, stream, self, self._support, scope)
 
     async def _after_handler(self, request: Request, scope: trio.CancelScope, *, failed: bool) -> None:
