@@ -103,3 +103,18 @@ async def test_a_server_without_its_support_nursery_says_so() -> None:
     with pytest.raises(RuntimeError, match=r"run_support\(\) is not running"):
         await server.handle_stream(left)
     await right.aclose()
+
+
+async def test_serve_that_fails_to_start_still_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the support nursery started propagates instead of waiting for a shutdown."""
+
+    async def listeners_fail(*args: object, **kwargs: object) -> None:
+        raise OSError("no listening today")
+
+    async def handler(request: trionos.Request) -> None:
+        await request.respond_text("never reached")
+
+    monkeypatch.setattr(trio, "serve_listeners", listeners_fail)
+    with trio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        await trionos.serve(0, handler, host="127.0.0.1")
+    assert info.group_contains(OSError, match="no listening today")

@@ -462,11 +462,12 @@ async def serve(
         listeners = [trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners]
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run_support)
-        nursery.start_soon(server.run_pinger)
-        await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
-        logger.info("serving on %s", server.url)
-        task_status.started(server)
+        # From here on every way out goes through shutdown(): the support nursery waits for it.
         try:
+            nursery.start_soon(server.run_pinger)
+            await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
+            logger.info("serving on %s", server.url)
+            task_status.started(server)
             await trio.sleep_forever()
         finally:
             server.shutdown()
