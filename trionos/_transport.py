@@ -77,7 +77,7 @@ class Transport(trio.abc.Stream):
         "on_handshake_eof",
         "peak_outbox_bytes",
         "write_listener",
-    )  # fmt: skip
+    )
 
     def __init__(
         self,
