@@ -38,7 +38,6 @@ import signal
 import socket
 import sys
 import time
-from array import array
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -205,28 +204,10 @@ async def measure(
         run.running = True
         for _ in range(run.window):
             run.publish()
-
-        async def watchdog() -> None:
-            while True:
-                await asyncio.sleep(0.25)
-                run.unstall()
-
-        guard = asyncio.ensure_future(watchdog())
-        try:
-            await asyncio.sleep(args.warmup)
-            lost_before = run.lost
-            meters = [loadgen.CpuMeter(pid) for pid in pids]
-            run.latencies = array("q")
-            run.recording = True
-            started = time.perf_counter()
-            await asyncio.sleep(args.duration)
-            run.recording = False
-            elapsed = time.perf_counter() - started
-            cpu = [meter.stop() for meter in meters]
-            run.running = False
-            await loadgen.wait_until(lambda: not run.pending, 3.0)
-        finally:
-            guard.cancel()
+        window = await loadgen.measure_window(
+            run, args, pids, unstall=run.unstall, drained=lambda: not run.pending
+        )
+        elapsed, cpu = window.seconds, window.cpu
         p50, p99 = loadgen.percentiles(run.latencies, 0.50, 0.99)
         return {
             "subscribers": run.subscribers,
@@ -236,7 +217,7 @@ async def measure(
             "per_node_deliveries_per_s": [round(t[0] / elapsed) for t in tallies],
             "p50_ms": p50,
             "p99_ms": p99,
-            "lost": run.lost - lost_before,
+            "lost": window.lost,
             "cpu_pct": [c["server_cpu_pct"] for c in cpu],
             "loadgen_cpu_pct": cpu[0]["loadgen_cpu_pct"],
         }

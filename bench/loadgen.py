@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -158,6 +159,56 @@ async def wait_until(predicate: Callable[[], bool], within: float, step: float =
             return False
         await asyncio.sleep(step)
     return True
+
+
+@dataclasses.dataclass
+class Window:
+    """What one measured window gave: its length, the CPU use of each watched process (as
+    :meth:`CpuMeter.stop` reports it), and the messages sent and lost while it ran."""
+
+    seconds: float
+    cpu: list[dict[str, float | None]]
+    sent: int
+    lost: int
+
+
+async def measure_window(
+    run: Any,
+    args: argparse.Namespace,
+    pids: Sequence[int],
+    *,
+    unstall: Callable[[], None],
+    drained: Callable[[], bool],
+) -> Window:
+    """Load ``args.warmup`` seconds unmeasured, then measure ``args.duration`` seconds.
+
+    ``run`` is a fan-out or chat run: ``run.recording`` is on only while measuring, and
+    ``run.running`` is turned off afterwards, when what is in flight gets up to 3 s to drain
+    (``drained``). A watchdog calls ``unstall`` every 0.25 s throughout.
+    """
+
+    async def watchdog() -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            unstall()
+
+    guard = asyncio.ensure_future(watchdog())
+    try:
+        await asyncio.sleep(args.warmup)
+        sent_before, lost_before = run.sent, run.lost
+        meters = [CpuMeter(pid) for pid in pids]
+        run.recording = True
+        started = perf_ns()
+        await asyncio.sleep(args.duration)
+        run.recording = False
+        seconds = (perf_ns() - started) / 1e9
+        cpu = [meter.stop() for meter in meters]
+        sent, lost = run.sent - sent_before, run.lost - lost_before
+        run.running = False
+        await wait_until(drained, 3.0)
+    finally:
+        guard.cancel()
+    return Window(seconds, cpu, sent, lost)
 
 
 async def connect_many(
@@ -533,26 +584,10 @@ async def scenario_broadcast(args: argparse.Namespace) -> dict[str, Any]:
         run.running = True
         for _ in range(run.window):
             run.publish()
-
-        async def watchdog() -> None:
-            while True:
-                await asyncio.sleep(0.25)
-                run.unstall()
-
-        guard = asyncio.ensure_future(watchdog())
-        try:
-            await asyncio.sleep(args.warmup)
-            sent_before, lost_before = run.sent, run.lost
-            run.recording = True
-            started, meter = perf_ns(), CpuMeter(args.server_pid)
-            await asyncio.sleep(args.duration)
-            run.recording = False
-            elapsed, cpu = (perf_ns() - started) / 1e9, meter.stop()
-            sent, lost = run.sent - sent_before, run.lost - lost_before
-            run.running = False
-            await wait_until(lambda: not run.pending, 3.0)
-        finally:
-            guard.cancel()
+        window = await measure_window(
+            run, args, [args.server_pid], unstall=run.unstall, drained=lambda: not run.pending
+        )
+        elapsed, (cpu,), sent, lost = window.seconds, window.cpu, window.sent, window.lost
         p50, p99 = percentiles(run.latencies, 0.50, 0.99)
         return {
             "subscribers": run.subscribers,
@@ -732,26 +767,18 @@ async def scenario_chat(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(run.window):
                 client.chat()
 
-        async def watchdog() -> None:
-            while True:
-                await asyncio.sleep(0.25)
-                for client in run.clients:
-                    client.unstall()
+        def unstall() -> None:
+            for client in run.clients:
+                client.unstall()
 
-        guard = asyncio.ensure_future(watchdog())
-        try:
-            await asyncio.sleep(args.warmup)
-            sent_before, lost_before = run.sent, run.lost
-            run.recording = True
-            started, meter = perf_ns(), CpuMeter(args.server_pid)
-            await asyncio.sleep(args.duration)
-            run.recording = False
-            elapsed, cpu = (perf_ns() - started) / 1e9, meter.stop()
-            sent, lost = run.sent - sent_before, run.lost - lost_before
-            run.running = False
-            await wait_until(lambda: not any(c.pending for c in run.clients), 3.0)
-        finally:
-            guard.cancel()
+        window = await measure_window(
+            run,
+            args,
+            [args.server_pid],
+            unstall=unstall,
+            drained=lambda: not any(c.pending for c in run.clients),
+        )
+        elapsed, (cpu,), sent, lost = window.seconds, window.cpu, window.sent, window.lost
         p50, p99 = percentiles(run.latencies, 0.50, 0.99)
         return {
             "clients": len(run.clients),
