@@ -114,8 +114,12 @@ async def test_the_bound_makes_put_wait_and_put_nowait_refuse(nursery: trio.Nurs
     room.put_nowait(b"2", ("a",))
     with pytest.raises(trio.WouldBlock):
         room.put_nowait(b"3", ("a",))
-    with trio.move_on_after(0.01) as waited:
-        await room.put(b"3", ("a",))
+    with trio.CancelScope() as waited:
+        async with trio.open_nursery() as putters:
+            putters.start_soon(room.put, b"3", ("a",))
+            await trio.testing.wait_all_tasks_blocked()
+            assert room.pending == 3  # waiting in put, its frame counted
+            waited.cancel()
     assert waited.cancelled_caught
     assert room.pending == 2  # the cancelled put left nothing behind
     delivery = Recording()

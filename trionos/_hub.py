@@ -516,7 +516,7 @@ class Hub:
     @staticmethod
     def _offer(client: Client, frame: bytes, policy: SlowClientPolicy) -> bool:
         # The fast path: no await, no task switch. False only when the outbox is full.
-        transport = client.ws._transport
+        transport = client.transport
         try:
             if policy is SlowClientPolicy.DROP_OLDEST:
                 transport.write_dropping_oldest(frame)
@@ -527,7 +527,7 @@ class Hub:
 
     async def _wait_for_room(self, client: Client, frame: bytes) -> None:
         """Wait for room in a slow client's outbox, for at most ``grace`` per wait, then drop it."""
-        transport = client.ws._transport
+        transport = client.transport
         while True:
             # Try first: while the fan-out waited for another slow client of the same frame, this
             # one may have drained its outbox already, and then no progress would ever come.

@@ -318,7 +318,6 @@ class Server:
                     except Exception:
                         logger.exception("handler failed for %r", request)
                         failed = True
-            self._scopes.discard(scope)
             if request is not None:
                 # The closing handshake, also under a shutdown: shielded, and bounded.
                 with trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout + 1):
