@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -15,9 +16,13 @@ SECTIONS = [
 ]
 
 
+#: A default that is a function prints with its memory address, which changes on every run.
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+>")
+
+
 def _signature(obj: object) -> str:
     try:
-        return str(inspect.signature(obj))  # type: ignore[arg-type]
+        return _ADDRESS.sub(">", str(inspect.signature(obj)))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return ""
 
