@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import trio
 
 import trionos
+from tests.redis_server import redis_url, unique_prefix
 
 ServeFn = Callable[..., Awaitable[trionos.Server]]
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[str]:
+    """A Redis shared by the tests of one module (each test uses its own key prefix)."""
+    with redis_url() as url:
+        yield url
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A Redis key prefix of this test's own."""
+    return unique_prefix(request.node.name)
 
 
 async def echo_handler(req: trionos.Request) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import trionos
-from tests.redis_server import RedisServer, free_port, private_redis_server, redis_url, unique_prefix
+from tests.redis_server import RedisServer, free_port, private_redis_server
 from trionos._broker import Member
 from trionos._redis import RedisBroker
 from trionos.testing import expect_message, expect_silence, open_memory_server
@@ -21,18 +21,6 @@ from trionos.testing import expect_message, expect_silence, open_memory_server
 FAST = {"presence_ttl": 0.6, "heartbeat_interval": 0.2}
 #: Remote deliveries and expiries are asynchronous: how long a test waits for one.
 PATIENCE = 5.0
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[str]:
-    """A Redis shared by the tests of this module (each test uses its own key prefix)."""
-    with redis_url() as url:
-        yield url
-
-
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest) -> str:
-    return unique_prefix(request.node.name)
 
 
 class Node:

@@ -11,16 +11,15 @@ import functools
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 import trionos
-from tests.redis_server import RedisServer, free_port, private_redis_server, redis_url, unique_prefix
+from tests.redis_server import RedisServer, free_port, private_redis_server
 from trionos.testing import expect_message, expect_silence, open_raw_peer
 
 SCRIPT = Path(__file__).parents[1] / "examples" / "room_chat.py"
@@ -30,18 +29,6 @@ ANNOUNCE_WITHIN = TTL + TTL / 3 + 3.0
 #: Starting a Python process and connecting it to Redis, on a loaded machine.
 START_TIMEOUT = 20.0
 PATIENCE = 5.0
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[str]:
-    """A Redis shared by this module's tests (each test has its own key prefix)."""
-    with redis_url() as url:
-        yield url
-
-
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest) -> str:
-    return unique_prefix(request.node.name)
 
 
 class Node:
