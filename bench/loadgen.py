@@ -32,15 +32,19 @@ import dataclasses
 import functools
 import json
 import os
-import resource
 import sys
 import time
 from array import array
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, ws_connect
+
+# The fd-limit helper the bench servers use; 10,000 idle connections need it here too.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))
+from _common import raise_nofile_limit
 
 perf_ns = time.perf_counter_ns
 TEXT = WSMsgType.TEXT
@@ -59,15 +63,6 @@ class LoadError(Exception):
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def raise_nofile_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = max(soft, 65536)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def check_loopback(url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -77,3 +78,17 @@ async def raw_websocket_peer(port: int, path: str = "/") -> trio.SocketStream:
         head += await stream.receive_some(1)
     assert head.startswith(b"HTTP/1.1 101")
     return stream
+
+
+class CountingCodec:
+    """A codec that counts how often it encodes."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, message: Any) -> str:
+        self.encoded += 1
+        return f"typed:{message}"
+
+    def decode(self, data: str | bytes) -> Any:
+        return data

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 import trionos
-from tests.conftest import ServeFn, raw_websocket_peer
+from tests.conftest import CountingCodec, ServeFn, raw_websocket_peer
 
 
 @pytest.fixture
@@ -151,20 +151,6 @@ async def test_drop_oldest_never_waits_and_keeps_the_bound(
     assert stalled_client.ws._transport.peak_outbox_bytes <= 256 * 1024 + size + 16
     assert hub.slow_clients_dropped == 0
     await stalled.aclose()
-
-
-class CountingCodec:
-    """A codec that counts how often it encodes."""
-
-    def __init__(self) -> None:
-        self.encoded = 0
-
-    def encode(self, message: Any) -> str:
-        self.encoded += 1
-        return f"typed:{message}"
-
-    def decode(self, data: str | bytes) -> Any:
-        return data
 
 
 async def test_typed_broadcast_is_encoded_once(hub: trionos.Hub, start_server: ServeFn) -> None:

@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 import trionos
+from tests.conftest import CountingCodec
 from tests.redis_server import RedisServer, free_port, private_redis_server
 from trionos._broker import Member
 from trionos._redis import RedisBroker
@@ -71,20 +72,6 @@ async def open_node(url: str, prefix: str, **options: Any) -> AsyncIterator[Node
     async with node.hub, open_memory_server(node.handler, heartbeat=None) as server:
         node.server = server
         yield node
-
-
-class CountingCodec:
-    """A codec that counts how often it encodes."""
-
-    def __init__(self) -> None:
-        self.encoded = 0
-
-    def encode(self, message: Any) -> str:
-        self.encoded += 1
-        return f"typed:{message}"
-
-    def decode(self, data: str | bytes) -> Any:
-        return data
 
 
 async def test_broadcasts_cross_nodes_with_sender_exclusion(redis: str, prefix: str) -> None:
