@@ -174,6 +174,11 @@ class Hub:
     node that died, so the application can announce it; exceptions it raises are logged and
     dropped. Starting the hub starts the broker: if it cannot connect, entering the hub raises
     :class:`~trionos.BrokerError`.
+
+    Stopping (leaving the ``async with`` block, or cancelling ``run``) ends the fan-out tasks.
+    What is queued then is written if the sockets take it without waiting; broadcasts made after
+    that (the goodbyes of handlers that a server shutdown is cancelling, say) are dropped
+    quietly and return 0, so the server still closes every client with 1001.
     """
 
     def __init__(
@@ -208,6 +213,7 @@ class Hub:
         #: Frames from other nodes dropped because the room's channel was full.
         self.remote_frames_dropped = 0
         self._all_room: Feed[Client] | None = None
+        self._stopped = False
         self._cm: Any = None
 
     # --- lifetime ----------------------------------------------------------------------------
@@ -245,6 +251,7 @@ class Hub:
                     yield self
                 finally:
                     self._nursery = None
+                    self._stopped = True
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # Only a start-up failure is unwrapped: what the body raises stays as it was.
@@ -414,6 +421,9 @@ class Hub:
         while the room's channel is full. Per sender, messages reach each recipient in order.
         With a shared broker the message also goes to the room's members on other nodes (handed
         to the broker without waiting), and the count is of local recipients only.
+
+        Once the hub has stopped, the message is dropped and 0 returned (no error), so a goodbye
+        broadcast from a handler's ``finally`` during a shutdown needs no special case.
         """
         frame = self.encode(message, codec)
         if self._shared:
@@ -423,26 +433,30 @@ class Hub:
         if state is None:
             return 0
         recipients = tuple(c for c in self._rooms.member_view(room) if c is not exclude)
-        if recipients:
-            await state.put(frame, recipients)
-        return len(recipients)
+        if recipients and await state.put(frame, recipients):
+            return len(recipients)
+        return 0
 
     async def broadcast_all(
         self, message: Any, *, exclude: Client | None = None, codec: MessageCodec[Any] | None = None
     ) -> int:
         """Send ``message`` to every registered client except ``exclude``; return how many.
 
-        With a shared broker, to every client of every node (the count is of local ones).
+        With a shared broker, to every client of every node (the count is of local ones). Once
+        the hub has stopped, the message is dropped and 0 returned.
         """
         frame = self.encode(message, codec)
         if self._shared:
             exclude_id = None if exclude is None else exclude.id
             self.broker.publish(None, encode_envelope(self._node_id, exclude_id, frame))
+        if self._stopped:
+            await trio.lowlevel.checkpoint()
+            return 0
         all_room = self._all_room_state()
         recipients = tuple(c for c in self._clients.values() if c is not exclude)
-        if recipients:
-            await all_room.put(frame, recipients)
-        return len(recipients)
+        if recipients and await all_room.put(frame, recipients):
+            return len(recipients)
+        return 0
 
     def _all_room_state(self) -> Feed[Client]:
         if self._all_room is None:
