@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Self
@@ -55,11 +56,13 @@ SLOW_CLIENT_CLOSE_CODE = 1008
 class SlowClientPolicy(enum.Enum):
     """What the fan-out does when a client's outbox is full.
 
-    ``DISCONNECT`` (the default): wait for room in the outbox, and let every wait last at most the
-    hub's ``grace`` period. The wait holds the room's fan-out, so its channel fills and senders
-    wait too (backpressure reaches them through TCP). A client that makes no progress for the
-    whole grace period is closed with code 1008 and a reason that says so; the room goes on. A
-    client that keeps reading, however slowly, is never dropped.
+    ``DISCONNECT`` (the default): wait for room in the outbox. The wait holds the room's fan-out,
+    so its channel fills and senders wait too (backpressure reaches them through TCP). The waits
+    for one client add up: once the room has waited for it the hub's ``grace`` period in total
+    (default 2 s), it is closed with code 1008 and a reason that says so, however slowly it
+    keeps reading; the room goes on at full speed. The sum starts again once the room has gone
+    a whole ``grace`` period without waiting for that client. A client that falls behind a
+    burst and catches up is not dropped.
 
     ``DROP_OLDEST``: never wait. The oldest queued messages for that client are dropped to make
     room for the new one (for live feeds where only fresh data matters).
@@ -213,6 +216,8 @@ class Hub:
         #: Frames from other nodes dropped because the room's channel was full.
         self.remote_frames_dropped = 0
         self._all_room: Feed[Client] | None = None
+        # Per client that made a room wait: (seconds waited in this episode, when the last wait ended).
+        self._stall_times: dict[Client, tuple[float, float]] = {}
         self._stopped = False
         self._cm: Any = None
 
@@ -295,6 +300,7 @@ class Hub:
         self._flush_rooms_of(client)  # what it was sent before it left still goes out first
         client.transport.write_listener = None
         del self._clients[client.id]
+        self._stall_times.pop(client, None)
         for room in self._rooms.drop(client):
             if self._shared:
                 self.broker.remove_member(room, client.id)
@@ -540,21 +546,45 @@ class Hub:
             return True  # gone: its handler is ending and will unregister it
 
     async def _wait_for_room(self, client: Client, frame: bytes) -> None:
-        """Wait for room in a slow client's outbox, for at most ``grace`` per wait, then drop it."""
+        """Wait for room in a slow client's outbox; drop it once the room has waited ``grace`` in total.
+
+        The time the fan-out spends waiting for one client adds up over its stalls, however much
+        it reads in between; the sum starts again from zero once the room has gone a whole
+        ``grace`` period without waiting for it (it caught up). So a client that reads, but more
+        slowly than the room sends, costs the room at most ``grace`` seconds before it is closed.
+        """
         transport = client.transport
-        while True:
-            # Try first: while the fan-out waited for another slow client of the same frame, this
-            # one may have drained its outbox already, and then no progress would ever come.
-            try:
-                if transport.write_nowait(frame):
+        # Try first: while the fan-out waited for another slow client of the same frame, this
+        # one may have drained its outbox already, and then no progress would ever come.
+        try:
+            if transport.write_nowait(frame):
+                return
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+        started = trio.current_time()
+        waited, last = self._stall_times.get(client, (0.0, -math.inf))
+        if started - last > self.grace:
+            waited = 0.0
+        deadline = started + self.grace - waited
+        try:
+            while True:
+                with trio.move_on_at(deadline) as wait:
+                    await transport.wait_for_progress()
+                if wait.cancelled_caught:
+                    break
+                try:
+                    if transport.write_nowait(frame):
+                        return
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
                     return
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-            with trio.move_on_after(self.grace) as waited:
-                await transport.wait_for_progress()
-            if waited.cancelled_caught:
-                self.slow_clients_dropped += 1
-                reason = f"slow client: outbox full with no progress for {self.grace:g} s"
-                logger.warning("closing %r: %s", client, reason)
-                client.ws.abort(SLOW_CLIENT_CLOSE_CODE, reason)
-                return
+        finally:
+            now = trio.current_time()
+            self._stall_times[client] = (waited + now - started, now)
+        self._drop_slow_client(client)
+
+    def _drop_slow_client(self, client: Client) -> None:
+        self._stall_times.pop(client, None)
+        self.slow_clients_dropped += 1
+        reason = f"slow client: outbox full for {self.grace:g} s in total"
+        logger.warning("closing %r: %s", client, reason)
+        client.ws.abort(SLOW_CLIENT_CLOSE_CODE, reason)
