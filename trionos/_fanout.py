@@ -67,6 +67,8 @@ class Feed(Generic[C]):
         self._ended = False
         #: Whether the fan-out task has ended: nothing put from now on is written.
         self.stopped = False
+        #: How many broadcasts the write being delivered joins (for the hub's message counter).
+        self.batch_messages = 1
         self._wakeup = trio.Event()
 
     # --- producers ---------------------------------------------------------------------------
@@ -139,6 +141,7 @@ class Feed(Generic[C]):
                 break
             frames.append(item[0])
             size += len(item[0])
+        self.batch_messages = len(frames)
         return (frame if len(frames) == 1 else b"".join(frames)), recipients
 
     def _take(self) -> tuple[bytes, tuple[C, ...]] | None:

@@ -42,6 +42,8 @@ from ._broker import (
 from ._connection import MessageCodec, WebSocket
 from ._fanout import Feed
 from ._frames import message_frame
+from ._metrics import Metrics
+from ._ratelimit import RateLimit, TokenBucket, Verdict
 from ._rooms import Rooms
 from ._transport import write_each
 
@@ -51,6 +53,8 @@ logger = logging.getLogger("trionos.hub")
 
 #: The close code sent to a client dropped by the ``disconnect`` policy (RFC 6455: policy violation).
 SLOW_CLIENT_CLOSE_CODE = 1008
+#: The close code sent to a client that kept sending over its rate limit (policy violation).
+RATE_LIMIT_CLOSE_CODE = 1008
 
 
 class SlowClientPolicy(enum.Enum):
@@ -131,6 +135,8 @@ class Client:
         self.transport = ws._transport
         self.id = client_id
         self.name = name
+        #: Its message rate limit's state, made at its first :meth:`Hub.admit`.
+        self._bucket: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return f"<trionos.Client {self.id} name={self.name!r}>"
@@ -170,6 +176,12 @@ class Hub:
     ``policy`` says what happens beyond that, with ``grace`` seconds (default 2) for
     ``disconnect``. ``codec`` is the default for typed broadcasts.
 
+    ``rate_limit`` (a :class:`~trionos.RateLimit`, default None: no limit) is the per-client
+    message rate that :meth:`admit` applies to inbound messages. ``metrics`` is the
+    :class:`~trionos.Metrics` this hub counts into (a fresh one by default; pass the server's to
+    see both in one place): broadcast messages and bytes out, frames dropped, slow-client
+    disconnects, rate-limit refusals and remote frames dropped.
+
     ``broker`` connects this hub to hubs in other processes (default: a private
     :class:`~trionos.MemoryBroker`, i.e. none). With a shared broker, rooms span every node: a
     broadcast reaches members everywhere, :meth:`presence` lists them all, and
@@ -193,6 +205,8 @@ class Hub:
         codec: MessageCodec[Any] | None = None,
         broker: Broker | None = None,
         on_member_expired: Callable[[Member], Awaitable[None]] | None = None,
+        rate_limit: RateLimit | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         #: The broker this hub reports to (a private :class:`~trionos.MemoryBroker` by default).
         self.broker: Broker = broker if broker is not None else MemoryBroker()
@@ -209,12 +223,12 @@ class Hub:
         self._room_policies: dict[str, SlowClientPolicy] = {}
         self._clients: dict[str, Client] = {}
         self._nursery: trio.Nursery | None = None
+        #: The per-client message rate limit that :meth:`admit` applies (None: no limit).
+        self.rate_limit = rate_limit
+        #: The counters this hub increments (share one :class:`~trionos.Metrics` with the server).
+        self.metrics = metrics if metrics is not None else Metrics()
         #: Fan-out tasks running now (one per room with members, and one for ``broadcast_all``).
         self.fan_out_tasks = 0
-        #: Clients closed by the ``disconnect`` policy since the hub started.
-        self.slow_clients_dropped = 0
-        #: Frames from other nodes dropped because the room's channel was full.
-        self.remote_frames_dropped = 0
         self._all_room: Feed[Client] | None = None
         # Per client that made a room wait: (seconds waited in this episode, when the last wait ended).
         self._stall_times: dict[Client, tuple[float, float]] = {}
@@ -227,6 +241,16 @@ class Hub:
     def node_id(self) -> str:
         """This hub's node id (its broker's)."""
         return self._node_id
+
+    @property
+    def slow_clients_dropped(self) -> int:
+        """Clients closed by the ``disconnect`` policy (``metrics.slow_client_disconnects``)."""
+        return self.metrics.slow_client_disconnects
+
+    @property
+    def remote_frames_dropped(self) -> int:
+        """Frames from other nodes dropped because a room's channel was full (``metrics``)."""
+        return self.metrics.remote_frames_dropped
 
     async def run(self, *, task_status: trio.TaskStatus[Self] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the hub's fan-out tasks (and its broker) until cancelled (the ``nursery.start`` convention).
@@ -376,6 +400,33 @@ class Hub:
         local = [(c.id, c.name) for c in self._rooms.member_view(room)]
         return merge_presence(self._node_id, local, registry)
 
+    def admit(self, client: Client) -> bool:
+        """Count one inbound message from ``client`` against the hub's ``rate_limit``; True to handle it.
+
+        Call it for every message the client sends, before acting on it. Without a ``rate_limit``
+        it always returns True. Over the limit it returns False (counted in
+        ``metrics.rate_limited``): do not act on the message, answer it with an error instead.
+        Once ``rate_limit.close_after`` messages in a row were refused (the client kept sending
+        regardless), the hub also closes the connection with 1008 and a reason that says so;
+        ``client.ws.closed`` is then True and the handler should stop reading. Never awaits.
+        """
+        limit = self.rate_limit
+        if limit is None:
+            return True
+        now = trio.current_time()
+        bucket = client._bucket
+        if bucket is None:
+            bucket = client._bucket = limit.bucket(now)
+        verdict = bucket.take(now)
+        if verdict is Verdict.ACCEPT:
+            return True
+        self.metrics.rate_limited += 1
+        if verdict is Verdict.CLOSE:
+            reason = f"rate limit: over {limit.rate:g} messages/s, {limit.close_after} refused in a row"
+            logger.info("closing %r: %s", client, reason)
+            client.ws.abort(RATE_LIMIT_CLOSE_CODE, reason)
+        return False
+
     def rooms(self) -> list[str]:
         """Rooms that have members."""
         return self._rooms.rooms()
@@ -503,12 +554,11 @@ class Hub:
         try:
             state.put_nowait(frame, recipients)
         except trio.WouldBlock:
-            self.remote_frames_dropped += 1
-            if self.remote_frames_dropped & (self.remote_frames_dropped - 1) == 0:
+            self.metrics.remote_frames_dropped += 1
+            dropped = self.metrics.remote_frames_dropped
+            if dropped & (dropped - 1) == 0:
                 logger.warning(
-                    "room %r is backlogged: %d frames from other nodes dropped so far",
-                    state.name,
-                    self.remote_frames_dropped,
+                    "room %r is backlogged: %d frames from other nodes dropped so far", state.name, dropped
                 )
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the hub is shutting down
@@ -527,19 +577,22 @@ class Hub:
         self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]
     ) -> tuple[Client, ...]:
         """Write without waiting; return the recipients the room's policy says to wait for."""
+        # Counted once per batch, not per recipient: two additions whatever the room's size.
+        metrics = self.metrics
+        metrics.messages_out += feed.batch_messages * len(recipients)
+        metrics.bytes_out += len(frame) * len(recipients)
         pending = write_each(recipients, frame)
         if not pending:
             return ()
         policy = feed.policy
         return tuple(c for c in pending if not self._offer(c, frame, policy))
 
-    @staticmethod
-    def _offer(client: Client, frame: bytes, policy: SlowClientPolicy) -> bool:
+    def _offer(self, client: Client, frame: bytes, policy: SlowClientPolicy) -> bool:
         # The fast path: no await, no task switch. False only when the outbox is full.
         transport = client.transport
         try:
             if policy is SlowClientPolicy.DROP_OLDEST:
-                transport.write_dropping_oldest(frame)
+                self.metrics.frames_dropped += transport.write_dropping_oldest(frame)
                 return True
             return transport.write_nowait(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -584,7 +637,7 @@ class Hub:
 
     def _drop_slow_client(self, client: Client) -> None:
         self._stall_times.pop(client, None)
-        self.slow_clients_dropped += 1
+        self.metrics.slow_client_disconnects += 1
         reason = f"slow client: outbox full for {self.grace:g} s in total"
         logger.warning("closing %r: %s", client, reason)
         client.ws.abort(SLOW_CLIENT_CLOSE_CODE, reason)
