@@ -13,6 +13,8 @@
 * ``--rate-limit N`` (default 10) messages per second per client, in bursts of up to 2N: a message
   over the limit gets an ``error`` and is not acted on; a client that sends 50 more while refused
   is closed with 1008. ``--rate-limit 0`` switches the limit off.
+* ``--metrics`` serves the hub's counters at ``GET /metrics`` in the Prometheus text format (needs
+  ``pip install trionos[prometheus]``); see docs/metrics.md.
 * ``--redis redis://127.0.0.1:6379`` makes rooms span every process started with the same Redis:
   messages, ``joined``/``left`` and ``welcome`` (everyone in the room, on every node, in join
   order) work across processes, usernames are unique per room across them, and the members of a
@@ -109,13 +111,18 @@ def make_hub(
     return hub
 
 
-def make_handler(hub: trionos.Hub) -> Callable[[trionos.Request], Awaitable[None]]:
-    """The room chat's request handler, using ``hub`` for rooms and broadcast."""
+def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> Callable[[trionos.Request], Awaitable[None]]:
+    """The room chat's request handler, using ``hub`` for rooms and broadcast.
+
+    With ``metrics``, ``GET /metrics`` answers with ``hub.metrics`` for Prometheus.
+    """
 
     async def handler(req: trionos.Request) -> None:
         if not req.is_upgrade:
             if req.path == "/":
                 await req.respond_html(PAGE)
+            elif metrics and req.path == "/metrics":
+                await trionos.respond_metrics(req, hub.metrics)
             else:
                 await req.respond_text("Not Found", status=404)
             return
@@ -153,6 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rate-limit", type=float, default=10.0, help="messages per second per client (0: no limit)"
     )
+    parser.add_argument("--metrics", action="store_true", help="serve Prometheus counters at /metrics")
     parser.add_argument("--redis", metavar="URL", help="share rooms with other processes through this Redis")
     parser.add_argument(
         "--redis-presence-ttl",
@@ -195,7 +203,7 @@ def main() -> None:
 
     failures: list[trionos.BrokerError] = []
     try:
-        run_server(args, make_handler(hub), around=with_hub, heartbeat=heartbeat)
+        run_server(args, make_handler(hub, metrics=args.metrics), around=with_hub, heartbeat=heartbeat)
     except* trionos.BrokerError as group:
         failures.extend(e for e in group.exceptions if isinstance(e, trionos.BrokerError))
     if failures:

@@ -43,11 +43,18 @@ from ._server import serve as serve
 __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:
+    from ._prometheus import MetricsCollector as MetricsCollector
+    from ._prometheus import respond_metrics as respond_metrics
     from ._redis import RedisBroker as RedisBroker
 
 # Imported on first use (PEP 562): the Redis broker needs the optional coredis package
-# (``pip install trionos[redis]``), and the default in-memory broker needs nothing.
-_LAZY = {"RedisBroker": "._redis"}
+# (``pip install trionos[redis]``), and the default in-memory broker needs nothing; the
+# Prometheus exposition needs prometheus_client (``pip install trionos[prometheus]``).
+_LAZY = {
+    "RedisBroker": "._redis",
+    "MetricsCollector": "._prometheus",
+    "respond_metrics": "._prometheus",
+}
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -76,6 +83,7 @@ __all__ = [
     "Member",
     "MemoryBroker",
     "Metrics",
+    "MetricsCollector",
     "RETRY_CLOSE_CODES",
     "RateLimit",
     "RedisBroker",
@@ -89,6 +97,7 @@ __all__ = [
     "connect_with_retry",
     "decode_base64",
     "encode_base64",
+    "respond_metrics",
     "run_reconnecting",
     "send_keepalive",
     "serve",
