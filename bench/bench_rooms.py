@@ -14,9 +14,11 @@ generator's) through four phases, all in one room:
 
 For each phase it prints the deliveries, deliveries per second and the server's CPU microseconds
 per delivery, with the ratio of the waves to the broadcast; and the server's RSS before the join
-wave, at its peak, and after the mass disconnect (settled: no CPU used for a second). Every wait
-is bounded by ``--timeout``. Loopback only. Other work on the machine moves the rates; the CPU
-per delivery barely.
+wave, at its peak, after the mass disconnect (settled: no CPU used for a second) and once every
+connection is closed. ``--cycles`` (2) repeats it all on the same server: memory that a cycle
+leaves behind and the next one reuses is held by the allocator, memory that grows with every
+cycle is a leak. Every wait is bounded by ``--timeout``. Loopback only. Other work on the
+machine moves the rates; the CPU per delivery barely.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class Phase:
         seconds = time.monotonic() - self.wall
         cpu = read_cpu_s(self.pid) - self.cpu
         return {
+            "rss_after_kib": read_rss_kib(self.pid),
             "deliveries": deliveries,
             "seconds": round(seconds, 2),
             "deliveries_per_s": round(deliveries / seconds),
@@ -145,15 +148,13 @@ async def until_frames(counts: Counts, expected: int, phase: Phase, within: floa
         await asyncio.sleep(0.05)
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    n = args.members
-    port = free_port()
-    proc = await start_server(port)
+async def one_cycle(url: str, pid: int, n: int, within: float) -> dict[str, Any]:
+    """Connect n members, run the four phases, close every connection; the figures of each."""
     counts = Counts()
     members: list[Member] = []
     try:
         opened, errors = await connect_many(
-            f"ws://127.0.0.1:{port}/",
+            url,
             [lambda i=i: Member(counts, i) for i in range(n)],
             concurrency=200,
             handshake_s=60,
@@ -162,43 +163,43 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         members = sorted(opened, key=lambda m: m.index)  # type: ignore[attr-defined]
         if len(members) < n:
             raise SystemExit(f"only {len(members)} of {n} connected: {errors}")
-        await settle(proc.pid, 10)
-        result: dict[str, Any] = {"members": n, "rss_before_kib": read_rss_kib(proc.pid)}
+        await settle(pid, 10)
+        result: dict[str, Any] = {"rss_connected_kib": read_rss_kib(pid)}
 
-        phase = Phase(proc.pid)
+        phase = Phase(pid)
         for m in members:
             m.send_json({"type": "join", "username": f"u{m.index:05d}", "room": ROOM})
-        await until_frames(counts, n + n * (n - 1) // 2, phase, args.timeout)
+        await until_frames(counts, n + n * (n - 1) // 2, phase, within)
         result["join_wave"] = phase.stop(n * (n - 1) // 2 + n)
         peak = phase.peak_rss
 
         counts.frames = 0
-        phase = Phase(proc.pid)
+        phase = Phase(pid)
         for i in range(CHATS):
             members[i % n].send_json({"type": "chat", "text": f"u{i:05d} says hello"})
-        await until_frames(counts, CHATS * (n - 1), phase, args.timeout)
+        await until_frames(counts, CHATS * (n - 1), phase, within)
         result["broadcast"] = phase.stop(CHATS * (n - 1))
         peak = max(peak, phase.peak_rss)
 
         counts.frames = 0
         leaving, staying = members[: n // 2], members[n // 2 :]
-        phase = Phase(proc.pid)
+        phase = Phase(pid)
         for m in leaving:
             m.send_json({"type": "leave"})
         expected = sum(n - k for k in range(1, len(leaving) + 1))
-        await until_frames(counts, expected, phase, args.timeout)
+        await until_frames(counts, expected, phase, within)
         result["leave_wave"] = phase.stop(expected)
         peak = max(peak, phase.peak_rss)
 
-        phase = Phase(proc.pid)
+        phase = Phase(pid)
         for m in staying:
             if m.transport is not None:
                 m.transport.disconnect(graceful=False)
-        settle_s = await settle(proc.pid, args.timeout)
+        settle_s = await settle(pid, within)
         stats = phase.stop(0)
         result["mass_disconnect"] = {"settle_s": round(settle_s, 2), "server_cpu_s": stats["server_cpu_s"]}
         result["rss_peak_kib"] = max(peak, phase.peak_rss)
-        result["rss_after_kib"] = read_rss_kib(proc.pid)
+        result["rss_after_kib"] = read_rss_kib(pid)
         for name in ("join_wave", "leave_wave"):
             result[name]["ratio_to_broadcast"] = round(
                 result[name]["deliveries_per_s"] / result["broadcast"]["deliveries_per_s"], 2
@@ -208,6 +209,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for m in members:
             if m.transport is not None:
                 m.transport.disconnect(graceful=False)
+        await settle(pid, within)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    proc = await start_server(port)
+    try:
+        url = f"ws://127.0.0.1:{port}/"
+        result: dict[str, Any] = {
+            "members": args.members,
+            "rss_start_kib": read_rss_kib(proc.pid),
+            "cycles": [],
+        }
+        for _ in range(args.cycles):
+            cycle = await one_cycle(url, proc.pid, args.members, args.timeout)
+            cycle["rss_all_closed_kib"] = read_rss_kib(proc.pid)
+            result["cycles"].append(cycle)
+        return result
+    finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -218,29 +238,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> None:
-    print(f"one room, {result['members']} members (examples/room_chat.py, loopback)")
-    print(f"{'phase':<16}{'deliveries':>12}{'seconds':>9}{'deliv/s':>10}{'µs/deliv':>10}{'ratio':>7}")
-    for name in ("join_wave", "broadcast", "leave_wave"):
-        r = result[name]
-        ratio = r.get("ratio_to_broadcast", 1.0)
-        print(
-            f"{name:<16}{r['deliveries']:>12}{r['seconds']:>9}{r['deliveries_per_s']:>10}"
-            f"{r['server_us_per_delivery']:>10}{ratio:>7}"
-        )
-    md = result["mass_disconnect"]
-    print(f"mass disconnect: settled in {md['settle_s']} s, server CPU {md['server_cpu_s']} s")
     mib = 1024
-    print(
-        f"server RSS: {result['rss_before_kib'] / mib:.1f} MiB before the join wave, "
-        f"peak {result['rss_peak_kib'] / mib:.1f} MiB, {result['rss_after_kib'] / mib:.1f} MiB after "
-        f"the mass disconnect (+{(result['rss_after_kib'] - result['rss_before_kib']) / mib:.1f} MiB)"
-    )
+    print(f"one room, {result['members']} members (examples/room_chat.py, loopback)")
+    print(f"server RSS at start (no connection): {result['rss_start_kib'] / mib:.1f} MiB")
+    for number, cycle in enumerate(result["cycles"], 1):
+        print(f"cycle {number}: RSS {cycle['rss_connected_kib'] / mib:.1f} MiB with every member connected")
+        print(
+            f"  {'phase':<16}{'deliveries':>12}{'seconds':>9}{'deliv/s':>10}{'µs/deliv':>10}{'ratio':>7}"
+            f"{'RSS after':>11}"
+        )
+        for name in ("join_wave", "broadcast", "leave_wave"):
+            r = cycle[name]
+            ratio = r.get("ratio_to_broadcast", 1.0)
+            print(
+                f"  {name:<16}{r['deliveries']:>12}{r['seconds']:>9}{r['deliveries_per_s']:>10}"
+                f"{r['server_us_per_delivery']:>10}{ratio:>7}{r['rss_after_kib'] / mib:>8.1f} MiB"
+            )
+        md = cycle["mass_disconnect"]
+        print(
+            f"  mass disconnect of half: settled in {md['settle_s']} s, server CPU {md['server_cpu_s']} s; "
+            f"RSS peak {cycle['rss_peak_kib'] / mib:.1f} MiB, {cycle['rss_after_kib'] / mib:.1f} MiB after, "
+            f"{cycle['rss_all_closed_kib'] / mib:.1f} MiB once every connection is closed"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=2000, help="members of the one room (default 2000)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds any phase may take")
+    parser.add_argument(
+        "--cycles", type=int, default=2, help="connect, fill, empty, close this many times (default 2)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     raise_nofile_limit()

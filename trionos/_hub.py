@@ -161,6 +161,31 @@ class Client:
         self.hub._unregister(self)
 
 
+class _Snapshot:
+    """A room's members as one tuple, shared by every broadcast until the membership changes.
+
+    Copying a big room's members for every message would cost as much as a join; instead the
+    tuple is made once per change, and a broadcast that leaves the sender out slices it (the
+    position comes from ``index``, made the first time a member other than the newest is left
+    out).
+    """
+
+    __slots__ = ("index", "members")
+
+    def __init__(self, members: tuple[Client, ...]) -> None:
+        self.members = members
+        self.index: dict[Client, int] | None = None
+
+    def without(self, client: Client) -> tuple[Client, ...]:
+        members = self.members
+        if members and members[-1] is client:  # the newest member: its own "joined", say
+            return members[:-1]
+        if self.index is None:
+            self.index = {member: i for i, member in enumerate(members)}
+        i = self.index.get(client)
+        return members if i is None else members[:i] + members[i + 1 :]
+
+
 def _policy(value: SlowClientPolicy | str) -> SlowClientPolicy:
     return value if isinstance(value, SlowClientPolicy) else SlowClientPolicy(value)
 
@@ -220,6 +245,7 @@ class Hub:
         self.codec = codec
         self._rooms: Rooms[Client] = Rooms()
         self._channels: dict[str, Feed[Client]] = {}
+        self._snapshots: dict[str, _Snapshot] = {}
         self._room_policies: dict[str, SlowClientPolicy] = {}
         self._clients: dict[str, Client] = {}
         self._nursery: trio.Nursery | None = None
@@ -326,6 +352,7 @@ class Hub:
         del self._clients[client.id]
         self._stall_times.pop(client, None)
         for room in self._rooms.drop(client):
+            self._snapshots.pop(room, None)
             if self._shared:
                 self.broker.remove_member(room, client.id)
             self._room_emptied_check(room)
@@ -369,14 +396,17 @@ class Hub:
         if room not in self._channels:
             self._start_room(room)
         joined = self._rooms.join(client, room)
-        if joined and self._shared:
-            self.broker.add_member(room, client.id, client.name)
+        if joined:
+            self._snapshots.pop(room, None)
+            if self._shared:
+                self.broker.add_member(room, client.id, client.name)
         return joined
 
     def leave(self, client: Client, room: str) -> bool:
         """Remove ``client`` from ``room``; True if it was a member. An empty room disappears."""
         left = self._rooms.leave(client, room)
         if left:
+            self._snapshots.pop(room, None)
             if self._shared:
                 self.broker.remove_member(room, client.id)
             self._room_emptied_check(room)
@@ -489,7 +519,7 @@ class Hub:
         state = self._channels.get(room)
         if state is None:
             return 0
-        recipients = tuple(c for c in self._rooms.member_view(room) if c is not exclude)
+        recipients = self._recipients(room, exclude)
         if recipients and await state.put(frame, recipients):
             return len(recipients)
         return 0
@@ -514,6 +544,13 @@ class Hub:
         if recipients and await all_room.put(frame, recipients):
             return len(recipients)
         return 0
+
+    def _recipients(self, room: str, exclude: Client | None) -> tuple[Client, ...]:
+        """The members of ``room`` but ``exclude``, from the room's shared snapshot."""
+        snapshot = self._snapshots.get(room)
+        if snapshot is None:
+            snapshot = self._snapshots[room] = _Snapshot(tuple(self._rooms.member_view(room)))
+        return snapshot.members if exclude is None else snapshot.without(exclude)
 
     def _all_room_state(self) -> Feed[Client]:
         if self._all_room is None:
@@ -547,8 +584,7 @@ class Hub:
             state = self._channels.get(room)
             if state is None:
                 return
-            view = self._rooms.member_view(room)
-            recipients = tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
+            recipients = self._recipients(room, None if exclude is None else self._clients.get(exclude))
         if not recipients:
             return
         try:
