@@ -135,3 +135,29 @@ async def test_a_member_that_falls_behind_bursts_and_catches_up_stays(autojump_c
     assert all(0.5 <= wait < GRACE for wait in waits), waits
     assert sum(waits) > GRACE
     assert hub.slow_clients_dropped == 0
+
+
+async def test_equally_slow_members_pace_the_room_and_none_is_dropped(autojump_clock: trio.abc.Clock) -> None:
+    """When every member reads 64 KiB every 0.5 s, none is an outlier: the room goes at their pace
+    (a 1 MiB flood takes seconds, far past grace) and nobody is closed. The waits do not all land
+    on the member that joined first."""
+    count = 256  # 1 MiB
+    hub = trionos.Hub(grace=GRACE)
+    room = Room(hub)
+    received: list[list[int]] = [[], []]
+    async with hub, open_memory_server(room, max_outbox_bytes=OUTBOX, heartbeat=None) as app:
+        async with (
+            slow_consumer(app, "/a") as a,
+            slow_consumer(app, "/b") as b,
+            trio.open_nursery() as readers,
+        ):
+            readers.start_soon(read_slowly, a, received[0])
+            readers.start_soon(read_slowly, b, received[1])
+            await room.wait_for(2)
+            started = trio.current_time()
+            await broadcast_numbered(hub, count)
+            elapsed = trio.current_time() - started
+            assert not room.clients["/a"].ws.closed and not room.clients["/b"].ws.closed
+            readers.cancel_scope.cancel()
+    assert elapsed > 2 * GRACE
+    assert hub.slow_clients_dropped == 0

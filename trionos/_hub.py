@@ -65,8 +65,9 @@ class SlowClientPolicy(enum.Enum):
     for one client add up: once the room has waited for it the hub's ``grace`` period in total
     (default 2 s), it is closed with code 1008 and a reason that says so, however slowly it
     keeps reading; the room goes on at full speed. The sum starts again once the room has gone
-    a whole ``grace`` period without waiting for that client. A client that falls behind a
-    burst and catches up is not dropped.
+    a whole ``grace`` period without waiting for that client, or when it had room at once while
+    the room waited for another member. A client that falls behind a burst and catches up is not
+    dropped, and members that are all equally slow just pace the room.
 
     ``DROP_OLDEST``: never wait. The oldest queued messages for that client are dropped to make
     room for the new one (for live feeds where only fresh data matters).
@@ -621,10 +622,23 @@ class Hub:
         if not pending:
             return ()
         policy = feed.policy
-        return tuple(c for c in pending if not self._offer(c, frame, policy))
+        slow = tuple(c for c in pending if not self._offer(c, frame, policy))
+        if len(slow) > 1 and self._stall_times:
+            # Wait for the least indebted first: whoever has room by the time its turn comes
+            # kept up and is cleared, so among equally slow clients the waits do not all land
+            # on the one that joined first.
+            slow = tuple(sorted(slow, key=self._debt))
+        return slow
+
+    def _debt(self, client: Client) -> float:
+        return self._stall_times.get(client, (0.0, 0.0))[0]
 
     def _offer(self, client: Client, frame: bytes, policy: SlowClientPolicy) -> bool:
         # The fast path: no await, no task switch. False only when the outbox is full.
+        if client.ws.closed:
+            # Its peer is gone or closing (a stream without a socket, TLS say, can look open
+            # until its writer fails): drop the frame rather than queue it for nobody.
+            return True
         transport = client.transport
         try:
             if policy is SlowClientPolicy.DROP_OLDEST:
@@ -639,14 +653,17 @@ class Hub:
 
         The time the fan-out spends waiting for one client adds up over its stalls, however much
         it reads in between; the sum starts again from zero once the room has gone a whole
-        ``grace`` period without waiting for it (it caught up). So a client that reads, but more
-        slowly than the room sends, costs the room at most ``grace`` seconds before it is closed.
+        ``grace`` period without waiting for it, or when it had room at once while the room
+        waited for another client (it kept up). So a client that reads, but more slowly than the
+        rest of its room, costs the room at most ``grace`` seconds before it is closed.
         """
         transport = client.transport
         # Try first: while the fan-out waited for another slow client of the same frame, this
-        # one may have drained its outbox already, and then no progress would ever come.
+        # one may have drained its outbox already, and then no progress would ever come. If so
+        # it kept up while the room waited for another: its total starts again.
         try:
             if transport.write_nowait(frame):
+                self._stall_times.pop(client, None)
                 return
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return
