@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -131,20 +126,3 @@ def test_limits_are_validated(options: dict[str, object], message: str) -> None:
     """Nonsense limits fail when built, saying what was expected and what came."""
     with pytest.raises(ValueError, match=message):
         RateLimit(**options)  # type: ignore[arg-type]
-
-
-def test_ratelimit_module_imports_without_trio() -> None:
-    """trionos._ratelimit is pure: importing it loads no trio."""
-    package = Path(__file__).resolve().parent.parent / "trionos"
-    code = textwrap.dedent(
-        f"""
-        import sys, types
-        package = types.ModuleType("trionos")
-        package.__path__ = [{str(package)!r}]
-        sys.modules["trionos"] = package
-        import trionos._ratelimit
-        assert not [m for m in sys.modules if m.split(".")[0] == "trio"]
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
