@@ -10,6 +10,11 @@
   disconnects or times out, and ``error`` for bad input (the connection stays open).
 * A client is in one room at a time: joining another room leaves the first.
 * The raw text ``ping`` is answered with ``pong`` (an application-level heartbeat for browsers).
+* ``--rate-limit N`` (default 10) messages per second per client, in bursts of up to 2N: a message
+  over the limit gets an ``error`` and is not acted on; a client that sends 50 more while refused
+  is closed with 1008. ``--rate-limit 0`` switches the limit off.
+* ``--metrics`` serves the hub's counters at ``GET /metrics`` in the Prometheus text format (needs
+  ``pip install trionos[prometheus]``); see docs/metrics.md.
 * ``--redis redis://127.0.0.1:6379`` makes rooms span every process started with the same Redis:
   messages, ``joined``/``left`` and ``welcome`` (everyone in the room, on every node, in join
   order) work across processes, usernames are unique per room across them, and the members of a
@@ -86,7 +91,9 @@ class RoomChat:
         await self.hub.broadcast(room, Left(self.client.name))
 
 
-def make_hub(broker: trionos.Broker | None = None) -> trionos.Hub:
+def make_hub(
+    broker: trionos.Broker | None = None, *, rate_limit: trionos.RateLimit | None = None
+) -> trionos.Hub:
     """The room chat's hub: typed broadcasts, and ``left`` for the members of a node that died.
 
     With a shared ``broker`` (Redis), when a process dies without saying goodbye, one surviving
@@ -98,17 +105,24 @@ def make_hub(broker: trionos.Broker | None = None) -> trionos.Hub:
         if member.name is not None:
             await hub.broadcast(member.room, Left(member.name))
 
-    hub = trionos.Hub(codec=SERVER_CODEC, broker=broker, on_member_expired=announce_expired)
+    hub = trionos.Hub(
+        codec=SERVER_CODEC, broker=broker, on_member_expired=announce_expired, rate_limit=rate_limit
+    )
     return hub
 
 
-def make_handler(hub: trionos.Hub) -> Callable[[trionos.Request], Awaitable[None]]:
-    """The room chat's request handler, using ``hub`` for rooms and broadcast."""
+def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> Callable[[trionos.Request], Awaitable[None]]:
+    """The room chat's request handler, using ``hub`` for rooms and broadcast.
+
+    With ``metrics``, ``GET /metrics`` answers with ``hub.metrics`` for Prometheus.
+    """
 
     async def handler(req: trionos.Request) -> None:
         if not req.is_upgrade:
             if req.path == "/":
                 await req.respond_html(PAGE)
+            elif metrics and req.path == "/metrics":
+                await trionos.respond_metrics(req, hub.metrics)
             else:
                 await req.respond_text("Not Found", status=404)
             return
@@ -117,6 +131,11 @@ def make_handler(hub: trionos.Hub) -> Callable[[trionos.Request], Awaitable[None
             session = RoomChat(hub, client)
             try:
                 async for raw in ws:
+                    if not hub.admit(client):  # over its rate limit
+                        if ws.closed:
+                            break  # closed with 1008: it kept sending while refused
+                        await session.reply(Error("too many messages: slow down"))
+                        continue
                     try:
                         message = CLIENT_CODEC.decode(raw)
                     except trionos.DecodeError as exc:
@@ -138,6 +157,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=60.0, help="seconds of silence before close"
     )
+    parser.add_argument(
+        "--rate-limit", type=float, default=10.0, help="messages per second per client (0: no limit)"
+    )
+    parser.add_argument("--metrics", action="store_true", help="serve Prometheus counters at /metrics")
     parser.add_argument("--redis", metavar="URL", help="share rooms with other processes through this Redis")
     parser.add_argument(
         "--redis-presence-ttl",
@@ -166,7 +189,12 @@ def make_broker(args: argparse.Namespace) -> trionos.Broker | None:
 
 def main() -> None:
     args = parse_args()
-    hub = make_hub(make_broker(args))
+    limit = (
+        trionos.RateLimit(args.rate_limit, burst=max(1, int(2 * args.rate_limit)))
+        if args.rate_limit
+        else None
+    )
+    hub = make_hub(make_broker(args), rate_limit=limit)
     heartbeat = trionos.Heartbeat(interval=args.heartbeat_interval, timeout=args.heartbeat_timeout)
 
     async def with_hub(run: Callable[[], Awaitable[None]]) -> None:
@@ -175,7 +203,7 @@ def main() -> None:
 
     failures: list[trionos.BrokerError] = []
     try:
-        run_server(args, make_handler(hub), around=with_hub, heartbeat=heartbeat)
+        run_server(args, make_handler(hub, metrics=args.metrics), around=with_hub, heartbeat=heartbeat)
     except* trionos.BrokerError as group:
         failures.extend(e for e in group.exceptions if isinstance(e, trionos.BrokerError))
     if failures:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -632,6 +633,123 @@ def test_orjson_codec_reports_errors_like_the_stdlib_codec(payload: str | bytes,
     """json="orjson" raises the same DecodeErrors."""
     assert ORJSON is not None
     assert expected in decode_error(ORJSON, payload)
+
+
+# -- Unicode text: lone surrogates --------------------------------------------------------------------
+
+#: Text that may hold lone surrogates: what JSON's \\u escapes can spell, and str input can carry.
+TEXT_WITH_SURROGATES = st.text(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=8)
+
+
+def test_an_escaped_lone_surrogate_is_a_decode_error_naming_the_field() -> None:
+    """A JSON-escaped lone surrogate in a string field is refused on the way in, with the field named."""
+    payload = '{"type":"user_joined","username":"\\udfff"}'
+    assert decode_error(CODEC, payload) == (
+        "invalid text in JSON: the string at 'username' must be Unicode text, "
+        "got the lone surrogate '\\udfff' at index 0"
+    )
+    assert "'comments[0].text'" in decode_error(
+        CODEC,
+        '{"type":"post","title":"t","author":{"name":"a"},"comments":[{"author":{"name":"b"},'
+        '"text":"ok \\ud800"}]}',
+    )
+
+
+def test_a_raw_lone_surrogate_in_str_input_is_a_decode_error() -> None:
+    """A str payload that carries a lone surrogate itself (not escaped) is refused the same way."""
+    assert "the lone surrogate '\\udfff'" in decode_error(
+        CODEC, '{"type":"user_joined","username":"a\udfff"}'
+    )
+
+
+def test_an_escaped_surrogate_pair_is_one_character() -> None:
+    """A valid escaped pair (how ensure_ascii JSON writes emoji) still decodes to its character."""
+    assert CODEC.decode('{"type":"user_joined","username":"\\ud83d\\ude00"}') == UserJoined("\U0001f600")
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ('"\\udfff"', "the top-level string"),
+        ('{"a\\ud800":1}', "a top-level key"),
+        ('[1,{"b":["x","\\udc00"]}]', "the string at '[1].b[1]'"),
+        ('{"k":{"\\udbff":null}}', "a key of the object at 'k'"),
+    ],
+)
+def test_loads_json_refuses_lone_surrogates_anywhere(payload: str, where: str) -> None:
+    """recv_json's parser refuses a lone surrogate in any string or key, saying where it is."""
+    from trionos._codec import loads_json
+
+    with pytest.raises(DecodeError, match=f"invalid text in JSON: {re.escape(where)} must be Unicode text"):
+        loads_json(payload)
+
+
+def test_structure_refuses_lone_surrogates() -> None:
+    """structure() (an already parsed value) refuses a str field that is not Unicode text."""
+    with pytest.raises(DecodeError, match="'username' must be Unicode text \\(no lone surrogates\\)"):
+        CODEC.structure({"type": "user_joined", "username": "\udfff"})
+
+
+def test_encoding_a_lone_surrogate_is_an_encode_error() -> None:
+    """A message that holds a lone surrogate fails at encode(), not later at the socket."""
+    with pytest.raises(EncodeError, match="lone surrogate"):
+        CODEC.encode(UserJoined("\udfff"))
+
+
+def accepted_or_none(parse: Any, payload: Any) -> Any:
+    try:
+        return parse(payload)
+    except DecodeError:
+        return None
+
+
+def every_string(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *every_string(v))]
+    if isinstance(value, list):
+        return [s for item in value for s in every_string(item)]
+    return []
+
+
+@FUZZ
+@given(text=TEXT_WITH_SURROGATES, ascii_only=st.booleans())
+def test_every_string_the_codec_accepts_encodes_to_utf8(text: str, ascii_only: bool) -> None:
+    """Whatever decode() and structure() accept, escaped or raw, can be encoded to UTF-8; and
+    everything that can is accepted."""
+    payload = json.dumps({"type": "user_joined", "username": text}, ensure_ascii=ascii_only)
+    valid = text == text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    codecs = [CODEC] if ORJSON is None else [CODEC, ORJSON]
+    for codec in codecs:
+        for parse in (codec.decode, lambda p, c=codec: c.structure(json.loads(p))):
+            msg = accepted_or_none(parse, payload)
+            assert (msg is not None) == valid
+            if msg is not None:
+                msg.username.encode("utf-8")
+                codec.encode(msg).encode("utf-8")
+
+
+@FUZZ
+@given(
+    value=st.recursive(
+        TEXT_WITH_SURROGATES,
+        lambda children: (
+            st.lists(children, max_size=3) | st.dictionaries(TEXT_WITH_SURROGATES, children, max_size=3)
+        ),
+        max_leaves=8,
+    ),
+    ascii_only=st.booleans(),
+)
+def test_every_json_value_loads_json_accepts_encodes_to_utf8(value: Any, ascii_only: bool) -> None:
+    """Whatever recv_json's parser accepts holds only UTF-8-encodable strings, keys included."""
+    from trionos._codec import loads_json
+
+    parsed = accepted_or_none(loads_json, json.dumps(value, ensure_ascii=ascii_only))
+    valid = all(not any(0xD800 <= ord(c) <= 0xDFFF for c in s) for s in every_string(value))
+    assert (parsed is not None) == valid
+    for string in every_string(parsed):
+        string.encode("utf-8")
 
 
 # -- architecture --------------------------------------------------------------------------------------

@@ -137,3 +137,49 @@ async def test_close_writes_what_is_queued_then_ends(feed: Running) -> None:
     assert ended == [True]
     with pytest.raises(trio.ClosedResourceError):
         room.put_nowait(b"late", ("a",))
+
+
+async def test_a_cancelled_fan_out_writes_what_is_queued_then_drops_later_puts() -> None:
+    """When the hub stops, queued frames still go out (without waiting) and later puts are dropped,
+    not raised, so goodbyes from handlers being shut down cannot fail."""
+    room = Feed[str]("room", 64, None)
+    delivery = Recording()
+    ended: list[bool] = []
+    with trio.CancelScope() as stop:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                room.run, delivery.deliver_now, delivery.wait_for_room, lambda: ended.append(True)
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            room.put_nowait(b"queued", ("a",))
+            stop.cancel()
+    assert delivery.writes == [(b"queued", ("a",))]
+    assert ended == [True] and room.stopped
+    assert await room.put(b"goodbye", ("a",)) is False
+    assert room.pending == 0
+    assert delivery.writes == [(b"queued", ("a",))]
+
+
+async def test_a_put_waiting_on_a_full_channel_is_dropped_when_the_fan_out_ends() -> None:
+    """A broadcast waiting for room when the fan-out ends returns False instead of raising."""
+    room = Feed[str]("room", 1, None)
+    delivery = Recording()
+    delivery.slow.add("slow")  # the fan-out waits on "slow" while the channel fills
+    results: list[bool] = []
+
+    async def put_late() -> None:
+        results.append(await room.put(b"late", ("slow",)))
+
+    async with trio.open_nursery() as outer:
+        with trio.CancelScope() as stop:
+            async with trio.open_nursery() as fan_out:
+                fan_out.start_soon(room.run, delivery.deliver_now, delivery.wait_for_room, lambda: None)
+                room.put_nowait(b"stalls", ("slow",))
+                await trio.testing.wait_all_tasks_blocked()
+                room.put_nowait(b"fills", ("slow",))
+                outer.start_soon(put_late)
+                await trio.testing.wait_all_tasks_blocked()
+                assert room.pending == 2
+                stop.cancel()
+    assert results == [False]
+    assert delivery.writes == [(b"stalls", ("slow",))]  # a stalled room is not flushed on the way out

@@ -148,6 +148,7 @@ async def test_drop_oldest_never_waits_and_keeps_the_bound(
         assert seen == sorted(set(seen)) and seen[-1] == total - 1
     assert not stalled_client.ws.closed
     assert stalled_client.ws._transport.dropped_frames > 0
+    assert hub.metrics.frames_dropped >= stalled_client.ws._transport.dropped_frames  # readers may drop too
     assert stalled_client.ws._transport.peak_outbox_bytes <= 256 * 1024 + size + 16
     assert hub.slow_clients_dropped == 0
     await stalled.aclose()

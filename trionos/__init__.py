@@ -31,6 +31,8 @@ from ._hub import Client as Client
 from ._hub import Hub as Hub
 from ._hub import MemoryBroker as MemoryBroker
 from ._hub import SlowClientPolicy as SlowClientPolicy
+from ._metrics import Metrics as Metrics
+from ._ratelimit import RateLimit as RateLimit
 from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import connect_with_retry as connect_with_retry
 from ._reconnect import run_reconnecting as run_reconnecting
@@ -41,11 +43,18 @@ from ._server import serve as serve
 __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:
+    from ._prometheus import MetricsCollector as MetricsCollector
+    from ._prometheus import respond_metrics as respond_metrics
     from ._redis import RedisBroker as RedisBroker
 
 # Imported on first use (PEP 562): the Redis broker needs the optional coredis package
-# (``pip install trionos[redis]``), and the default in-memory broker needs nothing.
-_LAZY = {"RedisBroker": "._redis"}
+# (``pip install trionos[redis]``), and the default in-memory broker needs nothing; the
+# Prometheus exposition needs prometheus_client (``pip install trionos[prometheus]``).
+_LAZY = {
+    "RedisBroker": "._redis",
+    "MetricsCollector": "._prometheus",
+    "respond_metrics": "._prometheus",
+}
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -73,7 +82,10 @@ __all__ = [
     "Hub",
     "Member",
     "MemoryBroker",
+    "Metrics",
+    "MetricsCollector",
     "RETRY_CLOSE_CODES",
+    "RateLimit",
     "RedisBroker",
     "Request",
     "Server",
@@ -85,6 +97,7 @@ __all__ = [
     "connect_with_retry",
     "decode_base64",
     "encode_base64",
+    "respond_metrics",
     "run_reconnecting",
     "send_keepalive",
     "serve",

@@ -15,8 +15,12 @@ codecs never see each other's hooks and the hot path only runs pre-generated fun
 
 Decoding is strict about types, because JSON from a peer is untrusted: a string field takes only a
 string (cattrs would happily call ``str(5)``), an integer field takes no ``true``, a list field
-takes only an array. Every problem is reported as one :class:`~trionos.DecodeError` whose message
-names the message tag, the field path, what was expected and what came.
+takes only an array. Strings must be Unicode text: JSON can spell a lone surrogate
+(``"\\udfff"``), which Python parses into a ``str`` that cannot be encoded to UTF-8 again, so it
+would fail later, far from the peer that sent it (sending it on, storing it in Redis). Such a
+string is refused here, on the way in. Every problem is reported as one
+:class:`~trionos.DecodeError` whose message names the message tag, the field path, what was
+expected and what came.
 """
 
 from __future__ import annotations
@@ -179,11 +183,25 @@ class _Mismatch(Exception):
         self.value = value
 
 
+#: A code point that cannot be encoded to UTF-8: a surrogate on its own.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: The JSON escape of a surrogate. A valid escaped pair matches too, so a match in the text only
+#: means that the parsed value is checked string by string.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def is_unicode_text(text: str) -> bool:
+    """Whether ``text`` can be encoded to UTF-8 (holds no lone surrogate); O(1) for ASCII."""
+    return text.isascii() or _SURROGATE.search(text) is None
+
+
 # cattrs' own hooks coerce (``str(5)``, ``int("5")``, ``int(True)``): these take the JSON value as it is.
 # Exact type checks, because bool is an int subclass and must not pass as one.
 def _structure_str(obj: object, _: type) -> str:
     if type(obj) is str:
-        return obj
+        if obj.isascii() or _SURROGATE.search(obj) is None:  # is_unicode_text, inlined
+            return obj
+        raise _Mismatch("Unicode text (no lone surrogates)", obj)
     raise _Mismatch("a string", obj)
 
 
@@ -560,13 +578,17 @@ class Codec(Generic[T]):
         """Return ``msg`` as compact JSON text (non-ASCII kept as is, tag first).
 
         Raises :exc:`~trionos.EncodeError` when ``msg``'s class is not in the union, or when a field
-        holds something JSON cannot represent (NaN, infinity, a set, ...).
+        holds something JSON or UTF-8 cannot represent (NaN, infinity, a set, a lone surrogate, ...).
         """
         obj = self.unstructure(msg)
         try:
-            return self._dumps(obj)
+            text = self._dumps(obj)
         except (TypeError, ValueError, RecursionError) as exc:
             raise EncodeError(f"cannot encode {_short_repr(msg)} as JSON: {exc}") from exc
+        # What cannot become UTF-8 would fail at the socket instead, after the send was accepted.
+        if not is_unicode_text(text):
+            raise EncodeError(f"cannot encode {_short_repr(msg)}: a string holds a lone surrogate")
+        return text
 
     def structure(self, obj: object) -> T:
         """Build a message from an already-parsed JSON value (a dict with the tag field).
@@ -590,7 +612,8 @@ class Codec(Generic[T]):
         """Parse JSON text (``str``, or UTF-8 ``bytes``) into a message.
 
         Raises :exc:`~trionos.DecodeError`, and only that, for any payload that is not a valid
-        message: invalid UTF-8, invalid JSON, not an object, a missing or unknown tag, missing,
+        message: invalid UTF-8, invalid JSON, a string that is not Unicode text (a lone surrogate,
+        raw or escaped), not an object, a missing or unknown tag, missing,
         ill-typed or (when ``strict``) unexpected fields. Raises :exc:`TypeError` if ``data`` is
         neither text nor bytes (a bug in the caller, not in the peer).
         """
@@ -746,13 +769,17 @@ def loads_json(
 ) -> Any:
     """Parse JSON text, or UTF-8 bytes; bad input raises :class:`DecodeError` and nothing else.
 
+    Every string in the result, keys included, is Unicode text: a lone surrogate (escaped in the
+    JSON, or raw in ``str`` input) is a :class:`DecodeError` naming where it is.
+
     ``loads`` is the parser (the codec's stdlib or orjson one); ``loads_bytes`` says it checks
-    UTF-8 itself as it parses (orjson), so bytes need not be decoded first.
+    UTF-8 itself as it parses (orjson, which refuses lone surrogates too), so bytes need not be
+    decoded first.
     """
     if not isinstance(data, str) and not loads_bytes:
         data = _utf8(data)
     try:
-        return loads(data)
+        value = loads(data)
     except json.JSONDecodeError as exc:  # orjson's error is a subclass
         if not isinstance(data, str):
             _utf8(data)  # raises if that was the problem, for the same message either way
@@ -762,6 +789,41 @@ def loads_json(
         raise DecodeError(f"invalid JSON: {exc}") from exc
     except RecursionError as exc:
         raise DecodeError("invalid JSON: nested too deeply") from exc
+    # A parsed string can hold a lone surrogate only if the text holds an escaped one, or (str
+    # input only: UTF-8 bytes cannot carry one) a raw one. Plain ASCII without "\\u" costs two
+    # fast scans; the parsed value is walked only when the text is suspect.
+    if isinstance(data, str) and (
+        ("\\u" in data and _ESCAPED_SURROGATE.search(data) is not None)
+        or (not data.isascii() and _SURROGATE.search(data) is not None)
+    ):
+        _check_unicode(value)
+    return value
+
+
+def _check_unicode(value: Any) -> None:
+    """Raise :class:`DecodeError` for the first string (in document order) that is not Unicode text."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            _require_text(item, f"the string at {path!r}" if path else "the top-level string")
+        elif isinstance(item, dict):
+            entries = []
+            for key, sub in item.items():
+                _require_text(key, f"a key of the object at {path!r}" if path else "a top-level key")
+                entries.append((sub, f"{path}.{key}" if path else key))
+            stack.extend(reversed(entries))
+        elif isinstance(item, list):
+            stack.extend(reversed([(sub, f"{path}[{i}]") for i, sub in enumerate(item)]))
+
+
+def _require_text(text: str, where: str) -> None:
+    match = None if text.isascii() else _SURROGATE.search(text)
+    if match is not None:
+        raise DecodeError(
+            f"invalid text in JSON: {where} must be Unicode text, "
+            f"got the lone surrogate {match.group()!r} at index {match.start()}"
+        )
 
 
 def _utf8(data: bytes | bytearray | memoryview) -> str:

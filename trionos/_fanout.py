@@ -65,21 +65,36 @@ class Feed(Generic[C]):
         self._held: tuple[bytes, tuple[C, ...]] | None = None
         self._stalled: tuple[bytes, tuple[C, ...]] | None = None
         self._ended = False
+        #: Whether the fan-out task has ended: nothing put from now on is written.
+        self.stopped = False
+        #: How many broadcasts the write being delivered joins (for the hub's message counter).
+        self.batch_messages = 1
         self._wakeup = trio.Event()
 
     # --- producers ---------------------------------------------------------------------------
 
-    async def put(self, frame: bytes, recipients: tuple[C, ...]) -> None:
-        """Queue a broadcast, waiting while the channel is full (backpressure to the sender)."""
+    async def put(self, frame: bytes, recipients: tuple[C, ...]) -> bool:
+        """Queue a broadcast, waiting while the channel is full (backpressure to the sender).
+
+        Returns False, having dropped the broadcast, when the fan-out has ended: its hub stopped
+        (a goodbye broadcast from a handler that is being shut down lands here) or the room
+        closed while this waited. Nobody is left to write it, and its recipients are leaving.
+        """
+        if self.stopped:
+            return False
         self.pending += 1
         # Woken first: by the time the fan-out runs, the frame is on the channel (or in this
         # task's hands while the channel is full, where the fan-out takes it from).
         self._wakeup.set()
         try:
             await self._send.send((frame, recipients))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.pending -= 1
+            return False
         except BaseException:
             self.pending -= 1
             raise
+        return True
 
     def put_nowait(self, frame: bytes, recipients: tuple[C, ...]) -> None:
         """Queue a broadcast or raise :class:`trio.WouldBlock` when the channel is full."""
@@ -126,6 +141,7 @@ class Feed(Generic[C]):
                 break
             frames.append(item[0])
             size += len(item[0])
+        self.batch_messages = len(frames)
         return (frame if len(frames) == 1 else b"".join(frames)), recipients
 
     def _take(self) -> tuple[bytes, tuple[C, ...]] | None:
@@ -142,25 +158,39 @@ class Feed(Generic[C]):
     async def run(
         self, deliver_now: DeliverNow[C], wait_for_room: WaitForRoom[C], on_exit: Callable[[], None]
     ) -> None:
-        """The fan-out task: wake on a broadcast, gather a batch, write it, wait out stalls."""
+        """The fan-out task: wake on a broadcast, gather a batch, write it, wait out stalls.
+
+        Cancelled (the hub is stopping), it still writes what is queued as far as the sockets
+        take it without waiting, unless a slow client holds the room; broadcasts put after that
+        are dropped (:meth:`put` returns False).
+        """
         try:
             async with self._receive:
-                while not self._ended:
-                    await self._wakeup.wait()
-                    self._wakeup = trio.Event()
-                    await self._gather()
-                    while True:
+                try:
+                    await self._fan_out(deliver_now, wait_for_room)
+                finally:
+                    # Synchronous, before the channel closes: nothing can be put in between.
+                    self.stopped = True
+                    if self._stalled is None:
                         self.flush(deliver_now)
-                        if self._stalled is None:
-                            break
-                        frame, slow = self._stalled
-                        for client in slow:
-                            await wait_for_room(client, frame)
-                        self._stalled = None
-                    if not self.pending and self._held is None and self._send_closed():
-                        return
         finally:
             on_exit()
+
+    async def _fan_out(self, deliver_now: DeliverNow[C], wait_for_room: WaitForRoom[C]) -> None:
+        while not self._ended:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            await self._gather()
+            while True:
+                self.flush(deliver_now)
+                if self._stalled is None:
+                    break
+                frame, slow = self._stalled
+                for client in slow:
+                    await wait_for_room(client, frame)
+                self._stalled = None
+            if not self.pending and self._held is None and self._send_closed():
+                return
 
     async def _gather(self) -> None:
         for _ in range(GATHER_TICKS):

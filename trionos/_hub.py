@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Self
@@ -41,6 +42,8 @@ from ._broker import (
 from ._connection import MessageCodec, WebSocket
 from ._fanout import Feed
 from ._frames import message_frame
+from ._metrics import Metrics
+from ._ratelimit import RateLimit, TokenBucket, Verdict
 from ._rooms import Rooms
 from ._transport import write_each
 
@@ -50,16 +53,21 @@ logger = logging.getLogger("trionos.hub")
 
 #: The close code sent to a client dropped by the ``disconnect`` policy (RFC 6455: policy violation).
 SLOW_CLIENT_CLOSE_CODE = 1008
+#: The close code sent to a client that kept sending over its rate limit (policy violation).
+RATE_LIMIT_CLOSE_CODE = 1008
 
 
 class SlowClientPolicy(enum.Enum):
     """What the fan-out does when a client's outbox is full.
 
-    ``DISCONNECT`` (the default): wait for room in the outbox, and let every wait last at most the
-    hub's ``grace`` period. The wait holds the room's fan-out, so its channel fills and senders
-    wait too (backpressure reaches them through TCP). A client that makes no progress for the
-    whole grace period is closed with code 1008 and a reason that says so; the room goes on. A
-    client that keeps reading, however slowly, is never dropped.
+    ``DISCONNECT`` (the default): wait for room in the outbox. The wait holds the room's fan-out,
+    so its channel fills and senders wait too (backpressure reaches them through TCP). The waits
+    for one client add up: once the room has waited for it the hub's ``grace`` period in total
+    (default 2 s), it is closed with code 1008 and a reason that says so, however slowly it
+    keeps reading; the room goes on at full speed. The sum starts again once the room has gone
+    a whole ``grace`` period without waiting for that client, or when it had room at once while
+    the room waited for another member. A client that falls behind a burst and catches up is not
+    dropped, and members that are all equally slow just pace the room.
 
     ``DROP_OLDEST``: never wait. The oldest queued messages for that client are dropped to make
     room for the new one (for live feeds where only fresh data matters).
@@ -128,6 +136,8 @@ class Client:
         self.transport = ws._transport
         self.id = client_id
         self.name = name
+        #: Its message rate limit's state, made at its first :meth:`Hub.admit`.
+        self._bucket: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return f"<trionos.Client {self.id} name={self.name!r}>"
@@ -152,6 +162,31 @@ class Client:
         self.hub._unregister(self)
 
 
+class _Snapshot:
+    """A room's members as one tuple, shared by every broadcast until the membership changes.
+
+    Copying a big room's members for every message would cost as much as a join; instead the
+    tuple is made once per change, and a broadcast that leaves the sender out slices it (the
+    position comes from ``index``, made the first time a member other than the newest is left
+    out).
+    """
+
+    __slots__ = ("index", "members")
+
+    def __init__(self, members: tuple[Client, ...]) -> None:
+        self.members = members
+        self.index: dict[Client, int] | None = None
+
+    def without(self, client: Client) -> tuple[Client, ...]:
+        members = self.members
+        if members and members[-1] is client:  # the newest member: its own "joined", say
+            return members[:-1]
+        if self.index is None:
+            self.index = {member: i for i, member in enumerate(members)}
+        i = self.index.get(client)
+        return members if i is None else members[:i] + members[i + 1 :]
+
+
 def _policy(value: SlowClientPolicy | str) -> SlowClientPolicy:
     return value if isinstance(value, SlowClientPolicy) else SlowClientPolicy(value)
 
@@ -167,6 +202,12 @@ class Hub:
     ``policy`` says what happens beyond that, with ``grace`` seconds (default 2) for
     ``disconnect``. ``codec`` is the default for typed broadcasts.
 
+    ``rate_limit`` (a :class:`~trionos.RateLimit`, default None: no limit) is the per-client
+    message rate that :meth:`admit` applies to inbound messages. ``metrics`` is the
+    :class:`~trionos.Metrics` this hub counts into (a fresh one by default; pass the server's to
+    see both in one place): broadcast messages and bytes out, frames dropped, slow-client
+    disconnects, rate-limit refusals and remote frames dropped.
+
     ``broker`` connects this hub to hubs in other processes (default: a private
     :class:`~trionos.MemoryBroker`, i.e. none). With a shared broker, rooms span every node: a
     broadcast reaches members everywhere, :meth:`presence` lists them all, and
@@ -174,6 +215,11 @@ class Hub:
     node that died, so the application can announce it; exceptions it raises are logged and
     dropped. Starting the hub starts the broker: if it cannot connect, entering the hub raises
     :class:`~trionos.BrokerError`.
+
+    Stopping (leaving the ``async with`` block, or cancelling ``run``) ends the fan-out tasks.
+    What is queued then is written if the sockets take it without waiting; broadcasts made after
+    that (the goodbyes of handlers that a server shutdown is cancelling, say) are dropped
+    quietly and return 0, so the server still closes every client with 1001.
     """
 
     def __init__(
@@ -185,6 +231,8 @@ class Hub:
         codec: MessageCodec[Any] | None = None,
         broker: Broker | None = None,
         on_member_expired: Callable[[Member], Awaitable[None]] | None = None,
+        rate_limit: RateLimit | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         #: The broker this hub reports to (a private :class:`~trionos.MemoryBroker` by default).
         self.broker: Broker = broker if broker is not None else MemoryBroker()
@@ -198,16 +246,20 @@ class Hub:
         self.codec = codec
         self._rooms: Rooms[Client] = Rooms()
         self._channels: dict[str, Feed[Client]] = {}
+        self._snapshots: dict[str, _Snapshot] = {}
         self._room_policies: dict[str, SlowClientPolicy] = {}
         self._clients: dict[str, Client] = {}
         self._nursery: trio.Nursery | None = None
+        #: The per-client message rate limit that :meth:`admit` applies (None: no limit).
+        self.rate_limit = rate_limit
+        #: The counters this hub increments (share one :class:`~trionos.Metrics` with the server).
+        self.metrics = metrics if metrics is not None else Metrics()
         #: Fan-out tasks running now (one per room with members, and one for ``broadcast_all``).
         self.fan_out_tasks = 0
-        #: Clients closed by the ``disconnect`` policy since the hub started.
-        self.slow_clients_dropped = 0
-        #: Frames from other nodes dropped because the room's channel was full.
-        self.remote_frames_dropped = 0
         self._all_room: Feed[Client] | None = None
+        # Per client that made a room wait: (seconds waited in this episode, when the last wait ended).
+        self._stall_times: dict[Client, tuple[float, float]] = {}
+        self._stopped = False
         self._cm: Any = None
 
     # --- lifetime ----------------------------------------------------------------------------
@@ -216,6 +268,16 @@ class Hub:
     def node_id(self) -> str:
         """This hub's node id (its broker's)."""
         return self._node_id
+
+    @property
+    def slow_clients_dropped(self) -> int:
+        """Clients closed by the ``disconnect`` policy (``metrics.slow_client_disconnects``)."""
+        return self.metrics.slow_client_disconnects
+
+    @property
+    def remote_frames_dropped(self) -> int:
+        """Frames from other nodes dropped because a room's channel was full (``metrics``)."""
+        return self.metrics.remote_frames_dropped
 
     async def run(self, *, task_status: trio.TaskStatus[Self] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the hub's fan-out tasks (and its broker) until cancelled (the ``nursery.start`` convention).
@@ -245,6 +307,7 @@ class Hub:
                     yield self
                 finally:
                     self._nursery = None
+                    self._stopped = True
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # Only a start-up failure is unwrapped: what the body raises stays as it was.
@@ -288,7 +351,9 @@ class Hub:
         self._flush_rooms_of(client)  # what it was sent before it left still goes out first
         client.transport.write_listener = None
         del self._clients[client.id]
+        self._stall_times.pop(client, None)
         for room in self._rooms.drop(client):
+            self._snapshots.pop(room, None)
             if self._shared:
                 self.broker.remove_member(room, client.id)
             self._room_emptied_check(room)
@@ -332,14 +397,17 @@ class Hub:
         if room not in self._channels:
             self._start_room(room)
         joined = self._rooms.join(client, room)
-        if joined and self._shared:
-            self.broker.add_member(room, client.id, client.name)
+        if joined:
+            self._snapshots.pop(room, None)
+            if self._shared:
+                self.broker.add_member(room, client.id, client.name)
         return joined
 
     def leave(self, client: Client, room: str) -> bool:
         """Remove ``client`` from ``room``; True if it was a member. An empty room disappears."""
         left = self._rooms.leave(client, room)
         if left:
+            self._snapshots.pop(room, None)
             if self._shared:
                 self.broker.remove_member(room, client.id)
             self._room_emptied_check(room)
@@ -362,6 +430,33 @@ class Hub:
         registry = await self.broker.presence(room)
         local = [(c.id, c.name) for c in self._rooms.member_view(room)]
         return merge_presence(self._node_id, local, registry)
+
+    def admit(self, client: Client) -> bool:
+        """Count one inbound message from ``client`` against the hub's ``rate_limit``; True to handle it.
+
+        Call it for every message the client sends, before acting on it. Without a ``rate_limit``
+        it always returns True. Over the limit it returns False (counted in
+        ``metrics.rate_limited``): do not act on the message, answer it with an error instead.
+        Once ``rate_limit.close_after`` messages in a row were refused (the client kept sending
+        regardless), the hub also closes the connection with 1008 and a reason that says so;
+        ``client.ws.closed`` is then True and the handler should stop reading. Never awaits.
+        """
+        limit = self.rate_limit
+        if limit is None:
+            return True
+        now = trio.current_time()
+        bucket = client._bucket
+        if bucket is None:
+            bucket = client._bucket = limit.bucket(now)
+        verdict = bucket.take(now)
+        if verdict is Verdict.ACCEPT:
+            return True
+        self.metrics.rate_limited += 1
+        if verdict is Verdict.CLOSE:
+            reason = f"rate limit: over {limit.rate:g} messages/s, {limit.close_after} refused in a row"
+            logger.info("closing %r: %s", client, reason)
+            client.ws.abort(RATE_LIMIT_CLOSE_CODE, reason)
+        return False
 
     def rooms(self) -> list[str]:
         """Rooms that have members."""
@@ -414,6 +509,9 @@ class Hub:
         while the room's channel is full. Per sender, messages reach each recipient in order.
         With a shared broker the message also goes to the room's members on other nodes (handed
         to the broker without waiting), and the count is of local recipients only.
+
+        Once the hub has stopped, the message is dropped and 0 returned (no error), so a goodbye
+        broadcast from a handler's ``finally`` during a shutdown needs no special case.
         """
         frame = self.encode(message, codec)
         if self._shared:
@@ -422,27 +520,38 @@ class Hub:
         state = self._channels.get(room)
         if state is None:
             return 0
-        recipients = tuple(c for c in self._rooms.member_view(room) if c is not exclude)
-        if recipients:
-            await state.put(frame, recipients)
-        return len(recipients)
+        recipients = self._recipients(room, exclude)
+        if recipients and await state.put(frame, recipients):
+            return len(recipients)
+        return 0
 
     async def broadcast_all(
         self, message: Any, *, exclude: Client | None = None, codec: MessageCodec[Any] | None = None
     ) -> int:
         """Send ``message`` to every registered client except ``exclude``; return how many.
 
-        With a shared broker, to every client of every node (the count is of local ones).
+        With a shared broker, to every client of every node (the count is of local ones). Once
+        the hub has stopped, the message is dropped and 0 returned.
         """
         frame = self.encode(message, codec)
         if self._shared:
             exclude_id = None if exclude is None else exclude.id
             self.broker.publish(None, encode_envelope(self._node_id, exclude_id, frame))
+        if self._stopped:
+            await trio.lowlevel.checkpoint()
+            return 0
         all_room = self._all_room_state()
         recipients = tuple(c for c in self._clients.values() if c is not exclude)
-        if recipients:
-            await all_room.put(frame, recipients)
-        return len(recipients)
+        if recipients and await all_room.put(frame, recipients):
+            return len(recipients)
+        return 0
+
+    def _recipients(self, room: str, exclude: Client | None) -> tuple[Client, ...]:
+        """The members of ``room`` but ``exclude``, from the room's shared snapshot."""
+        snapshot = self._snapshots.get(room)
+        if snapshot is None:
+            snapshot = self._snapshots[room] = _Snapshot(tuple(self._rooms.member_view(room)))
+        return snapshot.members if exclude is None else snapshot.without(exclude)
 
     def _all_room_state(self) -> Feed[Client]:
         if self._all_room is None:
@@ -476,19 +585,17 @@ class Hub:
             state = self._channels.get(room)
             if state is None:
                 return
-            view = self._rooms.member_view(room)
-            recipients = tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
+            recipients = self._recipients(room, None if exclude is None else self._clients.get(exclude))
         if not recipients:
             return
         try:
             state.put_nowait(frame, recipients)
         except trio.WouldBlock:
-            self.remote_frames_dropped += 1
-            if self.remote_frames_dropped & (self.remote_frames_dropped - 1) == 0:
+            self.metrics.remote_frames_dropped += 1
+            dropped = self.metrics.remote_frames_dropped
+            if dropped & (dropped - 1) == 0:
                 logger.warning(
-                    "room %r is backlogged: %d frames from other nodes dropped so far",
-                    state.name,
-                    self.remote_frames_dropped,
+                    "room %r is backlogged: %d frames from other nodes dropped so far", state.name, dropped
                 )
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the hub is shutting down
@@ -507,40 +614,83 @@ class Hub:
         self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]
     ) -> tuple[Client, ...]:
         """Write without waiting; return the recipients the room's policy says to wait for."""
+        # Counted once per batch, not per recipient: two additions whatever the room's size.
+        metrics = self.metrics
+        metrics.messages_out += feed.batch_messages * len(recipients)
+        metrics.bytes_out += len(frame) * len(recipients)
         pending = write_each(recipients, frame)
         if not pending:
             return ()
         policy = feed.policy
-        return tuple(c for c in pending if not self._offer(c, frame, policy))
+        slow = tuple(c for c in pending if not self._offer(c, frame, policy))
+        if len(slow) > 1 and self._stall_times:
+            # Wait for the least indebted first: whoever has room by the time its turn comes
+            # kept up and is cleared, so among equally slow clients the waits do not all land
+            # on the one that joined first.
+            slow = tuple(sorted(slow, key=self._debt))
+        return slow
 
-    @staticmethod
-    def _offer(client: Client, frame: bytes, policy: SlowClientPolicy) -> bool:
+    def _debt(self, client: Client) -> float:
+        return self._stall_times.get(client, (0.0, 0.0))[0]
+
+    def _offer(self, client: Client, frame: bytes, policy: SlowClientPolicy) -> bool:
         # The fast path: no await, no task switch. False only when the outbox is full.
+        if client.ws.closed:
+            # Its peer is gone or closing (a stream without a socket, TLS say, can look open
+            # until its writer fails): drop the frame rather than queue it for nobody.
+            return True
         transport = client.transport
         try:
             if policy is SlowClientPolicy.DROP_OLDEST:
-                transport.write_dropping_oldest(frame)
+                self.metrics.frames_dropped += transport.write_dropping_oldest(frame)
                 return True
             return transport.write_nowait(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return True  # gone: its handler is ending and will unregister it
 
     async def _wait_for_room(self, client: Client, frame: bytes) -> None:
-        """Wait for room in a slow client's outbox, for at most ``grace`` per wait, then drop it."""
+        """Wait for room in a slow client's outbox; drop it once the room has waited ``grace`` in total.
+
+        The time the fan-out spends waiting for one client adds up over its stalls, however much
+        it reads in between; the sum starts again from zero once the room has gone a whole
+        ``grace`` period without waiting for it, or when it had room at once while the room
+        waited for another client (it kept up). So a client that reads, but more slowly than the
+        rest of its room, costs the room at most ``grace`` seconds before it is closed.
+        """
         transport = client.transport
-        while True:
-            # Try first: while the fan-out waited for another slow client of the same frame, this
-            # one may have drained its outbox already, and then no progress would ever come.
-            try:
-                if transport.write_nowait(frame):
+        # Try first: while the fan-out waited for another slow client of the same frame, this
+        # one may have drained its outbox already, and then no progress would ever come. If so
+        # it kept up while the room waited for another: its total starts again.
+        try:
+            if transport.write_nowait(frame):
+                self._stall_times.pop(client, None)
+                return
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+        started = trio.current_time()
+        waited, last = self._stall_times.get(client, (0.0, -math.inf))
+        if started - last > self.grace:
+            waited = 0.0
+        deadline = started + self.grace - waited
+        try:
+            while True:
+                with trio.move_on_at(deadline) as wait:
+                    await transport.wait_for_progress()
+                if wait.cancelled_caught:
+                    break
+                try:
+                    if transport.write_nowait(frame):
+                        return
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
                     return
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-            with trio.move_on_after(self.grace) as waited:
-                await transport.wait_for_progress()
-            if waited.cancelled_caught:
-                self.slow_clients_dropped += 1
-                reason = f"slow client: outbox full with no progress for {self.grace:g} s"
-                logger.warning("closing %r: %s", client, reason)
-                client.ws.abort(SLOW_CLIENT_CLOSE_CODE, reason)
-                return
+        finally:
+            now = trio.current_time()
+            self._stall_times[client] = (waited + now - started, now)
+        self._drop_slow_client(client)
+
+    def _drop_slow_client(self, client: Client) -> None:
+        self._stall_times.pop(client, None)
+        self.metrics.slow_client_disconnects += 1
+        reason = f"slow client: outbox full for {self.grace:g} s in total"
+        logger.warning("closing %r: %s", client, reason)
+        client.ws.abort(SLOW_CLIENT_CLOSE_CODE, reason)

@@ -1,0 +1,115 @@
+"""Prometheus exposition of :class:`~trionos.Metrics`, through ``prometheus_client`` (optional).
+
+``pip install trionos[prometheus]``. Nothing here runs on a hot path: a :class:`MetricsCollector`
+reads the plain integers of a ``Metrics`` object when Prometheus scrapes, and
+``prometheus_client`` writes the text format (:func:`prometheus_client.generate_latest`).
+
+Every field of ``Metrics`` is exported under the ``trionos_`` prefix: an integer field as a
+counter (``*_total``), or a gauge when its name ends in ``_open``; a dict field as a counter with
+one label (``reason`` for refused connections, ``code`` for closed WebSockets). docs/metrics.md
+documents each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import attrs
+
+try:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector, CollectorRegistry
+except ImportError:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "trionos' Prometheus exposition needs prometheus_client: pip install 'trionos[prometheus]'"
+    ) from None
+
+from ._metrics import Metrics
+from ._server import Request
+
+__all__ = ["MetricsCollector", "respond_metrics"]
+
+#: The label of each dict-valued field (any other dict field is labelled ``key``).
+_LABELS = {"connections_refused": "reason", "websockets_closed": "code"}
+
+#: One line of help per field, as Prometheus shows it (a field missing here gets its name).
+_HELP = {
+    "connections_accepted": "TCP connections accepted by the server.",
+    "connections_open": "TCP connections open now.",
+    "websockets_open": "WebSocket connections open now (server side).",
+    "connections_refused": "Connections refused before a WebSocket was accepted, by reason.",
+    "websockets_closed": "WebSocket connections closed, by close code (1006: no close frame).",
+    "messages_in": "WebSocket messages received.",
+    "bytes_in": "WebSocket message payload bytes received.",
+    "messages_out": "WebSocket messages sent (a broadcast counts once per recipient).",
+    "bytes_out": "WebSocket frame bytes sent (a broadcast counts once per recipient).",
+    "frames_dropped": "Outbox frames dropped by the drop_oldest slow-client policy.",
+    "slow_client_disconnects": "Clients closed with 1008 by the disconnect slow-client policy.",
+    "rate_limited": "Inbound messages refused by a per-connection rate limit.",
+    "heartbeat_timeouts": "Connections ended because the peer was silent past the heartbeat timeout.",
+    "remote_frames_dropped": "Frames from other nodes dropped because a room's channel was full.",
+    "broker_publish_dropped": "Envelopes the broker could not publish (queue full or unreachable).",
+    "broker_reconnects": "Times the broker reconnected after losing its server.",
+    "history_appended": "Messages appended to a room's history.",
+    "history_trimmed": "Messages trimmed from a room's history by its bounds.",
+    "recoveries_complete": "Recoveries that filled the whole gap.",
+    "recoveries_partial": "Recoveries that could not fill the gap.",
+    "messages_replayed": "Messages replayed to recovering clients.",
+}
+
+
+def _families(metrics: Metrics, prefix: str) -> Iterator[Metric]:
+    for field in attrs.fields(type(metrics)):
+        value = getattr(metrics, field.name)
+        name = f"{prefix}_{field.name}"
+        documentation = _HELP.get(field.name, field.name.replace("_", " ") + ".")
+        if isinstance(value, dict):
+            family = CounterMetricFamily(name, documentation, labels=[_LABELS.get(field.name, "key")])
+            for key, count in sorted(value.items(), key=lambda item: str(item[0])):
+                family.add_metric([str(key)], count)
+            yield family
+        elif field.name.endswith("_open"):
+            yield GaugeMetricFamily(name, documentation, value=value)
+        else:
+            yield CounterMetricFamily(name, documentation, value=value)
+
+
+class MetricsCollector(Collector):
+    """A ``prometheus_client`` collector that reads a :class:`~trionos.Metrics` at scrape time.
+
+    Register it where you collect (``prometheus_client.REGISTRY.register(MetricsCollector(m))``),
+    or let :func:`respond_metrics` use a private registry. Names start with ``prefix``
+    (``trionos``). Collecting copies a few dozen integers; the counters themselves cost nothing
+    extra between scrapes.
+    """
+
+    def __init__(self, metrics: Metrics, *, prefix: str = "trionos") -> None:
+        self.metrics = metrics
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one metric family per field of the ``Metrics`` (what a scrape sees)."""
+        return _families(self.metrics, self.prefix)
+
+
+def render_metrics(metrics: Metrics, *, prefix: str = "trionos") -> bytes:
+    """The Prometheus text exposition of ``metrics``, written by ``prometheus_client``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MetricsCollector(metrics, prefix=prefix))
+    return generate_latest(registry)
+
+
+async def respond_metrics(request: Request, metrics: Metrics, *, prefix: str = "trionos") -> None:
+    """Answer ``request`` with the Prometheus text exposition of ``metrics`` (HTTP 200).
+
+    The one line that serves ``/metrics`` on the application's own port::
+
+        if req.path == "/metrics":
+            await trionos.respond_metrics(req, metrics)
+
+    Uses only :meth:`Request.respond`; the connection closes after the response, as for every
+    plain HTTP answer. Cancellation: as ``Request.respond``. Guard the path yourself if the
+    figures must not be public (an ``Authorization`` check, or a separate port).
+    """
+    await request.respond(200, render_metrics(metrics, prefix=prefix), content_type=CONTENT_TYPE_LATEST)
