@@ -1,6 +1,6 @@
 """WebSocket frame encoding (RFC 6455 section 5.2), pure and free of I/O.
 
-trio-websocket (through wsproto) parses every inbound frame. Outbound data frames are built here
+websockets' Sans-I/O core parses every inbound frame. Outbound data frames are built here
 instead, because a broadcast frame is encoded once and the same bytes go to every recipient:
 server frames are unmasked, so they are identical for every connection.
 """

@@ -1,11 +1,12 @@
 """``serve()``: one port for plain HTTP and WebSocket upgrades.
 
 Each TCP connection runs the user's handler in its own task, inside one cancel scope: the
-connection's idle scope, which the heartbeat moves and shutdown cancels. Its background tasks
-(trio-websocket's reader, the outbox writer) run in the server's shared support nursery
-(:mod:`._support`). Layers: TCP (and TLS) -> :mod:`._http` reads the request head -> the handler
-answers HTTP or accepts an upgrade, which is handed to trio-websocket's public
-``wrap_server_stream`` with the head replayed.
+connection's idle scope, which the heartbeat moves and shutdown cancels. Its background tasks,
+when it needs any (the outbox writer behind a full socket, a servicer reading for a handler that
+does not), run in the server's shared support nursery (:mod:`._support`). Layers: TCP (and TLS)
+-> :mod:`._http` reads the request head with h11 -> the handler answers HTTP or accepts an
+upgrade, whose handshake websockets' Sans-I/O ``ServerProtocol`` completes -> a
+:class:`~trionos.WebSocket` on that protocol core.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import trio
-import trio_websocket
+from websockets.server import ServerProtocol
 
-from ._connection import WebSocket, dumps_json
-from ._heartbeat import Heartbeat, run_pinger
+from ._connection import ProtocolLog, WebSocket, dumps_json
+from ._errors import ConnectionClosed, HandshakeError
+from ._heartbeat import Heartbeat, run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
 from ._support import SupportNursery, TaskSpawner
 from ._transport import Transport
@@ -26,6 +28,8 @@ from ._transport import Transport
 __all__ = ["Handler", "Request", "Server", "serve"]
 
 logger = logging.getLogger("trionos.server")
+
+_PROTOCOL_LOG = ProtocolLog()
 
 Handler = Callable[["Request"], Awaitable[None]]
 
@@ -142,34 +146,50 @@ class Request:
             raise RuntimeError(f"accept() needs a WebSocket upgrade request, got {self!r}")
         self._claim()
         server = self._server
-        assert self._reader is not None
-        transport = Transport(
-            self._stream,
-            nursery=self._nursery,
-            replay=self._reader.received,
-            max_outbox_bytes=server.max_outbox_bytes,
+        reader = self._reader
+        assert reader is not None
+        self._reader = None  # free the HTTP parser
+        protocol = ServerProtocol(
+            subprotocols=None if subprotocol is None else [subprotocol],
+            max_size=server.max_message_size,
+            logger=_PROTOCOL_LOG,
         )
-        self._reader = None  # the head is replayed from here on; free the HTTP parser
-        request = await trio_websocket.wrap_server_stream(
-            self._nursery,  # type: ignore[arg-type]  # start_soon is all it uses
-            transport,
-            message_queue_size=server.message_queue_size,
-            max_message_size=server.max_message_size,
-            receive_buffer_size=_RECEIVE_SIZE,
-        )
-        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers or ()]
-        connection = await request.accept(subprotocol=subprotocol, extra_headers=raw_headers)
-        transport.handshake_complete = True
+        protocol.receive_data(reader.head_bytes)
+        request = next(event for event in protocol.events_received())
+        response = protocol.accept(request)
+        if subprotocol is not None and protocol.subprotocol != subprotocol:
+            raise RuntimeError(
+                f"subprotocol {subprotocol!r} was not offered; the client offered "
+                f"{self.headers.get('sec-websocket-protocol')!r}"
+            )
+        for name, value in extra_headers or ():
+            response.headers[name] = value
+        protocol.send_response(response)
+        transport = Transport(self._stream, nursery=self._nursery, max_outbox_bytes=server.max_outbox_bytes)
+        for data in protocol.data_to_send():
+            if data:
+                await transport.write(data)
+        if response.status_code != 101:
+            # _read_request vetted the head, so this is a handshake websockets refused for a
+            # reason of its own: the client got the response, the handler gets the error.
+            raise HandshakeError(
+                f"WebSocket handshake refused with {response.status_code}: {response.body!r}"
+            )
         ws = WebSocket(
-            connection,
+            protocol,
             transport,
+            nursery=self._nursery,
             is_client=False,
             path=None,  # read from the request head, which the WebSocket keeps anyway
             remote=self.remote,
             request_head=self._head,
             close_timeout=server.close_timeout,
+            max_message_size=server.max_message_size,
+            max_queue=server.message_queue_size,
             answer_text_ping=answer_text_ping,
         )
+        if reader.trailing:
+            ws._feed(reader.trailing)
         if server.heartbeat is not None:
             ws._watch_idle(self._handler_scope, server.heartbeat.timeout)
         self.websocket = ws
@@ -259,9 +279,9 @@ class Server:
         return f"ws://{host}:{self.port}"
 
     async def run_pinger(self) -> None:
-        """Ping every open connection on the heartbeat schedule (runs until cancelled)."""
-        if self.heartbeat is not None:
-            await run_pinger(self.heartbeat, lambda: self.connections)
+        """Ping every open connection on the heartbeat schedule, and start a servicer for each
+        one nobody receives on (runs until cancelled; see :func:`trionos._heartbeat.run_keeper`)."""
+        await run_keeper(self.heartbeat, lambda: self.connections)
 
     async def run_support(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery every connection's background tasks live in (see :mod:`._support`).
@@ -315,6 +335,9 @@ class Server:
                 if request is not None:
                     try:
                         await self.handler(request)
+                    except ConnectionClosed as exc:
+                        # The peer went away or broke the protocol: an ordinary network event.
+                        logger.info("%r ended: %s", request, exc)
                     except Exception:
                         logger.exception("handler failed for %r", request)
                         failed = True
@@ -327,9 +350,6 @@ class Server:
             # Shielded, so that a cancelled server still counts this connection as ended.
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
-                if request is not None and request.websocket is not None:
-                    with trio.move_on_after(self.close_timeout):
-                        await request.websocket._release()
             self.active_streams -= 1
             if self.shutting_down and not self.active_streams:
                 self._finished.set()
@@ -351,6 +371,10 @@ class Server:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
         if head is None:
+            return None
+        if head.is_upgrade and (error := head.handshake_error()) is not None:
+            logger.debug("bad upgrade from %s: %s", _peer_address(stream), error.detail)
+            await _send_and_close(stream, render_error(error.status, error.detail))
             return None
         if head.is_upgrade and self.origins is not None and head.headers.get("origin") not in self.origins:
             await _send_and_close(stream, render_error(403, "origin not allowed"))
@@ -432,8 +456,9 @@ async def serve(
     * ``max_connections`` (10,000): further connections are answered with 503.
     * ``max_outbox_bytes`` (1 MiB): bytes queued per connection while its socket is full; see the
       hub's slow-client policy for what happens beyond it.
-    * ``message_queue_size`` (1): received messages held for the handler; when it is full the
-      connection stops reading (TCP backpressure), and the idle clock stops too.
+    * ``message_queue_size`` (1): messages read ahead for a handler that is not receiving; when
+      that many wait, the connection stops reading (TCP backpressure), and the idle clock stops
+      too. A handler in ``recv`` reads and parses in its own task, with nothing held.
     * ``heartbeat`` (ping every 30 s, close after 60 s of silence); ``None`` switches it off.
     * ``origins``: when given, upgrades whose ``Origin`` is not listed get 403 (list ``None`` to
       admit clients that send no ``Origin``, such as non-browser clients).

@@ -4,7 +4,7 @@ A :class:`trionos.WebSocket` client runs a reader task that reads the socket con
 answers pings on its own, which is what an application wants and exactly what a fault-injection
 test does not. A :class:`RawPeer` has no background task: it reads only inside :meth:`RawPeer.recv`,
 answers pings only there (and only if told to), and can stop anywhere, even inside a frame. The
-protocol work is wsproto's (a sans-I/O state machine; trio-websocket is built on it).
+protocol work is wsproto's (a sans-I/O state machine, independent of trionos' own core).
 """
 
 from __future__ import annotations
