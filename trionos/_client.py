@@ -11,11 +11,10 @@ from urllib.parse import urlsplit
 
 import attrs
 import trio
-from websockets.client import ClientProtocol
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from ._connection import ProtocolLog, WebSocket
+from ._connection import ClientCore, ProtocolLog, WebSocket
 from ._errors import (
     ConnectionClosed,
     ConnectionRejected,
@@ -130,7 +129,7 @@ async def connect(
 
 
 async def _handshake(
-    transport: Transport, protocol: ClientProtocol, options: ClientOptions, description: str
+    transport: Transport, protocol: ClientCore, options: ClientOptions, description: str
 ) -> list[object]:
     """Send the upgrade request and read the response; return the frames that came behind it."""
     request = protocol.connect()
@@ -185,7 +184,7 @@ async def connect_over(
                 with trio.move_on_after(options.connect_timeout) as timeout:
                     stream = await open_stream()
                     transport = Transport(stream, nursery=nursery, max_outbox_bytes=options.max_outbox_bytes)
-                    protocol = ClientProtocol(
+                    protocol = ClientCore(
                         parse_uri(description),
                         subprotocols=list(options.subprotocols) or None,
                         max_size=options.max_message_size,

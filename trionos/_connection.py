@@ -9,9 +9,12 @@ reader task and no channel between the socket and the application. When nobody i
 (a push-only handler, or one busy with a message for a long while), the endpoint's keeper task
 (:func:`trionos._heartbeat.run_keeper`) notices it at its next tick and starts a *servicer* for
 that connection: a task that reads on its behalf, so that pings are answered, a close is
-noticed and the peer's traffic keeps the heartbeat alive. The servicer holds at most
-``max_queue`` received messages; then it stops reading (TCP backpressure reaches the peer) and
-the idle clock stops with it. The next ``recv`` stops the servicer and reads inline again.
+noticed and the peer's traffic keeps the heartbeat alive. The servicer reads ahead at most
+:data:`READ_AHEAD_BYTES` of messages (or ``max_queue`` messages, at least 256); then it stops
+reading, and TCP backpressure reaches the peer. The idle clock never stops: a peer whose
+messages fill the read-ahead while the handler is busy for longer than the heartbeat timeout
+cannot show that it is alive, and is timed out. The next ``recv`` stops the servicer and reads
+inline again.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
 import trio
+from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.protocol import CLOSED, OPEN
 from websockets.protocol import Protocol as SansIOProtocol
+from websockets.server import ServerProtocol
 
 from ._codec import loads_json
 from ._errors import ConnectionClosed
@@ -39,7 +44,15 @@ from ._http import Headers, RequestHead
 from ._support import TaskSpawner
 from ._transport import Transport
 
-__all__ = ["FRAME_OVERHEAD", "MessageCodec", "ProtocolLog", "WebSocket"]
+__all__ = [
+    "FRAME_OVERHEAD",
+    "READ_AHEAD_BYTES",
+    "ClientCore",
+    "MessageCodec",
+    "ProtocolLog",
+    "ServerCore",
+    "WebSocket",
+]
 
 logger = logging.getLogger("trionos.connection")
 
@@ -52,6 +65,11 @@ _SERVER_PING = encode_frame(OP_PING, b"")
 #: its payload: the header and mask of the smallest masked frame. Without it a message of empty
 #: continuation frames would cost nothing however many of them came.
 FRAME_OVERHEAD = 6
+
+#: What a servicer reads ahead for a handler that is not receiving, in message bytes...
+READ_AHEAD_BYTES = 64 * 1024
+#: ...and in messages, whatever they hold (unless ``max_queue`` is larger).
+_READ_AHEAD_MESSAGES = 256
 
 #: What one read takes.
 _RECEIVE_SIZE = 64 * 1024
@@ -95,6 +113,28 @@ class ProtocolLog:
 
     def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
         self._logger.error(msg, *args, **kwargs)
+
+
+class _CloseMidMessage(SansIOProtocol):
+    """A close frame may arrive inside a fragmented message (RFC 6455 5.4, 5.5.1): answer it.
+
+    websockets' core fails such a connection with 1002 ("incomplete fragmented message");
+    control frames may be interleaved with fragments, so the close is echoed instead and the
+    unfinished message is dropped (Autobahn case 7.1.5).
+    """
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is _CLOSE and self.current_size is not None:
+            self.current_size = None
+        super().recv_frame(frame)
+
+
+class ServerCore(_CloseMidMessage, ServerProtocol):
+    """websockets' server core, with the close-inside-a-message rule above."""
+
+
+class ClientCore(_CloseMidMessage, ClientProtocol):
+    """websockets' client core, with the close-inside-a-message rule above."""
 
 
 class MessageCodec(Protocol[T]):
@@ -152,6 +192,7 @@ class WebSocket:
         "_nursery",
         "_path",
         "_pending",
+        "_pending_bytes",
         "_protocol",
         "_reader",
         "_reader_done",
@@ -185,10 +226,11 @@ class WebSocket:
         self._is_client = is_client
         self._close_timeout = close_timeout
         self._max_message_size = max_message_size
-        self._max_queue = max(1, max_queue)
+        self._max_queue = max(_READ_AHEAD_MESSAGES, max_queue)
         self._answer_text_ping = answer_text_ping
         self._local_close: tuple[int, str] | None = None
         self._pending: deque[str | bytes] | None = None
+        self._pending_bytes = 0
         self._fragments: _Fragments | None = None
         self._eof = False
         self._reader = 0
@@ -300,18 +342,20 @@ class WebSocket:
         )
 
     async def _receive(self, *, stop_iteration: bool) -> str | bytes:
-        checkpointed = False  # every call is a checkpoint, but one is enough
+        # The checkpoints of a trio memory channel: a message already here is taken, then the
+        # task yields (shielded, so the message cannot be lost); the end raises at once.
+        checkpointed = False
         while True:
             if self._pending:
-                if not checkpointed:
-                    await trio.lowlevel.checkpoint()
-                    checkpointed = True
-                if self._pending:
+                if checkpointed:
                     return self._take()
-                continue
+                await trio.lowlevel.checkpoint_if_cancelled()
+                message = self._take()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return message
             if self._done_reading():
                 if not checkpointed:
-                    await trio.lowlevel.checkpoint()
+                    await trio.lowlevel.checkpoint_if_cancelled()
                 error = self._closed_error()
                 if stop_iteration and error.normal:
                     raise StopAsyncIteration
@@ -333,8 +377,11 @@ class WebSocket:
         pending = self._pending
         assert pending
         message = pending.popleft()
-        if not pending:
+        if pending:
+            self._pending_bytes -= len(message)
+        else:
             self._pending = None  # free the deque until the next batch
+            self._pending_bytes = 0
         return message
 
     async def _wait_for_reader(self) -> None:
@@ -354,9 +401,6 @@ class WebSocket:
     async def _read(self) -> None:
         """Read once and parse what came (the caller owns reading)."""
         scope = self._idle_scope
-        if scope is not None and scope.deadline == math.inf:
-            # Reading resumes after a pause (see _service): the idle clock starts again now.
-            scope.deadline = trio.current_time() + self._idle_timeout
         try:
             data = await self._transport.receive_some(_RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -449,6 +493,7 @@ class WebSocket:
         if self._pending is None:
             self._pending = deque()
         self._pending.append(message)
+        self._pending_bytes += len(message)
 
     def _fail(self, code: int, reason: str) -> None:
         logger.debug("%r: failing the connection with %d: %s", self, code, reason)
@@ -478,8 +523,8 @@ class WebSocket:
         if self._seen_epoch != self._recv_epoch:
             self._seen_epoch = self._recv_epoch  # someone received lately: look again next tick
             return
-        if self._pending is not None and len(self._pending) >= self._max_queue:
-            return  # paused: the application has not taken what was read
+        if self._read_ahead_full():
+            return  # the application has not taken what was read ahead
         self._reader = _SERVICE
         try:
             self._nursery.start_soon(self._service)
@@ -487,21 +532,22 @@ class WebSocket:
             self._reader_finished()
 
     async def _service(self) -> None:
-        """Read on behalf of a handler that does not, until it does or the queue is full."""
+        """Read on behalf of a handler that does not, until it does or the read-ahead is full."""
         scope = self._service_scope = trio.CancelScope()
         try:
             with scope:
-                while not self._done_reading():
-                    if self._pending is not None and len(self._pending) >= self._max_queue:
-                        # The application has not taken what was read: stop reading (TCP
-                        # backpressure), and stop the idle clock with it.
-                        if self._idle_scope is not None:
-                            self._idle_scope.deadline = math.inf
-                        break
+                # Once it is full, reading stops: TCP backpressure reaches the peer.
+                while not self._done_reading() and not self._read_ahead_full():
                     await self._read()
         finally:
             self._service_scope = None
             self._reader_finished()
+
+    def _read_ahead_full(self) -> bool:
+        pending = self._pending
+        return pending is not None and (
+            self._pending_bytes >= READ_AHEAD_BYTES or len(pending) >= self._max_queue
+        )
 
     def _watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
         """Cancel ``scope`` when nothing arrives from the peer for ``timeout`` seconds."""
@@ -561,8 +607,9 @@ class WebSocket:
         protocol = self._protocol
         if self._eof or self._transport.closed or protocol.state is CLOSED:
             return True
-        # A server closes TCP once both close frames have crossed; a client waits for that.
-        return not self._is_client and protocol.close_rcvd is not None and protocol.close_sent is not None
+        # A server closes TCP as soon as the core says so (both close frames crossed, or it
+        # failed the connection); a client waits for the server to close it.
+        return not self._is_client and protocol.eof_sent
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` and ``reason``, waiting at most ``close_timeout`` for the peer.

@@ -16,9 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import trio
-from websockets.server import ServerProtocol
 
-from ._connection import ProtocolLog, WebSocket, dumps_json
+from ._connection import ProtocolLog, ServerCore, WebSocket, dumps_json
 from ._errors import ConnectionClosed, HandshakeError
 from ._heartbeat import Heartbeat, run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
@@ -149,7 +148,7 @@ class Request:
         reader = self._reader
         assert reader is not None
         self._reader = None  # free the HTTP parser
-        protocol = ServerProtocol(
+        protocol = ServerCore(
             subprotocols=None if subprotocol is None else [subprotocol],
             max_size=server.max_message_size,
             logger=_PROTOCOL_LOG,
