@@ -31,6 +31,8 @@ from ._hub import Client as Client
 from ._hub import Hub as Hub
 from ._hub import MemoryBroker as MemoryBroker
 from ._hub import SlowClientPolicy as SlowClientPolicy
+from ._metrics import Metrics as Metrics
+from ._metrics import RefusalReason as RefusalReason
 from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import connect_with_retry as connect_with_retry
 from ._reconnect import run_reconnecting as run_reconnecting
@@ -73,8 +75,10 @@ __all__ = [
     "Hub",
     "Member",
     "MemoryBroker",
+    "Metrics",
     "RETRY_CLOSE_CODES",
     "RedisBroker",
+    "RefusalReason",
     "Request",
     "Server",
     "SlowClientPolicy",

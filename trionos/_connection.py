@@ -41,6 +41,7 @@ from ._errors import ConnectionClosed
 from ._frames import OP_CLOSE as _OP_CLOSE
 from ._frames import OP_PING, close_payload, encode_frame, message_frame
 from ._http import Headers, RequestHead
+from ._metrics import Metrics
 from ._support import TaskSpawner
 from ._transport import Transport
 
@@ -189,6 +190,7 @@ class WebSocket:
         "_local_close",
         "_max_message_size",
         "_max_queue",
+        "_metrics",
         "_nursery",
         "_path",
         "_pending",
@@ -219,8 +221,10 @@ class WebSocket:
         max_message_size: int,
         max_queue: int = 1,
         answer_text_ping: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self._protocol = protocol
+        self._metrics = metrics
         self._transport = transport
         self._nursery = nursery
         self._is_client = is_client
@@ -447,6 +451,8 @@ class WebSocket:
 
     def _data_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
+        if self._metrics is not None:
+            self._metrics.bytes_in += len(frame.data)
         fragments = self._fragments
         if opcode is _CONT:
             assert fragments is not None  # the core checks the sequence (1002 otherwise)
@@ -494,6 +500,8 @@ class WebSocket:
             self._pending = deque()
         self._pending.append(message)
         self._pending_bytes += len(message)
+        if self._metrics is not None:
+            self._metrics.messages_in += 1
 
     def _fail(self, code: int, reason: str) -> None:
         logger.debug("%r: failing the connection with %d: %s", self, code, reason)
@@ -593,6 +601,10 @@ class WebSocket:
             await self._transport.write(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._closed_error() from None
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.messages_out += 1
+            metrics.bytes_out += len(frame)
 
     def ping_nowait(self) -> None:
         """Queue a protocol ping unless the connection is closed or its outbox is full."""

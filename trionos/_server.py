@@ -21,6 +21,7 @@ from ._connection import ProtocolLog, ServerCore, WebSocket, dumps_json
 from ._errors import ConnectionClosed, HandshakeError
 from ._heartbeat import Heartbeat, run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
+from ._metrics import Metrics, RefusalReason
 from ._support import SupportNursery, TaskSpawner
 from ._transport import Transport
 
@@ -186,6 +187,7 @@ class Request:
             max_message_size=server.max_message_size,
             max_queue=server.message_queue_size,
             answer_text_ping=answer_text_ping,
+            metrics=server.metrics,
         )
         if reader.trailing:
             ws._feed(reader.trailing)
@@ -193,6 +195,7 @@ class Request:
             ws._watch_idle(self._handler_scope, server.heartbeat.timeout)
         self.websocket = ws
         server.connections.add(ws)
+        server.metrics.websockets_open += 1
         return ws
 
     async def respond(
@@ -227,6 +230,7 @@ class Request:
 
     async def reject(self, status: int, body: str | bytes = "") -> None:
         """Refuse a WebSocket upgrade (or any request) with an HTTP status, e.g. 401 or 403."""
+        self._server.metrics.refused(RefusalReason.REJECTED)
         await self.respond(status, body)
 
 
@@ -246,11 +250,18 @@ class Server:
         max_head_size: int = 16 * 1024,
         handshake_timeout: float = 10.0,
         max_connections: int = 10_000,
+        max_connections_per_address: int | None = 1_000,
         close_timeout: float = 5.0,
         max_outbox_bytes: int = 1024 * 1024,
         message_queue_size: int = 1,
+        metrics: Metrics | None = None,
     ) -> None:
         self.handler = handler
+        self.max_connections_per_address = max_connections_per_address
+        #: The counters this server increments (see :class:`trionos.Metrics`).
+        self.metrics = Metrics() if metrics is None else metrics
+        # Open connections per remote host, for max_connections_per_address (no entry at zero).
+        self._per_address: dict[str, int] = {}
         self.origins = None if origins is None else frozenset(origins)
         self.heartbeat = heartbeat
         self.max_message_size = max_message_size
@@ -320,10 +331,23 @@ class Server:
         """
         if self._support is None:
             raise RuntimeError("Server.run_support() is not running (serve() starts it)")
+        metrics = self.metrics
+        metrics.connections_accepted += 1
         if self.shutting_down or self.active_streams >= self.max_connections:
+            metrics.refused(RefusalReason.CAPACITY)
             await _send_and_close(stream, render_error(503, "too many connections"))
             return
+        address = _peer_address(stream)
+        host = None if address is None else address[0]
+        if host is not None and self.max_connections_per_address is not None:
+            if self._per_address.get(host, 0) >= self.max_connections_per_address:
+                metrics.refused(RefusalReason.PER_ADDRESS)
+                logger.debug("refused %s: %d connections from it already", host, self._per_address[host])
+                await _send_and_close(stream, render_error(503, "too many connections from your address"))
+                return
+            self._per_address[host] = self._per_address.get(host, 0) + 1
         self.active_streams += 1
+        metrics.connections_open += 1
         scope = trio.CancelScope(shield=True)
         self._scopes.add(scope)
         request: Request | None = None
@@ -350,6 +374,16 @@ class Server:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
             self.active_streams -= 1
+            metrics.connections_open -= 1
+            if host is not None and self.max_connections_per_address is not None:
+                left = self._per_address[host] - 1
+                if left:
+                    self._per_address[host] = left
+                else:
+                    del self._per_address[host]
+            if request is not None and request.websocket is not None:
+                metrics.websockets_open -= 1
+                metrics.closed(request.websocket.close_code or 1006)
             if self.shutting_down and not self.active_streams:
                 self._finished.set()
 
@@ -365,17 +399,24 @@ class Server:
                         break
             except HttpError as exc:
                 logger.debug("bad request from %s: %s", _peer_address(stream), exc.detail)
+                self.metrics.refused(
+                    RefusalReason.HEAD_TOO_LARGE if exc.status == 431 else RefusalReason.BAD_REQUEST
+                )
                 await _send_and_close(stream, render_error(exc.status, exc.detail))
                 return None
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
         if head is None:
+            if reader.received:  # an empty connection is no refusal (e.g. a port probe)
+                self.metrics.refused(RefusalReason.HANDSHAKE_TIMEOUT)
             return None
         if head.is_upgrade and (error := head.handshake_error()) is not None:
             logger.debug("bad upgrade from %s: %s", _peer_address(stream), error.detail)
+            self.metrics.refused(RefusalReason.BAD_REQUEST)
             await _send_and_close(stream, render_error(error.status, error.detail))
             return None
         if head.is_upgrade and self.origins is not None and head.headers.get("origin") not in self.origins:
+            self.metrics.refused(RefusalReason.ORIGIN)
             await _send_and_close(stream, render_error(403, "origin not allowed"))
             return None
         assert self._support is not None  # handle_stream checked
@@ -389,6 +430,7 @@ class Server:
         elif scope.cancelled_caught and request.websocket is not None:
             timeout = self.heartbeat.timeout if self.heartbeat else 0
             logger.info("closing %r: no traffic for %g s", request.websocket, timeout)
+            self.metrics.heartbeat_timeouts += 1
             request.websocket.abort(1011, f"heartbeat timeout: no traffic for {timeout:g} s")
             self.connections.discard(request.websocket)
         else:
@@ -436,9 +478,11 @@ async def serve(
     max_head_size: int = 16 * 1024,
     handshake_timeout: float = 10.0,
     max_connections: int = 10_000,
+    max_connections_per_address: int | None = 1_000,
     close_timeout: float = 5.0,
     max_outbox_bytes: int = 1024 * 1024,
     message_queue_size: int = 1,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP and WebSockets on ``port`` until cancelled.
@@ -453,6 +497,9 @@ async def serve(
     * ``max_head_size`` (16 KiB): a larger request head is answered with 431.
     * ``handshake_timeout`` (10 s): a request head that takes longer is dropped.
     * ``max_connections`` (10,000): further connections are answered with 503.
+    * ``max_connections_per_address`` (1,000): connections from one remote host beyond this are
+      answered with 503 (``None``: no per-address limit); counted as
+      ``RefusalReason.PER_ADDRESS``.
     * ``max_outbox_bytes`` (1 MiB): bytes queued per connection while its socket is full; see the
       hub's slow-client policy for what happens beyond it.
     * ``message_queue_size`` (1): messages read ahead for a handler that is not receiving; when
@@ -461,6 +508,10 @@ async def serve(
     * ``heartbeat`` (ping every 30 s, close after 60 s of silence); ``None`` switches it off.
     * ``origins``: when given, upgrades whose ``Origin`` is not listed get 403 (list ``None`` to
       admit clients that send no ``Origin``, such as non-browser clients).
+
+    ``metrics`` (a fresh :class:`Metrics` when not given; read it as ``server.metrics``) counts
+    connections accepted, open and refused (by reason), WebSockets open and closed (by code),
+    messages and bytes in and out of direct ``send``/``recv``, and heartbeat timeouts.
 
     Cancellation: cancelling ``serve`` stops accepting, cancels every handler and closes each open
     WebSocket with 1001 "going away", waiting at most ``close_timeout`` for each; messages already
@@ -474,9 +525,11 @@ async def serve(
         max_head_size=max_head_size,
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
+        max_connections_per_address=max_connections_per_address,
         close_timeout=close_timeout,
         max_outbox_bytes=max_outbox_bytes,
         message_queue_size=message_queue_size,
+        metrics=metrics,
     )
     listeners: list[Any] = list(await trio.open_tcp_listeners(port, host=host))
     sockname = listeners[0].socket.getsockname()
