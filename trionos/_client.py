@@ -15,6 +15,7 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from ._connection import ClientCore, ProtocolLog, WebSocket
+from ._deflate import client_extensions
 from ._errors import (
     ConnectionClosed,
     ConnectionRejected,
@@ -75,6 +76,7 @@ class ClientOptions:
     close_timeout: float = 5.0
     max_outbox_bytes: int = 1024 * 1024
     message_queue_size: int = 1
+    compression: str | None = None
 
 
 @asynccontextmanager
@@ -90,6 +92,7 @@ async def connect(
     close_timeout: float = 5.0,
     max_outbox_bytes: int = 1024 * 1024,
     message_queue_size: int = 1,
+    compression: str | None = None,
 ) -> AsyncIterator[WebSocket]:
     """Open a WebSocket connection; close it (1000) when the block exits.
 
@@ -103,8 +106,12 @@ async def connect(
     With a ``heartbeat`` (the default pings every 30 s), a server that sends nothing for
     ``heartbeat.timeout`` seconds is declared dead: the block is cancelled, the TCP connection
     closed, and ``ConnectionClosed(1011, "heartbeat timeout ...")`` raised from the ``async with``.
-    Exceptions from the block propagate unchanged. Received messages wait in a queue of
-    ``message_queue_size``; while it is full the connection stops reading (TCP backpressure).
+    Exceptions from the block propagate unchanged. ``recv`` reads and parses in the caller's own
+    task; while nobody receives, the connection reads ahead at most 64 KiB of messages (or
+    ``message_queue_size`` messages, at least 256), then stops reading (TCP backpressure).
+
+    ``compression="deflate"`` offers permessage-deflate (RFC 7692); the server decides whether
+    and how it is used. ``None`` (the default) offers nothing.
     """
     secure, host, port, resource = parse_ws_url(url)
     default_port = 443 if secure else 80
@@ -119,6 +126,7 @@ async def connect(
         close_timeout=close_timeout,
         max_outbox_bytes=max_outbox_bytes,
         message_queue_size=message_queue_size,
+        compression=compression,
     )
 
     async def open_stream() -> trio.abc.Stream:
@@ -186,6 +194,7 @@ async def connect_over(
                     transport = Transport(stream, nursery=nursery, max_outbox_bytes=options.max_outbox_bytes)
                     protocol = ClientCore(
                         parse_uri(description),
+                        extensions=client_extensions(options.compression),
                         subprotocols=list(options.subprotocols) or None,
                         max_size=options.max_message_size,
                         logger=_PROTOCOL_LOG,

@@ -17,6 +17,7 @@ __all__ = [
     "OP_PONG",
     "OP_TEXT",
     "close_payload",
+    "data_frame_payload",
     "encode_frame",
     "is_close_frame",
     "message_frame",
@@ -78,3 +79,19 @@ def close_payload(code: int, reason: str = "") -> bytes:
 def is_close_frame(data: bytes | bytearray | memoryview) -> bool:
     """True when ``data`` starts with a close frame (used to stop data frames after a close)."""
     return len(data) > 0 and (data[0] & 0x0F) == OP_CLOSE
+
+
+def data_frame_payload(frame: bytes) -> tuple[int, memoryview] | None:
+    """``(opcode, payload)`` of a complete, unmasked, uncompressed data frame built here; else None.
+
+    Used to compress a frame we encoded (:mod:`._deflate`); control frames, masked frames and
+    frames with reserved bits set are left alone.
+    """
+    if len(frame) < 2 or frame[0] & 0xF0 != _FIN or frame[1] & _MASK_BIT:
+        return None
+    opcode = frame[0] & 0x0F
+    if opcode not in (OP_TEXT, OP_BINARY):
+        return None
+    size = frame[1] & 0x7F
+    offset = 2 if size < 126 else 4 if size == 126 else 10
+    return opcode, memoryview(frame)[offset:]

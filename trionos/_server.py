@@ -16,8 +16,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import trio
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 
 from ._connection import ProtocolLog, ServerCore, WebSocket, dumps_json
+from ._deflate import Deflater, check_compression, server_extensions
 from ._errors import ConnectionClosed, HandshakeError
 from ._heartbeat import Heartbeat, run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
@@ -150,6 +152,7 @@ class Request:
         assert reader is not None
         self._reader = None  # free the HTTP parser
         protocol = ServerCore(
+            extensions=server_extensions(server.compression),
             subprotocols=None if subprotocol is None else [subprotocol],
             max_size=server.max_message_size,
             logger=_PROTOCOL_LOG,
@@ -166,6 +169,9 @@ class Request:
             response.headers[name] = value
         protocol.send_response(response)
         transport = Transport(self._stream, nursery=self._nursery, max_outbox_bytes=server.max_outbox_bytes)
+        for extension in protocol.extensions:
+            if isinstance(extension, PerMessageDeflate):
+                transport.deflater = server._deflater(extension.local_max_window_bits)
         for data in protocol.data_to_send():
             if data:
                 await transport.write(data)
@@ -255,8 +261,14 @@ class Server:
         max_outbox_bytes: int = 1024 * 1024,
         message_queue_size: int = 1,
         metrics: Metrics | None = None,
+        compression: str | None = None,
     ) -> None:
+        check_compression(compression)
         self.handler = handler
+        #: ``"deflate"`` when permessage-deflate is offered to clients, else None.
+        self.compression = compression
+        # One compress-once Deflater per window size the clients negotiated (see _deflate).
+        self._deflaters: dict[int, Deflater] = {}
         self.max_connections_per_address = max_connections_per_address
         #: The counters this server increments (see :class:`trionos.Metrics`).
         self.metrics = Metrics() if metrics is None else metrics
@@ -281,6 +293,12 @@ class Server:
         self._finished = trio.Event()
         self.host = ""
         self.port = 0
+
+    def _deflater(self, window_bits: int) -> Deflater:
+        deflater = self._deflaters.get(window_bits)
+        if deflater is None:
+            deflater = self._deflaters[window_bits] = Deflater(window_bits)
+        return deflater
 
     @property
     def url(self) -> str:
@@ -483,6 +501,7 @@ async def serve(
     max_outbox_bytes: int = 1024 * 1024,
     message_queue_size: int = 1,
     metrics: Metrics | None = None,
+    compression: str | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP and WebSockets on ``port`` until cancelled.
@@ -509,6 +528,11 @@ async def serve(
     * ``origins``: when given, upgrades whose ``Origin`` is not listed get 403 (list ``None`` to
       admit clients that send no ``Origin``, such as non-browser clients).
 
+    ``compression``: ``"deflate"`` offers permessage-deflate (RFC 7692) without context takeover
+    on either side, so a broadcast is compressed once for all compressed recipients and an idle
+    connection keeps no zlib state; ``None`` (the default, which keeps idle connections smallest)
+    offers nothing. Messages under 64 bytes go out uncompressed.
+
     ``metrics`` (a fresh :class:`Metrics` when not given; read it as ``server.metrics``) counts
     connections accepted, open and refused (by reason), WebSockets open and closed (by code),
     messages and bytes in and out of direct ``send``/``recv``, and heartbeat timeouts.
@@ -530,6 +554,7 @@ async def serve(
         max_outbox_bytes=max_outbox_bytes,
         message_queue_size=message_queue_size,
         metrics=metrics,
+        compression=compression,
     )
     listeners: list[Any] = list(await trio.open_tcp_listeners(port, host=host))
     sockname = listeners[0].socket.getsockname()

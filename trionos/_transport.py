@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar
 
 import trio
 
+from ._deflate import Deflater
 from ._frames import is_close_frame
 from ._support import TaskSpawner
 
@@ -65,6 +66,7 @@ class Transport(trio.abc.AsyncResource):
         "_writer_running",
         "close_sent",
         "closed",
+        "deflater",
         "dropped_frames",
         "max_outbox_bytes",
         "peak_outbox_bytes",
@@ -99,6 +101,8 @@ class Transport(trio.abc.AsyncResource):
         self._progress: trio.Event | None = None
         #: Told before every ``write``/``send_all`` (the hub writes queued broadcasts first).
         self.write_listener: WriteListener | None = None
+        #: Compresses data frames when the connection negotiated permessage-deflate.
+        self.deflater: Deflater | None = None
         self.close_sent = False
         self.closed = False
         self.dropped_frames = 0
@@ -208,6 +212,8 @@ class Transport(trio.abc.AsyncResource):
         connection can take no more data.
         """
         self._check_writable()
+        if self.deflater is not None:
+            frame = self.deflater.compress(frame)
         if self._write_direct(frame):
             return True
         if not self.has_room(len(frame)):
@@ -221,6 +227,8 @@ class Transport(trio.abc.AsyncResource):
         Returns how many frames were dropped. Never blocks and never refuses the frame.
         """
         self._check_writable()
+        if self.deflater is not None:
+            frame = self.deflater.compress(frame)
         if self._write_direct(frame):
             return 0
         dropped = 0
@@ -320,6 +328,8 @@ class Transport(trio.abc.AsyncResource):
         self._check_writable()
         if self.write_listener is not None:
             self.write_listener._before_write()
+        if self.deflater is not None:
+            frame = self.deflater.compress(frame)
         await self._write_in_order(frame)
 
     def write_control(self, frame: bytes) -> None:
@@ -432,13 +442,13 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
     """Write ``frame`` straight into each recipient's socket; return those it could not take.
 
     This is the broadcast fast path: one loop, no await, no task switch, the same bytes for every
-    recipient. A recipient is returned (for the caller's slow-client policy) when it has a
-    backlog, another write is in progress, or it has no socket (TLS, in-memory). When the socket
-    takes only part of the frame, or none of it, the rest is queued in order (an empty outbox
-    always admits a frame). Recipients whose connection is closed or broken are skipped.
+    recipient (for those that negotiated compression, the same compressed bytes). A recipient is
+    returned (for the caller's slow-client policy) when it has a backlog, another write is in
+    progress, or it has no socket (TLS, in-memory). When the socket takes only part of the
+    frame, or none of it, the rest is queued in order (an empty outbox always admits a frame).
+    Recipients whose connection is closed or broken are skipped.
     """
     pending: list[R] = []
-    size = len(frame)
     write = os.write
     for recipient in recipients:
         transport = recipient.transport
@@ -452,13 +462,15 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
         if fd < 0:
             transport._broken()
             continue
+        # A compressed recipient gets the compressed frame, made once for all of them.
+        data = frame if transport.deflater is None else transport.deflater.compress(frame)
         try:
-            sent = write(fd, frame)
+            sent = write(fd, data)
         except BlockingIOError:
             sent = 0  # full: the outbox is empty, so the frame is queued like any unwritten tail
         except OSError:
             transport._broken()
             continue
-        if sent != size:
-            transport._enqueue_rest(frame, sent)
+        if sent != len(data):
+            transport._enqueue_rest(data, sent)
     return pending
