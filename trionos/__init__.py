@@ -43,11 +43,18 @@ from ._server import serve as serve
 __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:
+    from ._bridge import BridgedWebSocket as BridgedWebSocket
+    from ._bridge import bridge_trio_websocket as bridge_trio_websocket
     from ._redis import RedisBroker as RedisBroker
 
 # Imported on first use (PEP 562): the Redis broker needs the optional coredis package
-# (``pip install trionos[redis]``), and the default in-memory broker needs nothing.
-_LAZY = {"RedisBroker": "._redis"}
+# (``pip install trionos[redis]``), and the default in-memory broker needs nothing; the bridge
+# needs trio-websocket (``pip install trionos[trio-websocket]``).
+_LAZY = {
+    "RedisBroker": "._redis",
+    "BridgedWebSocket": "._bridge",
+    "bridge_trio_websocket": "._bridge",
+}
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -60,6 +67,7 @@ def __getattr__(name: str) -> _typing.Any:
 
 __all__ = [
     "Backoff",
+    "BridgedWebSocket",
     "Broker",
     "BrokerError",
     "Client",
@@ -85,6 +93,7 @@ __all__ = [
     "TrionosError",
     "WebSocket",
     "__version__",
+    "bridge_trio_websocket",
     "connect",
     "connect_with_retry",
     "decode_base64",
