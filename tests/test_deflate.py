@@ -22,6 +22,16 @@ UPGRADE = (
 )
 
 
+async def deflate_handshake(port: int) -> tuple[trio.SocketStream, bytes]:
+    """A raw client that offers permessage-deflate; the stream and the response head."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(UPGRADE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(1)
+    return stream, head
+
+
 def test_the_option_is_checked() -> None:
     """Only None and "deflate" are accepted."""
     check_compression(None)
@@ -49,12 +59,8 @@ def test_deflater_compresses_data_frames_once_and_leaves_the_rest() -> None:
 async def test_server_offers_no_context_takeover_both_ways(start_server: ServeFn) -> None:
     """A deflate server answers an offer with no context takeover on either side."""
     server = await start_server(echo_handler, compression="deflate")
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    async with stream:
-        await stream.send_all(UPGRADE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += await stream.receive_some(4096)
+    stream, head = await deflate_handshake(server.port)
+    await stream.aclose()
     assert b"permessage-deflate" in head.lower()
     assert b"server_no_context_takeover" in head and b"client_no_context_takeover" in head
 
@@ -62,13 +68,9 @@ async def test_server_offers_no_context_takeover_both_ways(start_server: ServeFn
 async def test_no_compression_by_default(start_server: ServeFn) -> None:
     """Without compression= the server negotiates nothing, whatever the client offers."""
     server = await start_server(echo_handler)
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    async with stream:
-        await stream.send_all(UPGRADE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += await stream.receive_some(4096)
-    assert b"permessage-deflate" not in head.lower()
+    stream, head = await deflate_handshake(server.port)
+    await stream.aclose()
+    assert head.startswith(b"HTTP/1.1 101") and b"permessage-deflate" not in head.lower()
 
 
 @pytest.mark.parametrize("client_compression", [None, "deflate"])
@@ -85,12 +87,8 @@ async def test_messages_round_trip_compressed(start_server: ServeFn, client_comp
 async def test_compressed_messages_are_smaller_on_the_wire(start_server: ServeFn) -> None:
     """The server's reply to a compressing client takes far fewer bytes than the message."""
     server = await start_server(echo_handler, compression="deflate")
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    stream, _ = await deflate_handshake(server.port)
     async with stream:
-        await stream.send_all(UPGRADE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += await stream.receive_some(1)
         await stream.send_all(encode_frame(OP_TEXT, b"a" * 10_000, masked=True))  # uncompressed in
         with trio.fail_after(10):
             received = await stream.receive_some(65536)

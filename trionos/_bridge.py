@@ -37,7 +37,7 @@ from ._connection import MessageCodec, dumps_json
 from ._errors import ConnectionClosed
 from ._frames import OP_TEXT, data_frame_payload
 from ._heartbeat import Heartbeat
-from ._transport import WriteListener
+from ._transport import ProgressSignal, WriteListener
 
 __all__ = ["BridgedWebSocket", "bridge_trio_websocket"]
 
@@ -46,7 +46,7 @@ logger = logging.getLogger("trionos.bridge")
 T = TypeVar("T")
 
 
-class _BridgeTransport:
+class _BridgeTransport(ProgressSignal):
     """The hub's view of a bridged connection: a bounded outbox of ready-made frames.
 
     Same names and meaning as :class:`trionos._transport.Transport`'s hub-facing side. There is
@@ -120,16 +120,6 @@ class _BridgeTransport:
         self._enqueue(frame)
         return dropped
 
-    async def wait_for_progress(self) -> None:
-        """Return once the writer has taken a frame from the outbox."""
-        if self._progress is None:
-            self._progress = trio.Event()
-        await self._progress.wait()
-
-    def _signal_progress(self) -> None:
-        if self._progress is not None:
-            self._progress.set()
-            self._progress = None
 
     def _close(self) -> None:
         self.closed = True

@@ -25,7 +25,7 @@ from ._deflate import Deflater
 from ._frames import is_close_frame
 from ._support import TaskSpawner
 
-__all__ = ["Transport", "write_each"]
+__all__ = ["ProgressSignal", "Transport", "write_each"]
 
 logger = logging.getLogger("trionos.transport")
 
@@ -43,7 +43,25 @@ class WriteListener(Protocol):
     def _before_write(self) -> None: ...
 
 
-class Transport(trio.abc.AsyncResource):
+class ProgressSignal:
+    """``wait_for_progress()``: what the hub's ``disconnect`` policy waits on; a new event each time."""
+
+    __slots__ = ()
+    _progress: trio.Event | None
+
+    async def wait_for_progress(self) -> None:
+        """Return once the outbox has shrunk (some queued bytes went on towards the peer)."""
+        if self._progress is None:
+            self._progress = trio.Event()
+        await self._progress.wait()
+
+    def _signal_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
+
+
+class Transport(ProgressSignal, trio.abc.AsyncResource):
     """Wraps the connection's stream; see the module docstring.
 
     ``max_outbox_bytes`` bounds the bytes queued while the socket is full. The bound admits one
@@ -247,16 +265,6 @@ class Transport(trio.abc.AsyncResource):
         self._enqueue(frame)
         return dropped
 
-    async def wait_for_progress(self) -> None:
-        """Return once the outbox has shrunk (some queued bytes reached the socket)."""
-        if self._progress is None:
-            self._progress = trio.Event()
-        await self._progress.wait()
-
-    def _signal_progress(self) -> None:
-        if self._progress is not None:
-            self._progress.set()
-            self._progress = None
 
     async def _flush_locked(self) -> None:
         while self._outbox:
