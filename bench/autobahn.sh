@@ -2,7 +2,7 @@
 # `make autobahn`: Autobahn|Testsuite against bench/autobahn_server.py, compression off and on,
 # every case (9.* included; 12.*/13.* when compression is on). Not part of `make test`.
 # Env: PYTHON (the venv's python), WSTEST_DIR (a cache dir for wstest), OUT (reports),
-#      HARNESS (the shared harness dir), CASES (default all).
+#      HARNESS (the shared harness dir), CASES (default all), TIMEOUT (default 3600 s: 12.* is slow).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python3}
@@ -22,6 +22,7 @@ for mode in off deflate; do
   port=$(awk '/READY/ {print $2}' "$port_file")
   echo "=== compression $mode: trionos on port $port"
   WSTEST="$WSTEST_DIR/venv/bin/wstest" PYTHON="$PYTHON" EXCLUDE="" DURATIONS=1 CASES="${CASES:-*}" \
+    TIMEOUT="${TIMEOUT:-3600}" \
     DEFLATE=$([[ $mode == off ]] && echo 0 || echo 1) AGENT="trionos-$mode" \
     "$HARNESS/run_autobahn.sh" "ws://127.0.0.1:$port/" "$OUT/$mode" || status=1
   kill "$server"; wait "$server" 2>/dev/null || true
