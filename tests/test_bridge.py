@@ -108,3 +108,14 @@ async def test_bridge_heartbeat_closes_a_silent_peer(hub: trionos.Hub, nursery: 
             received = await read_all(stream)  # never answers the pings it gets
     assert b"\x88" in received  # the close frame
     assert client.ws.close_code == 1011
+
+
+def test_without_the_extra_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without trio-websocket installed, using the bridge names the extra to install."""
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "trio_websocket", None)
+    monkeypatch.delitem(sys.modules, "trionos._bridge")
+    with pytest.raises(ImportError, match=r"pip install 'trionos\[trio-websocket\]'"):
+        importlib.import_module("trionos._bridge")

@@ -30,7 +30,13 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
-import trio_websocket
+
+try:
+    import trio_websocket
+except ImportError as exc:  # the optional extra is missing: say which one
+    raise ImportError(
+        f"trionos.bridge_trio_websocket needs trio-websocket: pip install 'trionos[trio-websocket]' ({exc})"
+    ) from exc
 
 from ._codec import loads_json
 from ._connection import MessageCodec, dumps_json
