@@ -13,13 +13,26 @@ import trionos
 from tests.conftest import ServeFn, echo_handler
 from tests.test_hub import Registered, room_handler
 from trionos._deflate import MIN_COMPRESSED_SIZE, Deflater, check_compression
-from trionos._frames import OP_PING, OP_TEXT, encode_frame, message_frame
+from trionos._frames import OP_PING, OP_TEXT, encode_frame, message_frame, split_frames
 from trionos.testing import open_memory_server
 
 UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 )
+
+
+def test_deflater_compresses_each_of_several_joined_frames() -> None:
+    """The fan-out joins frames into one write: each is compressed alone, short ones stay plain."""
+    messages = ["first " * 50, "x", "third " * 40]
+    joined = b"".join(message_frame(m) for m in messages)
+    frames = split_frames(Deflater(12).compress(joined))
+    assert frames is not None and [first for first, _, _ in frames] == [0xC1, 0x81, 0xC1]
+    decoded = []
+    for first, _, payload in frames:
+        frame = Frame(Opcode.TEXT, bytes(payload), rsv1=bool(first & 0x40))
+        decoded.append(PerMessageDeflate(True, True, 12, 15).decode(frame).data.decode())
+    assert decoded == messages
 
 
 async def deflate_handshake(port: int) -> tuple[trio.SocketStream, bytes]:
@@ -137,6 +150,32 @@ async def test_broadcast_is_compressed_once_for_mixed_recipients(
                 await all_received.wait()
     assert received == [message] * 6
     assert encodes == 1
+
+
+async def test_a_burst_of_broadcasts_reaches_compressed_recipients_intact(
+    hub: trionos.Hub, start_server: ServeFn
+) -> None:
+    """Many broadcasts in a row (joined into batches by the fan-out) decompress to the right messages."""
+    registered = Registered()
+    server = await start_server(room_handler(hub, registered), compression="deflate")
+    messages = [f"{i:03d} " + "payload " * (i % 7 * 20) for i in range(200)]
+    results: dict[int, list[str | bytes]] = {}
+
+    async def listener(n: int, compression: str | None) -> None:
+        async with trionos.connect(f"{server.url}/c{n}", compression=compression) as ws:
+            results[n] = [await ws.recv() for _ in messages]
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:  # ends once every listener has all of them
+            for n in range(4):
+                nursery.start_soon(listener, n, "deflate" if n % 2 else None)
+            await registered.wait_for(count=4)
+            async with trionos.connect(f"{server.url}/sender") as sender:
+                await registered.wait_for("/sender")
+                for message in messages:
+                    await sender.send(message)
+    assert len(results) == 4
+    assert all(received == messages for received in results.values())
 
 
 async def test_memory_backend_negotiates_compression_too() -> None:

@@ -41,7 +41,7 @@ except ImportError as exc:  # the optional extra is missing: say which one
 from ._codec import loads_json
 from ._connection import MessageCodec, dumps_json
 from ._errors import ConnectionClosed
-from ._frames import OP_TEXT, data_frame_payload
+from ._frames import OP_BINARY, OP_TEXT, split_frames
 from ._heartbeat import Heartbeat
 from ._transport import ProgressSignal, WriteListener
 
@@ -240,11 +240,12 @@ class BridgedWebSocket:
             frame = transport._outbox.popleft()
             transport._outbox_bytes -= len(frame)
             transport._signal_progress()
-            parts = data_frame_payload(frame)
-            if parts is None:  # not a data frame of ours: nothing trio-websocket could send
-                continue
-            opcode, payload = parts
-            await self._send_now(bytes(payload).decode() if opcode == OP_TEXT else bytes(payload))
+            # One frame, or several joined by the hub's fan-out; only data frames can go.
+            for first, _, payload in split_frames(frame) or ():
+                if first == 0x80 | OP_TEXT:
+                    await self._send_now(bytes(payload).decode())
+                elif first == 0x80 | OP_BINARY:
+                    await self._send_now(bytes(payload))
 
     async def _write_queued(self) -> None:
         """The writer task: sends what the hub queues, until the connection ends."""

@@ -26,7 +26,7 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.frames import Frame, Opcode
 
-from ._frames import data_frame_payload
+from ._frames import OP_BINARY, OP_TEXT, split_frames
 
 __all__ = [
     "COMPRESSION_CHOICES",
@@ -97,14 +97,28 @@ class Deflater:
         self._last_result = b""
 
     def compress(self, frame: bytes) -> bytes:
-        """The frame to send for ``frame`` (compressed when that is worth it)."""
+        """The bytes to send for ``frame`` (one frame, or several joined by the hub's fan-out).
+
+        Each text or binary frame worth it is compressed on its own; the others are kept as
+        they are. Anything that is not whole unmasked frames passes unchanged.
+        """
         if frame is self._last:
             return self._last_result
-        parts = data_frame_payload(frame)
-        if parts is None or len(parts[1]) < MIN_COMPRESSED_SIZE:
-            result = frame
-        else:
-            opcode, payload = parts
-            result = Frame(Opcode(opcode), payload).serialize(mask=False, extensions=[self._encoder])
+        frames = split_frames(frame)
+        result = frame
+        if frames is not None and any(self._worth_it(first, payload) for first, _, payload in frames):
+            parts = []
+            for first, whole, payload in frames:
+                if self._worth_it(first, payload):
+                    opcode = Opcode(first & 0x0F)
+                    parts.append(Frame(opcode, payload).serialize(mask=False, extensions=[self._encoder]))
+                else:
+                    parts.append(whole)
+            result = b"".join(parts)
         self._last, self._last_result = frame, result
         return result
+
+    @staticmethod
+    def _worth_it(first: int, payload: memoryview) -> bool:
+        # Only complete (FIN) text and binary frames without reserved bits, and long enough.
+        return first in (0x80 | OP_TEXT, 0x80 | OP_BINARY) and len(payload) >= MIN_COMPRESSED_SIZE

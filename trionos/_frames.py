@@ -17,10 +17,10 @@ __all__ = [
     "OP_PONG",
     "OP_TEXT",
     "close_payload",
-    "data_frame_payload",
     "encode_frame",
     "is_close_frame",
     "message_frame",
+    "split_frames",
 ]
 
 OP_TEXT = 0x1
@@ -81,17 +81,27 @@ def is_close_frame(data: bytes | bytearray | memoryview) -> bool:
     return len(data) > 0 and (data[0] & 0x0F) == OP_CLOSE
 
 
-def data_frame_payload(frame: bytes) -> tuple[int, memoryview] | None:
-    """``(opcode, payload)`` of a complete, unmasked, uncompressed data frame built here; else None.
+def split_frames(data: bytes) -> list[tuple[int, memoryview, memoryview]] | None:
+    """The frames in ``data``, one or several unmasked frames built here back to back.
 
-    Used to compress a frame we encoded (:mod:`._deflate`); control frames, masked frames and
-    frames with reserved bits set are left alone.
+    Each is ``(first byte, whole frame, payload)``; None when ``data`` is not whole unmasked
+    frames. The hub's fan-out joins consecutive frames into one write, so a buffer handed to a
+    transport may hold several (:mod:`._deflate` compresses each on its own).
     """
-    if len(frame) < 2 or frame[0] & 0xF0 != _FIN or frame[1] & _MASK_BIT:
-        return None
-    opcode = frame[0] & 0x0F
-    if opcode not in (OP_TEXT, OP_BINARY):
-        return None
-    size = frame[1] & 0x7F
-    offset = 2 if size < 126 else 4 if size == 126 else 10
-    return opcode, memoryview(frame)[offset:]
+    view = memoryview(data)
+    frames = []
+    position, end = 0, len(data)
+    while position < end:
+        if end - position < 2 or data[position + 1] & _MASK_BIT:
+            return None
+        size, offset = data[position + 1] & 0x7F, 2
+        if size == 126:
+            size, offset = int.from_bytes(data[position + 2 : position + 4], "big"), 4
+        elif size == 127:
+            size, offset = int.from_bytes(data[position + 2 : position + 10], "big"), 10
+        stop = position + offset + size
+        if stop > end:
+            return None
+        frames.append((data[position], view[position:stop], view[position + offset : stop]))
+        position = stop
+    return frames

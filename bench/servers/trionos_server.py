@@ -64,11 +64,19 @@ def _no_address_limit() -> dict[str, object]:
 
 
 async def run(
-    host: str, port: int, heartbeat: bool, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    host: str,
+    port: int,
+    heartbeat: bool,
+    compression: bool = False,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     beat = trionos.Heartbeat(interval=30, timeout=60) if heartbeat else None
+    options = _no_address_limit()
+    if compression:
+        options["compression"] = "deflate"
     serve = functools.partial(
-        trionos.serve, port, host=host, heartbeat=beat, max_connections=MAX_CONNECTIONS, **_no_address_limit()
+        trionos.serve, port, host=host, heartbeat=beat, max_connections=MAX_CONNECTIONS, **options
     )
     async with contextlib.AsyncExitStack() as stack:
         hub = await stack.enter_async_context(trionos.Hub()) if hasattr(trionos, "Hub") else None
@@ -78,11 +86,12 @@ async def run(
 
 
 def main() -> None:
-    args = parse_args(__doc__, heartbeat=True)
+    args = parse_args(__doc__, heartbeat=True, compression=True)
     if trionos is None or not hasattr(trionos, "serve"):
         fail(f"trionos is not usable yet: {_IMPORT_ERROR or 'trionos has no serve()'}")
     raise_nofile_limit()
-    trio.run(run_trio_until_signalled, functools.partial(run, args.host, args.port, args.heartbeat))
+    serve = functools.partial(run, args.host, args.port, args.heartbeat, args.compression)
+    trio.run(run_trio_until_signalled, serve)
 
 
 if __name__ == "__main__":
