@@ -177,3 +177,18 @@ async def test_close_handshake_is_bounded_by_close_timeout(autojump_clock: trio.
             await done.wait()
             assert peer is not None
     assert closed_at == [3]
+
+
+async def test_a_long_close_reason_is_cut_to_fit(start_server: ServeFn) -> None:
+    """close() with a reason longer than a control frame holds sends it cut at a character boundary."""
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        await ws.close(4000, "é" * 100)
+
+    server = await start_server(handler)
+    async with trionos.connect(server.url) as ws:
+        with pytest.raises(trionos.ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.code == 4000
+    assert info.value.reason == "é" * 61

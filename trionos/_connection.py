@@ -632,8 +632,10 @@ class WebSocket:
         try:
             with trio.move_on_after(self._close_timeout):
                 if self._local_close is None and self._protocol.state is OPEN and not self._transport.closed:
+                    # The reason is cut to fit the 125-byte control frame, as close_payload does.
+                    fitting = close_payload(code, reason)[2:].decode("utf-8")
                     try:
-                        self._protocol.send_close(code, reason)
+                        self._protocol.send_close(code, fitting)
                     except InvalidState:  # pragma: no cover - the state was checked just now
                         pass
                     for data in self._protocol.data_to_send():
