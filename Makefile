@@ -13,7 +13,7 @@ DIST   ?= .venv-dist
 DIST_STAMP := $(DIST)/.installed
 SOURCES := $(shell find trionos -name '*.py' -o -name 'py.typed')
 
-.PHONY: run test lint bench redis-server clean
+.PHONY: run test lint bench autobahn redis-server clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py --chart docs/img/performance.png
+
+# Autobahn|Testsuite (not part of `make test`): every case, compression off and on. wstest is
+# Python 2.7 code; ../shared/autobahn/setup_wstest.sh builds it into WSTEST_DIR when missing.
+WSTEST_DIR ?= $(or $(TMPDIR),/tmp)/wstest
+autobahn: $(STAMP)
+	PYTHON=$(abspath $(BIN)/python) WSTEST_DIR=$(WSTEST_DIR) bench/autobahn.sh
 
 clean:
 	rm -rf $(VENV) $(DIST) build *.egg-info .pytest_cache .hypothesis

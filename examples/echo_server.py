@@ -1,7 +1,8 @@
 """The seed's echo server: ``python examples/echo_server.py [--host H] [--port P]``.
 
 A plain GET returns "WebSocket endpoint"; text ``m`` is answered with ``Echo: m``; a binary
-message is echoed back unchanged.
+message is echoed back unchanged. ``--per-address N`` caps the connections one remote address
+may hold (503 beyond it; default 100 here, 1,000 in ``serve``).
 """
 
 from __future__ import annotations
@@ -21,4 +22,7 @@ async def handler(req: trionos.Request) -> None:
 
 
 if __name__ == "__main__":
-    run_server(server_arguments(__doc__.splitlines()[0]).parse_args(), handler)
+    parser = server_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--per-address", type=int, default=100, help="connections per remote address")
+    args = parser.parse_args()
+    run_server(args, handler, max_connections_per_address=args.per_address)

@@ -203,7 +203,14 @@ def main() -> None:
 
     failures: list[trionos.BrokerError] = []
     try:
-        run_server(args, make_handler(hub, metrics=args.metrics), around=with_hub, heartbeat=heartbeat)
+        run_server(
+            args,
+            make_handler(hub, metrics=args.metrics),
+            around=with_hub,
+            heartbeat=heartbeat,
+            # One Metrics for server and hub: /metrics shows connections and rooms together.
+            metrics=hub.metrics,
+        )
     except* trionos.BrokerError as group:
         failures.extend(e for e in group.exceptions if isinstance(e, trionos.BrokerError))
     if failures:

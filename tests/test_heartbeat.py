@@ -13,6 +13,7 @@ from wsproto.events import AcceptConnection, Request
 
 import trionos
 from trionos._client import ClientOptions, connect_over
+from trionos._heartbeat import SERVICE_TICK
 from trionos.chat import SERVER_CODEC
 from trionos.testing import (
     expect_message,
@@ -195,3 +196,92 @@ async def test_text_ping_is_answered_and_keepalive_sends_it(autojump_clock: trio
             await trio.testing.wait_all_tasks_blocked()
             assert received == ["hello"]
             nursery.cancel_scope.cancel()
+
+
+async def test_peer_that_stops_reading_with_replies_queued_is_timed_out(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A peer that stops reading and sending while the handler is stuck sending to it is cut at ~60 s."""
+    ended = trio.Event()
+    ended_at: list[float] = []
+
+    async def pusher(req: trionos.Request) -> None:
+        ws = await req.accept()
+        try:
+            async for message in ws:
+                while True:  # far more than the peer will ever read: the send blocks
+                    await ws.send(message * 1000)
+        finally:
+            ended_at.append(trio.current_time())
+            ended.set()
+
+    async with open_memory_server(pusher, heartbeat=HEARTBEAT) as server:
+        async with half_open_peer(server) as peer:
+            for _ in range(5):  # more than the handler takes while it is stuck sending
+                await peer.send("x")
+            start = trio.current_time()
+            with trio.fail_after(120):
+                await ended.wait()
+            # Its last bytes are read within two keeper ticks (the handler is not receiving).
+            assert 60 <= ended_at[0] - start <= 60 + 2 * SERVICE_TICK + 1
+            with trio.fail_after(1):  # dead: its stream ends at once, no closing handshake
+                while await peer.stream.receive_some(65536):
+                    pass
+    assert not server.server.connections
+
+
+async def test_busy_handler_with_a_pong_answering_peer_is_not_closed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Messages that arrive with the handshake and keep the handler busy do not expire the peer."""
+    recorder = Recorder()
+    got_first = trio.Event()
+
+    async def busy(req: trionos.Request) -> None:
+        ws = await req.accept()
+        recorder.received.append(await ws.recv())
+        got_first.set()
+        await trio.sleep(5 * 60)  # busy with the first message, far beyond the timeout
+        async for message in ws:
+            recorder.received.append(message)
+
+    async with open_memory_server(busy, heartbeat=HEARTBEAT) as server:
+        async with server.connect("/", heartbeat=HEARTBEAT) as ws:
+            for i in range(3):  # all in one go, right behind the handshake
+                await ws.send(f"m{i}")
+            await got_first.wait()
+            await trio.sleep(5 * 60 + 1)
+            await ws.send("after")
+            await trio.testing.wait_all_tasks_blocked()
+            assert not ws.closed
+    assert recorder.received == ["m0", "m1", "m2", "after"]
+
+
+async def test_push_only_handler_notices_the_peer_close_and_answers_pings(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A handler that never calls recv still answers pings, and its sends fail once the peer closed."""
+    closes: list[int] = []
+    ended = trio.Event()
+
+    async def push_only(req: trionos.Request) -> None:
+        ws = await req.accept()
+        try:
+            while True:
+                await ws.send("tick")
+                await trio.sleep(10)
+        except trionos.ConnectionClosed as exc:
+            closes.append(exc.code)
+            ended.set()
+
+    async with open_memory_server(push_only, heartbeat=None) as server:
+        async with open_raw_peer(server, answer_pings=False) as peer:
+            await peer.ping(b"are you there")
+            assert await peer.recv() == "tick"
+            with trio.fail_after(11):  # the next tick; the servicer answers the ping before it
+                await peer.recv()
+            assert peer.pongs_received == 1
+            await peer.close(1000)
+        with trio.fail_after(15):
+            await ended.wait()
+    assert closes == [1000]

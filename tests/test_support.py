@@ -40,10 +40,10 @@ async def test_a_failing_task_is_logged_and_ends_alone(caplog: pytest.LogCapture
 
 
 async def test_a_dead_peer_that_flooded_an_idle_handler_leaves_no_task_behind(start_server: ServeFn) -> None:
-    """The reader of a connection whose handler never read, and whose peer vanished, still ends.
+    """The servicer of a connection whose handler never read, and whose peer vanished, still ends.
 
-    trio-websocket's reader then waits to hand over a message nobody takes; the server takes it
-    once the connection is over, so the reader reaches the closed stream and ends.
+    It reads ahead what the handler does not take, up to the queue bound, and stops; once the
+    connection is over nothing of it is left in the support nursery.
     """
     go_on = trio.Event()
 
@@ -69,7 +69,7 @@ async def test_a_dead_peer_that_flooded_an_idle_handler_leaves_no_task_behind(st
 async def test_shutdown_still_closes_with_1001_while_readers_live_in_the_support_nursery(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Cancelling serve leaves the readers running for the closing handshakes, then ends them all."""
+    """Cancelling serve leaves the connections able to run their closing handshakes, then ends them all."""
     caplog.set_level(logging.ERROR)
     entered = trio.Event()
 

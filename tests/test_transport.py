@@ -35,16 +35,6 @@ async def test_reads_what_the_peer_sent_in_order(pair: Pair) -> None:
     assert await transport.receive_some() == b" world"
 
 
-async def test_replay_comes_before_the_socket(nursery: trio.Nursery) -> None:
-    """Bytes read before the upgrade are returned before anything from the socket."""
-    left, right = trio.socket.socketpair()
-    transport = Transport(trio.SocketStream(left), nursery=nursery, replay=b"GET / ")
-    async with trio.SocketStream(right) as peer, transport:
-        await peer.send_all(b"HTTP/1.1")
-        assert await transport.receive_some() == b"GET / "
-        assert await transport.receive_some() == b"HTTP/1.1"
-
-
 async def test_a_read_with_data_waiting_is_still_a_checkpoint(pair: Pair) -> None:
     """Like trio's own streams, a read that need not wait still yields to the scheduler."""
     transport, peer = pair
@@ -106,7 +96,7 @@ async def test_concurrent_large_writes_do_not_interleave(pair: Pair) -> None:
             received.extend(await peer.receive_some(65536))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(transport.send_all, first)
+        nursery.start_soon(transport.write, first)
         nursery.start_soon(transport.write, second)
         nursery.start_soon(read_everything)
     runs = bytes(received).replace(b"a" * 1024, b"A").replace(b"b" * 1024, b"B")

@@ -32,6 +32,7 @@ from ._hub import Hub as Hub
 from ._hub import MemoryBroker as MemoryBroker
 from ._hub import SlowClientPolicy as SlowClientPolicy
 from ._metrics import Metrics as Metrics
+from ._metrics import RefusalReason as RefusalReason
 from ._ratelimit import RateLimit as RateLimit
 from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import connect_with_retry as connect_with_retry
@@ -43,17 +44,22 @@ from ._server import serve as serve
 __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:
+    from ._bridge import BridgedWebSocket as BridgedWebSocket
+    from ._bridge import bridge_trio_websocket as bridge_trio_websocket
     from ._prometheus import MetricsCollector as MetricsCollector
     from ._prometheus import respond_metrics as respond_metrics
     from ._redis import RedisBroker as RedisBroker
 
 # Imported on first use (PEP 562): the Redis broker needs the optional coredis package
 # (``pip install trionos[redis]``), and the default in-memory broker needs nothing; the
-# Prometheus exposition needs prometheus_client (``pip install trionos[prometheus]``).
+# Prometheus exposition needs prometheus_client (``pip install trionos[prometheus]``); the bridge
+# needs trio-websocket (``pip install trionos[trio-websocket]``).
 _LAZY = {
     "RedisBroker": "._redis",
     "MetricsCollector": "._prometheus",
     "respond_metrics": "._prometheus",
+    "BridgedWebSocket": "._bridge",
+    "bridge_trio_websocket": "._bridge",
 }
 
 
@@ -67,6 +73,7 @@ def __getattr__(name: str) -> _typing.Any:
 
 __all__ = [
     "Backoff",
+    "BridgedWebSocket",
     "Broker",
     "BrokerError",
     "Client",
@@ -87,12 +94,14 @@ __all__ = [
     "RETRY_CLOSE_CODES",
     "RateLimit",
     "RedisBroker",
+    "RefusalReason",
     "Request",
     "Server",
     "SlowClientPolicy",
     "TrionosError",
     "WebSocket",
     "__version__",
+    "bridge_trio_websocket",
     "connect",
     "connect_with_retry",
     "decode_base64",

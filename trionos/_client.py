@@ -11,23 +11,26 @@ from urllib.parse import urlsplit
 
 import attrs
 import trio
-import trio_websocket
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
-from ._connection import WebSocket
+from ._connection import ClientCore, ProtocolLog, WebSocket
+from ._deflate import client_extensions
 from ._errors import (
     ConnectionClosed,
     ConnectionRejected,
     ConnectTimeout,
     HandshakeError,
-    TrionosError,
     single_leaf,
 )
-from ._heartbeat import Heartbeat, run_pinger
+from ._heartbeat import Heartbeat, run_keeper
 from ._transport import Transport
 
 __all__ = ["ClientOptions", "connect", "connect_over", "parse_ws_url"]
 
 logger = logging.getLogger("trionos.client")
+
+_PROTOCOL_LOG = ProtocolLog()
 
 
 def parse_ws_url(url: str) -> tuple[bool, str, int, str]:
@@ -73,6 +76,7 @@ class ClientOptions:
     close_timeout: float = 5.0
     max_outbox_bytes: int = 1024 * 1024
     message_queue_size: int = 1
+    compression: str | None = None
 
 
 @asynccontextmanager
@@ -88,6 +92,7 @@ async def connect(
     close_timeout: float = 5.0,
     max_outbox_bytes: int = 1024 * 1024,
     message_queue_size: int = 1,
+    compression: str | None = None,
 ) -> AsyncIterator[WebSocket]:
     """Open a WebSocket connection; close it (1000) when the block exits.
 
@@ -101,8 +106,12 @@ async def connect(
     With a ``heartbeat`` (the default pings every 30 s), a server that sends nothing for
     ``heartbeat.timeout`` seconds is declared dead: the block is cancelled, the TCP connection
     closed, and ``ConnectionClosed(1011, "heartbeat timeout ...")`` raised from the ``async with``.
-    Exceptions from the block propagate unchanged. Received messages wait in a queue of
-    ``message_queue_size``; while it is full the connection stops reading (TCP backpressure).
+    Exceptions from the block propagate unchanged. ``recv`` reads and parses in the caller's own
+    task; while nobody receives, the connection reads ahead at most 64 KiB of messages (or
+    ``message_queue_size`` messages, at least 256), then stops reading (TCP backpressure).
+
+    ``compression="deflate"`` offers permessage-deflate (RFC 7692); the server decides whether
+    and how it is used. ``None`` (the default) offers nothing.
     """
     secure, host, port, resource = parse_ws_url(url)
     default_port = 443 if secure else 80
@@ -117,6 +126,7 @@ async def connect(
         close_timeout=close_timeout,
         max_outbox_bytes=max_outbox_bytes,
         message_queue_size=message_queue_size,
+        compression=compression,
     )
 
     async def open_stream() -> trio.abc.Stream:
@@ -127,30 +137,39 @@ async def connect(
 
 
 async def _handshake(
-    nursery: trio.Nursery,
-    transport: Transport,
-    host_header: str,
-    resource: str,
-    options: ClientOptions,
-    headers: list[tuple[bytes, bytes]],
-    description: str,
-) -> trio_websocket.WebSocketConnection:
-    try:
-        return await trio_websocket.wrap_client_stream(
-            nursery,
-            transport,  # type: ignore[arg-type]  # any trio Stream works
-            host_header,
-            resource,
-            subprotocols=list(options.subprotocols),
-            extra_headers=headers,
-            message_queue_size=options.message_queue_size,
-            max_message_size=options.max_message_size,
-            receive_buffer_size=64 * 1024,
-        )
-    except trio_websocket.ConnectionRejected as exc:
-        raise ConnectionRejected(exc.status_code, exc.body or b"") from None
-    except trio_websocket.HandshakeError as exc:
-        raise HandshakeError(f"WebSocket handshake with {description} failed: {exc!r}") from exc
+    transport: Transport, protocol: ClientCore, options: ClientOptions, description: str
+) -> list[object]:
+    """Send the upgrade request and read the response; return the frames that came behind it."""
+    request = protocol.connect()
+    for name, value in options.extra_headers:
+        request.headers[name] = value
+    protocol.send_request(request)
+    for data in protocol.data_to_send():
+        await transport.write(data)
+    while True:
+        try:
+            data = await transport.receive_some(64 * 1024)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise HandshakeError(f"WebSocket handshake with {description} failed: {exc!r}") from exc
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        events = protocol.events_received()
+        if events:
+            response = events[0]
+            assert isinstance(response, Response)
+            if response.status_code != 101:
+                raise ConnectionRejected(response.status_code, response.body or b"")
+            if protocol.handshake_exc is not None:
+                raise HandshakeError(
+                    f"WebSocket handshake with {description} failed: {protocol.handshake_exc}"
+                ) from protocol.handshake_exc
+            return events[1:]
+        if protocol.handshake_exc is not None or not data:
+            cause = protocol.handshake_exc
+            detail = "the server closed the connection" if cause is None else f"{cause}: {cause.__cause__!r}"
+            raise HandshakeError(f"WebSocket handshake with {description} failed: {detail}") from cause
 
 
 @asynccontextmanager
@@ -163,30 +182,28 @@ async def connect_over(
     remote: tuple[str, int] | None,
 ) -> AsyncIterator[WebSocket]:
     """The client side of :func:`connect` over any stream ``open_stream()`` returns."""
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in options.extra_headers]
     heartbeat = options.heartbeat
     idle_scope = trio.CancelScope(deadline=math.inf)
-    transport: Transport | None = None
-    handshake_done = False
     description = f"ws://{host_header}{resource}"
     try:
         async with trio.open_nursery() as nursery:
-            with trio.move_on_after(options.connect_timeout) as timeout:
-                stream = await open_stream()
-                transport = Transport(stream, nursery=nursery, max_outbox_bytes=options.max_outbox_bytes)
-                hung_up = trio.CancelScope()
-                transport.on_handshake_eof = hung_up.cancel
-                connection = None
-                with hung_up:
-                    connection = await _handshake(
-                        nursery, transport, host_header, resource, options, headers, description
+            transport: Transport | None = None
+            try:
+                with trio.move_on_after(options.connect_timeout) as timeout:
+                    stream = await open_stream()
+                    transport = Transport(stream, nursery=nursery, max_outbox_bytes=options.max_outbox_bytes)
+                    protocol = ClientCore(
+                        parse_uri(description),
+                        extensions=client_extensions(options.compression),
+                        subprotocols=list(options.subprotocols) or None,
+                        max_size=options.max_message_size,
+                        logger=_PROTOCOL_LOG,
                     )
-                # A close frame that came right behind the handshake is the server's answer (the
-                # WebSocket reports it); only a connection dropped before it is a failed handshake.
-                if connection is None or (connection.closed is not None and connection.closed.code == 1006):
-                    raise HandshakeError(
-                        f"WebSocket handshake with {description} failed: the server closed the connection"
-                    )
+                    behind = await _handshake(transport, protocol, options, description)
+            except BaseException:
+                if transport is not None:
+                    await trio.aclose_forcefully(transport)
+                raise
             if timeout.cancelled_caught:
                 if transport is not None:
                     await trio.aclose_forcefully(transport)
@@ -194,26 +211,31 @@ async def connect_over(
                     f"could not connect to {description} within {options.connect_timeout:g} s"
                 )
             assert transport is not None
-            transport.handshake_complete = True
-            handshake_done = True
             ws = WebSocket(
-                connection,
+                protocol,
                 transport,
+                nursery=nursery,
                 is_client=True,
                 path=resource,
                 remote=remote,
                 request_head=None,
                 close_timeout=options.close_timeout,
+                max_message_size=options.max_message_size,
+                max_queue=options.message_queue_size,
             )
+            if behind:
+                # Frames that came right behind the 101 (a server may close at once): the core has
+                # parsed them already.
+                ws._handle_frames(behind)
+                ws._flush_protocol()
             if heartbeat is not None:
                 ws._watch_idle(idle_scope, heartbeat.timeout)
-                nursery.start_soon(run_pinger, heartbeat, lambda: (ws,))
+            nursery.start_soon(run_keeper, heartbeat, lambda: (ws,))
             try:
                 with idle_scope:
                     yield ws
             except trio.Cancelled:
-                # The reader task is being cancelled with us, so no reply to a close frame could be
-                # read: say goodbye without waiting for one.
+                # Going away: say goodbye without waiting for the reply.
                 with trio.CancelScope(shield=True):
                     await ws.close_without_reply(1000)
                 raise
@@ -224,16 +246,11 @@ async def connect_over(
                     await ws.close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # Our background tasks do not fail, so a group holds the block's exception (or a
-        # handshake failure from trio-websocket's reader): give it to the caller unwrapped.
+        # Our background tasks do not fail, so a group holds the block's exception: give it to
+        # the caller unwrapped.
         single = single_leaf(group)
         if single is None:
             raise
-        if isinstance(single, trio_websocket.ConnectionRejected):
-            raise ConnectionRejected(single.status_code, single.body or b"") from None
-        if not handshake_done and isinstance(single, Exception) and not isinstance(single, TrionosError):
-            # trio-websocket's reader fails on a reply that is not HTTP at all.
-            raise HandshakeError(f"WebSocket handshake with {description} failed: {single!r}") from single
         raise single from single.__cause__
     if idle_scope.cancelled_caught:
         assert heartbeat is not None

@@ -1,24 +1,59 @@
-"""The WebSocket connection object, the same class on the server and the client side."""
+"""The WebSocket connection: one class for the server, the client and the test kit.
+
+Frames are parsed by websockets' Sans-I/O core (:class:`websockets.protocol.Protocol`, driven in
+its open state after the opening handshake); this module only moves bytes between it and the
+:class:`~trionos._transport.Transport`, and turns its frames into messages.
+
+Receiving is inline: ``recv()`` reads the socket and parses in the caller's own task. There is no
+reader task and no channel between the socket and the application. When nobody is receiving
+(a push-only handler, or one busy with a message for a long while), the endpoint's keeper task
+(:func:`trionos._heartbeat.run_keeper`) notices it at its next tick and starts a *servicer* for
+that connection: a task that reads on its behalf, so that pings are answered, a close is
+noticed and the peer's traffic keeps the heartbeat alive. The servicer reads ahead at most
+:data:`READ_AHEAD_BYTES` of messages (or ``max_queue`` messages, at least 256); then it stops
+reading, and TCP backpressure reaches the peer. The idle clock never stops: a peer whose
+messages fill the read-ahead while the handler is busy for longer than the heartbeat timeout
+cannot show that it is alive, and is timed out. The next ``recv`` stops the servicer and reads
+inline again.
+"""
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
+import math
 import secrets
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
 import trio
-import trio_websocket
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.protocol import CLOSED, OPEN
+from websockets.protocol import Protocol as SansIOProtocol
+from websockets.server import ServerProtocol
 
 from ._codec import loads_json
 from ._errors import ConnectionClosed
 from ._frames import OP_CLOSE as _OP_CLOSE
 from ._frames import OP_PING, close_payload, encode_frame, message_frame
 from ._http import Headers, RequestHead
+from ._metrics import Metrics
+from ._support import TaskSpawner
 from ._transport import Transport
 
-__all__ = ["MessageCodec", "WebSocket"]
+__all__ = [
+    "FRAME_OVERHEAD",
+    "READ_AHEAD_BYTES",
+    "ClientCore",
+    "MessageCodec",
+    "ProtocolLog",
+    "ServerCore",
+    "WebSocket",
+]
 
 logger = logging.getLogger("trionos.connection")
 
@@ -26,6 +61,81 @@ T = TypeVar("T")
 
 #: Server frames are not masked, so every server ping is the same bytes.
 _SERVER_PING = encode_frame(OP_PING, b"")
+
+#: Bytes charged toward ``max_message_size`` for every frame of a fragmented message, on top of
+#: its payload: the header and mask of the smallest masked frame. Without it a message of empty
+#: continuation frames would cost nothing however many of them came.
+FRAME_OVERHEAD = 6
+
+#: What a servicer reads ahead for a handler that is not receiving, in message bytes...
+READ_AHEAD_BYTES = 64 * 1024
+#: ...and in messages, whatever they hold (unless ``max_queue`` is larger).
+_READ_AHEAD_MESSAGES = 256
+
+#: What one read takes.
+_RECEIVE_SIZE = 64 * 1024
+#: A read larger than this is fed to the parser in slices of this size...
+_FEED_SLICE = 4096
+#: ...and once this many frames were parsed in one go, the parser lets other tasks run.
+_FRAMES_PER_CHECKPOINT = 256
+
+# Who reads the socket now.
+_RECV = 1
+_SERVICE = 2
+
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_CONT = Opcode.CONT
+_CLOSE = Opcode.CLOSE
+
+
+class ProtocolLog:
+    """The logger handed to websockets' core: its per-connection INFO lines are DEBUG here.
+
+    websockets logs "connection open" / "connection closed" at INFO for every connection; for
+    trionos those are ordinary events, logged by the server itself when they matter.
+    """
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, name: str = "trionos.protocol") -> None:
+        self._logger = logging.getLogger(name)
+
+    def isEnabledFor(self, level: int) -> bool:
+        return self._logger.isEnabledFor(level)
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self._logger.debug(msg, *args, **kwargs)
+
+    info = debug
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self._logger.warning(msg, *args, **kwargs)
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self._logger.error(msg, *args, **kwargs)
+
+
+class _CloseMidMessage(SansIOProtocol):
+    """A close frame may arrive inside a fragmented message (RFC 6455 5.4, 5.5.1): answer it.
+
+    websockets' core fails such a connection with 1002 ("incomplete fragmented message");
+    control frames may be interleaved with fragments, so the close is echoed instead and the
+    unfinished message is dropped (Autobahn case 7.1.5).
+    """
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is _CLOSE and self.current_size is not None:
+            self.current_size = None
+        super().recv_frame(frame)
+
+
+class ServerCore(_CloseMidMessage, ServerProtocol):
+    """websockets' server core, with the close-inside-a-message rule above."""
+
+
+class ClientCore(_CloseMidMessage, ClientProtocol):
+    """websockets' client core, with the close-inside-a-message rule above."""
 
 
 class MessageCodec(Protocol[T]):
@@ -41,6 +151,17 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+class _Fragments:
+    """A message arriving in several frames: its parts so far and what it has cost."""
+
+    __slots__ = ("cost", "decoder", "parts")
+
+    def __init__(self, first: Frame) -> None:
+        self.cost = len(first.data) + FRAME_OVERHEAD
+        self.parts: list[Any] = []
+        self.decoder = codecs.getincrementaldecoder("utf-8")() if first.opcode is _TEXT else None
+
+
 class WebSocket:
     """An open WebSocket connection.
 
@@ -49,43 +170,80 @@ class WebSocket:
     yields received messages and stops quietly on a normal close (1000, 1001); any other close
     raises :class:`ConnectionClosed`.
 
-    Bounds: at most ``max_message_size`` bytes per received message (a larger one closes the
-    connection with 1009); outgoing data waits in ``send`` while the socket is full, so a sender
-    feels the peer's backpressure. Objects are hashable by identity and carry a unique ``id``.
+    Bounds: at most ``max_message_size`` bytes per received message, each frame of a fragmented
+    message counting :data:`FRAME_OVERHEAD` bytes more (a larger one closes the connection with
+    1009); invalid UTF-8 closes it with 1007, a protocol violation with 1002. Outgoing data waits
+    in ``send`` while the socket is full, so a sender feels the peer's backpressure. While nobody
+    receives, at most ``max_queue`` messages are read ahead (see the module docstring). Objects
+    are hashable by identity and carry a unique ``id``.
     """
 
     # One per open connection, held for its whole life: slots keep it small.
     __slots__ = (
         "_answer_text_ping",
         "_close_timeout",
+        "_eof",
+        "_fragments",
+        "_idle_scope",
+        "_idle_timeout",
         "_is_client",
         "_local_close",
+        "_max_message_size",
+        "_max_queue",
+        "_metrics",
+        "_nursery",
         "_path",
+        "_pending",
+        "_pending_bytes",
+        "_protocol",
+        "_reader",
+        "_reader_done",
+        "_recv_epoch",
         "_request_head",
+        "_seen_epoch",
+        "_service_scope",
         "_transport",
-        "_ws",
         "id",
         "remote",
     )
 
     def __init__(
         self,
-        connection: trio_websocket.WebSocketConnection,
+        protocol: SansIOProtocol,
         transport: Transport,
         *,
+        nursery: TaskSpawner,
         is_client: bool,
         path: str | None,
         remote: tuple[str, int] | None,
         request_head: RequestHead | None,
         close_timeout: float,
+        max_message_size: int,
+        max_queue: int = 1,
         answer_text_ping: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
-        self._ws = connection
+        self._protocol = protocol
+        self._metrics = metrics
         self._transport = transport
+        self._nursery = nursery
         self._is_client = is_client
         self._close_timeout = close_timeout
+        self._max_message_size = max_message_size
+        self._max_queue = max(_READ_AHEAD_MESSAGES, max_queue)
         self._answer_text_ping = answer_text_ping
         self._local_close: tuple[int, str] | None = None
+        self._pending: deque[str | bytes] | None = None
+        self._pending_bytes = 0
+        self._fragments: _Fragments | None = None
+        self._eof = False
+        self._reader = 0
+        self._reader_done: trio.Event | None = None
+        self._service_scope: trio.CancelScope | None = None
+        self._recv_epoch = 0
+        self._seen_epoch = -1
+        self._idle_scope: trio.CancelScope | None = None
+        self._idle_timeout = math.inf
         #: A unique, opaque identifier (12 hex digits).
         self.id: str = secrets.token_hex(6)
         self._path = path
@@ -114,38 +272,50 @@ class WebSocket:
     @property
     def subprotocol(self) -> str | None:
         """The subprotocol agreed in the handshake, if any."""
-        return self._ws.subprotocol
+        return self._protocol.subprotocol
 
     @property
     def closed(self) -> bool:
         """True once the connection is closing or closed."""
         return (
             self._local_close is not None
-            or self._ws.closed is not None
+            or self._protocol.state is not OPEN
             or self._transport.closed
             or self._transport.close_sent
         )
 
+    def _close_info(self) -> tuple[int, str] | None:
+        if self._local_close is not None:
+            return self._local_close
+        protocol = self._protocol
+        sent, received = protocol.close_sent, protocol.close_rcvd
+        if sent is not None and (received is None or protocol.close_rcvd_then_sent is False):
+            return int(sent.code), sent.reason
+        if received is not None:
+            return int(received.code), received.reason
+        if protocol.state is not OPEN or self._transport.closed or self._eof:
+            return 1006, ""
+        return None
+
     @property
     def close_code(self) -> int | None:
-        """The close code once closed (1006 for a connection that ended without a close frame)."""
-        if self._local_close is not None:
-            return self._local_close[0]
-        if self._ws.closed is not None:
-            return self._ws.closed.code
-        return 1006 if self._transport.closed else None
+        """The close code once closed (1006 for a connection that ended without a close frame).
+
+        The peer's code when the peer closed first, ours when we did (or when we failed the
+        connection, e.g. 1002, 1007 or 1009).
+        """
+        info = self._close_info()
+        return None if info is None else info[0]
 
     @property
     def close_reason(self) -> str | None:
         """The close reason once closed ("" when none was given)."""
-        if self._local_close is not None:
-            return self._local_close[1]
-        if self._ws.closed is not None:
-            return self._ws.closed.reason or ""
-        return "" if self._transport.closed else None
+        info = self._close_info()
+        return None if info is None else info[1]
 
     def _closed_error(self) -> ConnectionClosed:
-        return ConnectionClosed(self.close_code or 1006, self.close_reason or "")
+        info = self._close_info() or (1006, "")
+        return ConnectionClosed(info[0], info[1])
 
     # --- receiving ---------------------------------------------------------------------------
 
@@ -165,19 +335,233 @@ class WebSocket:
         # frame less per connection is memory saved.
         return self._receive(stop_iteration=True)
 
+    def _done_reading(self) -> bool:
+        # After a close frame (or a failure) the core discards whatever else arrives.
+        return (
+            self._eof
+            or self._transport.closed
+            or self._local_close is not None
+            or self._protocol.close_rcvd is not None
+            or self._protocol.state is not OPEN
+        )
+
     async def _receive(self, *, stop_iteration: bool) -> str | bytes:
+        # The checkpoints of a trio memory channel: a message already here is taken, then the
+        # task yields (shielded, so the message cannot be lost); the end raises at once.
+        checkpointed = False
         while True:
-            try:
-                message = await self._ws.get_message()
-            except trio_websocket.ConnectionClosed:
+            if self._pending:
+                if checkpointed:
+                    return self._take()
+                await trio.lowlevel.checkpoint_if_cancelled()
+                message = self._take()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return message
+            if self._done_reading():
+                if not checkpointed:
+                    await trio.lowlevel.checkpoint_if_cancelled()
                 error = self._closed_error()
                 if stop_iteration and error.normal:
-                    raise StopAsyncIteration from None
-                raise error from None
-            if self._answer_text_ping and message == "ping":
-                await self.send("pong")
+                    raise StopAsyncIteration
+                raise error
+            if self._reader:
+                await self._wait_for_reader()
+                checkpointed = True
                 continue
-            return message
+            self._reader = _RECV
+            self._recv_epoch += 1
+            try:
+                await self._read()
+            finally:
+                self._reader_finished()
+            if self._pending:
+                return self._take()  # the read was a checkpoint already
+
+    def _take(self) -> str | bytes:
+        pending = self._pending
+        assert pending
+        message = pending.popleft()
+        if pending:
+            self._pending_bytes -= len(message)
+        else:
+            self._pending = None  # free the deque until the next batch
+            self._pending_bytes = 0
+        return message
+
+    async def _wait_for_reader(self) -> None:
+        """Wait until whoever reads now is done; a servicer is asked to stop at once."""
+        if self._reader == _SERVICE and self._service_scope is not None:
+            self._service_scope.cancel()
+        if self._reader_done is None:
+            self._reader_done = trio.Event()
+        await self._reader_done.wait()
+
+    def _reader_finished(self) -> None:
+        self._reader = 0
+        if self._reader_done is not None:
+            self._reader_done.set()
+            self._reader_done = None
+
+    async def _read(self) -> None:
+        """Read once and parse what came (the caller owns reading)."""
+        scope = self._idle_scope
+        try:
+            data = await self._transport.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.debug("%r: read failed: %r", self, exc)
+            data = b""
+        if not data:
+            self._eof = True
+            self._protocol.receive_eof()
+            self._flush_protocol()
+            return
+        if scope is not None:
+            scope.deadline = trio.current_time() + self._idle_timeout
+        if len(data) <= _FEED_SLICE:
+            self._feed(data)
+            return
+        # Bound the CPU one connection takes before others run: a read full of tiny frames is
+        # parsed a slice at a time, yielding between slices (shielded: the bytes are ours now).
+        parsed = 0
+        for start in range(0, len(data), _FEED_SLICE):
+            if parsed >= _FRAMES_PER_CHECKPOINT:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                parsed = 0
+            parsed += self._feed(data[start : start + _FEED_SLICE])
+
+    def _feed(self, data: bytes) -> int:
+        """Parse ``data``; queue complete messages and send the core's replies. Frames parsed."""
+        protocol = self._protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        if events:
+            self._handle_frames(events)
+        self._flush_protocol()
+        return len(events)
+
+    def _handle_frames(self, frames: list[Any]) -> None:
+        protocol = self._protocol
+        for frame in frames:
+            opcode = frame.opcode
+            if opcode is _TEXT or opcode is _BINARY or opcode is _CONT:
+                self._data_frame(frame)
+                if protocol.state is not OPEN and protocol.close_rcvd is None:
+                    return  # we failed the connection: nothing after the bad frame counts
+            # Pings are answered by the core, pongs need nothing, a close is in the core's state.
+
+    def _data_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if self._metrics is not None:
+            self._metrics.bytes_in += len(frame.data)
+        fragments = self._fragments
+        if opcode is _CONT:
+            assert fragments is not None  # the core checks the sequence (1002 otherwise)
+            fragments.cost += len(frame.data) + FRAME_OVERHEAD
+            if fragments.cost > self._max_message_size:
+                self._fragments = None
+                self._fail(
+                    1009,
+                    f"fragmented message over {self._max_message_size} bytes "
+                    f"(each frame counts {FRAME_OVERHEAD} bytes more than its payload)",
+                )
+                return
+        elif frame.fin:
+            if opcode is _TEXT:
+                try:
+                    message: str | bytes = frame.data.decode()
+                except UnicodeDecodeError as exc:
+                    self._fail(1007, f"invalid UTF-8 at position {exc.start}")
+                    return
+            else:
+                message = bytes(frame.data)
+            self._queue(message)
+            return
+        else:
+            fragments = self._fragments = _Fragments(frame)
+        if fragments.decoder is not None:
+            try:
+                fragments.parts.append(fragments.decoder.decode(frame.data, frame.fin))
+            except UnicodeDecodeError as exc:
+                self._fragments = None
+                self._fail(1007, f"invalid UTF-8 in a fragmented message: {exc.reason}")
+                return
+        else:
+            fragments.parts.append(frame.data)
+        if frame.fin:
+            self._fragments = None
+            joined = "".join(fragments.parts) if fragments.decoder is not None else b"".join(fragments.parts)
+            self._queue(joined)
+
+    def _queue(self, message: str | bytes) -> None:
+        if self._answer_text_ping and message == "ping":
+            self._write_or_drop(message_frame("pong", masked=self._is_client))
+            return
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append(message)
+        self._pending_bytes += len(message)
+        if self._metrics is not None:
+            self._metrics.messages_in += 1
+
+    def _fail(self, code: int, reason: str) -> None:
+        logger.debug("%r: failing the connection with %d: %s", self, code, reason)
+        self._protocol.fail(code, reason)
+
+    def _flush_protocol(self) -> None:
+        """Send what the core wants sent: pongs, a close frame (b"" asks to end the stream)."""
+        for data in self._protocol.data_to_send():
+            if data:
+                try:
+                    self._transport.write_control(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+    def _write_or_drop(self, frame: bytes) -> None:
+        try:
+            self._transport.write_nowait(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    # --- reading while nobody receives -----------------------------------------------------
+
+    def _keep(self) -> None:
+        """Called by the keeper on every tick: start a servicer if nobody read since the last tick."""
+        if self._reader or self._done_reading():
+            return
+        if self._seen_epoch != self._recv_epoch:
+            self._seen_epoch = self._recv_epoch  # someone received lately: look again next tick
+            return
+        if self._read_ahead_full():
+            return  # the application has not taken what was read ahead
+        self._reader = _SERVICE
+        try:
+            self._nursery.start_soon(self._service)
+        except RuntimeError:  # the nursery is closing, and with it this connection
+            self._reader_finished()
+
+    async def _service(self) -> None:
+        """Read on behalf of a handler that does not, until it does or the read-ahead is full."""
+        scope = self._service_scope = trio.CancelScope()
+        try:
+            with scope:
+                # Once it is full, reading stops: TCP backpressure reaches the peer.
+                while not self._done_reading() and not self._read_ahead_full():
+                    await self._read()
+        finally:
+            self._service_scope = None
+            self._reader_finished()
+
+    def _read_ahead_full(self) -> bool:
+        pending = self._pending
+        return pending is not None and (
+            self._pending_bytes >= READ_AHEAD_BYTES or len(pending) >= self._max_queue
+        )
+
+    def _watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
+        """Cancel ``scope`` when nothing arrives from the peer for ``timeout`` seconds."""
+        self._idle_scope = scope
+        self._idle_timeout = timeout
+        scope.deadline = trio.current_time() + timeout
 
     async def recv_json(self) -> Any:
         """Receive a message and parse it as JSON; bad JSON raises :class:`DecodeError`."""
@@ -217,18 +601,27 @@ class WebSocket:
             await self._transport.write(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._closed_error() from None
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.messages_out += 1
+            metrics.bytes_out += len(frame)
 
     def ping_nowait(self) -> None:
         """Queue a protocol ping unless the connection is closed or its outbox is full."""
         if self.closed:
             return
-        try:
-            frame = encode_frame(OP_PING, b"", masked=True) if self._is_client else _SERVER_PING
-            self._transport.write_nowait(frame)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        frame = encode_frame(OP_PING, b"", masked=True) if self._is_client else _SERVER_PING
+        self._write_or_drop(frame)
 
     # --- closing -----------------------------------------------------------------------------
+
+    def _close_complete(self) -> bool:
+        protocol = self._protocol
+        if self._eof or self._transport.closed or protocol.state is CLOSED:
+            return True
+        # A server closes TCP as soon as the core says so (both close frames crossed, or it
+        # failed the connection); a client waits for the server to close it.
+        return not self._is_client and protocol.eof_sent
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` and ``reason``, waiting at most ``close_timeout`` for the peer.
@@ -237,24 +630,45 @@ class WebSocket:
         closed even if the caller is cancelled.
         """
         try:
-            if self._ws.closed is None and not self._transport.closed:
-                with trio.move_on_after(self._close_timeout):
-                    await self._ws.aclose(code, reason or None)
+            with trio.move_on_after(self._close_timeout):
+                if self._local_close is None and self._protocol.state is OPEN and not self._transport.closed:
+                    # The reason is cut to fit the 125-byte control frame, as close_payload does.
+                    fitting = close_payload(code, reason)[2:].decode("utf-8")
+                    try:
+                        self._protocol.send_close(code, fitting)
+                    except InvalidState:  # pragma: no cover - the state was checked just now
+                        pass
+                    for data in self._protocol.data_to_send():
+                        if data:
+                            await self._transport.write_close(data)
+                else:
+                    await self._transport.flush()  # e.g. the close frame the core echoed
+                while not self._close_complete() and self._local_close is None:
+                    if self._reader:
+                        await self._wait_for_reader()
+                        continue
+                    self._reader = _RECV
+                    try:
+                        await self._read()
+                    finally:
+                        self._reader_finished()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.debug("%r: closing handshake cut short: %r", self, exc)
         finally:
             await trio.aclose_forcefully(self._transport)
 
     async def close_without_reply(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame (after what is queued) and close at once, not waiting for the reply.
 
-        For a side that is going away anyway, e.g. a client whose task is being cancelled and whose
-        reader cannot read a reply any more. Bounded by ``close_timeout``.
+        For a side that is going away anyway, e.g. a client whose task is being cancelled.
+        Bounded by ``close_timeout``.
         """
         if not self.closed:
             self._local_close = (code, reason)
             frame = encode_frame(_OP_CLOSE, close_payload(code, reason), masked=self._is_client)
             with trio.move_on_after(self._close_timeout):
                 try:
-                    await self._transport.send_all(frame)
+                    await self._transport.write_close(frame)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
         await trio.aclose_forcefully(self._transport)
@@ -271,21 +685,8 @@ class WebSocket:
             return
         self._local_close = (code, reason)
         goodbye = None
-        if self._ws.closed is None:
+        if self._protocol.state is OPEN:
             goodbye = encode_frame(_OP_CLOSE, close_payload(code, reason), masked=self._is_client)
         self._transport.abort_soon(goodbye)
-
-    async def _release(self) -> None:
-        """Once the connection is over: take what trio-websocket still holds, so its reader ends.
-
-        Its reader may be waiting to hand a message nobody will read; the stream is closed by now,
-        so after the messages already received it finds the end and closes its channel.
-        """
-        while True:
-            try:
-                await self._ws.get_message()
-            except trio_websocket.ConnectionClosed:
-                return
-
-    def _watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
-        self._transport.watch_idle(scope, timeout)
+        if self._service_scope is not None:
+            self._service_scope.cancel()

@@ -1,6 +1,6 @@
 """WebSocket frame encoding (RFC 6455 section 5.2), pure and free of I/O.
 
-trio-websocket (through wsproto) parses every inbound frame. Outbound data frames are built here
+websockets' Sans-I/O core parses every inbound frame. Outbound data frames are built here
 instead, because a broadcast frame is encoded once and the same bytes go to every recipient:
 server frames are unmasked, so they are identical for every connection.
 """
@@ -20,6 +20,7 @@ __all__ = [
     "encode_frame",
     "is_close_frame",
     "message_frame",
+    "split_frames",
 ]
 
 OP_TEXT = 0x1
@@ -78,3 +79,29 @@ def close_payload(code: int, reason: str = "") -> bytes:
 def is_close_frame(data: bytes | bytearray | memoryview) -> bool:
     """True when ``data`` starts with a close frame (used to stop data frames after a close)."""
     return len(data) > 0 and (data[0] & 0x0F) == OP_CLOSE
+
+
+def split_frames(data: bytes) -> list[tuple[int, memoryview, memoryview]] | None:
+    """The frames in ``data``, one or several unmasked frames built here back to back.
+
+    Each is ``(first byte, whole frame, payload)``; None when ``data`` is not whole unmasked
+    frames. The hub's fan-out joins consecutive frames into one write, so a buffer handed to a
+    transport may hold several (:mod:`._deflate` compresses each on its own).
+    """
+    view = memoryview(data)
+    frames = []
+    position, end = 0, len(data)
+    while position < end:
+        if end - position < 2 or data[position + 1] & _MASK_BIT:
+            return None
+        size, offset = data[position + 1] & 0x7F, 2
+        if size == 126:
+            size, offset = int.from_bytes(data[position + 2 : position + 4], "big"), 4
+        elif size == 127:
+            size, offset = int.from_bytes(data[position + 2 : position + 10], "big"), 10
+        stop = position + offset + size
+        if stop > end:
+            return None
+        frames.append((data[position], view[position:stop], view[position + offset : stop]))
+        position = stop
+    return frames

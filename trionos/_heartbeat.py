@@ -1,13 +1,18 @@
 """Heartbeats: protocol pings on a schedule, and the idle deadline that ends a silent connection.
 
 Liveness is judged from inbound bytes only (data frames, pongs, pings: any traffic proves the
-peer is alive), measured by the :class:`~trionos._transport.Transport` under the connection. A
-server runs one pinger task for all of its connections rather than one sleeping task each.
+peer is alive): every read moves the connection's idle deadline to ``timeout`` seconds later,
+whatever the handler and the outbox are doing. An endpoint runs one *keeper* task for all of its
+connections rather than one sleeping task each: it pings on the heartbeat schedule, and on every
+tick starts a servicer for each connection nobody has received on since the previous tick, so
+that a connection whose handler does not read still answers pings, notices a close and sees
+its peer's traffic (see :mod:`trionos._connection`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -19,7 +24,7 @@ from ._errors import ConnectionClosed
 if TYPE_CHECKING:
     from ._connection import WebSocket
 
-__all__ = ["Heartbeat", "run_pinger", "send_keepalive"]
+__all__ = ["SERVICE_TICK", "Heartbeat", "run_keeper", "send_keepalive", "service_tick"]
 
 logger = logging.getLogger("trionos.heartbeat")
 
@@ -38,24 +43,46 @@ class Heartbeat:
     with code 1011 is attempted without waiting, and the TCP connection is closed at once. Pass
     ``heartbeat=None`` to ``serve``/``connect`` to switch heartbeats off.
 
-    Time spent while the application has not yet taken a received message does not count towards
-    the timeout, so a busy handler never makes a healthy peer look dead.
+    A handler busy elsewhere never makes a healthy peer look dead: what the peer sends is read
+    for it in the meantime. Only while the messages read ahead fill the connection's queue (the
+    application has not taken them) is reading paused, and the idle clock with it.
     """
 
     interval: float = attrs.field(default=30.0, validator=_positive)
     timeout: float = attrs.field(default=60.0, validator=_positive)
 
 
-async def run_pinger(heartbeat: Heartbeat, connections: Callable[[], Iterable[WebSocket]]) -> None:
-    """Ping every connection that ``connections()`` lists, every ``heartbeat.interval`` seconds.
+#: The longest a connection nobody receives on waits for a servicer: between one and two ticks.
+SERVICE_TICK = 1.0
 
-    Runs until cancelled. A ping that does not fit into a full outbox is skipped: that peer is
-    not reading, and the idle timeout decides its fate.
+
+def service_tick(heartbeat: Heartbeat | None) -> float:
+    """How often the keeper looks at its connections (a quarter of a short timeout at most)."""
+    if heartbeat is None:
+        return SERVICE_TICK
+    return min(SERVICE_TICK, heartbeat.interval, heartbeat.timeout / 4)
+
+
+async def run_keeper(heartbeat: Heartbeat | None, connections: Callable[[], Iterable[WebSocket]]) -> None:
+    """Look after every connection ``connections()`` lists until cancelled.
+
+    Every ``heartbeat.interval`` seconds each is pinged (a ping that does not fit into a full
+    outbox is skipped: that peer is not reading, and the idle timeout decides its fate). On every
+    tick (:func:`service_tick`), a connection on which nobody has received since the previous
+    tick gets a servicer that reads for it.
     """
+    tick = service_tick(heartbeat)
+    next_ping = math.inf if heartbeat is None else trio.current_time() + heartbeat.interval
     while True:
-        await trio.sleep(heartbeat.interval)
+        await trio.sleep(tick)
+        ping = trio.current_time() >= next_ping
+        if ping:
+            assert heartbeat is not None
+            next_ping += heartbeat.interval
         for ws in list(connections()):
-            ws.ping_nowait()
+            ws._keep()
+            if ping:
+                ws.ping_nowait()
 
 
 async def send_keepalive(ws: WebSocket, interval: float = 25.0, *, text: str = "ping") -> None:

@@ -1,12 +1,15 @@
 """The first request on a connection, parsed with h11: pure, no sockets, no clock.
 
 A :class:`RequestReader` is fed the bytes that arrive and returns a :class:`RequestHead` once the
-head is complete; it renders the response for a plain HTTP request. Every byte fed is kept, so an
-upgrade can replay them to the WebSocket handshake (trio-websocket parses the request again).
+head is complete; it renders the response for a plain HTTP request. Every byte fed is kept: an
+upgrade hands the head to websockets' Sans-I/O handshake, and the bytes behind it (frames a
+client sent without waiting) to the connection.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import http
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -110,6 +113,25 @@ class RequestHead:
             for name, _, value in (line.partition(b":") for line in self.header_block.split(b"\n"))
         )
 
+    def handshake_error(self) -> HttpError | None:
+        """What is wrong with this upgrade request's WebSocket fields, if anything (RFC 6455 4.2.1).
+
+        ``Sec-WebSocket-Key`` must be the base64 encoding of 16 bytes (400 otherwise), and
+        ``Sec-WebSocket-Version`` must be 13 (426 otherwise).
+        """
+        headers = self.headers
+        key = headers.get("sec-websocket-key", "")
+        try:
+            nonce = base64.b64decode(key.strip().encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            nonce = b""
+        if len(nonce) != 16:
+            return HttpError(400, f"Sec-WebSocket-Key must be base64 of 16 bytes, got {key!r}")
+        version = headers.get("sec-websocket-version", "")
+        if version.strip() != "13":
+            return HttpError(426, f"Sec-WebSocket-Version must be 13, got {version!r}")
+        return None
+
     @property
     def path(self) -> str:
         """The percent-decoded path, without the query string."""
@@ -152,12 +174,23 @@ class RequestReader:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._max_head_size = max_head_size
         self._received = bytearray()
+        self._head_size = 0
         self._method = "GET"
 
     @property
     def received(self) -> bytes:
-        """Every byte fed so far (to replay to the WebSocket handshake)."""
+        """Every byte fed so far."""
         return bytes(self._received)
+
+    @property
+    def head_bytes(self) -> bytes:
+        """The bytes of the complete request head (empty before it is complete)."""
+        return bytes(self._received[: self._head_size])
+
+    @property
+    def trailing(self) -> bytes:
+        """What arrived after the request head (frames sent without waiting for the 101)."""
+        return bytes(self._received[self._head_size :]) if self._head_size else b""
 
     def feed(self, data: bytes) -> RequestHead | None:
         """Add bytes (``b""`` for end of stream); return the head once it is complete."""
@@ -174,6 +207,7 @@ class RequestReader:
             head_size = len(self._received) - len(self._conn.trailing_data[0])
             if head_size > self._max_head_size:
                 raise HttpError(431, f"request head of {head_size} bytes exceeds {self._max_head_size}")
+            self._head_size = head_size
             self._method = sys.intern(event.method.decode("ascii"))
             head = RequestHead.from_fields(
                 self._method, event.target.decode("latin-1"), ((name, value) for name, value in event.headers)

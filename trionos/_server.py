@@ -1,11 +1,12 @@
 """``serve()``: one port for plain HTTP and WebSocket upgrades.
 
 Each TCP connection runs the user's handler in its own task, inside one cancel scope: the
-connection's idle scope, which the heartbeat moves and shutdown cancels. Its background tasks
-(trio-websocket's reader, the outbox writer) run in the server's shared support nursery
-(:mod:`._support`). Layers: TCP (and TLS) -> :mod:`._http` reads the request head -> the handler
-answers HTTP or accepts an upgrade, which is handed to trio-websocket's public
-``wrap_server_stream`` with the head replayed.
+connection's idle scope, which the heartbeat moves and shutdown cancels. Its background tasks,
+when it needs any (the outbox writer behind a full socket, a servicer reading for a handler that
+does not), run in the server's shared support nursery (:mod:`._support`). Layers: TCP (and TLS)
+-> :mod:`._http` reads the request head with h11 -> the handler answers HTTP or accepts an
+upgrade, whose handshake websockets' Sans-I/O ``ServerProtocol`` completes -> a
+:class:`~trionos.WebSocket` on that protocol core.
 """
 
 from __future__ import annotations
@@ -15,17 +16,22 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import trio
-import trio_websocket
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 
-from ._connection import WebSocket, dumps_json
-from ._heartbeat import Heartbeat, run_pinger
+from ._connection import ProtocolLog, ServerCore, WebSocket, dumps_json
+from ._deflate import Deflater, check_compression, server_extensions
+from ._errors import ConnectionClosed, HandshakeError
+from ._heartbeat import Heartbeat, run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
+from ._metrics import Metrics, RefusalReason
 from ._support import SupportNursery, TaskSpawner
 from ._transport import Transport
 
 __all__ = ["Handler", "Request", "Server", "serve"]
 
 logger = logging.getLogger("trionos.server")
+
+_PROTOCOL_LOG = ProtocolLog()
 
 Handler = Callable[["Request"], Awaitable[None]]
 
@@ -142,38 +148,60 @@ class Request:
             raise RuntimeError(f"accept() needs a WebSocket upgrade request, got {self!r}")
         self._claim()
         server = self._server
-        assert self._reader is not None
-        transport = Transport(
-            self._stream,
-            nursery=self._nursery,
-            replay=self._reader.received,
-            max_outbox_bytes=server.max_outbox_bytes,
+        reader = self._reader
+        assert reader is not None
+        self._reader = None  # free the HTTP parser
+        protocol = ServerCore(
+            extensions=server_extensions(server.compression),
+            subprotocols=None if subprotocol is None else [subprotocol],
+            max_size=server.max_message_size,
+            logger=_PROTOCOL_LOG,
         )
-        self._reader = None  # the head is replayed from here on; free the HTTP parser
-        request = await trio_websocket.wrap_server_stream(
-            self._nursery,  # type: ignore[arg-type]  # start_soon is all it uses
-            transport,
-            message_queue_size=server.message_queue_size,
-            max_message_size=server.max_message_size,
-            receive_buffer_size=_RECEIVE_SIZE,
-        )
-        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers or ()]
-        connection = await request.accept(subprotocol=subprotocol, extra_headers=raw_headers)
-        transport.handshake_complete = True
+        protocol.receive_data(reader.head_bytes)
+        request = next(event for event in protocol.events_received())
+        response = protocol.accept(request)
+        if subprotocol is not None and protocol.subprotocol != subprotocol:
+            raise RuntimeError(
+                f"subprotocol {subprotocol!r} was not offered; the client offered "
+                f"{self.headers.get('sec-websocket-protocol')!r}"
+            )
+        for name, value in extra_headers or ():
+            response.headers[name] = value
+        protocol.send_response(response)
+        transport = Transport(self._stream, nursery=self._nursery, max_outbox_bytes=server.max_outbox_bytes)
+        for extension in protocol.extensions:
+            if isinstance(extension, PerMessageDeflate):
+                transport.deflater = server._deflater(extension.local_max_window_bits)
+        for data in protocol.data_to_send():
+            if data:
+                await transport.write(data)
+        if response.status_code != 101:
+            # _read_request vetted the head, so this is a handshake websockets refused for a
+            # reason of its own: the client got the response, the handler gets the error.
+            raise HandshakeError(
+                f"WebSocket handshake refused with {response.status_code}: {response.body!r}"
+            )
         ws = WebSocket(
-            connection,
+            protocol,
             transport,
+            nursery=self._nursery,
             is_client=False,
             path=None,  # read from the request head, which the WebSocket keeps anyway
             remote=self.remote,
             request_head=self._head,
             close_timeout=server.close_timeout,
+            max_message_size=server.max_message_size,
+            max_queue=server.message_queue_size,
             answer_text_ping=answer_text_ping,
+            metrics=server.metrics,
         )
+        if reader.trailing:
+            ws._feed(reader.trailing)
         if server.heartbeat is not None:
             ws._watch_idle(self._handler_scope, server.heartbeat.timeout)
         self.websocket = ws
         server.connections.add(ws)
+        server.metrics.websockets_open += 1
         return ws
 
     async def respond(
@@ -208,6 +236,7 @@ class Request:
 
     async def reject(self, status: int, body: str | bytes = "") -> None:
         """Refuse a WebSocket upgrade (or any request) with an HTTP status, e.g. 401 or 403."""
+        self._server.metrics.refused(RefusalReason.REJECTED)
         await self.respond(status, body)
 
 
@@ -227,11 +256,24 @@ class Server:
         max_head_size: int = 16 * 1024,
         handshake_timeout: float = 10.0,
         max_connections: int = 10_000,
+        max_connections_per_address: int | None = 1_000,
         close_timeout: float = 5.0,
         max_outbox_bytes: int = 1024 * 1024,
         message_queue_size: int = 1,
+        metrics: Metrics | None = None,
+        compression: str | None = None,
     ) -> None:
+        check_compression(compression)
         self.handler = handler
+        #: ``"deflate"`` when permessage-deflate is offered to clients, else None.
+        self.compression = compression
+        # One compress-once Deflater per window size the clients negotiated (see _deflate).
+        self._deflaters: dict[int, Deflater] = {}
+        self.max_connections_per_address = max_connections_per_address
+        #: The counters this server increments (see :class:`trionos.Metrics`).
+        self.metrics = Metrics() if metrics is None else metrics
+        # Open connections per remote host, for max_connections_per_address (no entry at zero).
+        self._per_address: dict[str, int] = {}
         self.origins = None if origins is None else frozenset(origins)
         self.heartbeat = heartbeat
         self.max_message_size = max_message_size
@@ -252,6 +294,12 @@ class Server:
         self.host = ""
         self.port = 0
 
+    def _deflater(self, window_bits: int) -> Deflater:
+        deflater = self._deflaters.get(window_bits)
+        if deflater is None:
+            deflater = self._deflaters[window_bits] = Deflater(window_bits)
+        return deflater
+
     @property
     def url(self) -> str:
         """``ws://host:port`` of the first listener."""
@@ -259,9 +307,9 @@ class Server:
         return f"ws://{host}:{self.port}"
 
     async def run_pinger(self) -> None:
-        """Ping every open connection on the heartbeat schedule (runs until cancelled)."""
-        if self.heartbeat is not None:
-            await run_pinger(self.heartbeat, lambda: self.connections)
+        """Ping every open connection on the heartbeat schedule, and start a servicer for each
+        one nobody receives on (runs until cancelled; see :func:`trionos._heartbeat.run_keeper`)."""
+        await run_keeper(self.heartbeat, lambda: self.connections)
 
     async def run_support(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the nursery every connection's background tasks live in (see :mod:`._support`).
@@ -301,10 +349,23 @@ class Server:
         """
         if self._support is None:
             raise RuntimeError("Server.run_support() is not running (serve() starts it)")
+        metrics = self.metrics
+        metrics.connections_accepted += 1
         if self.shutting_down or self.active_streams >= self.max_connections:
+            metrics.refused(RefusalReason.CAPACITY)
             await _send_and_close(stream, render_error(503, "too many connections"))
             return
+        address = _peer_address(stream)
+        host = None if address is None else address[0]
+        if host is not None and self.max_connections_per_address is not None:
+            if self._per_address.get(host, 0) >= self.max_connections_per_address:
+                metrics.refused(RefusalReason.PER_ADDRESS)
+                logger.debug("refused %s: %d connections from it already", host, self._per_address[host])
+                await _send_and_close(stream, render_error(503, "too many connections from your address"))
+                return
+            self._per_address[host] = self._per_address.get(host, 0) + 1
         self.active_streams += 1
+        metrics.connections_open += 1
         scope = trio.CancelScope(shield=True)
         self._scopes.add(scope)
         request: Request | None = None
@@ -315,6 +376,9 @@ class Server:
                 if request is not None:
                     try:
                         await self.handler(request)
+                    except ConnectionClosed as exc:
+                        # The peer went away or broke the protocol: an ordinary network event.
+                        logger.info("%r ended: %s", request, exc)
                     except Exception:
                         logger.exception("handler failed for %r", request)
                         failed = True
@@ -327,10 +391,17 @@ class Server:
             # Shielded, so that a cancelled server still counts this connection as ended.
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
-                if request is not None and request.websocket is not None:
-                    with trio.move_on_after(self.close_timeout):
-                        await request.websocket._release()
             self.active_streams -= 1
+            metrics.connections_open -= 1
+            if host is not None and self.max_connections_per_address is not None:
+                left = self._per_address[host] - 1
+                if left:
+                    self._per_address[host] = left
+                else:
+                    del self._per_address[host]
+            if request is not None and request.websocket is not None:
+                metrics.websockets_open -= 1
+                metrics.closed(request.websocket.close_code or 1006)
             if self.shutting_down and not self.active_streams:
                 self._finished.set()
 
@@ -346,13 +417,24 @@ class Server:
                         break
             except HttpError as exc:
                 logger.debug("bad request from %s: %s", _peer_address(stream), exc.detail)
+                self.metrics.refused(
+                    RefusalReason.HEAD_TOO_LARGE if exc.status == 431 else RefusalReason.BAD_REQUEST
+                )
                 await _send_and_close(stream, render_error(exc.status, exc.detail))
                 return None
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
         if head is None:
+            if reader.received:  # an empty connection is no refusal (e.g. a port probe)
+                self.metrics.refused(RefusalReason.HANDSHAKE_TIMEOUT)
+            return None
+        if head.is_upgrade and (error := head.handshake_error()) is not None:
+            logger.debug("bad upgrade from %s: %s", _peer_address(stream), error.detail)
+            self.metrics.refused(RefusalReason.BAD_REQUEST)
+            await _send_and_close(stream, render_error(error.status, error.detail))
             return None
         if head.is_upgrade and self.origins is not None and head.headers.get("origin") not in self.origins:
+            self.metrics.refused(RefusalReason.ORIGIN)
             await _send_and_close(stream, render_error(403, "origin not allowed"))
             return None
         assert self._support is not None  # handle_stream checked
@@ -366,6 +448,7 @@ class Server:
         elif scope.cancelled_caught and request.websocket is not None:
             timeout = self.heartbeat.timeout if self.heartbeat else 0
             logger.info("closing %r: no traffic for %g s", request.websocket, timeout)
+            self.metrics.heartbeat_timeouts += 1
             request.websocket.abort(1011, f"heartbeat timeout: no traffic for {timeout:g} s")
             self.connections.discard(request.websocket)
         else:
@@ -413,9 +496,12 @@ async def serve(
     max_head_size: int = 16 * 1024,
     handshake_timeout: float = 10.0,
     max_connections: int = 10_000,
+    max_connections_per_address: int | None = 1_000,
     close_timeout: float = 5.0,
     max_outbox_bytes: int = 1024 * 1024,
     message_queue_size: int = 1,
+    metrics: Metrics | None = None,
+    compression: str | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP and WebSockets on ``port`` until cancelled.
@@ -430,13 +516,26 @@ async def serve(
     * ``max_head_size`` (16 KiB): a larger request head is answered with 431.
     * ``handshake_timeout`` (10 s): a request head that takes longer is dropped.
     * ``max_connections`` (10,000): further connections are answered with 503.
+    * ``max_connections_per_address`` (1,000): connections from one remote host beyond this are
+      answered with 503 (``None``: no per-address limit); counted as
+      ``RefusalReason.PER_ADDRESS``.
     * ``max_outbox_bytes`` (1 MiB): bytes queued per connection while its socket is full; see the
       hub's slow-client policy for what happens beyond it.
-    * ``message_queue_size`` (1): received messages held for the handler; when it is full the
-      connection stops reading (TCP backpressure), and the idle clock stops too.
+    * ``message_queue_size`` (1): messages read ahead for a handler that is not receiving; when
+      that many wait, the connection stops reading (TCP backpressure), and the idle clock stops
+      too. A handler in ``recv`` reads and parses in its own task, with nothing held.
     * ``heartbeat`` (ping every 30 s, close after 60 s of silence); ``None`` switches it off.
     * ``origins``: when given, upgrades whose ``Origin`` is not listed get 403 (list ``None`` to
       admit clients that send no ``Origin``, such as non-browser clients).
+
+    ``compression``: ``"deflate"`` offers permessage-deflate (RFC 7692) without context takeover
+    on either side, so a broadcast is compressed once for all compressed recipients and an idle
+    connection keeps no zlib state; ``None`` (the default, which keeps idle connections smallest)
+    offers nothing. Messages under 64 bytes go out uncompressed.
+
+    ``metrics`` (a fresh :class:`Metrics` when not given; read it as ``server.metrics``) counts
+    connections accepted, open and refused (by reason), WebSockets open and closed (by code),
+    messages and bytes in and out of direct ``send``/``recv``, and heartbeat timeouts.
 
     Cancellation: cancelling ``serve`` stops accepting, cancels every handler and closes each open
     WebSocket with 1001 "going away", waiting at most ``close_timeout`` for each; messages already
@@ -450,9 +549,12 @@ async def serve(
         max_head_size=max_head_size,
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
+        max_connections_per_address=max_connections_per_address,
         close_timeout=close_timeout,
         max_outbox_bytes=max_outbox_bytes,
         message_queue_size=message_queue_size,
+        metrics=metrics,
+        compression=compression,
     )
     listeners: list[Any] = list(await trio.open_tcp_listeners(port, host=host))
     sockname = listeners[0].socket.getsockname()

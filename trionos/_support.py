@@ -1,17 +1,17 @@
 """Where a server's connections run their background tasks: one shared, shielded nursery.
 
-Every WebSocket the server accepts has background tasks: trio-websocket's reader, and the
-transport's outbox writer or forced close when needed. They could each live in a nursery of
-their own connection, but a nursery costs about 1.3 KB, held by every idle connection for its
-whole life. So they run in one nursery per server instead, which
+A WebSocket the server accepts has no task of its own besides its handler's. Some need one for a
+while: the transport's outbox writer behind a full socket, a forced close, or a servicer that
+reads for a handler that is not receiving (:mod:`._connection`). They could each live in a
+nursery of their own connection, but a nursery costs about 1.3 KB, held by every idle
+connection for its whole life. So they run in one nursery per server instead, which
 
-* is shielded: cancelling the server leaves the readers alive for the closing handshakes that
+* is shielded: cancelling the server leaves them alive for the closing handshakes that
   :meth:`Server.shutdown` starts, and ends only after the last connection has ended;
 * isolates its tasks: :class:`SupportNursery` runs each one so that an exception is logged and
   ends that task only, never the server or another connection.
 
-A connection's tasks still end with it: closing its stream ends the reader and the writer, and
-the server takes whatever the reader still holds before it lets the connection go.
+A connection's tasks still end with it: closing its stream ends the servicer and the writer.
 """
 
 from __future__ import annotations

@@ -1,32 +1,31 @@
-"""The byte stream under every WebSocket: one ordered write path, a bounded outbox, idle tracking.
+"""The byte stream under every WebSocket: direct socket reads, one ordered write path, a bounded outbox.
 
-trio-websocket is handed a :class:`Transport` instead of the raw stream (through its public
-``wrap_server_stream`` / ``wrap_client_stream``). That lets trionos
+A :class:`~trionos._connection.WebSocket` reads and writes through a :class:`Transport`, which
 
-* replay the request head that the server already read to tell HTTP from an upgrade;
-* write a ready-made frame straight into the socket without awaiting or switching tasks (the
-  broadcast fast path), and fall back to a bounded outbox drained by a writer task, started only
+* reads straight from the socket descriptor with trio's checkpoint rules (TLS and in-memory
+  streams are read through their own ``receive_some``);
+* writes a ready-made frame straight into the socket without awaiting or switching tasks (the
+  broadcast fast path), and falls back to a bounded outbox drained by a writer task, started only
   while there is a backlog, when the socket buffer is full;
-* keep frame order exact: every write, trio-websocket's or ours, goes through one lock and
-  flushes the outbox first, and nothing is written past a close frame;
-* see inbound bytes, which are the proof of life the heartbeat needs.
+* keeps frame order exact: every write (data frames, pongs, the close frame) goes through one
+  lock and flushes the outbox first, and nothing is written past a close frame.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
 import trio
 
+from ._deflate import Deflater
 from ._frames import is_close_frame
 from ._support import TaskSpawner
 
-__all__ = ["Transport", "write_each"]
+__all__ = ["ProgressSignal", "Transport", "write_each"]
 
 logger = logging.getLogger("trionos.transport")
 
@@ -44,7 +43,25 @@ class WriteListener(Protocol):
     def _before_write(self) -> None: ...
 
 
-class Transport(trio.abc.Stream):
+class ProgressSignal:
+    """``wait_for_progress()``: what the hub's ``disconnect`` policy waits on; a new event each time."""
+
+    __slots__ = ()
+    _progress: trio.Event | None
+
+    async def wait_for_progress(self) -> None:
+        """Return once the outbox has shrunk (some queued bytes went on towards the peer)."""
+        if self._progress is None:
+            self._progress = trio.Event()
+        await self._progress.wait()
+
+    def _signal_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
+
+
+class Transport(ProgressSignal, trio.abc.AsyncResource):
     """Wraps the connection's stream; see the module docstring.
 
     ``max_outbox_bytes`` bounds the bytes queued while the socket is full. The bound admits one
@@ -56,25 +73,20 @@ class Transport(trio.abc.Stream):
     # Every open connection holds one of these for its whole life: slots keep it small.
     __slots__ = (
         "_busy",
-        "_idle_scope",
-        "_idle_timeout",
         "_lock",
         "_nursery",
         "_outbox",
         "_outbox_bytes",
         "_partial_head",
         "_progress",
-        "_receiving",
-        "_replay",
         "_socket",
         "_stream",
         "_writer_running",
         "close_sent",
         "closed",
+        "deflater",
         "dropped_frames",
-        "handshake_complete",
         "max_outbox_bytes",
-        "on_handshake_eof",
         "peak_outbox_bytes",
         "write_listener",
     )
@@ -84,12 +96,10 @@ class Transport(trio.abc.Stream):
         stream: trio.abc.Stream,
         *,
         nursery: TaskSpawner,
-        replay: bytes = b"",
         max_outbox_bytes: int = 1024 * 1024,
     ) -> None:
         self._stream = stream
         self._nursery = nursery
-        self._replay = replay
         self.max_outbox_bytes = max_outbox_bytes
         # Only a plain TCP socket can take frame bytes directly; TLS and in-memory streams go
         # through the outbox and writer task instead. The descriptor is read at each write, never
@@ -107,15 +117,10 @@ class Transport(trio.abc.Stream):
         self._partial_head = False
         self._writer_running = False
         self._progress: trio.Event | None = None
-        self._idle_scope: trio.CancelScope | None = None
-        self._idle_timeout = math.inf
-        self._receiving = False
-        #: Set once the WebSocket handshake is done; from then on close frames are recognised.
-        self.handshake_complete = False
         #: Told before every ``write``/``send_all`` (the hub writes queued broadcasts first).
         self.write_listener: WriteListener | None = None
-        #: Called if the stream ends before the handshake is complete.
-        self.on_handshake_eof: Callable[[], None] | None = None
+        #: Compresses data frames when the connection negotiated permessage-deflate.
+        self.deflater: Deflater | None = None
         self.close_sent = False
         self.closed = False
         self.dropped_frames = 0
@@ -124,51 +129,24 @@ class Transport(trio.abc.Stream):
 
     # --- reading -----------------------------------------------------------------------------
 
-    def watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
-        """Cancel ``scope`` when the stream waits ``timeout`` seconds for bytes that never come.
-
-        Only time spent *waiting in* ``receive_some`` counts: while trio-websocket's reader holds
-        a message the application has not taken yet, it does not read, and a slow application
-        must not make a healthy peer look dead.
-        """
-        self._idle_scope = scope
-        self._idle_timeout = timeout
-        if self._receiving:
-            # The reader was already waiting when the watch began: the clock starts now.
-            scope.deadline = trio.current_time() + timeout
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._replay:
-            data, self._replay = self._replay, b""
-            return data
-        self._receiving = True
-        idle_scope = self._idle_scope
-        if idle_scope is not None:
-            idle_scope.deadline = trio.current_time() + self._idle_timeout
-        try:
-            sock = self._socket
-            if sock is None:
-                data = await self._stream.receive_some(max_bytes)
-            else:
-                # Straight from the descriptor, with trio's checkpoint rules: SocketStream's layers
-                # would keep three more suspended frames on every idle connection.
-                await trio.lowlevel.checkpoint_if_cancelled()
+        """Bytes from the peer (b"" at the end of the stream); a checkpoint even when data is waiting.
+
+        Cancelling a read loses no bytes. Raises :class:`trio.BrokenResourceError` on a reset.
+        """
+        sock = self._socket
+        if sock is None:
+            return await self._stream.receive_some(max_bytes)
+        # Straight from the descriptor, with trio's checkpoint rules: SocketStream's layers would
+        # keep three more suspended frames on every idle connection.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        data = self._read_nowait(sock, max_bytes)
+        if data is None:
+            while data is None:
+                await trio.lowlevel.wait_readable(sock)
                 data = self._read_nowait(sock, max_bytes)
-                if data is None:
-                    while data is None:
-                        await trio.lowlevel.wait_readable(sock)
-                        data = self._read_nowait(sock, max_bytes)
-                else:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._peer_gone()
-            raise
-        finally:
-            self._receiving = False
-            if idle_scope is not None:
-                idle_scope.deadline = math.inf
-        if not data:
-            self._peer_gone()
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
     def _read_nowait(self, sock: trio.socket.SocketType, max_bytes: int | None) -> bytes | None:
@@ -182,12 +160,6 @@ class Transport(trio.abc.Stream):
             return None
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
-
-    def _peer_gone(self) -> None:
-        # trio-websocket does not wake a client waiting for the handshake when the server hangs
-        # up first; whoever waits for the handshake learns it here.
-        if not self.handshake_complete and self.on_handshake_eof is not None:
-            self.on_handshake_eof()
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -227,7 +199,7 @@ class Transport(trio.abc.Stream):
             raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
 
     def _broken(self) -> None:
-        # The peer is gone. trio-websocket's reader sees the same fault and ends the connection.
+        # The peer is gone; the connection's next read sees the same fault and ends it.
         self.closed = True
         self._discard_outbox()
 
@@ -258,6 +230,8 @@ class Transport(trio.abc.Stream):
         connection can take no more data.
         """
         self._check_writable()
+        if self.deflater is not None:
+            frame = self.deflater.compress(frame)
         if self._write_direct(frame):
             return True
         if not self.has_room(len(frame)):
@@ -271,6 +245,8 @@ class Transport(trio.abc.Stream):
         Returns how many frames were dropped. Never blocks and never refuses the frame.
         """
         self._check_writable()
+        if self.deflater is not None:
+            frame = self.deflater.compress(frame)
         if self._write_direct(frame):
             return 0
         dropped = 0
@@ -289,16 +265,6 @@ class Transport(trio.abc.Stream):
         self._enqueue(frame)
         return dropped
 
-    async def wait_for_progress(self) -> None:
-        """Return once the outbox has shrunk (some queued bytes reached the socket)."""
-        if self._progress is None:
-            self._progress = trio.Event()
-        await self._progress.wait()
-
-    def _signal_progress(self) -> None:
-        if self._progress is not None:
-            self._progress.set()
-            self._progress = None
 
     async def _flush_locked(self) -> None:
         while self._outbox:
@@ -370,18 +336,41 @@ class Transport(trio.abc.Stream):
         self._check_writable()
         if self.write_listener is not None:
             self.write_listener._before_write()
+        if self.deflater is not None:
+            frame = self.deflater.compress(frame)
         await self._write_in_order(frame)
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Used by trio-websocket: handshake, control frames, and its own messages, in order."""
-        if self.closed:
-            raise trio.ClosedResourceError("the connection is closed")
-        frame = data if isinstance(data, bytes) else bytes(data)
+    def write_control(self, frame: bytes) -> None:
+        """Write or queue a pong or close frame from the protocol core, without blocking.
+
+        A pong that does not fit into a full outbox is dropped (a peer that pings but does not
+        read gets no more than the bound). A close frame is always queued, one frame beyond the
+        bound at most, and nothing may be written after it.
+        """
+        if self.closed or self.close_sent:
+            return
         if self.write_listener is not None:
             self.write_listener._before_write()
-        if self.handshake_complete and is_close_frame(frame):
+        if is_close_frame(frame):
+            if not self._write_direct(frame):
+                self._enqueue(frame)
             self.close_sent = True
+        elif not self._write_direct(frame) and self.has_room(len(frame)):
+            self._enqueue(frame)
+
+    async def write_close(self, frame: bytes) -> None:
+        """Write a close frame after everything queued, waiting while the socket is full."""
+        self._check_writable()
+        if self.write_listener is not None:
+            self.write_listener._before_write()
+        self.close_sent = True
         await self._write_in_order(frame)
+
+    async def flush(self) -> None:
+        """Wait until everything queued has reached the socket (or the connection broke)."""
+        if self._outbox and not self.closed:
+            async with self._writing():
+                await self._flush_locked()
 
     async def _write_in_order(self, frame: bytes) -> None:
         # Straight into the socket when nothing is ahead; otherwise behind the backlog, which the
@@ -399,9 +388,6 @@ class Transport(trio.abc.Stream):
         if self._lock is None:
             self._lock = trio.StrictFIFOLock()
         return self._lock
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
 
     # --- closing -----------------------------------------------------------------------------
 
@@ -464,13 +450,13 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
     """Write ``frame`` straight into each recipient's socket; return those it could not take.
 
     This is the broadcast fast path: one loop, no await, no task switch, the same bytes for every
-    recipient. A recipient is returned (for the caller's slow-client policy) when it has a
-    backlog, another write is in progress, or it has no socket (TLS, in-memory). When the socket
-    takes only part of the frame, or none of it, the rest is queued in order (an empty outbox
-    always admits a frame). Recipients whose connection is closed or broken are skipped.
+    recipient (for those that negotiated compression, the same compressed bytes). A recipient is
+    returned (for the caller's slow-client policy) when it has a backlog, another write is in
+    progress, or it has no socket (TLS, in-memory). When the socket takes only part of the
+    frame, or none of it, the rest is queued in order (an empty outbox always admits a frame).
+    Recipients whose connection is closed or broken are skipped.
     """
     pending: list[R] = []
-    size = len(frame)
     write = os.write
     for recipient in recipients:
         transport = recipient.transport
@@ -484,13 +470,15 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
         if fd < 0:
             transport._broken()
             continue
+        # A compressed recipient gets the compressed frame, made once for all of them.
+        data = frame if transport.deflater is None else transport.deflater.compress(frame)
         try:
-            sent = write(fd, frame)
+            sent = write(fd, data)
         except BlockingIOError:
             sent = 0  # full: the outbox is empty, so the frame is queued like any unwritten tail
         except OSError:
             transport._broken()
             continue
-        if sent != size:
-            transport._enqueue_rest(frame, sent)
+        if sent != len(data):
+            transport._enqueue_rest(data, sent)
     return pending

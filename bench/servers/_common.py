@@ -29,14 +29,18 @@ SUBSCRIBER_QUEUE = 256
 BACKLOG = 4096
 
 
-def parse_args(description: str, *, heartbeat: bool = False) -> argparse.Namespace:
-    """Parse the command line every bench server accepts."""
+def parse_args(description: str, *, heartbeat: bool = False, compression: bool = False) -> argparse.Namespace:
+    """Parse the command line every bench server accepts (``--compression`` where it has one)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     if heartbeat:
         parser.add_argument(
             "--heartbeat", action="store_true", help="enable the server's ping/pong heartbeat"
+        )
+    if compression:
+        parser.add_argument(
+            "--compression", action="store_true", help="offer permessage-deflate (bench_compression.py)"
         )
     return parser.parse_args()
 

@@ -14,7 +14,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
 
-async def main_async(host: str, port: int) -> None:
+async def main_async(host: str, port: int, compression: bool = False) -> None:
     subscribers: set[ServerConnection] = set()
 
     async def handler(ws: ServerConnection) -> None:
@@ -42,20 +42,22 @@ async def main_async(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with serve(handler, host, port, backlog=BACKLOG, compression=None) as server:
+    # --compression: websockets' default permessage-deflate settings.
+    deflate = "deflate" if compression else None
+    async with serve(handler, host, port, backlog=BACKLOG, compression=deflate) as server:
         announce(next(iter(server.sockets)).getsockname()[1])
         await stop.wait()
 
 
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, compression=True)
     raise_nofile_limit()
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main_async(args.host, args.port))
+        asyncio.run(main_async(args.host, args.port, args.compression))
     else:
-        uvloop.run(main_async(args.host, args.port))
+        uvloop.run(main_async(args.host, args.port, args.compression))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ A :class:`trionos.WebSocket` client runs a reader task that reads the socket con
 answers pings on its own, which is what an application wants and exactly what a fault-injection
 test does not. A :class:`RawPeer` has no background task: it reads only inside :meth:`RawPeer.recv`,
 answers pings only there (and only if told to), and can stop anywhere, even inside a frame. The
-protocol work is wsproto's (a sans-I/O state machine; trio-websocket is built on it).
+protocol work is wsproto's (a sans-I/O state machine, independent of trionos' own core).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from wsproto.events import (
     Event,
     Message,
     Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -45,7 +46,8 @@ class RawPeer:
 
     ``stream`` is the byte stream under it (a :class:`~trionos.testing.PipeStream` on the memory
     backend: its ``incoming_bytes`` shows how much the server sent that the peer has not read).
-    ``pings_received`` counts the server's pings seen by :meth:`recv`. Closing is abrupt by
+    ``pings_received`` counts the server's pings seen by :meth:`recv`, ``pongs_received`` its
+    answers to :meth:`ping`. Closing is abrupt by
     default: leaving :func:`open_raw_peer`'s block closes the stream without a closing handshake
     (the server sees 1006); call :meth:`close` first for a clean one.
     """
@@ -61,6 +63,7 @@ class RawPeer:
         self.stream = stream
         self.answer_pings = answer_pings
         self.pings_received = 0
+        self.pongs_received = 0
         self._conn = connection
         self._events: deque[Event] = deque(events)
         self._parts: list[str | bytes] = []
@@ -81,6 +84,10 @@ class RawPeer:
     async def send_json(self, obj: Any) -> None:
         """Send ``obj`` as compact JSON text, as :meth:`trionos.WebSocket.send_json` does."""
         await self.send(dumps_json(obj))
+
+    async def ping(self, payload: bytes = b"") -> None:
+        """Send a protocol ping; :meth:`recv` counts the pong in ``pongs_received``."""
+        await self.stream.send_all(self._conn.send(Ping(payload)))
 
     async def send_bytes(self, data: bytes) -> None:
         """Write raw bytes (partial frames, garbage) straight to the stream."""
@@ -107,6 +114,8 @@ class RawPeer:
                     self.pings_received += 1
                     if self.answer_pings:
                         await self.stream.send_all(self._conn.send(event.response()))
+                elif isinstance(event, Pong):
+                    self.pongs_received += 1
                 elif isinstance(event, CloseConnection):
                     if self._conn.state is ConnectionState.REMOTE_CLOSING:
                         try:

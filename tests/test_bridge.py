@@ -1,0 +1,121 @@
+"""The trio-websocket bridge: a real trio-websocket server's connections in a trionos Hub."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+
+import attrs
+import pytest
+import trio
+import trio_websocket
+
+import trionos
+from tests.conftest import read_all
+from tests.test_hub import Registered
+
+
+@attrs.frozen
+class Hello:
+    """A typed message for the codec test."""
+
+    name: str
+
+
+@pytest.fixture
+async def hub(nursery: trio.Nursery) -> AsyncIterator[trionos.Hub]:
+    yield await nursery.start(trionos.Hub().run)
+
+
+async def start_trio_websocket_server(
+    nursery: trio.Nursery, handler: object
+) -> trio_websocket.WebSocketServer:
+    """A plain trio-websocket server on 127.0.0.1, port 0."""
+    serve = functools.partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, ssl_context=None)
+    return await nursery.start(serve)
+
+
+def relay_handler(hub: trionos.Hub, registered: Registered, **options: object) -> object:
+    """A trio-websocket handler that bridges its connection into the room "room" and relays to it."""
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        connection = await request.accept()
+        async with trionos.bridge_trio_websocket(connection, **options) as ws, hub.client(ws) as client:  # type: ignore[arg-type]
+            hub.join(client, "room")
+            registered.add(connection.path, client)
+            try:
+                async for message in ws:
+                    await hub.broadcast("room", message, exclude=client)
+            finally:
+                registered.pop(connection.path, None)
+
+    return handler
+
+
+async def test_bridged_connections_share_a_room(hub: trionos.Hub, nursery: trio.Nursery) -> None:
+    """trio-websocket clients of a trio-websocket server get each other's broadcasts through the hub."""
+    registered = Registered()
+    server = await start_trio_websocket_server(nursery, relay_handler(hub, registered))
+    url = f"ws://127.0.0.1:{server.port}"
+    async with (
+        trio_websocket.open_websocket_url(f"{url}/a") as a,
+        trio_websocket.open_websocket_url(f"{url}/b") as b,
+        trionos.connect(f"{url}/c") as c,  # a trionos client against the same server
+    ):
+        await registered.wait_for("/a", "/b", "/c")
+        await a.send_message("from a")
+        await c.send(b"binary from c")
+        assert await b.get_message() == "from a"
+        assert await c.recv() == "from a"
+        assert await b.get_message() == b"binary from c"
+        assert await a.get_message() == b"binary from c"
+
+
+async def test_typed_messages_and_direct_sends_keep_order(hub: trionos.Hub, nursery: trio.Nursery) -> None:
+    """A broadcast queued before a direct send arrives first; typed helpers work on the bridge."""
+    codec = trionos.Codec(Hello)
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        connection = await request.accept()
+        async with trionos.bridge_trio_websocket(connection) as ws, hub.client(ws) as client:  # type: ignore[arg-type]
+            hub.join(client, "room")
+            hello = await ws.recv_message(codec)
+            await hub.broadcast("room", f"broadcast for {hello.name}")
+            await ws.send_message(Hello("after"), codec)
+            await ws.recv()
+
+    server = await start_trio_websocket_server(nursery, handler)
+    async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
+        await ws.send_message(codec.encode(Hello("ann")))
+        assert await ws.get_message() == "broadcast for ann"
+        assert codec.decode(await ws.get_message()) == Hello("after")
+
+
+async def test_bridge_heartbeat_closes_a_silent_peer(hub: trionos.Hub, nursery: trio.Nursery) -> None:
+    """A peer that never answers pings is closed with 1011 by the bridge's heartbeat."""
+    registered = Registered()
+    heartbeat = trionos.Heartbeat(interval=0.05, timeout=0.2)
+    server = await start_trio_websocket_server(nursery, relay_handler(hub, registered, heartbeat=heartbeat))
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with stream:
+        await stream.send_all(
+            b"GET /silent HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await registered.wait_for("/silent")
+        client = registered["/silent"]
+        with trio.fail_after(10):  # generous for a loaded machine; the timeout is 0.2 s
+            received = await read_all(stream)  # never answers the pings it gets
+    assert b"\x88" in received  # the close frame
+    assert client.ws.close_code == 1011
+
+
+def test_without_the_extra_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without trio-websocket installed, using the bridge names the extra to install."""
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "trio_websocket", None)
+    monkeypatch.delitem(sys.modules, "trionos._bridge")
+    with pytest.raises(ImportError, match=r"pip install 'trionos\[trio-websocket\]'"):
+        importlib.import_module("trionos._bridge")

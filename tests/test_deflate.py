@@ -1,0 +1,186 @@
+"""permessage-deflate: negotiation, both directions, and a broadcast compressed once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import Frame, Opcode
+
+import trionos
+from tests.conftest import ServeFn, echo_handler
+from tests.test_hub import Registered, room_handler
+from trionos._deflate import MIN_COMPRESSED_SIZE, Deflater, check_compression
+from trionos._frames import OP_PING, OP_TEXT, encode_frame, message_frame, split_frames
+from trionos.testing import open_memory_server
+
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def test_deflater_compresses_each_of_several_joined_frames() -> None:
+    """The fan-out joins frames into one write: each is compressed alone, short ones stay plain."""
+    messages = ["first " * 50, "x", "third " * 40]
+    joined = b"".join(message_frame(m) for m in messages)
+    frames = split_frames(Deflater(12).compress(joined))
+    assert frames is not None and [first for first, _, _ in frames] == [0xC1, 0x81, 0xC1]
+    decoded = []
+    for first, _, payload in frames:
+        frame = Frame(Opcode.TEXT, bytes(payload), rsv1=bool(first & 0x40))
+        decoded.append(PerMessageDeflate(True, True, 12, 15).decode(frame).data.decode())
+    assert decoded == messages
+
+
+async def deflate_handshake(port: int) -> tuple[trio.SocketStream, bytes]:
+    """A raw client that offers permessage-deflate; the stream and the response head."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(UPGRADE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(1)
+    return stream, head
+
+
+def test_the_option_is_checked() -> None:
+    """Only None and "deflate" are accepted."""
+    check_compression(None)
+    check_compression("deflate")
+    with pytest.raises(ValueError, match="compression must be None or 'deflate', got 'gzip'"):
+        check_compression("gzip")
+
+
+def test_deflater_compresses_data_frames_once_and_leaves_the_rest() -> None:
+    """Long data frames are compressed (RSV1 set) and cached; control and short frames pass unchanged."""
+    deflater = Deflater(12)
+    frame = message_frame("hello " * 100)
+    compressed = deflater.compress(frame)
+    assert compressed[0] == 0xC1 and len(compressed) < len(frame)  # FIN, RSV1, text
+    assert deflater.compress(frame) is compressed
+    decoder = PerMessageDeflate(True, True, 12, 15)
+    payload = compressed[4:] if compressed[1] == 126 else compressed[2:]
+    assert decoder.decode(Frame(Opcode.TEXT, payload, rsv1=True)).data == b"hello " * 100
+    short = message_frame("x" * (MIN_COMPRESSED_SIZE - 1))
+    assert deflater.compress(short) is short
+    ping = encode_frame(OP_PING, b"")
+    assert deflater.compress(ping) is ping
+
+
+async def test_server_offers_no_context_takeover_both_ways(start_server: ServeFn) -> None:
+    """A deflate server answers an offer with no context takeover on either side."""
+    server = await start_server(echo_handler, compression="deflate")
+    stream, head = await deflate_handshake(server.port)
+    await stream.aclose()
+    assert b"permessage-deflate" in head.lower()
+    assert b"server_no_context_takeover" in head and b"client_no_context_takeover" in head
+
+
+async def test_no_compression_by_default(start_server: ServeFn) -> None:
+    """Without compression= the server negotiates nothing, whatever the client offers."""
+    server = await start_server(echo_handler)
+    stream, head = await deflate_handshake(server.port)
+    await stream.aclose()
+    assert head.startswith(b"HTTP/1.1 101") and b"permessage-deflate" not in head.lower()
+
+
+@pytest.mark.parametrize("client_compression", [None, "deflate"])
+async def test_messages_round_trip_compressed(start_server: ServeFn, client_compression: str | None) -> None:
+    """Small, large, text and binary messages echo unchanged, compressed or not."""
+    server = await start_server(echo_handler, compression="deflate")
+    async with trionos.connect(server.url, compression=client_compression) as ws:
+        for message in ["hi", "x" * 100_000, b"\x00\x01" * 5000, "é" * 300]:
+            await ws.send(message)
+            reply = await ws.recv()
+            assert reply == ("Echo: " + message if isinstance(message, str) else message)
+
+
+async def test_compressed_messages_are_smaller_on_the_wire(start_server: ServeFn) -> None:
+    """The server's reply to a compressing client takes far fewer bytes than the message."""
+    server = await start_server(echo_handler, compression="deflate")
+    stream, _ = await deflate_handshake(server.port)
+    async with stream:
+        await stream.send_all(encode_frame(OP_TEXT, b"a" * 10_000, masked=True))  # uncompressed in
+        with trio.fail_after(10):
+            received = await stream.receive_some(65536)
+    assert received[0] == 0xC1  # a compressed text frame
+    assert len(received) < 200
+
+
+@pytest.fixture
+async def hub(nursery: trio.Nursery) -> AsyncIterator[trionos.Hub]:
+    yield await nursery.start(trionos.Hub().run)
+
+
+async def test_broadcast_is_compressed_once_for_mixed_recipients(
+    hub: trionos.Hub, start_server: ServeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A room of compressing and plain clients gets one broadcast right, deflated once in all."""
+    registered = Registered()
+    server = await start_server(room_handler(hub, registered), compression="deflate")
+    encodes = 0
+    original = PerMessageDeflate.encode
+
+    def counting_encode(self: PerMessageDeflate, frame: Frame) -> Frame:
+        nonlocal encodes
+        encodes += frame.opcode in (Opcode.TEXT, Opcode.BINARY)  # close frames pass through it too
+        return original(self, frame)
+
+    monkeypatch.setattr(PerMessageDeflate, "encode", counting_encode)
+    message = "broadcast " * 200
+    async with trio.open_nursery() as nursery:
+        received: list[str | bytes] = []
+        all_received = trio.Event()
+
+        async def listener(n: int, compression: str | None) -> None:
+            async with trionos.connect(f"{server.url}/c{n}", compression=compression) as ws:
+                received.append(await ws.recv())
+                if len(received) == 6:
+                    all_received.set()
+
+        for n in range(6):
+            nursery.start_soon(listener, n, "deflate" if n % 2 else None)
+        await registered.wait_for(count=6)
+        async with trionos.connect(f"{server.url}/sender") as sender:
+            await registered.wait_for("/sender")
+            await sender.send(message)
+            with trio.fail_after(10):
+                await all_received.wait()
+    assert received == [message] * 6
+    assert encodes == 1
+
+
+async def test_a_burst_of_broadcasts_reaches_compressed_recipients_intact(
+    hub: trionos.Hub, start_server: ServeFn
+) -> None:
+    """Many broadcasts in a row (joined into batches by the fan-out) decompress to the right messages."""
+    registered = Registered()
+    server = await start_server(room_handler(hub, registered), compression="deflate")
+    messages = [f"{i:03d} " + "payload " * (i % 7 * 20) for i in range(200)]
+    results: dict[int, list[str | bytes]] = {}
+
+    async def listener(n: int, compression: str | None) -> None:
+        async with trionos.connect(f"{server.url}/c{n}", compression=compression) as ws:
+            results[n] = [await ws.recv() for _ in messages]
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:  # ends once every listener has all of them
+            for n in range(4):
+                nursery.start_soon(listener, n, "deflate" if n % 2 else None)
+            await registered.wait_for(count=4)
+            async with trionos.connect(f"{server.url}/sender") as sender:
+                await registered.wait_for("/sender")
+                for message in messages:
+                    await sender.send(message)
+    assert len(results) == 4
+    assert all(received == messages for received in results.values())
+
+
+async def test_memory_backend_negotiates_compression_too() -> None:
+    """The test kit's in-memory connections take compression= like connect()."""
+    async with open_memory_server(echo_handler, compression="deflate") as server:
+        async with server.connect("/", compression="deflate") as ws:
+            await ws.send("z" * 5000)
+            assert await ws.recv() == "Echo: " + "z" * 5000

@@ -1,0 +1,320 @@
+"""A bridge for applications built on trio-websocket: their connections in a trionos :class:`Hub`.
+
+``pip install trionos[trio-websocket]``. An application that already serves WebSockets with
+trio-websocket keeps its server and its handlers; wrapping each accepted
+``trio_websocket.WebSocketConnection`` with :func:`bridge_trio_websocket` gives an object the
+hub accepts like a :class:`trionos.WebSocket`, so that connection gets rooms, broadcast (encoded
+once), typed messages and heartbeats::
+
+    async def handler(request):
+        connection = await request.accept()
+        async with trionos.bridge_trio_websocket(connection) as ws, hub.client(ws) as client:
+            hub.join(client, "lobby")
+            async for message in ws:
+                await hub.broadcast("lobby", message)
+
+Everything goes through trio-websocket's public API (``get_message``, ``send_message``,
+``ping``, ``aclose``). Broadcast frames reach the connection through a bounded outbox drained by
+one writer task per bridged connection (trio-websocket owns the socket, so trionos' direct
+socket write does not apply); the hub's slow-client policies work on that outbox as on its own.
+See docs/trio-websocket.md for the migration path to :func:`trionos.serve`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import trio
+
+try:
+    import trio_websocket
+except ImportError as exc:  # the optional extra is missing: say which one
+    raise ImportError(
+        f"trionos.bridge_trio_websocket needs trio-websocket: pip install 'trionos[trio-websocket]' ({exc})"
+    ) from exc
+
+from ._codec import loads_json
+from ._connection import MessageCodec, dumps_json
+from ._errors import ConnectionClosed
+from ._frames import OP_BINARY, OP_TEXT, split_frames
+from ._heartbeat import Heartbeat
+from ._transport import ProgressSignal, WriteListener
+
+__all__ = ["BridgedWebSocket", "bridge_trio_websocket"]
+
+logger = logging.getLogger("trionos.bridge")
+
+T = TypeVar("T")
+
+
+class _BridgeTransport(ProgressSignal):
+    """The hub's view of a bridged connection: a bounded outbox of ready-made frames.
+
+    Same names and meaning as :class:`trionos._transport.Transport`'s hub-facing side. There is
+    no socket to write straight into, so ``write_each`` always hands these recipients back to the
+    hub, which queues the frame here.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_outbox",
+        "_outbox_bytes",
+        "_progress",
+        "_ready",
+        "_socket",
+        "close_sent",
+        "closed",
+        "deflater",
+        "dropped_frames",
+        "max_outbox_bytes",
+        "write_listener",
+    )
+
+    def __init__(self, max_outbox_bytes: int) -> None:
+        self.max_outbox_bytes = max_outbox_bytes
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._progress: trio.Event | None = None
+        self._ready = trio.Event()
+        self._socket = None  # write_each: no direct socket, always the hub's queued path
+        self._busy = False
+        self.closed = False
+        self.close_sent = False
+        self.deflater = None
+        self.dropped_frames = 0
+        self.write_listener: WriteListener | None = None
+
+    @property
+    def outbox_bytes(self) -> int:
+        """Bytes queued for the writer task."""
+        return self._outbox_bytes
+
+    def has_room(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit (an empty outbox admits any one frame)."""
+        return not self._outbox or self._outbox_bytes + size <= self.max_outbox_bytes
+
+    def _check(self) -> None:
+        if self.closed or self.close_sent:
+            raise trio.ClosedResourceError("the bridged connection is closed")
+
+    def _enqueue(self, frame: bytes) -> None:
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        self._ready.set()
+
+    def write_nowait(self, frame: bytes) -> bool:
+        """Queue ``frame``; False (nothing done) when the outbox is full."""
+        self._check()
+        if not self.has_room(len(frame)):
+            return False
+        self._enqueue(frame)
+        return True
+
+    def write_dropping_oldest(self, frame: bytes) -> int:
+        """Queue ``frame``, dropping the oldest queued frames to keep the bound; how many dropped."""
+        self._check()
+        dropped = 0
+        while self._outbox and self._outbox_bytes + len(frame) > self.max_outbox_bytes:
+            self._outbox_bytes -= len(self._outbox.popleft())
+            dropped += 1
+        self.dropped_frames += dropped
+        self._enqueue(frame)
+        return dropped
+
+
+    def _close(self) -> None:
+        self.closed = True
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._signal_progress()
+        self._ready.set()
+
+
+class BridgedWebSocket:
+    """A trio-websocket connection as the hub sees a :class:`trionos.WebSocket`.
+
+    ``recv``/``async for``/``send`` and the JSON and typed helpers behave as on a trionos
+    WebSocket (:class:`trionos.ConnectionClosed` on close; ``async for`` ends quietly on 1000 and
+    1001). ``send`` goes out after the broadcasts queued before it. Obtain one from
+    :func:`bridge_trio_websocket`.
+    """
+
+    def __init__(self, connection: trio_websocket.WebSocketConnection, max_outbox_bytes: int) -> None:
+        self.connection = connection
+        self._transport = _BridgeTransport(max_outbox_bytes)
+        self._send_lock = trio.StrictFIFOLock()
+        self._local_close: tuple[int, str] | None = None
+        self._abort_requested = trio.Event()
+        #: A unique, opaque identifier (12 hex digits), as on a trionos WebSocket.
+        self.id: str = secrets.token_hex(6)
+
+    def __repr__(self) -> str:
+        return f"<trionos.bridge.BridgedWebSocket {self.id} {'closed' if self.closed else 'open'}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closing or closed."""
+        return self._local_close is not None or self.connection.closed is not None
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed."""
+        if self._local_close is not None:
+            return self._local_close[0]
+        reason = self.connection.closed
+        return None if reason is None else int(reason.code)
+
+    def _closed_error(self) -> ConnectionClosed:
+        if self._local_close is not None:
+            return ConnectionClosed(*self._local_close)
+        reason = self.connection.closed
+        if reason is None:
+            return ConnectionClosed(1006, "")
+        return ConnectionClosed(int(reason.code), reason.reason or "")
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    async def recv(self) -> str | bytes:
+        """Receive the next message; :class:`ConnectionClosed` once the connection is closed."""
+        try:
+            return await self.connection.get_message()
+        except trio_websocket.ConnectionClosed:
+            raise self._closed_error() from None
+
+    def __aiter__(self) -> BridgedWebSocket:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        try:
+            return await self.recv()
+        except ConnectionClosed as exc:
+            if exc.normal:
+                raise StopAsyncIteration from None
+            raise
+
+    async def recv_json(self) -> Any:
+        """Receive a message and parse it as JSON; bad JSON raises :class:`DecodeError`."""
+        return loads_json(await self.recv())
+
+    async def recv_message(self, codec: MessageCodec[T]) -> T:
+        """Receive a message and decode it with ``codec``."""
+        return codec.decode(await self.recv())
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def send(self, message: str | bytes) -> None:
+        """Send a message after what the hub has queued for this connection."""
+        transport = self._transport
+        if self.closed or transport.closed:
+            raise self._closed_error()
+        if transport.write_listener is not None:
+            transport.write_listener._before_write()
+        async with self._send_lock:
+            await self._drain()
+            await self._send_now(message)
+
+    async def send_json(self, obj: Any) -> None:
+        """Send ``obj`` as compact JSON text."""
+        await self.send(dumps_json(obj))
+
+    async def send_message(self, message: T, codec: MessageCodec[T]) -> None:
+        """Encode a typed message with ``codec`` and send it as text."""
+        await self.send(codec.encode(message))
+
+    async def _send_now(self, message: str | bytes) -> None:
+        try:
+            await self.connection.send_message(message)
+        except trio_websocket.ConnectionClosed:
+            self._transport._close()
+            raise self._closed_error() from None
+
+    async def _drain(self) -> None:
+        """Send the frames the hub queued, in order (called with the send lock held)."""
+        transport = self._transport
+        while transport._outbox:
+            frame = transport._outbox.popleft()
+            transport._outbox_bytes -= len(frame)
+            transport._signal_progress()
+            # One frame, or several joined by the hub's fan-out; only data frames can go.
+            for first, _, payload in split_frames(frame) or ():
+                if first == 0x80 | OP_TEXT:
+                    await self._send_now(bytes(payload).decode())
+                elif first == 0x80 | OP_BINARY:
+                    await self._send_now(bytes(payload))
+
+    async def _write_queued(self) -> None:
+        """The writer task: sends what the hub queues, until the connection ends."""
+        transport = self._transport
+        while not transport.closed:
+            await transport._ready.wait()
+            transport._ready = trio.Event()
+            async with self._send_lock:
+                try:
+                    await self._drain()
+                except ConnectionClosed:
+                    return
+
+    def ping_nowait(self) -> None:
+        """Nothing to do: :func:`bridge_trio_websocket`'s heartbeat pings through trio-websocket."""
+
+    def abort(self, code: int, reason: str) -> None:
+        """End the connection with ``code`` without waiting (the hub's slow-client policy)."""
+        if self._local_close is None:
+            self._local_close = (code, reason)
+            self._transport._close()
+            self._abort_requested.set()
+
+    async def _close_on_abort(self, close_timeout: float) -> None:
+        await self._abort_requested.wait()
+        assert self._local_close is not None
+        with trio.move_on_after(close_timeout):
+            await self.connection.aclose(*self._local_close)
+
+    async def _heartbeat(self, heartbeat: Heartbeat) -> None:
+        """Ping every ``interval``; a peer that sends no pong within ``timeout`` is closed (1011)."""
+        while not self.closed:
+            await trio.sleep(heartbeat.interval)
+            with trio.move_on_after(heartbeat.timeout) as waited:
+                try:
+                    await self.connection.ping()
+                except (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
+                    return
+            if waited.cancelled_caught:
+                logger.info("closing %r: no pong for %g s", self, heartbeat.timeout)
+                self.abort(1011, f"heartbeat timeout: no pong for {heartbeat.timeout:g} s")
+                return
+
+
+@asynccontextmanager
+async def bridge_trio_websocket(
+    connection: trio_websocket.WebSocketConnection,
+    *,
+    heartbeat: Heartbeat | None = Heartbeat(),  # noqa: B008 - frozen, so sharing is safe
+    max_outbox_bytes: int = 1024 * 1024,
+    close_timeout: float = 5.0,
+) -> AsyncIterator[BridgedWebSocket]:
+    """Wrap an open trio-websocket connection for a :class:`trionos.Hub` for the block's duration.
+
+    Runs the connection's writer task (and, with ``heartbeat``, a pinger that closes a peer with
+    no pong for ``heartbeat.timeout`` seconds with 1011) in a nursery of its own. Bounds: the hub
+    queues at most ``max_outbox_bytes`` for the connection (then its slow-client policy acts).
+    Leaving the block stops them; closing the connection stays trio-websocket's (its handler
+    returns). An ``abort`` from the hub closes it, bounded by ``close_timeout``. Cancelling the
+    block cancels the tasks.
+    """
+    ws = BridgedWebSocket(connection, max_outbox_bytes)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws._write_queued)
+        nursery.start_soon(ws._close_on_abort, close_timeout)
+        if heartbeat is not None:
+            nursery.start_soon(ws._heartbeat, heartbeat)
+        try:
+            yield ws
+        finally:
+            ws._transport._close()
+            nursery.cancel_scope.cancel()
