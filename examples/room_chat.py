@@ -9,6 +9,13 @@
   others, ``message`` to everyone in the room but the sender, ``left`` when someone leaves,
   disconnects or times out, and ``error`` for bad input (the connection stays open).
 * A client is in one room at a time: joining another room leaves the first.
+* History (on by default: the last 200 messages or 10 minutes per room, ``--history-messages``,
+  ``--history-seconds``, ``--no-history``): each ``message`` carries its ``offset``, ``welcome``
+  the room's ``epoch`` and latest ``offset``. A client that comes back sends ``join`` with
+  ``since`` (``{"epoch": ..., "offset": N}``) and gets ``welcome`` with ``recovered`` (false when
+  something may be missing), then every ``message`` after ``N`` that it missed, then live traffic.
+  A user's identity across reconnections is the username: a message is never replayed to the
+  user who sent it. ``joined``/``left`` are presence, not history.
 * The raw text ``ping`` is answered with ``pong`` (an application-level heartbeat for browsers).
 * ``--redis redis://127.0.0.1:6379`` makes rooms span every process started with the same Redis:
   messages, ``joined``/``left`` and ``welcome`` (everyone in the room, on every node, in join
@@ -29,7 +36,19 @@ import trio
 from _example import run_server, server_arguments
 
 import trionos
-from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Chat, Error, Join, Joined, Leave, Left, Message, Welcome
+from trionos.chat import (
+    CLIENT_CODEC,
+    SERVER_CODEC,
+    Chat,
+    Error,
+    Join,
+    Joined,
+    Leave,
+    Left,
+    Message,
+    Since,
+    Welcome,
+)
 
 logger = logging.getLogger("room_chat")
 
@@ -49,8 +68,8 @@ class RoomChat:
 
     async def handle(self, message: Join | Chat | Leave) -> None:
         match message:
-            case Join(username=username, room=room):
-                await self.join(username, room)
+            case Join(username=username, room=room, since=since):
+                await self.join(username, room, since)
             case Chat(text=text):
                 if self.room is None:
                     await self.reply(Error("join a room before sending chat messages"))
@@ -60,7 +79,7 @@ class RoomChat:
             case Leave():
                 await self.leave()
 
-    async def join(self, username: str, room: str) -> None:
+    async def join(self, username: str, room: str, since: Since | None = None) -> None:
         if not username.strip():
             await self.reply(Error("username must not be empty"))
             return
@@ -72,10 +91,25 @@ class RoomChat:
             return
         await self.leave()
         self.client.name = username
-        self.hub.join(self.client, room)
-        self.room = room
-        await self.reply(Welcome(tuple(await self.hub.presence(room))))
-        await self.hub.broadcast(room, Joined(username), exclude=self.client)
+        # The username is who the user is across reconnections: the history never replays a
+        # message to the user who sent it.
+        self.client.identity = username
+        if self.hub.history_bounds(room) is None:
+            self.hub.join(self.client, room)
+            self.room = room
+            await self.reply(Welcome(tuple(await self.hub.presence(room))))
+        else:
+            users = [name for name in await self.hub.presence(room) if name != username] + [username]
+            position = None if since is None else trionos.Position(since.epoch, since.offset)
+
+            def welcome(recovery: trionos.Recovery) -> Welcome:
+                # Written before the replayed messages, in the same step as the join.
+                recovered = None if since is None else recovery.complete
+                return Welcome(users, recovery.position.epoch, recovery.position.offset, recovered)
+
+            self.room = room
+            await self.hub.join_with_history(self.client, room, since=position, welcome=welcome)
+        await self.hub.broadcast(room, Joined(username), exclude=self.client, history=False)
 
     async def leave(self) -> None:
         if self.room is None:
@@ -83,22 +117,31 @@ class RoomChat:
         room, self.room = self.room, None
         self.hub.leave(self.client, room)
         assert self.client.name is not None
-        await self.hub.broadcast(room, Left(self.client.name))
+        await self.hub.broadcast(room, Left(self.client.name), history=False)
 
 
-def make_hub(broker: trionos.Broker | None = None) -> trionos.Hub:
-    """The room chat's hub: typed broadcasts, and ``left`` for the members of a node that died.
+#: The room chat's history: the last 200 messages or 10 minutes per room, whichever is less.
+HISTORY = trionos.HistoryBounds(max_messages=200, max_age=600.0)
+
+
+def make_hub(
+    broker: trionos.Broker | None = None, *, history: trionos.HistoryBounds | None = HISTORY
+) -> trionos.Hub:
+    """The room chat's hub: typed broadcasts, history, and ``left`` for the members of a dead node.
 
     With a shared ``broker`` (Redis), when a process dies without saying goodbye, one surviving
     node is told about each of its members and announces ``left`` to the room on every node.
+    ``history=None`` turns the rooms' history off.
     """
     hub: trionos.Hub
 
     async def announce_expired(member: trionos.Member) -> None:
         if member.name is not None:
-            await hub.broadcast(member.room, Left(member.name))
+            await hub.broadcast(member.room, Left(member.name), history=False)
 
-    hub = trionos.Hub(codec=SERVER_CODEC, broker=broker, on_member_expired=announce_expired)
+    hub = trionos.Hub(
+        codec=SERVER_CODEC, broker=broker, on_member_expired=announce_expired, history=history
+    )
     return hub
 
 
@@ -138,6 +181,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=60.0, help="seconds of silence before close"
     )
+    parser.add_argument(
+        "--history-messages", type=int, default=200, help="messages kept per room (default 200)"
+    )
+    parser.add_argument(
+        "--history-seconds", type=float, default=600.0, help="seconds a message is kept (default 600)"
+    )
+    parser.add_argument("--no-history", action="store_true", help="keep no history (no recovery)")
     parser.add_argument("--redis", metavar="URL", help="share rooms with other processes through this Redis")
     parser.add_argument(
         "--redis-presence-ttl",
@@ -166,7 +216,12 @@ def make_broker(args: argparse.Namespace) -> trionos.Broker | None:
 
 def main() -> None:
     args = parse_args()
-    hub = make_hub(make_broker(args))
+    history = (
+        None
+        if args.no_history
+        else trionos.HistoryBounds(max_messages=args.history_messages, max_age=args.history_seconds)
+    )
+    hub = make_hub(make_broker(args), history=history)
     heartbeat = trionos.Heartbeat(interval=args.heartbeat_interval, timeout=args.heartbeat_timeout)
 
     async def with_hub(run: Callable[[], Awaitable[None]]) -> None:

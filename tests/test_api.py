@@ -12,7 +12,9 @@ import pytest
 import trionos
 
 PACKAGE = Path(trionos.__file__).parent
-PURE_MODULES = ["_errors", "_frames", "_binary", "_http", "_rooms", "_codec", "_backoff", "_broker", "_history", "chat"]
+PURE_MODULES = [
+    "_errors", "_frames", "_binary", "_http", "_rooms", "_codec", "_backoff", "_broker", "_history", "chat"
+]
 
 
 def test_all_is_sorted_and_complete() -> None:

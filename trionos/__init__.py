@@ -26,10 +26,14 @@ from ._errors import HandshakeError as HandshakeError
 from ._errors import TrionosError as TrionosError
 from ._heartbeat import Heartbeat as Heartbeat
 from ._heartbeat import send_keepalive as send_keepalive
+from ._history import HistoryBounds as HistoryBounds
+from ._history import Position as Position
+from ._history import Recovery as Recovery
 from ._http import Headers as Headers
 from ._hub import Client as Client
 from ._hub import Hub as Hub
 from ._hub import MemoryBroker as MemoryBroker
+from ._hub import Sent as Sent
 from ._hub import SlowClientPolicy as SlowClientPolicy
 from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import connect_with_retry as connect_with_retry
@@ -70,12 +74,16 @@ __all__ = [
     "HandshakeError",
     "Headers",
     "Heartbeat",
+    "HistoryBounds",
     "Hub",
     "Member",
     "MemoryBroker",
+    "Position",
     "RETRY_CLOSE_CODES",
+    "Recovery",
     "RedisBroker",
     "Request",
+    "Sent",
     "Server",
     "SlowClientPolicy",
     "TrionosError",

@@ -190,14 +190,25 @@ class History:
         """The room's history, if it has one."""
         return self._rooms.get(room)
 
-    def room(self, room: str) -> RoomHistory:
-        """The room's history, started (with a new epoch) when it has none."""
+    def room(self, room: str, bounds: HistoryBounds | None = None) -> RoomHistory:
+        """The room's history, started (with a new epoch) when it has none.
+
+        ``bounds`` (default: this object's) apply to a history started here, and replace those of
+        an existing one.
+        """
         history = self._rooms.get(room)
-        if history is None:
-            history = self._rooms[room] = RoomHistory(self._new_epoch(), self.bounds)
+        if history is not None:
+            if bounds is not None:
+                history.bounds = bounds
+        else:
+            history = self._rooms[room] = RoomHistory(self._new_epoch(), bounds or self.bounds)
             while len(self._rooms) > self.bounds.max_rooms:
                 self._rooms.popitem(last=False)
         return history
+
+    def drop(self, room: str) -> None:
+        """Forget ``room``'s history (a later one starts with a new epoch)."""
+        self._rooms.pop(room, None)
 
     def next_position(self, room: str) -> Position:
         """The position the next message in ``room`` will get (starting its history if needed)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Self
@@ -41,10 +42,12 @@ from ._broker import (
 from ._connection import MessageCodec, WebSocket
 from ._fanout import Feed
 from ._frames import message_frame
+from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
+from ._metrics import Metrics
 from ._rooms import Rooms
 from ._transport import write_each
 
-__all__ = ["Client", "Hub", "MemoryBroker", "SlowClientPolicy"]
+__all__ = ["Client", "Hub", "MemoryBroker", "Sent", "SlowClientPolicy"]
 
 logger = logging.getLogger("trionos.hub")
 
@@ -118,16 +121,22 @@ class Client:
 
     ``name`` is the application's label for the client (a username, say); it is what
     :meth:`Hub.presence` lists (with a shared broker, other nodes see the name it had when it
-    joined a room). Hashable by identity.
+    joined a room). ``identity`` is who the client is across reconnections (default: its id,
+    which is per connection): a room's history remembers the identity a broadcast excluded, and
+    never replays that message to the same identity. Hashable by identity.
     """
 
-    def __init__(self, hub: Hub, ws: WebSocket, client_id: str, name: str | None) -> None:
+    def __init__(
+        self, hub: Hub, ws: WebSocket, client_id: str, name: str | None, identity: str | None = None
+    ) -> None:
         self.hub = hub
         self.ws = ws
         #: The connection's byte stream, for the broadcast fast path.
         self.transport = ws._transport
         self.id = client_id
         self.name = name
+        #: Who the client is across reconnections (a username, a session token): see the class doc.
+        self.identity = identity if identity is not None else client_id
 
     def __repr__(self) -> str:
         return f"<trionos.Client {self.id} name={self.name!r}>"
@@ -152,6 +161,36 @@ class Client:
         self.hub._unregister(self)
 
 
+class Sent(int):
+    """What :meth:`Hub.broadcast` returns: the number of local recipients, and the message's position.
+
+    An ``int`` (the count, as before history existed) with one more attribute: ``position``, the
+    :class:`~trionos.Position` the message got in the room's history, or None when the room keeps
+    no history.
+    """
+
+    position: Position | None = None
+
+    def __new__(cls, count: int, position: Position | None = None) -> Sent:
+        sent = super().__new__(cls, count)
+        if position is not None:
+            sent.position = position
+        return sent
+
+    def __repr__(self) -> str:
+        return f"Sent({int(self)}, position={self.position!r})"
+
+
+def _bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
+    if value is True:
+        return HistoryBounds()
+    if value is None or value is False:
+        return None
+    if isinstance(value, HistoryBounds):
+        return value
+    raise TypeError(f"history must be a HistoryBounds, True, False or None, got {value!r}")
+
+
 def _policy(value: SlowClientPolicy | str) -> SlowClientPolicy:
     return value if isinstance(value, SlowClientPolicy) else SlowClientPolicy(value)
 
@@ -174,6 +213,16 @@ class Hub:
     node that died, so the application can announce it; exceptions it raises are logged and
     dropped. Starting the hub starts the broker: if it cannot connect, entering the hub raises
     :class:`~trionos.BrokerError`.
+
+    ``history`` keeps a bounded history in every room (``True`` for the default
+    :class:`~trionos.HistoryBounds`, or bounds of your own); :meth:`set_room_history` turns it on
+    or off per room. A broadcast into a room with history gets a :class:`~trionos.Position`
+    (returned as ``broadcast(...).position``), and a codec-encoded message (a JSON object) carries
+    its offset as the member ``offset_field`` (default ``"offset"``; None: not stamped).
+    :meth:`join_with_history` joins a client at a position, replaying what it missed. Each
+    room's history starts with an epoch from ``new_epoch`` (default: 8 random hex digits from
+    :mod:`secrets`), so a restarted process names new epochs. ``metrics`` (default: a fresh
+    :class:`~trionos.Metrics`) counts appended, trimmed and replayed messages and recoveries.
     """
 
     def __init__(
@@ -185,6 +234,10 @@ class Hub:
         codec: MessageCodec[Any] | None = None,
         broker: Broker | None = None,
         on_member_expired: Callable[[Member], Awaitable[None]] | None = None,
+        history: HistoryBounds | bool | None = None,
+        offset_field: str | None = "offset",
+        new_epoch: Callable[[], str] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         #: The broker this hub reports to (a private :class:`~trionos.MemoryBroker` by default).
         self.broker: Broker = broker if broker is not None else MemoryBroker()
@@ -209,6 +262,14 @@ class Hub:
         self.remote_frames_dropped = 0
         self._all_room: Feed[Client] | None = None
         self._cm: Any = None
+        #: The counters this hub updates (history and recovery).
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.offset_field = offset_field
+        self._history_bounds = _bounds(history)
+        self._room_history: dict[str, HistoryBounds | None] = {}
+        self._history = History(
+            self._history_bounds or HistoryBounds(), new_epoch=new_epoch or (lambda: secrets.token_hex(4))
+        )
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -263,15 +324,23 @@ class Hub:
 
     # --- registry ----------------------------------------------------------------------------
 
-    def client(self, ws: WebSocket, *, client_id: str | None = None, name: str | None = None) -> Client:
+    def client(
+        self,
+        ws: WebSocket,
+        *,
+        client_id: str | None = None,
+        name: str | None = None,
+        identity: str | None = None,
+    ) -> Client:
         """The client for ``ws``, registered for an ``async with`` block (the seed's ``addClient``).
 
         ``async with hub.client(ws) as client:``. Its id is ``client_id`` or the WebSocket's id;
         entering raises :class:`ValueError` when that id is taken. On exit, whatever the cause (normal close,
         abrupt disconnect, heartbeat timeout, cancellation), the client leaves every room at once,
-        without awaiting.
+        without awaiting. ``identity`` (default: the id) names the client across reconnections
+        for the rooms' history (see :class:`Client`).
         """
-        return Client(self, ws, client_id or ws.id, name)
+        return Client(self, ws, client_id or ws.id, name, identity)
 
     def _register(self, client: Client) -> None:
         self._require_nursery()
@@ -321,6 +390,28 @@ class Hub:
         if room in self._channels:
             self._channels[room].policy = self._room_policies[room]
 
+    def set_room_history(self, room: str, history: HistoryBounds | bool | None) -> None:
+        """Keep a history in ``room`` with these bounds (``True``: the defaults), or none (None, False).
+
+        Overrides the hub's ``history`` for this room. Turning it off drops what the room kept.
+        The number of rooms with a history is bounded by the hub's ``max_rooms`` (see
+        :class:`~trionos.HistoryBounds`).
+        """
+        bounds = self._room_history[room] = _bounds(history)
+        if bounds is None:
+            self._history.drop(room)
+
+    def history_bounds(self, room: str) -> HistoryBounds | None:
+        """The bounds of ``room``'s history, or None when it keeps none."""
+        return self._room_history.get(room, self._history_bounds)
+
+    def position(self, room: str) -> Position | None:
+        """The latest position in ``room`` (offset 0 before its first message), None without history."""
+        bounds = self.history_bounds(room)
+        if bounds is None:
+            return None
+        return self._history.room(room, bounds).position
+
     def join(self, client: Client, room: str) -> bool:
         """Add ``client`` to ``room`` (creating it); True if it was not already a member.
 
@@ -335,6 +426,68 @@ class Hub:
         if joined and self._shared:
             self.broker.add_member(room, client.id, client.name)
         return joined
+
+    async def join_with_history(
+        self,
+        client: Client,
+        room: str,
+        *,
+        since: Position | None = None,
+        welcome: Callable[[Recovery], Any] | None = None,
+        codec: MessageCodec[Any] | None = None,
+    ) -> Recovery:
+        """Join ``client`` to ``room`` at a position: the welcome, what it missed, then live messages.
+
+        In one step with no checkpoint (nothing else runs in between): the room's history is read,
+        the client joins, and the message ``welcome(recovery)`` (if given; encoded like a
+        broadcast) followed by every missed frame is queued for the client on the room's channel,
+        so it reaches the client before any broadcast made after the join, through the same
+        ordered path. The seam has no gap and no duplicate: a broadcast made before the join is
+        in the history (replayed), one made after it is delivered live.
+
+        ``since`` is the last position the client saw; None joins at the room's latest position
+        (nothing is replayed). The :class:`~trionos.Recovery` returned (also given to
+        ``welcome``) has the room's latest position, the replayed entries (messages that
+        excluded this client's ``identity`` are skipped) and whether the recovery is complete
+        (counted in ``recoveries_complete``/``recoveries_partial``).
+
+        Raises :class:`ValueError` if the room keeps no history or the client is not registered.
+        Waits only when the room's channel is full; if cancelled then, the client is taken out of
+        the room again (it joined no room).
+        """
+        bounds = self.history_bounds(room)
+        if bounds is None:
+            raise ValueError(f"room {room!r} keeps no history: pass Hub(history=...) or set_room_history()")
+        if self._clients.get(client.id) is not client:
+            raise ValueError(f"{client!r} is not registered with this hub")
+        history = self._history.room(room, bounds)
+        if since is None:
+            recovery = Recovery(history.position, (), True)
+        else:
+            recovery = history.recover(since, trio.current_time(), client.identity)
+            metrics = self.metrics
+            if recovery.complete:
+                metrics.recoveries_complete += 1
+            else:
+                metrics.recoveries_partial += 1
+            metrics.messages_replayed += len(recovery.entries)
+        frames = [e.frame for e in recovery.entries]
+        if welcome is not None:
+            frames.insert(0, self.encode(welcome(recovery), codec))
+        joined = self.join(client, room)
+        if frames:
+            feed = self._channels[room]
+            blob = b"".join(frames)
+            try:
+                feed.put_nowait(blob, (client,))
+            except trio.WouldBlock:
+                try:
+                    await feed.put(blob, (client,))
+                except BaseException:
+                    if joined:
+                        self.leave(client, room)
+                    raise
+        return recovery
 
     def leave(self, client: Client, room: str) -> bool:
         """Remove ``client`` from ``room``; True if it was a member. An empty room disappears."""
@@ -400,6 +553,16 @@ class Hub:
             )
         return message_frame(codec.encode(message))
 
+    def _encode_at(self, message: Any, codec: MessageCodec[Any] | None, offset: int) -> bytes:
+        """Encode ``message`` with its offset stamped in (codec-encoded JSON objects only)."""
+        field = self.offset_field
+        if field is None or isinstance(message, str | bytes):
+            return self.encode(message, codec)
+        codec = codec or self.codec
+        if codec is None:
+            return self.encode(message, codec)  # raises the usual TypeError
+        return message_frame(stamp_offset(codec.encode(message), field, offset))
+
     async def broadcast(
         self,
         room: str,
@@ -407,25 +570,44 @@ class Hub:
         *,
         exclude: Client | None = None,
         codec: MessageCodec[Any] | None = None,
-    ) -> int:
+        history: bool = True,
+    ) -> Sent:
         """Send ``message`` to every member of ``room`` except ``exclude``; return how many.
 
         The message is encoded once. Recipients are the members at the time of the call. Waits
         while the room's channel is full. Per sender, messages reach each recipient in order.
         With a shared broker the message also goes to the room's members on other nodes (handed
         to the broker without waiting), and the count is of local recipients only.
+
+        In a room with history the message first gets the room's next :class:`~trionos.Position`
+        (stamped into it as ``offset_field``) and is kept, remembering ``exclude``'s identity; the
+        returned :class:`Sent` carries the position (None without history). Appending happens
+        before any wait, so a message is in the history from the moment ``broadcast`` is called.
+        ``history=False`` sends a transient message (presence, typing...): not kept, no position.
         """
-        frame = self.encode(message, codec)
+        bounds = self._room_history.get(room, self._history_bounds) if history else None
+        if bounds is None:
+            frame = self.encode(message, codec)
+            position = None
+        else:
+            history = self._history.room(room, bounds)
+            frame = self._encode_at(message, codec, history.offset + 1)
+            entry, trimmed = self._history.append(
+                room, frame, None if exclude is None else exclude.identity, trio.current_time()
+            )
+            position = Position(history.epoch, entry.offset)
+            self.metrics.history_appended += 1
+            self.metrics.history_trimmed += trimmed
         if self._shared:
             exclude_id = None if exclude is None else exclude.id
             self.broker.publish(room, encode_envelope(self._node_id, exclude_id, frame))
         state = self._channels.get(room)
         if state is None:
-            return 0
+            return Sent(0, position)
         recipients = tuple(c for c in self._rooms.member_view(room) if c is not exclude)
         if recipients:
             await state.put(frame, recipients)
-        return len(recipients)
+        return Sent(len(recipients), position)
 
     async def broadcast_all(
         self, message: Any, *, exclude: Client | None = None, codec: MessageCodec[Any] | None = None
