@@ -46,7 +46,6 @@ from trionos.chat import (
     Leave,
     Left,
     Message,
-    Since,
     Welcome,
 )
 
@@ -79,7 +78,7 @@ class RoomChat:
             case Leave():
                 await self.leave()
 
-    async def join(self, username: str, room: str, since: Since | None = None) -> None:
+    async def join(self, username: str, room: str, since: trionos.Position | None = None) -> None:
         if not username.strip():
             await self.reply(Error("username must not be empty"))
             return
@@ -100,7 +99,6 @@ class RoomChat:
             await self.reply(Welcome(tuple(await self.hub.presence(room))))
         else:
             users = [name for name in await self.hub.presence(room) if name != username] + [username]
-            position = None if since is None else trionos.Position(since.epoch, since.offset)
 
             def welcome(recovery: trionos.Recovery) -> Welcome:
                 # Written before the replayed messages, in the same step as the join.
@@ -108,7 +106,7 @@ class RoomChat:
                 return Welcome(users, recovery.position.epoch, recovery.position.offset, recovered)
 
             self.room = room
-            await self.hub.join_with_history(self.client, room, since=position, welcome=welcome)
+            await self.hub.join_with_history(self.client, room, since=since, welcome=welcome)
         await self.hub.broadcast(room, Joined(username), exclude=self.client, history=False)
 
     async def leave(self) -> None:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import trionos
 from trionos import chat
 from trionos._codec import Codec
 from trionos._errors import DecodeError, EncodeError
@@ -24,7 +25,6 @@ from trionos.chat import (
     Leave,
     Left,
     Message,
-    Since,
     Welcome,
 )
 from trionos.testing._strategies import malformed_payloads, messages, mutated_payloads
@@ -56,7 +56,7 @@ WIRE = [
     # History and recovery: optional fields, absent unless used.
     (
         CLIENT_CODEC,
-        Join("ann", since=Since("9f2c", 41)),
+        Join("ann", since=trionos.Position("9f2c", 41)),
         '{"type":"join","username":"ann","room":"lobby","since":{"epoch":"9f2c","offset":41}}',
     ),
     (
@@ -158,7 +158,11 @@ def test_messages_are_frozen() -> None:
 def test_public_names_are_sorted_and_complete() -> None:
     """chat.__all__ is sorted and names every message class, both unions and both codecs."""
     assert chat.__all__ == sorted(chat.__all__)
-    classes = {name for name, value in vars(chat).items() if isinstance(value, type) and attrs.has(value)}
+    classes = {
+        name
+        for name, value in vars(chat).items()
+        if isinstance(value, type) and attrs.has(value) and not name.startswith("_")
+    }
     assert classes | {"ClientMessage", "ServerMessage", "CLIENT_CODEC", "SERVER_CODEC"} == set(chat.__all__)
 
 
@@ -259,7 +263,7 @@ def test_the_json_schema_documents_the_history_fields() -> None:
     variants = {v["title"]: v for v in server["oneOf"]}
     assert variants["Message"]["required"] == ["type", "from", "text"]
     assert set(variants["Welcome"]["properties"]) >= {"epoch", "offset", "recovered"}
-    assert client["$defs"]["Since"]["required"] == ["epoch", "offset"]
+    assert client["$defs"]["Position"]["required"] == ["epoch", "offset"]
     for payload in (
         {"type": "message", "from": "a", "text": "hi"},
         {"type": "message", "from": "a", "text": "hi", "offset": 7},

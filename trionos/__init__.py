@@ -36,6 +36,7 @@ from ._hub import MemoryBroker as MemoryBroker
 from ._hub import Sent as Sent
 from ._hub import SlowClientPolicy as SlowClientPolicy
 from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
+from ._reconnect import Positions as Positions
 from ._reconnect import connect_with_retry as connect_with_retry
 from ._reconnect import run_reconnecting as run_reconnecting
 from ._server import Request as Request
@@ -79,6 +80,7 @@ __all__ = [
     "Member",
     "MemoryBroker",
     "Position",
+    "Positions",
     "RETRY_CLOSE_CODES",
     "Recovery",
     "RedisBroker",

@@ -36,6 +36,7 @@ from typing import TypeAlias
 import attrs
 
 from ._codec import OMIT_IF_DEFAULT, Codec
+from ._history import Position as _Position
 
 __all__ = [
     "CLIENT_CODEC",
@@ -49,7 +50,6 @@ __all__ = [
     "Message",
     "SERVER_CODEC",
     "ServerMessage",
-    "Since",
     "Welcome",
 ]
 
@@ -61,23 +61,16 @@ _OPTIONAL = {OMIT_IF_DEFAULT: True}
 
 
 @attrs.frozen
-class Since:
-    """A position in a room's history: the last message a client saw (``epoch`` and ``offset``)."""
-
-    epoch: str
-    offset: int
-
-
-@attrs.frozen
 class Join:
     """Enter ``room`` as ``username``; the server answers with :class:`Welcome`.
 
-    With ``since`` (the position of the last message seen), the server replays what was missed.
+    With ``since`` (a :class:`~trionos.Position`: the epoch and offset of the last message seen),
+    the server replays what was missed.
     """
 
     username: str
     room: str = "lobby"
-    since: Since | None = attrs.field(default=None, metadata=_OPTIONAL)
+    since: _Position | None = attrs.field(default=None, metadata=_OPTIONAL)
 
 
 @attrs.frozen
