@@ -74,7 +74,12 @@ class RoomChat:
                     await self.reply(Error("join a room before sending chat messages"))
                     return
                 assert self.client.name is not None
-                await self.hub.broadcast(self.room, Message(self.client.name, text), exclude=self.client)
+                try:
+                    await self.hub.broadcast(self.room, Message(self.client.name, text), exclude=self.client)
+                except trionos.BrokerError as exc:
+                    # History in Redis, and Redis unreachable: the message got no position and
+                    # reached nobody; say so rather than pretend it was sent.
+                    await self.reply(Error(f"message not sent: {exc}"))
             case Leave():
                 await self.leave()
 
@@ -105,8 +110,12 @@ class RoomChat:
                 recovered = None if since is None else recovery.complete
                 return Welcome(users, recovery.position.epoch, recovery.position.offset, recovered)
 
+            try:
+                await self.hub.join_with_history(self.client, room, since=since, welcome=welcome)
+            except trionos.BrokerError as exc:
+                await self.reply(Error(f"cannot join {room!r} now: {exc}"))
+                return
             self.room = room
-            await self.hub.join_with_history(self.client, room, since=since, welcome=welcome)
         await self.hub.broadcast(room, Joined(username), exclude=self.client, history=False)
 
     async def leave(self) -> None:

@@ -22,6 +22,7 @@ reported to the broker, which keeps the cluster-wide presence that :meth:`Hub.pr
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,6 +51,10 @@ from ._transport import write_each
 __all__ = ["Client", "Hub", "MemoryBroker", "Sent", "SlowClientPolicy"]
 
 logger = logging.getLogger("trionos.hub")
+
+#: At most this many frames are held for one client while its recovery is read from the broker;
+#: beyond that they are dropped (the client can rejoin at its last position to get them).
+_MAX_HELD = 10_000
 
 #: The close code sent to a client dropped by the ``disconnect`` policy (RFC 6455: policy violation).
 SLOW_CLIENT_CLOSE_CODE = 1008
@@ -267,9 +272,11 @@ class Hub:
         self.offset_field = offset_field
         self._history_bounds = _bounds(history)
         self._room_history: dict[str, HistoryBounds | None] = {}
-        self._history = History(
-            self._history_bounds or HistoryBounds(), new_epoch=new_epoch or (lambda: secrets.token_hex(4))
-        )
+        self._new_epoch = new_epoch or (lambda: secrets.token_hex(4))
+        self._history = History(self._history_bounds or HistoryBounds(), new_epoch=self._new_epoch)
+        # With a shared broker: clients between "joined" and "replayed" (join_with_history), and the
+        # frames that arrived for them meanwhile, as (offset or None, frame), in arrival order.
+        self._pending: dict[Client, list[tuple[int | None, bytes]]] = {}
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -460,21 +467,86 @@ class Hub:
             raise ValueError(f"room {room!r} keeps no history: pass Hub(history=...) or set_room_history()")
         if self._clients.get(client.id) is not client:
             raise ValueError(f"{client!r} is not registered with this hub")
+        if self._shared:
+            return await self._join_shared(client, room, since, welcome, codec, bounds)
         history = self._history.room(room, bounds)
         if since is None:
             recovery = Recovery(history.position, (), True)
         else:
             recovery = history.recover(since, trio.current_time(), client.identity)
-            metrics = self.metrics
-            if recovery.complete:
-                metrics.recoveries_complete += 1
-            else:
-                metrics.recoveries_partial += 1
-            metrics.messages_replayed += len(recovery.entries)
+            self._count_recovery(recovery)
         frames = [e.frame for e in recovery.entries]
         if welcome is not None:
             frames.insert(0, self.encode(welcome(recovery), codec))
         joined = self.join(client, room)
+        await self._queue_replay(client, room, frames, joined)
+        return recovery
+
+    def _count_recovery(self, recovery: Recovery) -> None:
+        metrics = self.metrics
+        if recovery.complete:
+            metrics.recoveries_complete += 1
+        else:
+            metrics.recoveries_partial += 1
+        metrics.messages_replayed += len(recovery.entries)
+
+    async def _join_shared(
+        self,
+        client: Client,
+        room: str,
+        since: Position | None,
+        welcome: Callable[[Recovery], Any] | None,
+        codec: MessageCodec[Any] | None,
+        bounds: HistoryBounds,
+    ) -> Recovery:
+        """join_with_history with the history in the broker: join, hold live frames, read, replay.
+
+        The client joins at once (so this node subscribes to the room) but what reaches it is
+        held back until the broker has answered: then the welcome, the missed entries and the
+        held frames that are not among them (by offset) are queued, in that order.
+        """
+        broker: Any = self.broker
+        joined = self.join(client, room)
+        held = self._pending[client] = []
+        try:
+            recovery = await broker.history_recover(
+                room, since, client.identity, bounds=bounds, epoch=self._new_epoch()
+            )
+        except BaseException:
+            self._pending.pop(client, None)
+            if joined:
+                self.leave(client, room)
+            raise
+        del self._pending[client]
+        last = recovery.position.offset
+        later = [frame for offset, frame in held if offset is None or offset > last]
+        newest = max((offset for offset, _ in held if offset is not None), default=last)
+        recovery = Recovery(
+            Position(recovery.position.epoch, max(last, newest)), recovery.entries, recovery.complete
+        )
+        if since is not None:
+            self._count_recovery(recovery)
+        frames = [e.frame for e in recovery.entries]
+        if welcome is not None:
+            frames.insert(0, self.encode(welcome(recovery), codec))
+        frames += later
+        await self._queue_replay(client, room, frames, joined)
+        return recovery
+
+    def _divert(self, recipients: tuple[Client, ...], frame: bytes, offset: int | None) -> tuple[Client, ...]:
+        """Hold ``frame`` for the pending recipients (bounded); return the others."""
+        pending = self._pending
+        kept = []
+        for client in recipients:
+            held = pending.get(client)
+            if held is None:
+                kept.append(client)
+            elif len(held) < _MAX_HELD:
+                held.append((offset, frame))
+        return tuple(kept)
+
+    async def _queue_replay(self, client: Client, room: str, frames: list[bytes], joined: bool) -> None:
+        """Queue ``frames`` for ``client`` on the room's channel, ahead of any later broadcast."""
         if frames:
             feed = self._channels[room]
             blob = b"".join(frames)
@@ -487,7 +559,6 @@ class Hub:
                     if joined:
                         self.leave(client, room)
                     raise
-        return recovery
 
     def leave(self, client: Client, room: str) -> bool:
         """Remove ``client`` from ``room``; True if it was a member. An empty room disappears."""
@@ -589,6 +660,8 @@ class Hub:
         if bounds is None:
             frame = self.encode(message, codec)
             position = None
+        elif self._shared:
+            return await self._broadcast_shared(room, message, exclude, codec, bounds)
         else:
             history = self._history.room(room, bounds)
             frame = self._encode_at(message, codec, history.offset + 1)
@@ -605,9 +678,46 @@ class Hub:
         if state is None:
             return Sent(0, position)
         recipients = tuple(c for c in self._rooms.member_view(room) if c is not exclude)
+        count = len(recipients)
+        if self._pending:
+            recipients = self._divert(recipients, frame, None)
         if recipients:
             await state.put(frame, recipients)
-        return Sent(len(recipients), position)
+        return Sent(count, position)
+
+    async def _broadcast_shared(
+        self,
+        room: str,
+        message: Any,
+        exclude: Client | None,
+        codec: MessageCodec[Any] | None,
+        bounds: HistoryBounds,
+    ) -> Sent:
+        """A broadcast into a room whose history is in the broker: the broker assigns the offset
+        and delivers it to every node, this one included (:meth:`deliver_history`)."""
+        broker: Any = self.broker
+        payload: str | bytes
+        if isinstance(message, str | bytes):
+            payload, member = message, None
+        else:
+            codec = codec or self.codec
+            if codec is None:
+                self.encode(message, codec)  # raises the usual TypeError
+            assert codec is not None
+            payload = codec.encode(message)
+            member = None if self.offset_field is None else f"{json.dumps(self.offset_field)}:"
+        position = await broker.history_append(
+            room,
+            payload,
+            exclude_id=None if exclude is None else exclude.id,
+            exclude_identity=None if exclude is None else exclude.identity,
+            bounds=bounds,
+            offset_member=member,
+            epoch=self._new_epoch(),
+        )
+        self.metrics.history_appended += 1
+        count = sum(1 for c in self._rooms.member_view(room) if c is not exclude)
+        return Sent(count, position)
 
     async def broadcast_all(
         self, message: Any, *, exclude: Client | None = None, codec: MessageCodec[Any] | None = None
@@ -660,6 +770,8 @@ class Hub:
                 return
             view = self._rooms.member_view(room)
             recipients = tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
+        if self._pending:
+            recipients = self._divert(recipients, frame, None)
         if not recipients:
             return
         try:
@@ -672,6 +784,29 @@ class Hub:
                     state.name,
                     self.remote_frames_dropped,
                 )
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the hub is shutting down
+
+    def deliver_history(self, room: str, frame: bytes, exclude: str | None, offset: int) -> None:
+        """Deliver a message of a room with history that the broker ordered (any node's, ours too).
+
+        Never waits, as :meth:`deliver_remote`: a frame that does not fit in the room's channel
+        is dropped and counted in ``remote_frames_dropped`` (a client that misses it can recover
+        it by rejoining at its last position). Clients still being replayed to hold it instead.
+        """
+        state = self._channels.get(room)
+        if state is None:
+            return
+        view = self._rooms.member_view(room)
+        recipients = tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
+        if self._pending:
+            recipients = self._divert(recipients, frame, offset)
+        if not recipients:
+            return
+        try:
+            state.put_nowait(frame, recipients)
+        except trio.WouldBlock:
+            self.remote_frames_dropped += 1
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the hub is shutting down
 
