@@ -120,7 +120,7 @@ async def test_no_gap_and_no_duplicate_while_another_node_broadcasts_during_the_
                 async with b.connect("ann", since=start.position) as (ann, _):
                     await done.wait()
                     offsets = [offset for _, offset in await texts(ann, 60)]
-    assert offsets == list(range(1, 61))
+    assert offsets == list(range(1, 61)), repr(offsets)
 
 
 async def test_a_restarted_node_keeps_continuity_and_a_flushed_redis_changes_the_epoch(prefix: str) -> None:

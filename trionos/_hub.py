@@ -277,6 +277,10 @@ class Hub:
         # With a shared broker: clients between "joined" and "replayed" (join_with_history), and the
         # frames that arrived for them meanwhile, as (offset or None, frame), in arrival order.
         self._pending: dict[Client, list[tuple[int | None, bytes]]] = {}
+        # After such a replay: the last offset it covered, per (client, room). A message the
+        # broker published before the replay was read can still be on its way to this node (the
+        # subscription and the read are separate connections): those are dropped for the client.
+        self._floors: dict[tuple[Client, str], int] = {}
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -364,6 +368,9 @@ class Hub:
         self._flush_rooms_of(client)  # what it was sent before it left still goes out first
         client.transport.write_listener = None
         del self._clients[client.id]
+        if self._floors:
+            for room in self._rooms.rooms_view(client):
+                self._floors.pop((client, room), None)
         for room in self._rooms.drop(client):
             if self._shared:
                 self.broker.remove_member(room, client.id)
@@ -519,8 +526,9 @@ class Hub:
             raise
         del self._pending[client]
         last = recovery.position.offset
-        later = [frame for offset, frame in held if offset is None or offset > last]
         newest = max((offset for offset, _ in held if offset is not None), default=last)
+        self._floors[(client, room)] = max(last, newest)
+        later = [frame for offset, frame in held if offset is None or offset > last]
         recovery = Recovery(
             Position(recovery.position.epoch, max(last, newest)), recovery.entries, recovery.complete
         )
@@ -543,6 +551,19 @@ class Hub:
                 kept.append(client)
             elif len(held) < _MAX_HELD:
                 held.append((offset, frame))
+        return tuple(kept)
+
+    def _above_floor(self, room: str, recipients: tuple[Client, ...], offset: int) -> tuple[Client, ...]:
+        """Drop ``offset`` for the clients whose replay covered it; a later offset ends the floor."""
+        floors = self._floors
+        kept = []
+        for client in recipients:
+            floor = floors.get((client, room))
+            if floor is None:
+                kept.append(client)
+            elif offset > floor:
+                del floors[(client, room)]  # the subscription caught up: in order from here
+                kept.append(client)
         return tuple(kept)
 
     async def _queue_replay(self, client: Client, room: str, frames: list[bytes], joined: bool) -> None:
@@ -801,6 +822,8 @@ class Hub:
         recipients = tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
         if self._pending:
             recipients = self._divert(recipients, frame, offset)
+        if self._floors:
+            recipients = self._above_floor(room, recipients, offset)
         if not recipients:
             return
         try:
