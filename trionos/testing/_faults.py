@@ -99,11 +99,14 @@ class CuttingProxy:
     Point a client (or a browser) at :attr:`url` instead of the server. :meth:`cut` drops every
     connection open through the proxy at once; new connections are accepted as before, so a
     reconnecting client finds the server again. While :attr:`refusing` is True, new connections
-    are closed as soon as they arrive (the server looks unreachable).
+    are closed as soon as they arrive (the server looks unreachable). ``patience`` is how long a new
+    connection waits for the server to accept (retrying every 20 ms), as behind a load balancer
+    during a restart; 0 (the default) closes it at once when the server is down.
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, patience: float = 0.0) -> None:
         self.target = (host, port)
+        self.patience = patience
         #: The port the proxy listens on (127.0.0.1), known once the proxy is open.
         self.port = 0
         #: Close new connections at once instead of forwarding them.
@@ -147,7 +150,7 @@ class CuttingProxy:
         with trio.CancelScope() as scope:
             self._open.add(scope)
             try:
-                async with downstream, await trio.open_tcp_stream(*self.target) as upstream:
+                async with downstream, await self._dial() as upstream:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_pump, downstream, upstream, nursery.cancel_scope)
                         nursery.start_soon(_pump, upstream, downstream, nursery.cancel_scope)
@@ -155,6 +158,16 @@ class CuttingProxy:
                 logger.info("cutting proxy: cannot reach %s:%d: %s", *self.target, exc)
             finally:
                 self._open.discard(scope)
+
+
+    async def _dial(self) -> trio.SocketStream:
+        with trio.move_on_after(self.patience):
+            while True:
+                try:
+                    return await trio.open_tcp_stream(*self.target)
+                except OSError:
+                    await trio.sleep(0.02)
+        return await trio.open_tcp_stream(*self.target)
 
 
 async def _pump(source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope) -> None:
@@ -168,12 +181,15 @@ async def _pump(source: trio.SocketStream, sink: trio.SocketStream, done: trio.C
 
 
 @asynccontextmanager
-async def open_cutting_proxy(port: int, *, host: str = "127.0.0.1") -> AsyncIterator[CuttingProxy]:
+async def open_cutting_proxy(
+    port: int, *, host: str = "127.0.0.1", patience: float = 0.0
+) -> AsyncIterator[CuttingProxy]:
     """Run a :class:`CuttingProxy` to ``host:port`` for the block; it listens on 127.0.0.1, port 0.
 
-    Leaving the block closes the listener and every connection through it.
+    ``patience``: see :class:`CuttingProxy`. Leaving the block closes the listener and every
+    connection through it.
     """
-    proxy = CuttingProxy(host, port)
+    proxy = CuttingProxy(host, port, patience=patience)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(functools.partial(trio.serve_tcp, proxy._handle, 0, host="127.0.0.1"))
         proxy.port = listeners[0].socket.getsockname()[1]
