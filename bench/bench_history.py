@@ -91,30 +91,34 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
         counts = {"welcome": 0}
 
         async def node(scope: trio.CancelScope, stopped: trio.Event, *, task_status: Any) -> None:
-            with scope:
-                try:
-                    async with room_chat.make_hub(trionos.RedisBroker(redis, prefix=prefix)) as hub:
-                        handler = room_chat.make_handler(hub)
+            # The server stops first (its sessions say goodbye through the hub), then the hub.
+            try:
+                async with room_chat.make_hub(trionos.RedisBroker(redis, prefix=prefix)) as hub:
+                    handler = room_chat.make_handler(hub)
+                    with scope:
                         await trionos.serve(port, handler, host="127.0.0.1", task_status=task_status)
-                finally:
-                    stopped.set()
+            finally:
+                stopped.set()
 
         async def client(n: int) -> None:
-            async with trionos.connect(url, message_queue_size=1024) as ws:
-                await ws.send_message(Join(f"c{n}", "bench"), CLIENT_CODEC)
-                epoch = ""
-                async for raw in ws:
-                    message = SERVER_CODEC.decode(raw)
-                    if isinstance(message, Welcome):
-                        epoch = message.epoch or ""
-                        counts["welcome"] += 1
-                        if counts["welcome"] == args.clients:
-                            welcomed.set()
-                    elif isinstance(message, Message) and message.offset == mark:
-                        positions[n] = trionos.Position(epoch, mark)
-                        if len(positions) == args.clients:
-                            marked.set()
-            await rejoin(n)  # the node went away (1001): come back at the recorded position
+            try:
+                async with trionos.connect(url, message_queue_size=1024) as ws:
+                    await ws.send_message(Join(f"c{n}", "bench"), CLIENT_CODEC)
+                    epoch = ""
+                    async for raw in ws:
+                        message = SERVER_CODEC.decode(raw)
+                        if isinstance(message, Welcome):
+                            epoch = message.epoch or ""
+                            counts["welcome"] += 1
+                            if counts["welcome"] == args.clients:
+                                welcomed.set()
+                        elif isinstance(message, Message) and message.offset == mark:
+                            positions[n] = trionos.Position(epoch, mark)
+                            if len(positions) == args.clients:
+                                marked.set()
+            except trionos.ConnectionClosed:
+                pass  # however the stopping node closed it
+            await rejoin(n)  # come back at the recorded position
 
         async def rejoin(n: int) -> None:
             while True:

@@ -123,6 +123,18 @@ def envelope_origin(data: bytes) -> bytes | None:
     return data[_HEAD.size : end] if end <= len(data) else None
 
 
+def _ids(data: bytes, origin_len: int, has_exclude: bool) -> tuple[str, str | None, int]:
+    """The origin and excluded client ids after the head, and where the rest starts."""
+    pos = _HEAD.size + origin_len
+    origin = data[_HEAD.size : pos].decode()
+    exclude = None
+    if has_exclude:
+        (exclude_len,) = _LEN.unpack_from(data, pos)
+        exclude = data[pos + _LEN.size : pos + _LEN.size + exclude_len].decode()
+        pos += _LEN.size + exclude_len
+    return origin, exclude, pos
+
+
 def decode_envelope(data: bytes) -> Envelope:
     """Parse what :func:`encode_envelope` made; raise :class:`BrokerError` if it is not an envelope."""
     if len(data) < _HEAD.size:
@@ -132,14 +144,8 @@ def decode_envelope(data: bytes) -> Envelope:
         raise BrokerError(f"malformed envelope: expected version {ENVELOPE_VERSION}, got {version}")
     if flags & ~_HAS_EXCLUDE:
         raise BrokerError(f"malformed envelope: unknown flags {flags:#04x}")
-    pos = _HEAD.size + origin_len
     try:
-        origin = data[_HEAD.size : pos].decode()
-        exclude = None
-        if flags & _HAS_EXCLUDE:
-            (exclude_len,) = _LEN.unpack_from(data, pos)
-            exclude = data[pos + _LEN.size : pos + _LEN.size + exclude_len].decode()
-            pos += _LEN.size + exclude_len
+        origin, exclude, pos = _ids(data, origin_len, bool(flags & _HAS_EXCLUDE))
     except (struct.error, UnicodeDecodeError) as exc:
         raise BrokerError(f"malformed envelope: {exc}; head {data[:32]!r}") from None
     if pos > len(data):
@@ -187,14 +193,8 @@ def decode_history_envelope(data: bytes) -> HistoryEnvelope:
     _, flags, origin_len = _HEAD.unpack_from(data)
     if flags & ~(_BINARY | _HISTORY_EXCLUDE):
         raise BrokerError(f"malformed history envelope: unknown flags {flags:#04x}")
-    pos = _HEAD.size + origin_len
     try:
-        origin = data[_HEAD.size : pos].decode()
-        exclude = None
-        if flags & _HISTORY_EXCLUDE:
-            (exclude_len,) = _LEN.unpack_from(data, pos)
-            exclude = data[pos + _LEN.size : pos + _LEN.size + exclude_len].decode()
-            pos += _LEN.size + exclude_len
+        origin, exclude, pos = _ids(data, origin_len, bool(flags & _HISTORY_EXCLUDE))
         epoch_end = data.index(b"\n", pos)
         offset_end = data.index(b"\n", epoch_end + 1)
         epoch = data[pos:epoch_end].decode("ascii")

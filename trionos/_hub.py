@@ -789,10 +789,18 @@ class Hub:
             state = self._channels.get(room)
             if state is None:
                 return
-            view = self._rooms.member_view(room)
-            recipients = tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
+            recipients = self._members_but(room, exclude)
         if self._pending:
             recipients = self._divert(recipients, frame, None)
+        self._put_remote(state, frame, recipients)
+
+    def _members_but(self, room: str, exclude: str | None) -> tuple[Client, ...]:
+        """The local members of ``room`` but the client with id ``exclude``."""
+        view = self._rooms.member_view(room)
+        return tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
+
+    def _put_remote(self, state: Feed[Client], frame: bytes, recipients: tuple[Client, ...]) -> None:
+        """Queue a frame from the broker without waiting; drop and count it when the room is full."""
         if not recipients:
             return
         try:
@@ -818,20 +826,12 @@ class Hub:
         state = self._channels.get(room)
         if state is None:
             return
-        view = self._rooms.member_view(room)
-        recipients = tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
+        recipients = self._members_but(room, exclude)
         if self._pending:
             recipients = self._divert(recipients, frame, offset)
         if self._floors:
             recipients = self._above_floor(room, recipients, offset)
-        if not recipients:
-            return
-        try:
-            state.put_nowait(frame, recipients)
-        except trio.WouldBlock:
-            self.remote_frames_dropped += 1
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # the hub is shutting down
+        self._put_remote(state, frame, recipients)
 
     async def member_expired(self, member: Member) -> None:
         """Await ``on_member_expired(member)``: a member vanished with its node (an isolation boundary)."""

@@ -189,6 +189,11 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
+def _age_ms(bounds: HistoryBounds) -> int:
+    """The history's age bound in milliseconds for the scripts (0: none)."""
+    return 0 if bounds.max_age is None else max(1, int(bounds.max_age * 1000))
+
+
 def _power_of_two(n: int) -> bool:
     return n & (n - 1) == 0
 
@@ -642,7 +647,7 @@ class RedisBroker:
         ``operation_timeout``: the message then has no position and was sent to nobody.
         """
         binary = isinstance(payload, bytes)
-        age = 0 if bounds.max_age is None else max(1, int(bounds.max_age * 1000))
+        age = _age_ms(bounds)
         head = encode_history_head(self.node_id, exclude_id, binary=binary)
         result = await self._history_call(
             _HISTORY_APPEND,
@@ -674,7 +679,7 @@ class RedisBroker:
             target = self._generation
             while self._synced_generation < target:
                 await self._synced.wait()
-        age = 0 if bounds.max_age is None else max(1, int(bounds.max_age * 1000))
+        age = _age_ms(bounds)
         since_epoch, since_offset = ("", -1) if since is None else (since.epoch, since.offset)
         current, last, rows = await self._history_call(
             _HISTORY_RECOVER, room, [epoch, age, since_epoch, since_offset]
