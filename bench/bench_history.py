@@ -12,7 +12,8 @@
   assigns the offset, appends to the stream and publishes). The issue's target is history on /
   off >= 0.8 on the memory broker.
 * **recovery**: ``--clients`` trionos clients in one room of a node with its history in Redis
-  receive ``--messages`` messages; the node stops (every client sees 1001) and a new node
+  (the chat protocol's join and chat, without presence announcements) receive ``--messages``
+  messages; the node stops (every client sees 1001) and a new node
   process stand-in starts on the same Redis; all clients reconnect at once, each with the
   position it had ``--missed`` messages before the end (its bookkeeping was behind). Reported:
   the time from the restart until every client has its welcome (``recovered``) and its missed
@@ -74,10 +75,31 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
     import trio
 
     import trionos
-    from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Join, Message, Welcome
+    from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Chat, Join, Message, Welcome
 
-    sys.path.insert(0, str(BENCH.parent / "examples"))
-    import room_chat
+
+    def make_handler(hub: trionos.Hub) -> Any:
+        """The chat protocol's join (with since) and chat, without presence: the measurement is the
+        recovery, not the n-squared ``joined`` announcements of 1,000 clients joining one room."""
+
+        async def handler(req: trionos.Request) -> None:
+            ws = await req.accept()
+            async with hub.client(ws) as client:
+                async for raw in ws:
+                    message = CLIENT_CODEC.decode(raw)
+                    if isinstance(message, Join):
+                        since = message.since
+
+                        def welcome(r: trionos.Recovery, since: Any = since) -> Welcome:
+                            recovered = None if since is None else r.complete
+                            return Welcome((), r.position.epoch, r.position.offset, recovered)
+
+                        client.identity = message.username
+                        await hub.join_with_history(client, message.room, since=since, welcome=welcome)
+                    elif isinstance(message, Chat):
+                        await hub.broadcast("bench", Message("sender", message.text), exclude=client)
+
+        return handler
 
     prefix = f"bench-recovery-{os.getpid()}"
     port = bench_redis.free_port()
@@ -93,8 +115,9 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
         async def node(scope: trio.CancelScope, stopped: trio.Event, *, task_status: Any) -> None:
             # The server stops first (its sessions say goodbye through the hub), then the hub.
             try:
-                async with room_chat.make_hub(trionos.RedisBroker(redis, prefix=prefix)) as hub:
-                    handler = room_chat.make_handler(hub)
+                broker = trionos.RedisBroker(redis, prefix=prefix)
+                async with trionos.Hub(broker=broker, codec=SERVER_CODEC, history=True) as hub:
+                    handler = make_handler(hub)
                     with scope:
                         await trionos.serve(port, handler, host="127.0.0.1", task_status=task_status)
             finally:
@@ -148,15 +171,19 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
             for n in range(args.clients):
                 nursery.start_soon(client, n)
             await welcomed.wait()
+            print(f"{args.clients} clients joined", file=sys.stderr, flush=True)
             async with trionos.connect(url) as sender:
                 await sender.send_message(Join("sender", "bench"), CLIENT_CODEC)
                 for i in range(args.messages):
                     await sender.send_json({"type": "chat", "text": f"m{i}"})
                 await marked.wait()
+            print(f"{args.messages} messages received; restarting the node", file=sys.stderr, flush=True)
             stop.cancel()
             await stopped.wait()
+            print("the node stopped", file=sys.stderr, flush=True)
             restarted = time.perf_counter()
             await nursery.start(node, trio.CancelScope(), trio.Event())
+            print("a new node listens", file=sys.stderr, flush=True)
             await all_back.wait()
             elapsed = time.perf_counter() - restarted
             nursery.cancel_scope.cancel()
