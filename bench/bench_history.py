@@ -111,6 +111,9 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
         positions: dict[int, trionos.Position] = {}
         results: list[tuple[bool | None, int]] = []
         counts = {"welcome": 0}
+        # Set once the restarted node listens: the clients wait for it rather than retry in a loop,
+        # which in this one process would starve the node's own start-up.
+        back_up = trio.Event()
 
         async def node(scope: trio.CancelScope, stopped: trio.Event, *, task_status: Any) -> None:
             # The server stops first (its sessions say goodbye through the hub), then the hub.
@@ -144,6 +147,7 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
             await rejoin(n)  # come back at the recorded position
 
         async def rejoin(n: int) -> None:
+            await back_up.wait()
             while True:
                 try:
                     async with trionos.connect(url, message_queue_size=1024) as ws:
@@ -183,7 +187,15 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
             print("the node stopped", file=sys.stderr, flush=True)
             restarted = time.perf_counter()
             await nursery.start(node, trio.CancelScope(), trio.Event())
+            back_up.set()
             print("a new node listens", file=sys.stderr, flush=True)
+
+            async def progress() -> None:
+                while True:
+                    await trio.sleep(5)
+                    print(f"{len(results)} clients recovered so far", file=sys.stderr, flush=True)
+
+            nursery.start_soon(progress)
             await all_back.wait()
             elapsed = time.perf_counter() - restarted
             nursery.cancel_scope.cancel()
