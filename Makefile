@@ -13,7 +13,7 @@ DIST   ?= .venv-dist
 DIST_STAMP := $(DIST)/.installed
 SOURCES := $(shell find trionos -name '*.py' -o -name 'py.typed')
 
-.PHONY: run test lint bench autobahn redis-server clean
+.PHONY: run test lint bench autobahn redis-server chromium clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ redis-server:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# The browser test drives Debian's chromium through Playwright (executable_path; Playwright's own
+# browser download is never used): install chromium when missing, the same way.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 run: $(STAMP)
 	$(BIN)/python examples/room_chat.py --host $(HOST) --port $(PORT)
 
@@ -38,7 +46,7 @@ $(DIST_STAMP): pyproject.toml $(SOURCES)
 	$(DIST)/bin/python -m pip install -q --force-reinstall --no-deps .
 	@touch $(DIST_STAMP)
 
-test: $(STAMP) $(DIST_STAMP) redis-server
+test: $(STAMP) $(DIST_STAMP) redis-server chromium
 	$(BIN)/ruff check trionos tests examples bench
 	$(BIN)/python -m pytest -q
 	cd examples/tests && ../../$(DIST)/bin/pytest -q .

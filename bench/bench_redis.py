@@ -78,7 +78,8 @@ def serve(args: argparse.Namespace) -> None:
     async def main() -> None:
         broker = trionos.RedisBroker(args.redis, prefix=args.prefix) if args.redis else None
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trionos.Hub(broker=broker) as hub, trio.open_nursery() as nursery:
+            hub = trionos.Hub(broker=broker, history=args.history)
+            async with hub, trio.open_nursery() as nursery:
                 server = await nursery.start(
                     functools.partial(
                         trionos.serve, args.port, functools.partial(handler, hub), host="127.0.0.1"
@@ -135,9 +136,11 @@ async def private_redis() -> AsyncIterator[tuple[str, int]]:
 
 
 @asynccontextmanager
-async def bench_server(redis: str | None = None, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+async def bench_server(
+    redis: str | None = None, prefix: str = "", *, history: bool = False
+) -> AsyncIterator[tuple[str, int]]:
     """Start ``bench_redis.py serve``; yield its ws:// URL and pid; SIGTERM it at the end."""
-    command = [sys.executable, str(SCRIPT), "serve", "--port", "0"]
+    command = [sys.executable, str(SCRIPT), "serve", "--port", "0"] + (["--history"] if history else [])
     if redis:
         command += ["--redis", redis, "--prefix", prefix]
     proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
@@ -281,6 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     server.add_argument("--port", type=int, default=0)
     server.add_argument("--redis", default=None, help="share the room through this Redis")
     server.add_argument("--prefix", default="trionos-bench", help="Redis key and channel prefix")
+    server.add_argument("--history", action="store_true", help="keep a history in the room")
     parser.add_argument("--redis", default=None, help="use this Redis instead of a private redis-server")
     parser.add_argument("--subscribers-per-node", type=int, default=500)
     parser.add_argument("--window", type=int, default=10, help="messages in flight")

@@ -10,6 +10,11 @@ Stop the server with Ctrl-C and start it again: the client sees 1001 (going away
 exponential backoff and full jitter (logged as warnings), and joins its room again once the server is
 back. A message that could not be sent is sent after the reconnect. The client stops on a normal or
 policy close from the server, at the end of the input, or on Ctrl-C (closing with 1000).
+
+No message is lost across a reconnect: a :class:`trionos.Positions` remembers the offset of the last
+message received in the room, the rejoin sends it as ``since``, and the server replays what was
+missed before live traffic (a duplicate, should one arrive, is dropped). When the server could not
+replay everything (it restarted, or the gap is older than its history), the client says so.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Session:
         self.lines = lines
         self.unsent: str | None = None
         self.connections = 0
+        #: The last position seen in each room: survives reconnects, sent back as ``since``.
+        self.positions = trionos.Positions()
 
     async def on_connect(self, ws: trionos.WebSocket) -> None:
         """Run one connection: join, then print what arrives while sending our lines.
@@ -45,7 +52,7 @@ class Session:
         self.connections += 1
         if self.connections > 1:
             print("* reconnected")
-        await ws.send_message(Join(self.name, self.room), CLIENT_CODEC)
+        await ws.send_message(Join(self.name, self.room, since=self.positions.since(self.room)), CLIENT_CODEC)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.print_incoming, ws, nursery.cancel_scope)
             await self.send_lines(ws)
@@ -80,13 +87,19 @@ class Session:
                 print(f"? {raw!r}")
                 continue
             match message:
-                case Welcome(users=users):
+                case Welcome(users=users, epoch=epoch, offset=offset, recovered=recovered):
                     print(f"* joined #{self.room} as {self.name}; here: {', '.join(users)}")
+                    if epoch is not None and offset is not None:
+                        self.positions.welcome(self.room, trionos.Position(epoch, offset), recovered)
+                    if recovered is False:
+                        print("* some messages may be missing: the server could not replay all of them")
                 case Joined(username=username):
                     print(f"* {username} joined")
                 case Left(username=username):
                     print(f"* {username} left")
-                case Message(from_=sender, text=text):
+                case Message(from_=sender, text=text, offset=offset):
+                    if offset is not None and not self.positions.receive(self.room, offset):
+                        continue  # already printed
                     print(f"<{sender}> {text}")
                 case Error(reason=reason):
                     # After a dropped connection the server may still hold our old one for a while,

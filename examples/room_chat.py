@@ -9,6 +9,13 @@
   others, ``message`` to everyone in the room but the sender, ``left`` when someone leaves,
   disconnects or times out, and ``error`` for bad input (the connection stays open).
 * A client is in one room at a time: joining another room leaves the first.
+* History (on by default: the last 200 messages or 10 minutes per room, ``--history-messages``,
+  ``--history-seconds``, ``--no-history``): each ``message`` carries its ``offset``, ``welcome``
+  the room's ``epoch`` and latest ``offset``. A client that comes back sends ``join`` with
+  ``since`` (``{"epoch": ..., "offset": N}``) and gets ``welcome`` with ``recovered`` (false when
+  something may be missing), then every ``message`` after ``N`` that it missed, then live traffic.
+  A user's identity across reconnections is the username: a message is never replayed to the
+  user who sent it. ``joined``/``left`` are presence, not history.
 * The raw text ``ping`` is answered with ``pong`` (an application-level heartbeat for browsers).
 * ``--rate-limit N`` (default 10) messages per second per client, in bursts of up to 2N: a message
   over the limit gets an ``error`` and is not acted on; a client that sends 50 more while refused
@@ -34,7 +41,18 @@ import trio
 from _example import run_server, server_arguments
 
 import trionos
-from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Chat, Error, Join, Joined, Leave, Left, Message, Welcome
+from trionos.chat import (
+    CLIENT_CODEC,
+    SERVER_CODEC,
+    Chat,
+    Error,
+    Join,
+    Joined,
+    Leave,
+    Left,
+    Message,
+    Welcome,
+)
 
 logger = logging.getLogger("room_chat")
 
@@ -54,18 +72,23 @@ class RoomChat:
 
     async def handle(self, message: Join | Chat | Leave) -> None:
         match message:
-            case Join(username=username, room=room):
-                await self.join(username, room)
+            case Join(username=username, room=room, since=since):
+                await self.join(username, room, since)
             case Chat(text=text):
                 if self.room is None:
                     await self.reply(Error("join a room before sending chat messages"))
                     return
                 assert self.client.name is not None
-                await self.hub.broadcast(self.room, Message(self.client.name, text), exclude=self.client)
+                try:
+                    await self.hub.broadcast(self.room, Message(self.client.name, text), exclude=self.client)
+                except trionos.BrokerError as exc:
+                    # History in Redis, and Redis unreachable: the message got no position and
+                    # reached nobody; say so rather than pretend it was sent.
+                    await self.reply(Error(f"message not sent: {exc}"))
             case Leave():
                 await self.leave()
 
-    async def join(self, username: str, room: str) -> None:
+    async def join(self, username: str, room: str, since: trionos.Position | None = None) -> None:
         if not username.strip():
             await self.reply(Error("username must not be empty"))
             return
@@ -77,10 +100,28 @@ class RoomChat:
             return
         await self.leave()
         self.client.name = username
-        self.hub.join(self.client, room)
-        self.room = room
-        await self.reply(Welcome(tuple(await self.hub.presence(room))))
-        await self.hub.broadcast(room, Joined(username), exclude=self.client)
+        # The username is who the user is across reconnections: the history never replays a
+        # message to the user who sent it.
+        self.client.identity = username
+        if self.hub.history_bounds(room) is None:
+            self.hub.join(self.client, room)
+            self.room = room
+            await self.reply(Welcome(tuple(await self.hub.presence(room))))
+        else:
+            users = [name for name in await self.hub.presence(room) if name != username] + [username]
+
+            def welcome(recovery: trionos.Recovery) -> Welcome:
+                # Written before the replayed messages, in the same step as the join.
+                recovered = None if since is None else recovery.complete
+                return Welcome(users, recovery.position.epoch, recovery.position.offset, recovered)
+
+            try:
+                await self.hub.join_with_history(self.client, room, since=since, welcome=welcome)
+            except trionos.BrokerError as exc:
+                await self.reply(Error(f"cannot join {room!r} now: {exc}"))
+                return
+            self.room = room
+        await self.hub.broadcast(room, Joined(username), exclude=self.client, history=False)
 
     async def leave(self) -> None:
         if self.room is None:
@@ -88,25 +129,37 @@ class RoomChat:
         room, self.room = self.room, None
         self.hub.leave(self.client, room)
         assert self.client.name is not None
-        await self.hub.broadcast(room, Left(self.client.name))
+        await self.hub.broadcast(room, Left(self.client.name), history=False)
+
+
+#: The room chat's history: the last 200 messages or 10 minutes per room, whichever is less.
+HISTORY = trionos.HistoryBounds(max_messages=200, max_age=600.0)
 
 
 def make_hub(
-    broker: trionos.Broker | None = None, *, rate_limit: trionos.RateLimit | None = None
+    broker: trionos.Broker | None = None,
+    *,
+    history: trionos.HistoryBounds | None = HISTORY,
+    rate_limit: trionos.RateLimit | None = None,
 ) -> trionos.Hub:
-    """The room chat's hub: typed broadcasts, and ``left`` for the members of a node that died.
+    """The room chat's hub: typed broadcasts, history, and ``left`` for the members of a dead node.
 
     With a shared ``broker`` (Redis), when a process dies without saying goodbye, one surviving
     node is told about each of its members and announces ``left`` to the room on every node.
+    ``history=None`` turns the rooms' history off.
     """
     hub: trionos.Hub
 
     async def announce_expired(member: trionos.Member) -> None:
         if member.name is not None:
-            await hub.broadcast(member.room, Left(member.name))
+            await hub.broadcast(member.room, Left(member.name), history=False)
 
     hub = trionos.Hub(
-        codec=SERVER_CODEC, broker=broker, on_member_expired=announce_expired, rate_limit=rate_limit
+        codec=SERVER_CODEC,
+        broker=broker,
+        on_member_expired=announce_expired,
+        history=history,
+        rate_limit=rate_limit,
     )
     return hub
 
@@ -161,6 +214,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rate-limit", type=float, default=10.0, help="messages per second per client (0: no limit)"
     )
     parser.add_argument("--metrics", action="store_true", help="serve Prometheus counters at /metrics")
+    parser.add_argument(
+        "--history-messages", type=int, default=200, help="messages kept per room (default 200)"
+    )
+    parser.add_argument(
+        "--history-seconds", type=float, default=600.0, help="seconds a message is kept (default 600)"
+    )
+    parser.add_argument("--no-history", action="store_true", help="keep no history (no recovery)")
     parser.add_argument("--redis", metavar="URL", help="share rooms with other processes through this Redis")
     parser.add_argument(
         "--redis-presence-ttl",
@@ -194,7 +254,12 @@ def main() -> None:
         if args.rate_limit
         else None
     )
-    hub = make_hub(make_broker(args), rate_limit=limit)
+    history = (
+        None
+        if args.no_history
+        else trionos.HistoryBounds(max_messages=args.history_messages, max_age=args.history_seconds)
+    )
+    hub = make_hub(make_broker(args), history=history, rate_limit=limit)
     heartbeat = trionos.Heartbeat(interval=args.heartbeat_interval, timeout=args.heartbeat_timeout)
 
     async def with_hub(run: Callable[[], Awaitable[None]]) -> None:

@@ -22,6 +22,7 @@ PURE_MODULES = [
     "_backoff",
     "_broker",
     "_ratelimit",
+    "_history",
     "chat",
 ]
 

@@ -349,3 +349,18 @@ async def test_errors_in_the_hub_body_are_not_unwrapped(nursery: trio.Nursery) -
     with pytest.raises(ExceptionGroup):
         async with trionos.Hub(broker=FakeBroker()):
             raise trionos.BrokerError("from the body")
+
+
+def test_history_envelopes_round_trip_and_are_told_apart() -> None:
+    """A history envelope (head from the origin, epoch/offset/payload from Redis) decodes exactly."""
+    from trionos._broker import decode_history_envelope, encode_history_head, is_history_envelope
+
+    head = encode_history_head("node", "ann-1", binary=False)
+    envelope = decode_history_envelope(head + b'e1\n42\n{"text":"a\\nb","offset":42}')
+    assert (envelope.origin, envelope.exclude, envelope.epoch, envelope.offset) == ("node", "ann-1", "e1", 42)
+    assert envelope.payload == b'{"text":"a\\nb","offset":42}' and not envelope.binary
+    binary = decode_history_envelope(encode_history_head("n", None, binary=True) + b"e\n1\n\x00\n")
+    assert binary.binary and binary.exclude is None and binary.payload == b"\x00\n"
+    assert is_history_envelope(head) and not is_history_envelope(encode_envelope("n", None, b"x"))
+    with pytest.raises(trionos.BrokerError, match="malformed history envelope"):
+        decode_history_envelope(head + b"no offset here")

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import trionos
 from trionos import chat
 from trionos._codec import Codec
 from trionos._errors import DecodeError, EncodeError
@@ -52,6 +53,19 @@ WIRE = [
     (SERVER_CODEC, Message("ann", "hi"), '{"type":"message","from":"ann","text":"hi"}'),
     (SERVER_CODEC, Left("bob"), '{"type":"left","username":"bob"}'),
     (SERVER_CODEC, Error("join a room first"), '{"type":"error","reason":"join a room first"}'),
+    # History and recovery: optional fields, absent unless used.
+    (
+        CLIENT_CODEC,
+        Join("ann", since=trionos.Position("9f2c", 41)),
+        '{"type":"join","username":"ann","room":"lobby","since":{"epoch":"9f2c","offset":41}}',
+    ),
+    (
+        SERVER_CODEC,
+        Welcome(("ann",), "9f2c", 44, True),
+        '{"type":"welcome","users":["ann"],"epoch":"9f2c","offset":44,"recovered":true}',
+    ),
+    (SERVER_CODEC, Welcome(("a",), "9f2c", 0), '{"type":"welcome","users":["a"],"epoch":"9f2c","offset":0}'),
+    (SERVER_CODEC, Message("ann", "hi", 45), '{"type":"message","from":"ann","text":"hi","offset":45}'),
 ]
 
 
@@ -144,7 +158,11 @@ def test_messages_are_frozen() -> None:
 def test_public_names_are_sorted_and_complete() -> None:
     """chat.__all__ is sorted and names every message class, both unions and both codecs."""
     assert chat.__all__ == sorted(chat.__all__)
-    classes = {name for name, value in vars(chat).items() if isinstance(value, type) and attrs.has(value)}
+    classes = {
+        name
+        for name, value in vars(chat).items()
+        if isinstance(value, type) and attrs.has(value) and not name.startswith("_")
+    }
     assert classes | {"ClientMessage", "ServerMessage", "CLIENT_CODEC", "SERVER_CODEC"} == set(chat.__all__)
 
 
@@ -205,3 +223,53 @@ def test_welcome_accepts_any_iterable_of_names() -> None:
     built = Welcome(["ann", "bob"])
     assert built == SERVER_CODEC.decode(SERVER_CODEC.encode(built))
     assert built.users == ("ann", "bob")
+
+
+@attrs.frozen
+class OldMessage:
+    """The message class as version 0.1 defined it (no offset)."""
+
+    from_: str
+    text: str
+
+
+@attrs.frozen
+class OldWelcome:
+    users: tuple[str, ...] = attrs.field(converter=tuple)
+
+
+def test_an_old_client_reads_history_messages_by_ignoring_the_new_fields() -> None:
+    """A 0.1 client (default, lenient codec) decodes messages and welcomes that carry positions."""
+    old = Codec(OldMessage | OldWelcome, tags={OldMessage: "message", OldWelcome: "welcome"})
+    assert old.decode('{"type":"message","from":"a","text":"hi","offset":3}') == OldMessage("a", "hi")
+    assert old.decode('{"type":"welcome","users":["a"],"epoch":"e","offset":3,"recovered":true}') == (
+        OldWelcome(("a",))
+    )
+
+
+def test_a_strict_codec_still_accepts_the_messages_without_history() -> None:
+    """The new fields are optional: a strict codec of today's protocol accepts every 0.1 message."""
+    strict_server = Codec(chat.ServerMessage, strict=True)
+    strict_client = Codec(chat.ClientMessage, strict=True)
+    assert strict_server.decode('{"type":"message","from":"a","text":"hi"}') == Message("a", "hi")
+    assert strict_server.decode('{"type":"welcome","users":[]}') == Welcome(())
+    assert strict_client.decode('{"type":"join","username":"a","room":"r"}') == Join("a", "r")
+    assert strict_server.decode('{"type":"message","from":"a","text":"hi","offset":3}').offset == 3
+
+
+def test_the_json_schema_documents_the_history_fields() -> None:
+    """The schema lists offset, epoch, recovered and since as optional fields and accepts both forms."""
+    server, client = SERVER_CODEC.json_schema(), CLIENT_CODEC.json_schema()
+    variants = {v["title"]: v for v in server["oneOf"]}
+    assert variants["Message"]["required"] == ["type", "from", "text"]
+    assert set(variants["Welcome"]["properties"]) >= {"epoch", "offset", "recovered"}
+    assert client["$defs"]["Position"]["required"] == ["epoch", "offset"]
+    for payload in (
+        {"type": "message", "from": "a", "text": "hi"},
+        {"type": "message", "from": "a", "text": "hi", "offset": 7},
+        {"type": "welcome", "users": ["a"], "epoch": "e", "offset": 7, "recovered": False},
+    ):
+        jsonschema.validate(payload, server)
+    jsonschema.validate({"type": "join", "username": "a", "since": {"epoch": "e", "offset": 1}}, client)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"type": "join", "username": "a", "since": {"epoch": "e"}}, client)

@@ -18,9 +18,10 @@ import trio.testing
 
 import trionos
 from tests.conftest import ServeFn, echo_handler
+from trionos import Position, chat
 from trionos._backoff import Backoff
-from trionos._reconnect import RETRY_CLOSE_CODES, connect_with_retry, run_reconnecting
-from trionos.testing import open_memory_server
+from trionos._reconnect import RETRY_CLOSE_CODES, Positions, connect_with_retry, run_reconnecting
+from trionos.testing import open_cutting_proxy, open_memory_server
 
 
 class Fixed:
@@ -511,3 +512,83 @@ def test_default_retry_codes() -> None:
     """By default only abnormal or transient closes retry; normal and policy closes do not."""
     assert frozenset({1001, 1006, 1011, 1012, 1013}) == RETRY_CLOSE_CODES
     assert not {1000, 1002, 1003, 1007, 1008, 1009, 1010, 4000} & RETRY_CLOSE_CODES
+
+
+# --- resuming a subscription: Positions and a connection cut mid-conversation ---------------------------
+
+
+def test_positions_track_the_last_offset_and_drop_duplicates() -> None:
+    """Positions follow welcomes and messages; an offset already seen is reported as a duplicate."""
+    positions = Positions()
+    assert positions.since("r") is None and positions.receive("r", 1)
+    positions.welcome("r", Position("e", 4), None)
+    assert positions.since("r") == Position("e", 4)
+    assert not positions.receive("r", 4)
+    assert positions.receive("r", 5) and positions.since("r") == Position("e", 5)
+    positions.welcome("r", Position("e", 9), True)  # recovered: 6..9 follow
+    assert positions.since("r") == Position("e", 5) and positions.receive("r", 6)
+    positions.welcome("r", Position("f", 2), False)  # new epoch: take all that follows
+    assert positions.since("r") == Position("f", 0) and positions.receive("r", 1)
+    positions.forget("r")
+    assert positions.since("r") is None
+
+
+async def test_a_client_cut_mid_conversation_resumes_with_every_message_exactly_once(
+    nursery: trio.Nursery, start_server: ServeFn
+) -> None:
+    """run_reconnecting + Positions through a cutting proxy: all messages arrive once, in order."""
+    hub = await nursery.start(trionos.Hub(codec=chat.SERVER_CODEC, history=True).run)
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        async with hub.client(ws, identity="ann") as client:
+            join = chat.CLIENT_CODEC.decode(await ws.recv())
+            assert isinstance(join, chat.Join)
+
+            def welcome(recovery: trionos.Recovery) -> chat.Welcome:
+                recovered = None if join.since is None else recovery.complete
+                return chat.Welcome(["ann"], recovery.position.epoch, recovery.position.offset, recovered)
+
+            await hub.join_with_history(client, join.room, since=join.since, welcome=welcome)
+            async for _ in ws:
+                pass
+
+    server = await start_server(handler)
+    received: list[str] = []
+    welcomes: list[bool | None] = []
+    positions = Positions()
+    all_in = trio.Event()
+    welcomed = trio.Event()
+
+    async def on_connect(ws: trionos.WebSocket) -> None:
+        await ws.send_message(chat.Join("ann", "r", since=positions.since("r")), chat.CLIENT_CODEC)
+        async for raw in ws:
+            message = chat.SERVER_CODEC.decode(raw)
+            if isinstance(message, chat.Welcome):
+                assert message.epoch is not None and message.offset is not None
+                positions.welcome("r", Position(message.epoch, message.offset), message.recovered)
+                welcomes.append(message.recovered)
+                welcomed.set()
+            elif isinstance(message, chat.Message):
+                assert message.offset is not None
+                if positions.receive("r", message.offset):
+                    received.append(message.text)
+                if len(received) == 10:
+                    all_in.set()
+                    return
+
+    async with open_cutting_proxy(server.port) as proxy:
+        async with trio.open_nursery() as clients:
+            clients.start_soon(
+                functools.partial(run_reconnecting, f"{proxy.url}/", on_connect, backoff=fast())
+            )
+            await welcomed.wait()  # a client has a position once it was welcomed
+            for i in range(1, 6):
+                await hub.broadcast("r", chat.Message("bob", str(i)))
+            assert proxy.cut() == 1
+            for i in range(6, 11):  # while the client is away
+                await hub.broadcast("r", chat.Message("bob", str(i)))
+            await all_in.wait()
+    assert received == [str(i) for i in range(1, 11)]
+    assert welcomes[0] is None and welcomes[-1] is True
+    assert proxy.connections >= 2

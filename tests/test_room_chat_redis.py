@@ -86,8 +86,15 @@ async def wait_until_listening(process: trio.Process, port: int, log: Path) -> N
 
 
 @asynccontextmanager
-async def open_node(url: str, prefix: str, tmp_path: Path, *extra: str) -> AsyncIterator[Node]:
-    """Start a room_chat process on a free port and wait until it listens; SIGTERM it on exit."""
+async def open_node(
+    url: str, prefix: str, tmp_path: Path, *extra: str, history: bool = False
+) -> AsyncIterator[Node]:
+    """Start a room_chat process on a free port and wait until it listens; SIGTERM it on exit.
+
+    History is off unless asked for, so that the other tests see the messages without positions.
+    """
+    if not history:
+        extra = (*extra, "--no-history")
     port = free_port()
     log = tmp_path / f"room_chat-{port}.log"
     with log.open("wb") as output:
@@ -257,3 +264,36 @@ async def test_redis_down_at_start_up_exits_with_broker_error(tmp_path: Path) ->
     assert "cannot reach Redis at redis://127.0.0.1:" in output and "within 1 s" in output, output
     assert "Traceback" not in output, output
     assert trio.current_time() - started < START_TIMEOUT
+
+
+async def test_a_client_recovers_on_another_process_and_after_a_restart(
+    redis: str, prefix: str, tmp_path: Path
+) -> None:
+    """With history (the default), a client that comes back to another or a restarted process recovers."""
+    async with open_node(redis, prefix, tmp_path, history=True) as a:
+        async with trionos.connect(a.url) as ann:
+            await ann.send_json({"type": "join", "username": "ann", "room": "r"})
+            welcome = await ann.recv_json()
+            epoch = welcome["epoch"]
+            async with open_node(redis, prefix, tmp_path, history=True) as b:
+                async with trionos.connect(b.url) as bob:
+                    await bob.send_json({"type": "join", "username": "bob", "room": "r"})
+                    assert (await bob.recv_json())["epoch"] == epoch
+                    await expect_message(ann, joined("bob"), timeout=PATIENCE)
+                    await ann.send_json({"type": "chat", "text": "one"})
+                    await expect_message(bob, {**said("ann", "one"), "offset": 1}, timeout=PATIENCE)
+                await expect_message(ann, left("bob"), timeout=PATIENCE)
+            for text in ("two", "three"):
+                await ann.send_json({"type": "chat", "text": text})
+            since = {"epoch": epoch, "offset": 1}
+            async with trionos.connect(a.url) as bob:  # another process than before
+                await bob.send_json({"type": "join", "username": "bob", "room": "r", "since": since})
+                back = {"type": "welcome", "users": ["ann", "bob"], "epoch": epoch, "offset": 3}
+                await expect_message(bob, {**back, "recovered": True}, timeout=PATIENCE)
+                await expect_message(bob, {**said("ann", "two"), "offset": 2}, timeout=PATIENCE)
+                await expect_message(bob, {**said("ann", "three"), "offset": 3}, timeout=PATIENCE)
+    async with open_node(redis, prefix, tmp_path, history=True) as restarted:
+        async with trionos.connect(restarted.url) as bob:
+            await bob.send_json({"type": "join", "username": "bob", "room": "r", "since": since})
+            again = {"type": "welcome", "users": ["bob"], "epoch": epoch, "offset": 3, "recovered": True}
+            await expect_message(bob, again, timeout=PATIENCE)

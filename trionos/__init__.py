@@ -26,15 +26,20 @@ from ._errors import HandshakeError as HandshakeError
 from ._errors import TrionosError as TrionosError
 from ._heartbeat import Heartbeat as Heartbeat
 from ._heartbeat import send_keepalive as send_keepalive
+from ._history import HistoryBounds as HistoryBounds
+from ._history import Position as Position
+from ._history import Recovery as Recovery
 from ._http import Headers as Headers
 from ._hub import Client as Client
 from ._hub import Hub as Hub
 from ._hub import MemoryBroker as MemoryBroker
+from ._hub import Sent as Sent
 from ._hub import SlowClientPolicy as SlowClientPolicy
 from ._metrics import Metrics as Metrics
 from ._metrics import RefusalReason as RefusalReason
 from ._ratelimit import RateLimit as RateLimit
 from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
+from ._reconnect import Positions as Positions
 from ._reconnect import connect_with_retry as connect_with_retry
 from ._reconnect import run_reconnecting as run_reconnecting
 from ._server import Request as Request
@@ -86,16 +91,21 @@ __all__ = [
     "HandshakeError",
     "Headers",
     "Heartbeat",
+    "HistoryBounds",
     "Hub",
     "Member",
     "MemoryBroker",
     "Metrics",
     "MetricsCollector",
+    "Position",
+    "Positions",
     "RETRY_CLOSE_CODES",
     "RateLimit",
+    "Recovery",
     "RedisBroker",
     "RefusalReason",
     "Request",
+    "Sent",
     "Server",
     "SlowClientPolicy",
     "TrionosError",

@@ -20,6 +20,15 @@ Envelope layout (all lengths big-endian)::
     | origin length (2 bytes) | origin (UTF-8)
     | [excluded length (2 bytes) | excluded client id (UTF-8)]
     | frame (the rest)
+
+A message into a room with history travels as a *history envelope* instead. Its head is made by
+the origin node (:func:`encode_history_head`); Redis completes it in the same script that gives
+the message its offset, so every node, the origin included, delivers history messages in the
+order Redis assigned their offsets::
+
+    version (1 byte, 2) | flags (1 byte, bit 0: binary payload, bit 1: an excluded client follows)
+    | origin length (2 bytes) | origin | [excluded length (2 bytes) | excluded client id]
+    | epoch (ASCII) "\n" offset (decimal) "\n" | payload (the message, offset stamped in)
 """
 
 from __future__ import annotations
@@ -38,18 +47,25 @@ __all__ = [
     "Broker",
     "BrokerSink",
     "Envelope",
+    "HistoryEnvelope",
     "Member",
     "decode_envelope",
+    "decode_history_envelope",
     "decode_member",
     "encode_envelope",
+    "encode_history_head",
     "encode_member",
     "envelope_origin",
+    "is_history_envelope",
     "merge_presence",
     "new_node_id",
 ]
 
 ENVELOPE_VERSION = 1
+HISTORY_ENVELOPE_VERSION = 2
 _HAS_EXCLUDE = 0x01
+_BINARY = 0x01
+_HISTORY_EXCLUDE = 0x02
 _HEAD = struct.Struct(">BBH")
 _LEN = struct.Struct(">H")
 _MAX_ID = 0xFFFF
@@ -107,6 +123,18 @@ def envelope_origin(data: bytes) -> bytes | None:
     return data[_HEAD.size : end] if end <= len(data) else None
 
 
+def _ids(data: bytes, origin_len: int, has_exclude: bool) -> tuple[str, str | None, int]:
+    """The origin and excluded client ids after the head, and where the rest starts."""
+    pos = _HEAD.size + origin_len
+    origin = data[_HEAD.size : pos].decode()
+    exclude = None
+    if has_exclude:
+        (exclude_len,) = _LEN.unpack_from(data, pos)
+        exclude = data[pos + _LEN.size : pos + _LEN.size + exclude_len].decode()
+        pos += _LEN.size + exclude_len
+    return origin, exclude, pos
+
+
 def decode_envelope(data: bytes) -> Envelope:
     """Parse what :func:`encode_envelope` made; raise :class:`BrokerError` if it is not an envelope."""
     if len(data) < _HEAD.size:
@@ -116,19 +144,64 @@ def decode_envelope(data: bytes) -> Envelope:
         raise BrokerError(f"malformed envelope: expected version {ENVELOPE_VERSION}, got {version}")
     if flags & ~_HAS_EXCLUDE:
         raise BrokerError(f"malformed envelope: unknown flags {flags:#04x}")
-    pos = _HEAD.size + origin_len
     try:
-        origin = data[_HEAD.size : pos].decode()
-        exclude = None
-        if flags & _HAS_EXCLUDE:
-            (exclude_len,) = _LEN.unpack_from(data, pos)
-            exclude = data[pos + _LEN.size : pos + _LEN.size + exclude_len].decode()
-            pos += _LEN.size + exclude_len
+        origin, exclude, pos = _ids(data, origin_len, bool(flags & _HAS_EXCLUDE))
     except (struct.error, UnicodeDecodeError) as exc:
         raise BrokerError(f"malformed envelope: {exc}; head {data[:32]!r}") from None
     if pos > len(data):
         raise BrokerError(f"malformed envelope: {len(data)} bytes, shorter than its header says ({pos})")
     return Envelope(origin, exclude, data[pos:])
+
+
+# --- history envelope -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class HistoryEnvelope:
+    """A message of a room with history, as every node receives it from Redis."""
+
+    origin: str
+    exclude: str | None
+    epoch: str
+    offset: int
+    #: The message as first sent (offset stamped in): UTF-8 text, or bytes when ``binary``.
+    payload: bytes
+    binary: bool
+
+
+def encode_history_head(origin: str, exclude: str | None, *, binary: bool) -> bytes:
+    """The head of a history envelope (Redis appends ``epoch\noffset\npayload``)."""
+    origin_bytes = _id_bytes("a node id", origin)
+    flags = _BINARY if binary else 0
+    tail = b""
+    if exclude is not None:
+        flags |= _HISTORY_EXCLUDE
+        exclude_bytes = _id_bytes("a client id", exclude)
+        tail = _LEN.pack(len(exclude_bytes)) + exclude_bytes
+    return _HEAD.pack(HISTORY_ENVELOPE_VERSION, flags, len(origin_bytes)) + origin_bytes + tail
+
+
+def is_history_envelope(data: bytes) -> bool:
+    """Whether ``data`` is a history envelope (cheap: its first byte)."""
+    return data[:1] == b"\x02"
+
+
+def decode_history_envelope(data: bytes) -> HistoryEnvelope:
+    """Parse a history envelope; raise :class:`BrokerError` if it is not one."""
+    if len(data) < _HEAD.size or data[0] != HISTORY_ENVELOPE_VERSION:
+        raise BrokerError(f"malformed history envelope: head {data[:32]!r}")
+    _, flags, origin_len = _HEAD.unpack_from(data)
+    if flags & ~(_BINARY | _HISTORY_EXCLUDE):
+        raise BrokerError(f"malformed history envelope: unknown flags {flags:#04x}")
+    try:
+        origin, exclude, pos = _ids(data, origin_len, bool(flags & _HISTORY_EXCLUDE))
+        epoch_end = data.index(b"\n", pos)
+        offset_end = data.index(b"\n", epoch_end + 1)
+        epoch = data[pos:epoch_end].decode("ascii")
+        offset = int(data[epoch_end + 1 : offset_end])
+    except (struct.error, UnicodeDecodeError, ValueError) as exc:
+        raise BrokerError(f"malformed history envelope: {exc}; head {data[:32]!r}") from None
+    return HistoryEnvelope(origin, exclude, epoch, offset, data[offset_end + 1 :], bool(flags & _BINARY))
 
 
 # --- presence ---------------------------------------------------------------------------------------
@@ -214,6 +287,12 @@ class BrokerSink(Protocol):
 
     def member_expired(self, member: Member) -> Awaitable[None]:
         """Tell the application that ``member`` vanished with its node."""
+
+    def deliver_history(self, room: str, frame: bytes, exclude: str | None, offset: int) -> None:
+        """Deliver a message of a room with history (from any node, this one included), in order.
+
+        Never blocks, like :meth:`deliver_remote`.
+        """
 
 
 class Broker(Protocol):

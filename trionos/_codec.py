@@ -66,6 +66,9 @@ _SUPPORTED = (
 #: How many problems a DecodeError lists before it says "and N more problems".
 _MAX_PROBLEMS = 5
 _JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+#: attrs field metadata key: ``attrs.field(default=None, metadata={OMIT_IF_DEFAULT: True})`` is not
+#: encoded while it holds its default.
+OMIT_IF_DEFAULT = "omit_if_default"
 
 
 # -- helpers shared with trionos.testing._strategies ------------------------------------------------------
@@ -330,6 +333,9 @@ class Codec(Generic[T]):
     * ``tag_field`` is the JSON key that carries the tag (default ``"type"``).
     * ``strict``: by default unknown fields in a payload are ignored, so a peer running a newer
       version of the protocol can add fields; ``strict=True`` rejects them.
+    * A field declared ``attrs.field(default=..., metadata={"omit_if_default": True})`` is left out
+      of the encoded object while it holds its default (an optional field added to a protocol
+      stays invisible to peers that never use it).
     * ``renames`` maps a class to ``{attribute: wire name}``. Without it a trailing underscore is
       stripped (``from_`` is ``"from"`` on the wire), the usual escape for Python keywords. Renames
       apply to nested attrs classes too.
@@ -498,12 +504,19 @@ class Codec(Generic[T]):
         )
         converter.register_unstructure_hook_factory(
             lambda tp: tp in self._fields,
-            lambda cls: make_dict_unstructure_fn(cls, converter, **self._overrides(cls)),
+            lambda cls: make_dict_unstructure_fn(cls, converter, **self._overrides(cls, encoding=True)),
         )
         return converter
 
-    def _overrides(self, cls: type) -> dict[str, Any]:
-        return {f.name: override(rename=f.wire) for f in self._fields[cls] if f.wire != f.name}
+    def _overrides(self, cls: type, *, encoding: bool = False) -> dict[str, Any]:
+        result = {}
+        for f in self._fields[cls]:
+            # A field declared with metadata {"omit_if_default": True} is left out when it holds its
+            # default, so a protocol can add an optional field that old peers never see.
+            omit = encoding and attrs.fields_dict(cls)[f.name].metadata.get(OMIT_IF_DEFAULT, False)
+            if f.wire != f.name or omit:
+                result[f.name] = override(rename=f.wire, omit_if_default=True if omit else None)
+        return result
 
     def _structure_class_hook(
         self, converter: cattrs.Converter, cls: type

@@ -22,8 +22,10 @@ reported to the broker, which keeps the cluster-wide presence that :meth:`Hub.pr
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import math
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Self
@@ -42,14 +44,19 @@ from ._broker import (
 from ._connection import MessageCodec, WebSocket
 from ._fanout import Feed
 from ._frames import message_frame
+from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
 from ._metrics import Metrics
 from ._ratelimit import RateLimit, TokenBucket, Verdict
 from ._rooms import Rooms
 from ._transport import write_each
 
-__all__ = ["Client", "Hub", "MemoryBroker", "SlowClientPolicy"]
+__all__ = ["Client", "Hub", "MemoryBroker", "Sent", "SlowClientPolicy"]
 
 logger = logging.getLogger("trionos.hub")
+
+#: At most this many frames are held for one client while its recovery is read from the broker;
+#: beyond that they are dropped (the client can rejoin at its last position to get them).
+_MAX_HELD = 10_000
 
 #: The close code sent to a client dropped by the ``disconnect`` policy (RFC 6455: policy violation).
 SLOW_CLIENT_CLOSE_CODE = 1008
@@ -126,10 +133,14 @@ class Client:
 
     ``name`` is the application's label for the client (a username, say); it is what
     :meth:`Hub.presence` lists (with a shared broker, other nodes see the name it had when it
-    joined a room). Hashable by identity.
+    joined a room). ``identity`` is who the client is across reconnections (default: its id,
+    which is per connection): a room's history remembers the identity a broadcast excluded, and
+    never replays that message to the same identity. Hashable by identity.
     """
 
-    def __init__(self, hub: Hub, ws: WebSocket, client_id: str, name: str | None) -> None:
+    def __init__(
+        self, hub: Hub, ws: WebSocket, client_id: str, name: str | None, identity: str | None = None
+    ) -> None:
         self.hub = hub
         self.ws = ws
         #: The connection's byte stream, for the broadcast fast path.
@@ -138,6 +149,8 @@ class Client:
         self.name = name
         #: Its message rate limit's state, made at its first :meth:`Hub.admit`.
         self._bucket: TokenBucket | None = None
+        #: Who the client is across reconnections (a username, a session token): see the class doc.
+        self.identity = identity if identity is not None else client_id
 
     def __repr__(self) -> str:
         return f"<trionos.Client {self.id} name={self.name!r}>"
@@ -187,6 +200,36 @@ class _Snapshot:
         return members if i is None else members[:i] + members[i + 1 :]
 
 
+class Sent(int):
+    """What :meth:`Hub.broadcast` returns: the number of local recipients, and the message's position.
+
+    An ``int`` (the count, as before history existed) with one more attribute: ``position``, the
+    :class:`~trionos.Position` the message got in the room's history, or None when the room keeps
+    no history.
+    """
+
+    position: Position | None = None
+
+    def __new__(cls, count: int, position: Position | None = None) -> Sent:
+        sent = super().__new__(cls, count)
+        if position is not None:
+            sent.position = position
+        return sent
+
+    def __repr__(self) -> str:
+        return f"Sent({int(self)}, position={self.position!r})"
+
+
+def _bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
+    if value is True:
+        return HistoryBounds()
+    if value is None or value is False:
+        return None
+    if isinstance(value, HistoryBounds):
+        return value
+    raise TypeError(f"history must be a HistoryBounds, True, False or None, got {value!r}")
+
+
 def _policy(value: SlowClientPolicy | str) -> SlowClientPolicy:
     return value if isinstance(value, SlowClientPolicy) else SlowClientPolicy(value)
 
@@ -216,6 +259,16 @@ class Hub:
     dropped. Starting the hub starts the broker: if it cannot connect, entering the hub raises
     :class:`~trionos.BrokerError`.
 
+    ``history`` keeps a bounded history in every room (``True`` for the default
+    :class:`~trionos.HistoryBounds`, or bounds of your own); :meth:`set_room_history` turns it on
+    or off per room. A broadcast into a room with history gets a :class:`~trionos.Position`
+    (returned as ``broadcast(...).position``), and a codec-encoded message (a JSON object) carries
+    its offset as the member ``offset_field`` (default ``"offset"``; None: not stamped).
+    :meth:`join_with_history` joins a client at a position, replaying what it missed. Each
+    room's history starts with an epoch from ``new_epoch`` (default: 8 random hex digits from
+    :mod:`secrets`), so a restarted process names new epochs. ``metrics`` (default: a fresh
+    :class:`~trionos.Metrics`) counts appended, trimmed and replayed messages and recoveries.
+
     Stopping (leaving the ``async with`` block, or cancelling ``run``) ends the fan-out tasks.
     What is queued then is written if the sockets take it without waiting; broadcasts made after
     that (the goodbyes of handlers that a server shutdown is cancelling, say) are dropped
@@ -232,6 +285,9 @@ class Hub:
         broker: Broker | None = None,
         on_member_expired: Callable[[Member], Awaitable[None]] | None = None,
         rate_limit: RateLimit | None = None,
+        history: HistoryBounds | bool | None = None,
+        offset_field: str | None = "offset",
+        new_epoch: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         #: The broker this hub reports to (a private :class:`~trionos.MemoryBroker` by default).
@@ -261,6 +317,20 @@ class Hub:
         self._stall_times: dict[Client, tuple[float, float]] = {}
         self._stopped = False
         self._cm: Any = None
+        #: The counters this hub updates (history and recovery).
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.offset_field = offset_field
+        self._history_bounds = _bounds(history)
+        self._room_history: dict[str, HistoryBounds | None] = {}
+        self._new_epoch = new_epoch or (lambda: secrets.token_hex(4))
+        self._history = History(self._history_bounds or HistoryBounds(), new_epoch=self._new_epoch)
+        # With a shared broker: clients between "joined" and "replayed" (join_with_history), and the
+        # frames that arrived for them meanwhile, as (offset or None, frame), in arrival order.
+        self._pending: dict[Client, list[tuple[int | None, bytes]]] = {}
+        # After such a replay: the last offset it covered, per (client, room). A message the
+        # broker published before the replay was read can still be on its way to this node (the
+        # subscription and the read are separate connections): those are dropped for the client.
+        self._floors: dict[tuple[Client, str], int] = {}
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -326,15 +396,23 @@ class Hub:
 
     # --- registry ----------------------------------------------------------------------------
 
-    def client(self, ws: WebSocket, *, client_id: str | None = None, name: str | None = None) -> Client:
+    def client(
+        self,
+        ws: WebSocket,
+        *,
+        client_id: str | None = None,
+        name: str | None = None,
+        identity: str | None = None,
+    ) -> Client:
         """The client for ``ws``, registered for an ``async with`` block (the seed's ``addClient``).
 
         ``async with hub.client(ws) as client:``. Its id is ``client_id`` or the WebSocket's id;
         entering raises :class:`ValueError` when that id is taken. On exit, whatever the cause (normal close,
         abrupt disconnect, heartbeat timeout, cancellation), the client leaves every room at once,
-        without awaiting.
+        without awaiting. ``identity`` (default: the id) names the client across reconnections
+        for the rooms' history (see :class:`Client`).
         """
-        return Client(self, ws, client_id or ws.id, name)
+        return Client(self, ws, client_id or ws.id, name, identity)
 
     def _register(self, client: Client) -> None:
         self._require_nursery()
@@ -352,6 +430,9 @@ class Hub:
         client.transport.write_listener = None
         del self._clients[client.id]
         self._stall_times.pop(client, None)
+        if self._floors:
+            for room in self._rooms.rooms_view(client):
+                self._floors.pop((client, room), None)
         for room in self._rooms.drop(client):
             self._snapshots.pop(room, None)
             if self._shared:
@@ -386,6 +467,28 @@ class Hub:
         if room in self._channels:
             self._channels[room].policy = self._room_policies[room]
 
+    def set_room_history(self, room: str, history: HistoryBounds | bool | None) -> None:
+        """Keep a history in ``room`` with these bounds (``True``: the defaults), or none (None, False).
+
+        Overrides the hub's ``history`` for this room. Turning it off drops what the room kept.
+        The number of rooms with a history is bounded by the hub's ``max_rooms`` (see
+        :class:`~trionos.HistoryBounds`).
+        """
+        bounds = self._room_history[room] = _bounds(history)
+        if bounds is None:
+            self._history.drop(room)
+
+    def history_bounds(self, room: str) -> HistoryBounds | None:
+        """The bounds of ``room``'s history, or None when it keeps none."""
+        return self._room_history.get(room, self._history_bounds)
+
+    def position(self, room: str) -> Position | None:
+        """The latest position in ``room`` (offset 0 before its first message), None without history."""
+        bounds = self.history_bounds(room)
+        if bounds is None:
+            return None
+        return self._history.room(room, bounds).position
+
     def join(self, client: Client, room: str) -> bool:
         """Add ``client`` to ``room`` (creating it); True if it was not already a member.
 
@@ -402,6 +505,146 @@ class Hub:
             if self._shared:
                 self.broker.add_member(room, client.id, client.name)
         return joined
+
+    async def join_with_history(
+        self,
+        client: Client,
+        room: str,
+        *,
+        since: Position | None = None,
+        welcome: Callable[[Recovery], Any] | None = None,
+        codec: MessageCodec[Any] | None = None,
+    ) -> Recovery:
+        """Join ``client`` to ``room`` at a position: the welcome, what it missed, then live messages.
+
+        In one step with no checkpoint (nothing else runs in between): the room's history is read,
+        the client joins, and the message ``welcome(recovery)`` (if given; encoded like a
+        broadcast) followed by every missed frame is queued for the client on the room's channel,
+        so it reaches the client before any broadcast made after the join, through the same
+        ordered path. The seam has no gap and no duplicate: a broadcast made before the join is
+        in the history (replayed), one made after it is delivered live.
+
+        ``since`` is the last position the client saw; None joins at the room's latest position
+        (nothing is replayed). The :class:`~trionos.Recovery` returned (also given to
+        ``welcome``) has the room's latest position, the replayed entries (messages that
+        excluded this client's ``identity`` are skipped) and whether the recovery is complete
+        (counted in ``recoveries_complete``/``recoveries_partial``).
+
+        Raises :class:`ValueError` if the room keeps no history or the client is not registered.
+        Waits only when the room's channel is full; if cancelled then, the client is taken out of
+        the room again (it joined no room).
+        """
+        bounds = self.history_bounds(room)
+        if bounds is None:
+            raise ValueError(f"room {room!r} keeps no history: pass Hub(history=...) or set_room_history()")
+        if self._clients.get(client.id) is not client:
+            raise ValueError(f"{client!r} is not registered with this hub")
+        if self._shared:
+            return await self._join_shared(client, room, since, welcome, codec, bounds)
+        history = self._history.room(room, bounds)
+        if since is None:
+            recovery = Recovery(history.position, (), True)
+        else:
+            recovery = history.recover(since, trio.current_time(), client.identity)
+            self._count_recovery(recovery)
+        frames = [e.frame for e in recovery.entries]
+        if welcome is not None:
+            frames.insert(0, self.encode(welcome(recovery), codec))
+        joined = self.join(client, room)
+        await self._queue_replay(client, room, frames, joined)
+        return recovery
+
+    def _count_recovery(self, recovery: Recovery) -> None:
+        metrics = self.metrics
+        if recovery.complete:
+            metrics.recoveries_complete += 1
+        else:
+            metrics.recoveries_partial += 1
+        metrics.messages_replayed += len(recovery.entries)
+
+    async def _join_shared(
+        self,
+        client: Client,
+        room: str,
+        since: Position | None,
+        welcome: Callable[[Recovery], Any] | None,
+        codec: MessageCodec[Any] | None,
+        bounds: HistoryBounds,
+    ) -> Recovery:
+        """join_with_history with the history in the broker: join, hold live frames, read, replay.
+
+        The client joins at once (so this node subscribes to the room) but what reaches it is
+        held back until the broker has answered: then the welcome, the missed entries and the
+        held frames that are not among them (by offset) are queued, in that order.
+        """
+        broker: Any = self.broker
+        joined = self.join(client, room)
+        held = self._pending[client] = []
+        try:
+            recovery = await broker.history_recover(
+                room, since, client.identity, bounds=bounds, epoch=self._new_epoch()
+            )
+        except BaseException:
+            self._pending.pop(client, None)
+            if joined:
+                self.leave(client, room)
+            raise
+        del self._pending[client]
+        last = recovery.position.offset
+        newest = max((offset for offset, _ in held if offset is not None), default=last)
+        self._floors[(client, room)] = max(last, newest)
+        later = [frame for offset, frame in held if offset is None or offset > last]
+        recovery = Recovery(
+            Position(recovery.position.epoch, max(last, newest)), recovery.entries, recovery.complete
+        )
+        if since is not None:
+            self._count_recovery(recovery)
+        frames = [e.frame for e in recovery.entries]
+        if welcome is not None:
+            frames.insert(0, self.encode(welcome(recovery), codec))
+        frames += later
+        await self._queue_replay(client, room, frames, joined)
+        return recovery
+
+    def _divert(self, recipients: tuple[Client, ...], frame: bytes, offset: int | None) -> tuple[Client, ...]:
+        """Hold ``frame`` for the pending recipients (bounded); return the others."""
+        pending = self._pending
+        kept = []
+        for client in recipients:
+            held = pending.get(client)
+            if held is None:
+                kept.append(client)
+            elif len(held) < _MAX_HELD:
+                held.append((offset, frame))
+        return tuple(kept)
+
+    def _above_floor(self, room: str, recipients: tuple[Client, ...], offset: int) -> tuple[Client, ...]:
+        """Drop ``offset`` for the clients whose replay covered it; a later offset ends the floor."""
+        floors = self._floors
+        kept = []
+        for client in recipients:
+            floor = floors.get((client, room))
+            if floor is None:
+                kept.append(client)
+            elif offset > floor:
+                del floors[(client, room)]  # the subscription caught up: in order from here
+                kept.append(client)
+        return tuple(kept)
+
+    async def _queue_replay(self, client: Client, room: str, frames: list[bytes], joined: bool) -> None:
+        """Queue ``frames`` for ``client`` on the room's channel, ahead of any later broadcast."""
+        if frames:
+            feed = self._channels[room]
+            blob = b"".join(frames)
+            try:
+                feed.put_nowait(blob, (client,))
+            except trio.WouldBlock:
+                try:
+                    await feed.put(blob, (client,))
+                except BaseException:
+                    if joined:
+                        self.leave(client, room)
+                    raise
 
     def leave(self, client: Client, room: str) -> bool:
         """Remove ``client`` from ``room``; True if it was a member. An empty room disappears."""
@@ -495,6 +738,16 @@ class Hub:
             )
         return message_frame(codec.encode(message))
 
+    def _encode_at(self, message: Any, codec: MessageCodec[Any] | None, offset: int) -> bytes:
+        """Encode ``message`` with its offset stamped in (codec-encoded JSON objects only)."""
+        field = self.offset_field
+        if field is None or isinstance(message, str | bytes):
+            return self.encode(message, codec)
+        codec = codec or self.codec
+        if codec is None:
+            return self.encode(message, codec)  # raises the usual TypeError
+        return message_frame(stamp_offset(codec.encode(message), field, offset))
+
     async def broadcast(
         self,
         room: str,
@@ -502,7 +755,8 @@ class Hub:
         *,
         exclude: Client | None = None,
         codec: MessageCodec[Any] | None = None,
-    ) -> int:
+        history: bool = True,
+    ) -> Sent:
         """Send ``message`` to every member of ``room`` except ``exclude``; return how many.
 
         The message is encoded once. Recipients are the members at the time of the call. Waits
@@ -510,20 +764,77 @@ class Hub:
         With a shared broker the message also goes to the room's members on other nodes (handed
         to the broker without waiting), and the count is of local recipients only.
 
+        In a room with history the message first gets the room's next :class:`~trionos.Position`
+        (stamped into it as ``offset_field``) and is kept, remembering ``exclude``'s identity; the
+        returned :class:`Sent` carries the position (None without history). Appending happens
+        before any wait, so a message is in the history from the moment ``broadcast`` is called.
+        ``history=False`` sends a transient message (presence, typing...): not kept, no position.
+
         Once the hub has stopped, the message is dropped and 0 returned (no error), so a goodbye
         broadcast from a handler's ``finally`` during a shutdown needs no special case.
         """
-        frame = self.encode(message, codec)
+        bounds = self._room_history.get(room, self._history_bounds) if history else None
+        if bounds is None:
+            frame = self.encode(message, codec)
+            position = None
+        elif self._shared:
+            return await self._broadcast_shared(room, message, exclude, codec, bounds)
+        else:
+            history = self._history.room(room, bounds)
+            frame = self._encode_at(message, codec, history.offset + 1)
+            entry, trimmed = self._history.append(
+                room, frame, None if exclude is None else exclude.identity, trio.current_time()
+            )
+            position = Position(history.epoch, entry.offset)
+            self.metrics.history_appended += 1
+            self.metrics.history_trimmed += trimmed
         if self._shared:
             exclude_id = None if exclude is None else exclude.id
             self.broker.publish(room, encode_envelope(self._node_id, exclude_id, frame))
         state = self._channels.get(room)
         if state is None:
-            return 0
+            return Sent(0, position)
         recipients = self._recipients(room, exclude)
-        if recipients and await state.put(frame, recipients):
-            return len(recipients)
-        return 0
+        count = len(recipients)
+        if self._pending:
+            recipients = self._divert(recipients, frame, None)
+        if recipients and not await state.put(frame, recipients):
+            return Sent(0, position)  # the hub has stopped: dropped quietly
+        return Sent(count, position)
+
+    async def _broadcast_shared(
+        self,
+        room: str,
+        message: Any,
+        exclude: Client | None,
+        codec: MessageCodec[Any] | None,
+        bounds: HistoryBounds,
+    ) -> Sent:
+        """A broadcast into a room whose history is in the broker: the broker assigns the offset
+        and delivers it to every node, this one included (:meth:`deliver_history`)."""
+        broker: Any = self.broker
+        payload: str | bytes
+        if isinstance(message, str | bytes):
+            payload, member = message, None
+        else:
+            codec = codec or self.codec
+            if codec is None:
+                self.encode(message, codec)  # raises the usual TypeError
+            assert codec is not None
+            payload = codec.encode(message)
+            member = None if self.offset_field is None else f"{json.dumps(self.offset_field)}:"
+        position = await broker.history_append(
+            room,
+            payload,
+            exclude_id=None if exclude is None else exclude.id,
+            exclude_identity=None if exclude is None else exclude.identity,
+            bounds=bounds,
+            offset_member=member,
+            epoch=self._new_epoch(),
+        )
+        self.metrics.history_appended += 1
+        count = sum(1 for c in self._rooms.member_view(room) if c is not exclude)
+        return Sent(count, position)
 
     async def broadcast_all(
         self, message: Any, *, exclude: Client | None = None, codec: MessageCodec[Any] | None = None
@@ -586,6 +897,17 @@ class Hub:
             if state is None:
                 return
             recipients = self._recipients(room, None if exclude is None else self._clients.get(exclude))
+        if self._pending:
+            recipients = self._divert(recipients, frame, None)
+        self._put_remote(state, frame, recipients)
+
+    def _members_but(self, room: str, exclude: str | None) -> tuple[Client, ...]:
+        """The local members of ``room`` but the client with id ``exclude``."""
+        view = self._rooms.member_view(room)
+        return tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
+
+    def _put_remote(self, state: Feed[Client], frame: bytes, recipients: tuple[Client, ...]) -> None:
+        """Queue a frame from the broker without waiting; drop and count it when the room is full."""
         if not recipients:
             return
         try:
@@ -599,6 +921,23 @@ class Hub:
                 )
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the hub is shutting down
+
+    def deliver_history(self, room: str, frame: bytes, exclude: str | None, offset: int) -> None:
+        """Deliver a message of a room with history that the broker ordered (any node's, ours too).
+
+        Never waits, as :meth:`deliver_remote`: a frame that does not fit in the room's channel
+        is dropped and counted in ``remote_frames_dropped`` (a client that misses it can recover
+        it by rejoining at its last position). Clients still being replayed to hold it instead.
+        """
+        state = self._channels.get(room)
+        if state is None:
+            return
+        recipients = self._members_but(room, exclude)
+        if self._pending:
+            recipients = self._divert(recipients, frame, offset)
+        if self._floors:
+            recipients = self._above_floor(room, recipients, offset)
+        self._put_remote(state, frame, recipients)
 
     async def member_expired(self, member: Member) -> None:
         """Await ``on_member_expired(member)``: a member vanished with its node (an isolation boundary)."""

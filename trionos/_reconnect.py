@@ -14,6 +14,10 @@ Which endings are retried:
 
 Anything else ends the loop: a normal close (1000), a policy close (1008, 4000-4999) or any other
 code is returned, and an exception from the application propagates unchanged.
+
+Resuming subscriptions: :class:`Positions` remembers, per room, the position of the last message
+a client received, so that ``on_connect`` can ask the server to replay what was missed
+(``since=positions.since(room)``) and drop anything it already has. See ``docs/recovery.md``.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from ._backoff import Backoff
 from ._client import connect as _connect
 from ._connection import WebSocket
 from ._errors import ConnectionClosed, HandshakeError
+from ._history import Position
 
-__all__ = ["RETRY_CLOSE_CODES", "Connect", "connect_with_retry", "run_reconnecting"]
+__all__ = ["RETRY_CLOSE_CODES", "Connect", "Positions", "connect_with_retry", "run_reconnecting"]
 
 logger = logging.getLogger("trionos.reconnect")
 
@@ -230,3 +235,64 @@ async def run_reconnecting(
         delay = schedule.next_delay()
         logger.warning("connection to %s %s (%s), retrying in %.3g s", url, what, _describe(error), delay)
         await trio.sleep(delay)
+
+
+class Positions:
+    """The last position seen per room: what a reconnecting client needs to resume without a gap.
+
+    Keep one for the whole life of a client (outside ``on_connect``) and, on each connection::
+
+        await ws.send_message(Join(name, room, since=positions.since(room)), CLIENT_CODEC)
+        ...
+        case Welcome(epoch=epoch, offset=offset, recovered=recovered) if epoch is not None:
+            positions.welcome(room, Position(epoch, offset), recovered)
+        case Message(offset=offset) if offset is not None and not positions.receive(room, offset):
+            continue  # already seen
+
+    Bounds: one position per room ever tracked (:meth:`forget` a room you leave for good). Pure
+    bookkeeping: no I/O, no clock.
+    """
+
+    def __init__(self) -> None:
+        self._positions: dict[str, Position] = {}
+
+    def __repr__(self) -> str:
+        return f"<trionos.Positions {self._positions!r}>"
+
+    def since(self, room: str) -> Position | None:
+        """The position to send when (re)joining ``room``; None before the first welcome."""
+        return self._positions.get(room)
+
+    def welcome(self, room: str, latest: Position, recovered: bool | None) -> None:
+        """Record the server's answer to a join: the room's ``latest`` position, and ``recovered``.
+
+        ``recovered`` None (the join did not ask to recover): continue from ``latest``. True:
+        the missed messages follow, continue from where we were. False: what follows is all the
+        server still has (the epoch changed or the history was trimmed): take every message of
+        the room's current epoch that arrives.
+        """
+        previous = self._positions.get(room)
+        if recovered is None or previous is None:
+            self._positions[room] = latest
+        elif recovered and previous.epoch == latest.epoch:
+            return
+        else:
+            self._positions[room] = Position(latest.epoch, 0)
+
+    def receive(self, room: str, offset: int) -> bool:
+        """A message at ``offset`` arrived in ``room``: True if it is new (the position moves on).
+
+        False for an offset at or before the current position: a duplicate, to be dropped. A
+        room that was never welcomed accepts everything.
+        """
+        current = self._positions.get(room)
+        if current is None:
+            return True
+        if offset <= current.offset:
+            return False
+        self._positions[room] = Position(current.epoch, offset)
+        return True
+
+    def forget(self, room: str) -> None:
+        """Stop tracking ``room`` (the next join starts from the room's latest position)."""
+        self._positions.pop(room, None)

@@ -38,6 +38,20 @@ Bounds and failure behaviour:
   delays capped at ``reconnect_max_delay``); the heartbeat notices that this node's registration
   is gone (``SADD`` answers 1) and the syncer registers every local member again. Local delivery
   never depends on Redis. While Redis is unreachable, ``presence`` lists the local members only.
+* **History.** A room with history (``Hub(history=...)``) keeps its messages in the stream
+  ``{prefix}:history:{room}`` (entry id ``<milliseconds>-<offset>``, fields ``p`` the payload with
+  its offset stamped in, ``x`` the excluded identity, ``k`` ``t``/``b`` for text/binary) and its
+  epoch and last offset in the hash ``{prefix}:history:{room}:meta``. One Lua script gives a
+  message its offset, appends it (``XADD ... MAXLEN``, then ``XTRIM ... MINID`` for the age bound)
+  and publishes it, so offsets and delivery order are the same on every node; every node (the
+  origin too) delivers history messages from the subscription. Recovery reads the last
+  ``latest - since`` entries with ``XREVRANGE`` (offsets are consecutive). A missing meta hash
+  (never used, expired after ``max_age`` of silence, or a flushed or restarted Redis without
+  persistence) starts a new epoch, so a client's old position is reported as not recoverable.
+  The byte bound of :class:`~trionos.HistoryBounds` applies to the in-memory history only.
+  **While Redis is unreachable a room with history cannot give out positions:** ``broadcast``
+  raises :class:`~trionos.BrokerError` (the message reaches nobody, not even local members) and
+  ``join_with_history`` raises it too (the client joins nothing).
 * Every Redis operation is bounded by ``operation_timeout``; on shutdown the queued publications
   are flushed and this node's records removed, within ``close_timeout``.
 * A node that dies (SIGKILL, power loss) has its members reported as expired by another node
@@ -69,13 +83,19 @@ from ._broker import (
     BrokerSink,
     Member,
     decode_envelope,
+    decode_history_envelope,
     decode_member,
+    encode_history_head,
     encode_member,
     envelope_origin,
+    is_history_envelope,
     new_node_id,
     single_start_error,
 )
 from ._errors import BrokerError
+from ._frames import OP_BINARY, OP_TEXT, encode_frame
+from ._history import Entry, HistoryBounds, Position, Recovery
+from ._metrics import Metrics
 
 __all__ = ["RedisBroker"]
 
@@ -106,6 +126,53 @@ local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 0
 """
+#: Start a room's history (a new epoch) when its meta hash is missing. KEYS: meta, stream.
+#: ARGV[1]: a fresh epoch; ARGV[2]: the age bound in ms (0: none). Shared by both scripts below.
+_HISTORY_START = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'ms', 0)
+end
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local age = tonumber(ARGV[2])
+"""
+#: Give a message its offset, keep it and publish it, in one step. ARGV[3]: payload; ARGV[4]: the
+#: JSON member prefix that stamps the offset ('' for none); ARGV[5]: excluded identity; ARGV[6]:
+#: max messages; ARGV[7]: channel; ARGV[8]: envelope head; ARGV[9]: 't' or 'b'. Returns {epoch, offset}.
+_HISTORY_APPEND = _HISTORY_START + """
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local payload = ARGV[3]
+if ARGV[4] ~= '' then
+  if payload == '{}' then payload = '{' .. ARGV[4] .. offset .. '}'
+  else payload = string.sub(payload, 1, -2) .. ',' .. ARGV[4] .. offset .. '}' end
+end
+local last = tonumber(redis.call('HGET', KEYS[1], 'ms') or '0')
+if ms < last then ms = last end
+redis.call('HSET', KEYS[1], 'ms', ms)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], ms .. '-' .. offset, 'p', payload, 'x', ARGV[5], 'k', ARGV[9])
+if age > 0 then
+  redis.call('XTRIM', KEYS[2], 'MINID', math.max(0, ms - age) .. '-0')
+  redis.call('PEXPIRE', KEYS[1], age)
+  redis.call('PEXPIRE', KEYS[2], age)
+end
+redis.call('PUBLISH', ARGV[7], ARGV[8] .. epoch .. '\\n' .. offset .. '\\n' .. payload)
+return {epoch, offset}
+"""
+#: What a client at (ARGV[3] epoch, ARGV[4] offset) missed. Returns {epoch, last offset, entries
+#: newest first}: the last (last - offset) entries, or all of them from another epoch.
+_HISTORY_RECOVER = _HISTORY_START + """
+if age > 0 then redis.call('XTRIM', KEYS[2], 'MINID', math.max(0, ms - age) .. '-0') end
+local last = tonumber(redis.call('HGET', KEYS[1], 'offset'))
+local n = tonumber(ARGV[4])
+local count = last
+if ARGV[3] == epoch and n >= 0 and n <= last then count = last - n end
+local entries = {}
+if count > 0 then entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', count) end
+return {epoch, last, entries}
+"""
 _MISSING: Any = object()
 _FIRST_DELAY = 0.05
 
@@ -120,6 +187,11 @@ def _redact(url: str) -> str:
         host = f"{host}:{parts.port}"
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + host))
+
+
+def _age_ms(bounds: HistoryBounds) -> int:
+    """The history's age bound in milliseconds for the scripts (0: none)."""
+    return 0 if bounds.max_age is None else max(1, int(bounds.max_age * 1000))
 
 
 def _power_of_two(n: int) -> bool:
@@ -161,6 +233,7 @@ class RedisBroker:
         max_batch: int = 256,
         reconnect_max_delay: float = 1.0,
         close_timeout: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         heartbeat_interval = presence_ttl / 3 if heartbeat_interval is None else heartbeat_interval
         for what, value in (
@@ -193,6 +266,8 @@ class RedisBroker:
         self.max_batch = max_batch
         self.reconnect_max_delay = reconnect_max_delay
         self.close_timeout = close_timeout
+        #: Shared counters: ``broker_publish_dropped`` and ``broker_reconnects`` are counted here.
+        self.metrics = metrics if metrics is not None else Metrics()
         #: Envelopes published to Redis.
         self.published = 0
         #: Envelopes dropped: queue full, or Redis unreachable.
@@ -251,7 +326,7 @@ class RedisBroker:
         try:
             self._send.send_nowait((channel, envelope))
         except (trio.WouldBlock, trio.ClosedResourceError):
-            self.publish_dropped += 1
+            self._dropped(1)
             if _power_of_two(self.publish_dropped):
                 logger.warning(
                     "publish queue full (%d) or closed: %d publications dropped so far",
@@ -448,8 +523,13 @@ class RedisBroker:
             await trio.sleep(delay)
             delay = min(delay * 2, self.reconnect_max_delay)
 
+    def _dropped(self, count: int) -> None:
+        self.publish_dropped += count
+        self.metrics.broker_publish_dropped += count
+
     def _set_connected(self, ok: bool, error: BaseException | None = None) -> None:
         if ok and not self.connected:
+            self.metrics.broker_reconnects += 1
             logger.info("Redis at %s is reachable again", _redact(self.url))
         elif not ok and self.connected:
             logger.warning(
@@ -493,9 +573,14 @@ class RedisBroker:
             if message is None or message["type"] != "message":
                 continue  # subscription acknowledgements
             data = message["data"]
+            channel = message["channel"]
+            if is_history_envelope(data):
+                # Every node delivers history messages from here, its own included: Redis gave
+                # them their offsets in this order.
+                self._read_history(channel, data, sink)
+                continue
             if envelope_origin(data) == own:
                 continue
-            channel = message["channel"]
             if channel == all_channel:
                 room = None
             else:
@@ -509,6 +594,120 @@ class RedisBroker:
                 continue
             self.received += 1
             sink.deliver_remote(room, envelope.frame, envelope.exclude)
+
+    def _read_history(self, channel: bytes, data: bytes, sink: BrokerSink) -> None:
+        room = self._channel_rooms.get(channel)
+        if room is None:
+            return
+        try:
+            envelope = decode_history_envelope(data)
+        except BrokerError as exc:
+            logger.warning("ignoring a message on %r: %s", channel, exc)
+            return
+        self.received += 1
+        frame = encode_frame(OP_BINARY if envelope.binary else OP_TEXT, envelope.payload)
+        sink.deliver_history(room, frame, envelope.exclude, envelope.offset)
+
+    # --- history --------------------------------------------------------------------------------
+
+    def _history_keys(self, room: str) -> list[str]:
+        stream = f"{self.prefix}:history:{room}"
+        return [f"{stream}:meta", stream]
+
+    async def _history_call(self, script: str, room: str, args: list[Any]) -> Any:
+        client = self._client
+        if client is None or not self.connected:
+            await trio.lowlevel.checkpoint()
+            raise BrokerError(f"room {room!r} keeps its history in Redis, which is unreachable")
+        try:
+            with trio.fail_after(self.operation_timeout):
+                return await client.eval(script, self._history_keys(room), args)
+        except _TRANSIENT as exc:
+            self._set_connected(False, exc)
+            raise BrokerError(
+                f"room {room!r} keeps its history in Redis, which did not answer: {exc!r}"
+            ) from exc
+
+    async def history_append(
+        self,
+        room: str,
+        payload: str | bytes,
+        *,
+        exclude_id: str | None,
+        exclude_identity: str | None,
+        bounds: HistoryBounds,
+        offset_member: str | None,
+        epoch: str,
+    ) -> Position:
+        """Give ``payload`` the room's next offset in Redis, keep it and publish it to every node.
+
+        ``offset_member`` (``'"offset":'``) stamps the offset into a JSON object payload; None
+        leaves it as is. ``epoch`` starts the room's history if Redis has none. Raises
+        :class:`BrokerError` when Redis is unreachable or does not answer within
+        ``operation_timeout``: the message then has no position and was sent to nobody.
+        """
+        binary = isinstance(payload, bytes)
+        age = _age_ms(bounds)
+        head = encode_history_head(self.node_id, exclude_id, binary=binary)
+        result = await self._history_call(
+            _HISTORY_APPEND,
+            room,
+            [
+                epoch,
+                age,
+                payload,
+                offset_member or "",
+                exclude_identity or "",
+                bounds.max_messages,
+                self._room_channels.get(room) or self._channel(room),
+                head,
+                "b" if binary else "t",
+            ],
+        )
+        self.published += 1
+        return Position(result[0].decode(), int(result[1]))
+
+    async def history_recover(
+        self, room: str, since: Position | None, identity: str | None, *, bounds: HistoryBounds, epoch: str
+    ) -> Recovery:
+        """What a client at ``since`` missed in ``room``, read from Redis (see :meth:`History.recover`).
+
+        Waits first until this node's subscriptions are in place, so that every message after
+        the answer reaches this node live. Raises :class:`BrokerError` as :meth:`history_append`.
+        """
+        with trio.move_on_after(self.operation_timeout):
+            target = self._generation
+            while self._synced_generation < target:
+                await self._synced.wait()
+        age = _age_ms(bounds)
+        since_epoch, since_offset = ("", -1) if since is None else (since.epoch, since.offset)
+        current, last, rows = await self._history_call(
+            _HISTORY_RECOVER, room, [epoch, age, since_epoch, since_offset]
+        )
+        current = current.decode()
+        position = Position(current, int(last))
+        if since is None:
+            return Recovery(position, (), True)
+        entries = []
+        for entry_id, fields in reversed(rows):
+            ms, offset = entry_id.split(b"-")
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            opcode = OP_BINARY if values.get(b"k") == b"b" else OP_TEXT
+            excluded = values.get(b"x") or None
+            entries.append(
+                Entry(
+                    int(offset),
+                    encode_frame(opcode, values.get(b"p", b"")),
+                    excluded.decode() if excluded else None,
+                    int(ms) / 1000,
+                )
+            )
+        same = since.epoch == current and 0 <= since.offset <= position.offset
+        first = entries[0].offset if entries else position.offset + 1
+        complete = same and since.offset >= first - 1
+        after = since.offset if same else 0
+        kept = tuple(e for e in entries if e.offset > after and (identity is None or e.exclude != identity))
+        return Recovery(position, kept, complete)
 
     # --- publisher ------------------------------------------------------------------------------
 
@@ -531,7 +730,7 @@ class RedisBroker:
                     for channel, envelope in batch:
                         pipe.publish(channel, envelope)
         except _TRANSIENT as exc:
-            self.publish_dropped += len(batch)
+            self._dropped(len(batch))
             self._set_connected(False, exc)
             return False
         self.published += len(batch)
@@ -549,7 +748,7 @@ class RedisBroker:
                     self._receive.receive_nowait()
                 except trio.WouldBlock:
                     break
-                self.publish_dropped += 1
+                self._dropped(1)
             try:
                 with trio.fail_after(self.operation_timeout):
                     await client.ping()

@@ -156,6 +156,48 @@ async def test_a_silent_member_times_out_after_a_minute(
         await expect_message(ann, {"type": "left", "username": "bob"}, timeout=2)
 
 
+# --- history and recovery ---------------------------------------------------------------------------------
+
+
+def said(text: str, offset: int, by: str = "ann") -> dict[str, Any]:
+    """A chat message as a member receives it from a room with history."""
+    return {"type": "message", "from": by, "text": text, "offset": offset}
+
+
+def welcomed(users: list[str], epoch: Any, offset: int, **recovered: bool) -> dict[str, Any]:
+    """A welcome from a room with history."""
+    return {"type": "welcome", "users": users, "epoch": epoch, "offset": offset, **recovered}
+
+
+@pytest.mark.trionos_backend("memory")
+async def test_a_client_that_comes_back_gets_what_it_missed_exactly_once() -> None:
+    """With history on (the default), a rejoin with ``since`` replays what was missed after the welcome."""
+    async with room_chat.make_hub() as hub, open_memory_server(room_chat.make_handler(hub)) as server:
+        async with server.connect() as ann:
+            await join(ann, "ann", "tea")
+            epoch = (await expect_message(ann, welcomed(["ann"], ANY, 0)))["epoch"]
+            async with server.connect() as bob:
+                await join(bob, "bob", "tea")
+                await expect_message(bob, welcomed(["ann", "bob"], epoch, 0))
+                await ann.send_json({"type": "chat", "text": "one"})
+                await expect_message(bob, said("one", 1))
+                await bob.send_json({"type": "chat", "text": "mine"})  # offset 2, never replayed to bob
+            for text in ("two", "three"):
+                await ann.send_json({"type": "chat", "text": text})
+            async with server.connect() as bob:
+                rejoin = {"type": "join", "username": "bob", "room": "tea"}
+                await bob.send_json({**rejoin, "since": {"epoch": epoch, "offset": 1}})
+                await expect_message(bob, welcomed(["ann", "bob"], epoch, 4, recovered=True))
+                await expect_message(bob, said("two", 3))
+                await expect_message(bob, said("three", 4))
+                await ann.send_json({"type": "chat", "text": "four"})
+                await expect_message(bob, said("four", 5))
+                await bob.send_json({**rejoin, "since": {"epoch": "lost", "offset": 4}})
+                await expect_message(bob, welcomed(["ann", "bob"], epoch, 5, recovered=False))
+                for text, offset in (("one", 1), ("two", 3), ("three", 4), ("four", 5)):
+                    await expect_message(bob, said(text, offset))
+
+
 # --- model-based: Hypothesis writes the programs ----------------------------------------------------------
 
 

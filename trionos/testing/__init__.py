@@ -30,8 +30,10 @@ from ._app import open_app as open_app
 from ._expect import expect_closed as expect_closed
 from ._expect import expect_message as expect_message
 from ._expect import expect_silence as expect_silence
+from ._faults import CuttingProxy as CuttingProxy
 from ._faults import disconnect_mid_frame as disconnect_mid_frame
 from ._faults import half_open_peer as half_open_peer
+from ._faults import open_cutting_proxy as open_cutting_proxy
 from ._faults import slow_consumer as slow_consumer
 from ._http import HttpResponse as HttpResponse
 from ._loopback import LoopbackServer as LoopbackServer
@@ -89,6 +91,7 @@ __all__ = [
     "Backend",
     "ClientFactory",
     "Connect",
+    "CuttingProxy",
     "Deliveries",
     "Disconnect",
     "HttpResponse",
@@ -111,6 +114,7 @@ __all__ = [
     "messages",
     "mutated_payloads",
     "open_app",
+    "open_cutting_proxy",
     "open_loopback_server",
     "open_memory_server",
     "open_raw_peer",

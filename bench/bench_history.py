@@ -1,0 +1,241 @@
+"""What a room's history costs, and how fast 1,000 clients recover after a restart.
+
+    python bench/bench_history.py                      # all three parts, short runs
+    python bench/bench_history.py --only broadcast --subscribers 1000 --duration 3
+    python bench/bench_history.py --only recovery --clients 1000 --missed 50
+
+* **broadcast**: the load of ``bench/bench_redis.py`` (a picows publisher keeping ``--window``
+  messages in flight, ``--subscribers`` picows subscribers in one room, deliveries/s) against one
+  server process with the memory broker, history off, then on (``Hub(history=True)``: every
+  message is appended to the room's bounded history and gets a position), then on two nodes
+  sharing a private Redis with history on (every broadcast is one Lua script in Redis that
+  assigns the offset, appends to the stream and publishes). The issue's target is history on /
+  off >= 0.8 on the memory broker.
+* **recovery**: ``--clients`` trionos clients in one room of a node with its history in Redis
+  (the chat protocol's join and chat, without presence announcements) receive ``--messages``
+  messages; the node stops (every client sees 1001) and a new node
+  process stand-in starts on the same Redis; all clients reconnect at once, each with the
+  position it had ``--missed`` messages before the end (its bookkeeping was behind). Reported:
+  the time from the restart until every client has its welcome (``recovered``) and its missed
+  messages, and how many were complete. Server and clients share this process and the machine.
+
+Everything runs on 127.0.0.1. On a shared two-core machine compare ratios, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import bench_redis  # noqa: E402
+
+
+async def broadcast_part(args: argparse.Namespace) -> dict[str, Any]:
+    import loadgen
+
+    loadgen.raise_nofile_limit()
+    options = argparse.Namespace(
+        subscribers_per_node=args.subscribers // 2,
+        window=args.window,
+        size=args.size,
+        duration=args.duration,
+        warmup=args.warmup,
+        connect_concurrency=64,
+        sync_timeout=60.0,
+    )
+    result: dict[str, Any] = {"subscribers": args.subscribers}
+    for name, history in (("memory_history_off", False), ("memory_history_on", True)):
+        async with bench_redis.bench_server(history=history) as (url, pid):
+            result[name] = await bench_redis.measure(loadgen, options, url, [url], [pid])
+    result["history_on_off_ratio"] = round(
+        result["memory_history_on"]["deliveries_per_s"] / result["memory_history_off"]["deliveries_per_s"], 2
+    )
+    async with bench_redis.private_redis() as (redis, redis_pid):
+        prefix = f"bench-history-{os.getpid()}"
+        async with (
+            bench_redis.bench_server(redis, prefix, history=True) as (a, a_pid),
+            bench_redis.bench_server(redis, prefix, history=True) as (b, b_pid),
+        ):
+            result["redis_history_on"] = await bench_redis.measure(
+                loadgen, options, a, [a, b], [a_pid, b_pid, redis_pid]
+            )
+    return result
+
+
+def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
+    import trio
+
+    import trionos
+    from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Chat, Join, Message, Welcome
+
+
+    def make_handler(hub: trionos.Hub) -> Any:
+        """The chat protocol's join (with since) and chat, without presence: the measurement is the
+        recovery, not the n-squared ``joined`` announcements of 1,000 clients joining one room."""
+
+        async def handler(req: trionos.Request) -> None:
+            ws = await req.accept()
+            async with hub.client(ws) as client:
+                async for raw in ws:
+                    message = CLIENT_CODEC.decode(raw)
+                    if isinstance(message, Join):
+                        since = message.since
+
+                        def welcome(r: trionos.Recovery, since: Any = since) -> Welcome:
+                            recovered = None if since is None else r.complete
+                            return Welcome((), r.position.epoch, r.position.offset, recovered)
+
+                        client.identity = message.username
+                        await hub.join_with_history(client, message.room, since=since, welcome=welcome)
+                    elif isinstance(message, Chat):
+                        await hub.broadcast("bench", Message("sender", message.text), exclude=client)
+
+        return handler
+
+    prefix = f"bench-recovery-{os.getpid()}"
+    port = bench_redis.free_port()
+    url = f"ws://127.0.0.1:{port}/"
+    mark = args.messages - args.missed  # each client's bookkeeping stopped at this offset
+
+    async def main() -> dict[str, Any]:
+        welcomed, marked, all_back = trio.Event(), trio.Event(), trio.Event()
+        positions: dict[int, trionos.Position] = {}
+        results: list[tuple[bool | None, int]] = []
+        counts = {"welcome": 0}
+        # Set once the restarted node listens: the clients wait for it rather than retry in a loop,
+        # which in this one process would starve the node's own start-up.
+        back_up = trio.Event()
+
+        async def node(scope: trio.CancelScope, stopped: trio.Event, *, task_status: Any) -> None:
+            # The server stops first (its sessions say goodbye through the hub), then the hub.
+            try:
+                broker = trionos.RedisBroker(redis, prefix=prefix)
+                async with trionos.Hub(broker=broker, codec=SERVER_CODEC, history=True) as hub:
+                    handler = make_handler(hub)
+                    with scope:
+                        await trionos.serve(port, handler, host="127.0.0.1", task_status=task_status)
+            finally:
+                stopped.set()
+
+        async def client(n: int) -> None:
+            try:
+                async with trionos.connect(url, message_queue_size=1024) as ws:
+                    await ws.send_message(Join(f"c{n}", "bench"), CLIENT_CODEC)
+                    epoch = ""
+                    async for raw in ws:
+                        message = SERVER_CODEC.decode(raw)
+                        if isinstance(message, Welcome):
+                            epoch = message.epoch or ""
+                            counts["welcome"] += 1
+                            if counts["welcome"] == args.clients:
+                                welcomed.set()
+                        elif isinstance(message, Message) and message.offset == mark:
+                            positions[n] = trionos.Position(epoch, mark)
+                            if len(positions) == args.clients:
+                                marked.set()
+            except trionos.ConnectionClosed:
+                pass  # however the stopping node closed it
+            await rejoin(n)  # come back at the recorded position
+
+        async def rejoin(n: int) -> None:
+            await back_up.wait()
+            while True:
+                try:
+                    async with trionos.connect(url, message_queue_size=1024) as ws:
+                        await ws.send_message(Join(f"c{n}", "bench", since=positions[n]), CLIENT_CODEC)
+                        recovered: bool | None = None
+                        replayed = 0
+                        async for raw in ws:
+                            message = SERVER_CODEC.decode(raw)
+                            if isinstance(message, Welcome):
+                                recovered = message.recovered
+                            elif isinstance(message, Message):
+                                replayed += 1
+                                if replayed == args.missed:
+                                    break
+                        results.append((recovered, replayed))
+                        if len(results) == args.clients:
+                            all_back.set()
+                        return
+                except (OSError, trionos.HandshakeError):
+                    await trio.sleep(0.01)  # the new node is not listening yet
+
+        async with trio.open_nursery() as nursery:
+            stop, stopped = trio.CancelScope(), trio.Event()
+            await nursery.start(node, stop, stopped)
+            for n in range(args.clients):
+                nursery.start_soon(client, n)
+            await welcomed.wait()
+            print(f"{args.clients} clients joined", file=sys.stderr, flush=True)
+            async with trionos.connect(url) as sender:
+                await sender.send_message(Join("sender", "bench"), CLIENT_CODEC)
+                for i in range(args.messages):
+                    await sender.send_json({"type": "chat", "text": f"m{i}"})
+                await marked.wait()
+            print(f"{args.messages} messages received; restarting the node", file=sys.stderr, flush=True)
+            stop.cancel()
+            await stopped.wait()
+            print("the node stopped", file=sys.stderr, flush=True)
+            restarted = time.perf_counter()
+            await nursery.start(node, trio.CancelScope(), trio.Event())
+            back_up.set()
+            print("a new node listens", file=sys.stderr, flush=True)
+
+            async def progress() -> None:
+                while True:
+                    await trio.sleep(5)
+                    print(f"{len(results)} clients recovered so far", file=sys.stderr, flush=True)
+
+            nursery.start_soon(progress)
+            await all_back.wait()
+            elapsed = time.perf_counter() - restarted
+            nursery.cancel_scope.cancel()
+        return {
+            "clients": args.clients,
+            "missed_each": args.missed,
+            "seconds_until_all_recovered": round(elapsed, 3),
+            "complete": sum(1 for recovered, _ in results if recovered),
+            "messages_replayed": sum(replayed for _, replayed in results),
+        }
+
+    return trio.run(main)
+
+
+async def with_redis(args: argparse.Namespace) -> dict[str, Any]:
+    async with bench_redis.private_redis() as (redis, _):
+        return await asyncio.to_thread(recovery_part, args, redis)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", choices=("broadcast", "recovery"))
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=100)
+    parser.add_argument("--missed", type=int, default=50)
+    args = parser.parse_args()
+    result: dict[str, Any] = {}
+    if args.only in (None, "broadcast"):
+        result["broadcast"] = asyncio.run(broadcast_part(args))
+    if args.only in (None, "recovery"):
+        result["recovery"] = asyncio.run(with_redis(args))
+    print(json.dumps(result, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()

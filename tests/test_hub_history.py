@@ -1,0 +1,202 @@
+"""The hub's history: positions on broadcast, and joining at a position with no gap and no duplicate."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import trionos
+from trionos.testing import MemoryServer, open_memory_server
+
+
+@attrs.frozen
+class Note:
+    text: str
+    offset: int | None = None
+
+
+CODEC: trionos.Codec[Any] = trionos.Codec(Note)
+
+
+class Server:
+    """A hub and a memory server whose connections register as the client named by their path."""
+
+    def __init__(self, hub: trionos.Hub, server: MemoryServer) -> None:
+        self.hub = hub
+        self.server = server
+        self.clients: dict[str, trionos.Client] = {}
+        self._changed = trio.Event()
+
+    async def handler(self, req: trionos.Request) -> None:
+        ws = await req.accept()
+        name = req.path.strip("/").split("-")[0]
+        async with self.hub.client(ws, client_id=req.path.strip("/"), identity=name) as client:
+            self.clients[name] = client
+            self._changed.set()
+            self._changed = trio.Event()
+            async for _ in ws:
+                pass
+
+    async def client(self, name: str) -> trionos.Client:
+        while name not in self.clients:
+            await self._changed.wait()
+        return self.clients.pop(name)
+
+
+@pytest.fixture
+async def setup(nursery: trio.Nursery) -> AsyncIterator[Server]:
+    epochs = itertools.count()
+    hub = await nursery.start(
+        trionos.Hub(
+            history=trionos.HistoryBounds(max_messages=5), codec=CODEC, new_epoch=lambda: f"e{next(epochs)}"
+        ).run
+    )
+    holder: list[Server] = []
+
+    async def handler(req: trionos.Request) -> None:
+        await holder[0].handler(req)
+
+    async with open_memory_server(handler, heartbeat=None) as server:
+        holder.append(Server(hub, server))
+        yield holder[0]
+
+
+async def read(ws: trionos.WebSocket, n: int) -> list[Any]:
+    return [json.loads(await ws.recv()) for _ in range(n)]
+
+
+async def test_broadcast_returns_the_position_and_stamps_the_offset(setup: Server) -> None:
+    """A broadcast into a room with history returns its position and carries its offset on the wire."""
+    hub = setup.hub
+    async with setup.server.connect("/ann") as ws:
+        ann = await setup.client("ann")
+        hub.join(ann, "r")
+        first = await hub.broadcast("r", Note("a"))
+        second = await hub.broadcast("r", Note("b"))
+        assert first == 1 and first.position == trionos.Position("e0", 1)
+        assert second.position == trionos.Position("e0", 2)
+        assert await read(ws, 2) == [
+            {"type": "note", "text": "a", "offset": 1},
+            {"type": "note", "text": "b", "offset": 2},
+        ]
+        hub.set_room_history("plain", None)
+        hub.join(ann, "plain")
+        plain = await hub.broadcast("plain", Note("c"))
+        assert plain == 1 and plain.position is None
+        assert await read(ws, 1) == [{"type": "note", "text": "c", "offset": None}]
+    assert hub.metrics.history_appended == 2
+
+
+async def test_a_client_back_at_its_position_gets_the_welcome_the_missed_messages_then_live(
+    setup: Server,
+) -> None:
+    """Rejoining at a position replays exactly what was missed, after the welcome and before live traffic."""
+    hub = setup.hub
+    async with setup.server.connect("/bob") as bob_ws:
+        bob = await setup.client("bob")
+        hub.join(bob, "r")
+        await hub.broadcast("r", Note("1"))
+        async with setup.server.connect("/ann-1") as ws:
+            ann = await setup.client("ann")
+            hub.join(ann, "r")
+            seen = await hub.broadcast("r", Note("2"))
+            assert [m["offset"] for m in await read(ws, 1)] == [2]
+        for text in "345":
+            await hub.broadcast("r", Note(text))
+        assert seen.position is not None
+        async with setup.server.connect("/ann-2") as ws:
+            ann = await setup.client("ann")
+            recovery = await hub.join_with_history(
+                ann, "r", since=seen.position, welcome=lambda r: Note(f"welcome {r.complete}")
+            )
+            await hub.broadcast("r", Note("6"))
+            got = await read(ws, 5)
+        assert recovery.complete and recovery.position == trionos.Position("e0", 5)
+        assert [m["text"] for m in got] == ["welcome True", "3", "4", "5", "6"]
+        assert len(await read(bob_ws, 6)) == 6
+    assert (hub.metrics.recoveries_complete, hub.metrics.messages_replayed) == (1, 3)
+
+
+async def test_no_gap_and_no_duplicate_while_others_broadcast_during_the_join(setup: Server) -> None:
+    """Broadcasts racing with the join land either in the replay or live, never both, never neither."""
+    hub = setup.hub
+    hub.set_room_history("r", trionos.HistoryBounds(max_messages=1000))
+    async with setup.server.connect("/bob") as bob_ws:
+        bob = await setup.client("bob")
+        hub.join(bob, "r")
+        start = hub.position("r")
+        assert start is not None
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            for i in range(200):
+                await hub.broadcast("r", Note(str(i)), exclude=bob)
+                sent += 1
+
+        async with setup.server.connect("/ann", message_queue_size=1000) as ws:
+            ann = await setup.client("ann")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flood)
+                while sent < 100:
+                    await trio.lowlevel.checkpoint()
+                await hub.join_with_history(ann, "r", since=start)
+            offsets = [m["offset"] for m in await read(ws, 200)]
+        assert offsets == list(range(1, 201))
+        del bob_ws
+
+
+async def test_a_message_that_excluded_its_sender_is_not_replayed_to_that_identity(setup: Server) -> None:
+    """Exclusion survives reconnection: the history remembers the excluded identity, not the connection."""
+    hub = setup.hub
+    async with setup.server.connect("/ann-1"):
+        ann = await setup.client("ann")
+        hub.join(ann, "r")
+        start = hub.position("r")
+        await hub.broadcast("r", Note("mine"), exclude=ann)
+        await hub.broadcast("r", Note("theirs"))
+    assert start is not None
+    async with setup.server.connect("/ann-2") as ws:
+        ann = await setup.client("ann")
+        recovery = await hub.join_with_history(ann, "r", since=start)
+        assert recovery.complete
+        assert [m["text"] for m in await read(ws, 1)] == ["theirs"]
+    async with setup.server.connect("/cat") as ws:
+        cat = await setup.client("cat")
+        await hub.join_with_history(cat, "r", since=start)
+        assert [m["text"] for m in await read(ws, 2)] == ["mine", "theirs"]
+
+
+async def test_a_trimmed_or_unknown_position_is_reported_as_partial(setup: Server) -> None:
+    """Past the history's bound, or from another epoch, recovery says so and gives what is kept."""
+    hub = setup.hub
+    for i in range(8):
+        await hub.broadcast("r", Note(str(i)))
+    async with setup.server.connect("/ann") as ws:
+        ann = await setup.client("ann")
+        trimmed = await hub.join_with_history(ann, "r", since=trionos.Position("e0", 1))
+        assert not trimmed.complete
+        assert [e.offset for e in trimmed.entries] == [4, 5, 6, 7, 8]
+        assert [m["offset"] for m in await read(ws, 5)] == [4, 5, 6, 7, 8]
+        hub.leave(ann, "r")
+        other = await hub.join_with_history(ann, "r", since=trionos.Position("restarted", 8))
+        assert not other.complete and len(other.entries) == 5
+    assert hub.metrics.recoveries_partial == 2
+    assert hub.metrics.history_trimmed == 3
+
+
+async def test_joining_with_history_needs_a_room_that_keeps_one(setup: Server) -> None:
+    """A room without history refuses join_with_history with a message that says how to turn it on."""
+    setup.hub.set_room_history("plain", False)
+    async with setup.server.connect("/ann"):
+        ann = await setup.client("ann")
+        with pytest.raises(ValueError, match="keeps no history"):
+            await setup.hub.join_with_history(ann, "plain")
+    assert setup.hub.position("plain") is None

@@ -1,0 +1,173 @@
+"""Rooms with history on RedisBroker, against a real redis-server: positions and recovery across nodes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import coredis
+import pytest
+import trio
+
+import trionos
+from tests.redis_server import private_redis_server
+from trionos._redis import RedisBroker
+from trionos.testing import expect_message, open_memory_server
+
+PATIENCE = 5.0
+
+
+@attrs.frozen
+class Note:
+    text: str
+
+
+CODEC: trionos.Codec[Any] = trionos.Codec(Note)
+BOUNDS = trionos.HistoryBounds(max_messages=50, max_age=60.0)
+
+
+class Node:
+    """A hub with history on a RedisBroker; a connection to ``/name-n`` is a client of identity ``name``."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.hub = trionos.Hub(broker=broker, codec=CODEC, history=BOUNDS)
+        self.server: Any = None
+        self.clients: dict[str, trionos.Client] = {}
+        self._registered = trio.Event()
+
+    async def handler(self, req: trionos.Request) -> None:
+        ws = await req.accept()
+        path = req.path.strip("/")
+        async with self.hub.client(ws, client_id=path, identity=path.split("-")[0]) as client:
+            self.clients[path] = client
+            self._registered.set()
+            self._registered = trio.Event()
+            async for _ in ws:
+                pass
+
+    @asynccontextmanager
+    async def connect(
+        self, path: str, room: str = "r", since: trionos.Position | None = None
+    ) -> AsyncIterator[tuple[trionos.WebSocket, trionos.Recovery]]:
+        """Connect ``/path`` and join ``room`` with history at ``since``."""
+        async with self.server.connect("/" + path, message_queue_size=256) as ws:
+            while path not in self.clients:
+                await self._registered.wait()
+            recovery = await self.hub.join_with_history(self.clients[path], room, since=since)
+            yield ws, recovery
+
+
+@asynccontextmanager
+async def open_node(url: str, prefix: str, **options: Any) -> AsyncIterator[Node]:
+    node = Node(RedisBroker(url, prefix=prefix, **options))
+    async with node.hub, open_memory_server(node.handler, heartbeat=None) as server:
+        node.server = server
+        yield node
+
+
+async def texts(ws: trionos.WebSocket, n: int) -> list[tuple[str, int]]:
+    """The next ``n`` notes as (text, offset)."""
+    got = []
+    with trio.fail_after(PATIENCE):
+        for _ in range(n):
+            message = json.loads(await ws.recv())
+            got.append((message["text"], message["offset"]))
+    return got
+
+
+async def test_a_client_recovers_on_another_node_exactly_once(redis: str, prefix: str) -> None:
+    """Offsets come from Redis; a client that moves to another node gets what it missed, once, in order."""
+    async with open_node(redis, prefix) as a, open_node(redis, prefix) as b:
+        async with b.connect("bob-1") as (bob, _):
+            async with a.connect("ann-1") as (ann, first):
+                assert first.position.offset == 0
+                sent = await b.hub.broadcast("r", Note("one"), exclude=b.clients["bob-1"])
+                assert sent.position == trionos.Position(first.position.epoch, 1)
+                assert await texts(ann, 1) == [("one", 1)]
+                mine = await a.hub.broadcast("r", Note("mine"), exclude=a.clients["ann-1"])
+                assert await texts(bob, 1) == [("mine", 2)]
+            for text in ("two", "three"):
+                await b.hub.broadcast("r", Note(text))
+            assert await texts(bob, 2) == [("two", 3), ("three", 4)]
+            assert mine.position is not None
+            async with b.connect("ann-2", since=trionos.Position(mine.position.epoch, 1)) as (ann, back):
+                assert back.complete and back.position.offset == 4
+                await b.hub.broadcast("r", Note("four"))
+                # "mine" excluded ann: never replayed to the identity "ann".
+                assert await texts(ann, 3) == [("two", 3), ("three", 4), ("four", 5)]
+    assert b.hub.metrics.recoveries_complete == 1
+
+
+async def test_no_gap_and_no_duplicate_while_another_node_broadcasts_during_the_join(
+    redis: str, prefix: str
+) -> None:
+    """Messages racing with a recovering join on another node arrive exactly once, in offset order."""
+    async with open_node(redis, prefix) as a, open_node(redis, prefix) as b:
+        async with a.connect("keeper") as (_, start):
+            done = trio.Event()
+
+            async def flood() -> None:
+                for i in range(60):
+                    await a.hub.broadcast("r", Note(str(i)))
+                done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flood)
+                async with b.connect("ann", since=start.position) as (ann, _):
+                    await done.wait()
+                    offsets = [offset for _, offset in await texts(ann, 60)]
+    assert offsets == list(range(1, 61)), repr(offsets)
+
+
+async def test_a_restarted_node_keeps_continuity_and_a_flushed_redis_changes_the_epoch(prefix: str) -> None:
+    """The epoch lives in Redis: a new node process recovers old positions; FLUSHALL starts a new epoch."""
+    with private_redis_server() as server:
+        async with open_node(server.url, prefix) as a, a.connect("ann") as (_, joined):
+            for i in range(3):
+                await a.hub.broadcast("r", Note(str(i)))
+        async with open_node(server.url, prefix) as restarted:
+            position = trionos.Position(joined.position.epoch, 1)
+            async with restarted.connect("bob", since=position) as (bob, recovery):
+                assert recovery.complete and recovery.position.epoch == joined.position.epoch
+                assert await texts(bob, 2) == [("1", 2), ("2", 3)]
+            async with coredis.Redis.from_url(server.url) as client:
+                await client.flushall()
+            async with restarted.connect("cat", since=position) as (_, flushed):
+                assert not flushed.complete and flushed.position.epoch != joined.position.epoch
+                assert flushed.entries == ()
+
+
+async def test_while_redis_is_unreachable_rooms_with_history_refuse_and_recover_after(prefix: str) -> None:
+    """No position without Redis: broadcast and join_with_history raise BrokerError; after the restart
+    (an empty Redis) there is a new epoch, and an old position is reported as partial."""
+    with private_redis_server() as server:
+        options = {"operation_timeout": 0.5, "reconnect_max_delay": 0.1}
+        async with open_node(server.url, prefix, **options) as a, a.connect("ann") as (ann, joined):
+            await a.hub.broadcast("r", Note("before"))
+            assert await texts(ann, 1) == [("before", 1)]
+            await trio.to_thread.run_sync(server.stop)
+            with pytest.raises(trionos.BrokerError, match="Redis"):
+                await a.hub.broadcast("r", Note("during"))
+            async with a.server.connect("/bob") as _:
+                while "bob" not in a.clients:
+                    await a._registered.wait()
+                with pytest.raises(trionos.BrokerError, match="Redis"):
+                    await a.hub.join_with_history(a.clients["bob"], "r", since=joined.position)
+                assert "r" not in a.hub.rooms_of(a.clients["bob"])
+            await trio.to_thread.run_sync(server.start)
+            with trio.fail_after(PATIENCE):
+                while True:
+                    try:
+                        sent = await a.hub.broadcast("r", Note("after"))
+                        break
+                    except trionos.BrokerError:
+                        await trio.sleep(0.05)
+            assert sent.position is not None and sent.position.epoch != joined.position.epoch
+            await expect_message(ann, {"type": "note", "text": "after", "offset": 1}, timeout=PATIENCE)
+            async with a.connect("cat", since=trionos.Position(joined.position.epoch, 1)) as (_, late):
+                assert not late.complete
+    assert a.broker.metrics.broker_reconnects >= 1

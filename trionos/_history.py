@@ -1,0 +1,240 @@
+"""Per-room message history: positions, bounds and recovery.
+
+Pure: no trio, no I/O, no clock and no random source of its own (both are passed in), so every
+rule here is tested without sockets. The hub (:mod:`trionos._hub`) adapts it.
+
+**Positions.** Each message broadcast into a room with history gets a :class:`Position`: an
+``offset`` that grows by exactly one per room message (the first message is offset 1; 0 means
+"nothing yet") and an ``epoch``, an opaque string naming one continuous stream of offsets. The
+epoch changes whenever continuity is lost: a room's history is created afresh (a restarted
+process, a room evicted by ``max_rooms``, a flushed Redis), so an offset is only meaningful
+together with its epoch.
+
+**Bounds.** A room keeps at most ``max_messages`` messages, none older than ``max_age`` seconds
+and at most ``max_bytes`` bytes of frames. All three apply at once, so the strictest wins: a
+message is kept only while every bound allows it, and trimming always removes the oldest
+messages first. A single frame larger than ``max_bytes`` is not kept at all (its offset is still
+used). Age is checked when a room is appended to or read, not by a timer: an idle room holds its
+last messages (within the count and byte bounds) until then. At most ``max_rooms`` rooms keep a
+history; beyond that the room appended to least recently loses its history (and with it its
+epoch).
+
+**Recovery.** :meth:`History.recover` answers "what did I miss since this position?": the
+messages after it, in order, and whether that is *everything* that was missed. It is complete
+when the epoch is the same and no message after the position was trimmed. Otherwise the
+recovery is partial and returns what is still kept (every kept message when the epoch changed),
+so that the application can say "some messages may be missing".
+
+**Exclusion.** A message broadcast with ``exclude`` remembers the excluded client's *identity*
+(a string the application chooses, stable across reconnections, such as a username), and
+recovery skips it for that identity: a message that excluded its sender is never replayed to
+that sender. Skipped messages still count as recovered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+
+import attrs
+
+__all__ = ["Entry", "History", "HistoryBounds", "Position", "Recovery", "RoomHistory", "stamp_offset"]
+
+
+@attrs.frozen
+class Position:
+    """Where a message sits in its room's history: ``offset`` within the stream named ``epoch``."""
+
+    epoch: str
+    offset: int
+
+
+def _positive(name: str) -> Callable[[object, object, object], None]:
+    def check(_: object, __: object, value: object) -> None:
+        if value is not None and (isinstance(value, bool) or not value > 0):  # type: ignore[operator]
+            raise ValueError(f"{name} must be positive or None, got {value!r}")
+
+    return check
+
+
+@attrs.frozen
+class HistoryBounds:
+    """How much history each room keeps. Every bound applies; the strictest wins.
+
+    ``max_messages`` (200) messages, none older than ``max_age`` seconds (600; None: no age
+    limit), ``max_bytes`` bytes of frames (1 MiB; None: no byte limit), and at most
+    ``max_rooms`` rooms (10,000) with a history: beyond that the room appended to least recently
+    loses its history and its epoch.
+    """
+
+    max_messages: int = attrs.field(default=200, validator=_positive("max_messages"))
+    max_age: float | None = attrs.field(default=600.0, validator=_positive("max_age"))
+    max_bytes: int | None = attrs.field(default=1 << 20, validator=_positive("max_bytes"))
+    max_rooms: int = attrs.field(default=10_000, validator=_positive("max_rooms"))
+
+
+@attrs.frozen
+class Entry:
+    """One message in a room's history: its offset, its frame as first sent, whom it excluded."""
+
+    offset: int
+    frame: bytes
+    #: The identity of the client the broadcast excluded, if any.
+    exclude: str | None
+    #: When it was appended (the clock the history was given).
+    time: float
+
+
+@attrs.frozen
+class Recovery:
+    """The answer to a recovery query.
+
+    ``position`` is the room's latest position when the query was answered (the recovering client
+    continues from there). ``entries`` are the missed messages still kept, in order, without those
+    that excluded the recovering identity. ``complete`` says whether they are all that was missed.
+    """
+
+    position: Position
+    entries: tuple[Entry, ...]
+    complete: bool
+
+
+class RoomHistory:
+    """One room's stream: its epoch, the last offset given out, and the messages still kept."""
+
+    __slots__ = ("_entries", "bounds", "epoch", "offset", "size")
+
+    def __init__(self, epoch: str, bounds: HistoryBounds) -> None:
+        self.epoch = epoch
+        self.bounds = bounds
+        #: The last offset given out (0: none yet).
+        self.offset = 0
+        #: Bytes of frames kept.
+        self.size = 0
+        self._entries: deque[Entry] = deque()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+    @property
+    def position(self) -> Position:
+        """The room's latest position (offset 0 before the first message)."""
+        return Position(self.epoch, self.offset)
+
+    @property
+    def first_kept(self) -> int:
+        """The offset of the oldest message kept (``offset + 1`` when none is kept)."""
+        return self._entries[0].offset if self._entries else self.offset + 1
+
+    def append(self, frame: bytes, exclude: str | None, now: float) -> tuple[Entry, int]:
+        """Give ``frame`` the next offset and keep it; return the entry and how many were trimmed."""
+        self.offset += 1
+        entry = Entry(self.offset, frame, exclude, now)
+        self._entries.append(entry)
+        self.size += len(frame)
+        return entry, self.trim(now)
+
+    def trim(self, now: float) -> int:
+        """Drop the oldest messages that a bound no longer allows; return how many."""
+        bounds, entries = self.bounds, self._entries
+        trimmed = 0
+        while entries and (
+            len(entries) > bounds.max_messages
+            or (bounds.max_bytes is not None and self.size > bounds.max_bytes)
+            or (bounds.max_age is not None and entries[0].time < now - bounds.max_age)
+        ):
+            self.size -= len(entries.popleft().frame)
+            trimmed += 1
+        return trimmed
+
+    def recover(self, since: Position, now: float, identity: str | None = None) -> Recovery:
+        """The messages after ``since`` still kept, and whether they are all that was missed.
+
+        Complete when ``since`` is in this epoch, not ahead of it, and nothing after it was
+        trimmed. A different epoch returns every message kept, as partial.
+        """
+        self.trim(now)
+        if since.epoch != self.epoch or since.offset > self.offset or since.offset < 0:
+            after = 0
+            complete = False
+        else:
+            after = since.offset
+            complete = since.offset >= self.first_kept - 1
+        entries = tuple(
+            e for e in self._entries if e.offset > after and (identity is None or e.exclude != identity)
+        )
+        return Recovery(self.position, entries, complete)
+
+
+class History:
+    """Every room's history for one hub (or one node's view of them).
+
+    ``new_epoch`` makes a fresh epoch string whenever a room's history starts (pass a seeded
+    source in tests; the hub uses ``secrets.token_hex``). ``clock`` is not kept: callers pass
+    ``now`` to each call, so the same object works with any clock.
+    """
+
+    def __init__(self, bounds: HistoryBounds, *, new_epoch: Callable[[], str]) -> None:
+        self.bounds = bounds
+        self._new_epoch = new_epoch
+        self._rooms: OrderedDict[str, RoomHistory] = OrderedDict()
+
+    def __contains__(self, room: str) -> bool:
+        return room in self._rooms
+
+    def get(self, room: str) -> RoomHistory | None:
+        """The room's history, if it has one."""
+        return self._rooms.get(room)
+
+    def room(self, room: str, bounds: HistoryBounds | None = None) -> RoomHistory:
+        """The room's history, started (with a new epoch) when it has none.
+
+        ``bounds`` (default: this object's) apply to a history started here, and replace those of
+        an existing one.
+        """
+        history = self._rooms.get(room)
+        if history is not None:
+            if bounds is not None:
+                history.bounds = bounds
+        else:
+            history = self._rooms[room] = RoomHistory(self._new_epoch(), bounds or self.bounds)
+            while len(self._rooms) > self.bounds.max_rooms:
+                self._rooms.popitem(last=False)
+        return history
+
+    def drop(self, room: str) -> None:
+        """Forget ``room``'s history (a later one starts with a new epoch)."""
+        self._rooms.pop(room, None)
+
+    def next_position(self, room: str) -> Position:
+        """The position the next message in ``room`` will get (starting its history if needed)."""
+        history = self.room(room)
+        return Position(history.epoch, history.offset + 1)
+
+    def append(self, room: str, frame: bytes, exclude: str | None, now: float) -> tuple[Entry, int]:
+        """Append ``frame`` to ``room``'s history; return the entry and how many were trimmed."""
+        history = self.room(room)
+        self._rooms.move_to_end(room)
+        return history.append(frame, exclude, now)
+
+    def recover(self, room: str, since: Position, now: float, identity: str | None = None) -> Recovery:
+        """What ``room`` holds after ``since`` (see :meth:`RoomHistory.recover`)."""
+        return self.room(room).recover(since, now, identity)
+
+
+def stamp_offset(payload: str, field: str, offset: int) -> str:
+    """``payload`` (the text of a JSON object) with ``"field": offset`` added as its last member.
+
+    Text that is not a JSON object (no ``{`` ... ``}`` around it) is returned unchanged: only
+    codec-encoded messages carry their offset.
+    """
+    if len(payload) < 2 or payload[0] != "{" or payload[-1] != "}":
+        return payload
+    member = f"{json.dumps(field)}:{offset}"
+    if payload[1:-1].strip():
+        return f"{payload[:-1]},{member}}}"
+    return f"{{{member}}}"
