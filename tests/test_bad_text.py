@@ -58,7 +58,7 @@ async def test_a_lone_surrogate_username_gets_an_error_and_the_redis_node_keeps_
 async def test_a_lone_surrogate_gets_an_error_without_redis(start_server: object) -> None:
     """Without a broker, lone surrogates in a join or a chat get `error` replies, not a 1011 close,
     and the room's other members see nothing of them."""
-    async with make_hub() as hub:
+    async with make_hub(history=None) as hub:
         server = await start_server(make_handler(hub))  # type: ignore[operator]
         async with trionos.connect(server.url) as ann, trionos.connect(server.url) as mallory:
             await ann.send_json({"type": "join", "username": "ann"})

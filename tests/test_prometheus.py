@@ -82,7 +82,7 @@ def test_docs_describe_every_metric() -> None:
 async def test_metrics_are_served_on_the_app_port_and_count_the_hub(start_server: ServeFn) -> None:
     """Over a real server: after two members chat, GET /metrics answers 200 in the Prometheus
     text format, and prometheus_client's parser reads the hub's counters from it."""
-    hub = make_hub(rate_limit=trionos.RateLimit(rate=1.0, burst=3, close_after=50))
+    hub = make_hub(history=None, rate_limit=trionos.RateLimit(rate=1.0, burst=3, close_after=50))
     async with hub:
         server = await start_server(make_handler(hub, metrics=True))
         async with trionos.connect(server.url) as ann, trionos.connect(server.url) as bob:

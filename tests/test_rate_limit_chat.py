@@ -29,7 +29,7 @@ async def test_messages_over_the_limit_get_an_error_and_are_not_broadcast(
 ) -> None:
     """Bursts of 3 at 10/s: the join and two chats pass, the next three are refused with `error`
     and never reach the room; a tenth of a second later one more passes."""
-    hub = make_hub(rate_limit=trionos.RateLimit(rate=10.0, burst=3, close_after=5))
+    hub = make_hub(history=None, rate_limit=trionos.RateLimit(rate=10.0, burst=3, close_after=5))
     async with hub, open_memory_server(make_handler(hub), heartbeat=None) as app:
         async with app.connect() as ann, app.connect() as mal:
             await ann.send_json({"type": "join", "username": "ann"})
@@ -54,7 +54,7 @@ async def test_messages_over_the_limit_get_an_error_and_are_not_broadcast(
 async def test_a_client_that_keeps_sending_while_refused_is_closed_with_1008(start_server: ServeFn) -> None:
     """Over real sockets: after close_after refusals in a row the hub closes the flooder with 1008
     (the refusals before that got `error`s); the room's other member goes on."""
-    hub = make_hub(rate_limit=trionos.RateLimit(rate=1.0, burst=3, close_after=5))
+    hub = make_hub(history=None, rate_limit=trionos.RateLimit(rate=1.0, burst=3, close_after=5))
     async with hub:
         server = await start_server(make_handler(hub))
         async with trionos.connect(server.url) as ann, trionos.connect(server.url) as mal:
