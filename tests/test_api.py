@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import trionos
+from trionos._lazy import module_getattr
 
 PACKAGE = Path(trionos.__file__).parent
 PURE_MODULES = [
@@ -23,6 +24,7 @@ PURE_MODULES = [
     "_broker",
     "_ratelimit",
     "_history",
+    "_lazy",
     "chat",
 ]
 
@@ -84,3 +86,12 @@ def test_reference_lists_every_public_name() -> None:
     reference = (PACKAGE.parent / "docs" / "api.md").read_text()
     missing = [n for n in trionos.__all__ if n != "__version__" and f"trionos.{n}" not in reference]
     assert not missing, f"regenerate docs/api.md (python docs/gen_api.py); missing: {missing}"
+
+
+def test_a_deprecated_name_warns_and_resolves_to_its_replacement() -> None:
+    """A deprecated alias still works for one release, warning with the name to use instead."""
+    getattr_ = module_getattr("trionos", {}, {"OldHub": ("Hub", "0.3")})
+    with pytest.warns(trionos.TrionosDeprecationWarning, match=r"trionos\.OldHub .* 0\.3; use trionos\.Hub"):
+        assert getattr_("OldHub") is trionos.Hub
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        getattr_("Nothing")

@@ -5,7 +5,6 @@ One port for HTTP and WebSockets (:func:`serve`), a client (:func:`connect`), ro
 all with structured concurrency: every task has an owner, every queue a bound.
 """
 
-import importlib as _importlib
 import typing as _typing
 
 from ._backoff import Backoff as Backoff
@@ -35,6 +34,8 @@ from ._hub import Hub as Hub
 from ._hub import MemoryBroker as MemoryBroker
 from ._hub import Sent as Sent
 from ._hub import SlowClientPolicy as SlowClientPolicy
+from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
+from ._lazy import module_getattr as _module_getattr
 from ._metrics import Metrics as Metrics
 from ._metrics import RefusalReason as RefusalReason
 from ._ratelimit import RateLimit as RateLimit
@@ -67,14 +68,12 @@ _LAZY = {
     "bridge_trio_websocket": "._bridge",
 }
 
+#: Old public name -> (its replacement, the release that removes it); each use warns with
+#: TrionosDeprecationWarning. CHANGELOG.md lists them under "Deprecated".
+_DEPRECATED: dict[str, tuple[str, str]] = {}
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+
+__getattr__ = _module_getattr(__name__, _LAZY, _DEPRECATED)
 
 __all__ = [
     "Backoff",
@@ -108,6 +107,7 @@ __all__ = [
     "Sent",
     "Server",
     "SlowClientPolicy",
+    "TrionosDeprecationWarning",
     "TrionosError",
     "WebSocket",
     "__version__",

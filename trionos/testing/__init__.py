@@ -19,9 +19,9 @@ so this package imports without it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import module_getattr
 from ._app import BACKENDS as BACKENDS
 from ._app import AppClient as AppClient
 from ._app import Backend as Backend
@@ -70,14 +70,11 @@ _LAZY = {
     "mutated_payloads": "._strategies",
 }
 
+#: Old public name -> (its replacement, the release that removes it); each use warns.
+_DEPRECATED: dict[str, tuple[str, str]] = {}
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+
+__getattr__ = module_getattr(__name__, _LAZY, _DEPRECATED)
 
 
 def __dir__() -> list[str]:
