@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import module_getattr
+from .._lazy import module_getattr as _module_getattr
 from ._app import BACKENDS as BACKENDS
 from ._app import AppClient as AppClient
 from ._app import Backend as Backend
@@ -74,7 +74,7 @@ _LAZY = {
 _DEPRECATED: dict[str, tuple[str, str]] = {}
 
 
-__getattr__ = module_getattr(__name__, _LAZY, _DEPRECATED)
+__getattr__ = _module_getattr(__name__, _LAZY, _DEPRECATED)
 
 
 def __dir__() -> list[str]:
