@@ -20,6 +20,8 @@ from typing import Literal, Protocol
 
 import attrs
 
+from ._options import positive_seconds
+
 __all__ = ["JITTERS", "Backoff", "Jitter", "RandomSource"]
 
 Jitter = Literal["full", "equal", "none"]
@@ -37,17 +39,8 @@ class RandomSource(Protocol):
         ...
 
 
-def _seconds(instance: Backoff, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"Backoff {attribute.name} must be a number of seconds, got {value!r}")
-    if not (0 < value < math.inf):
-        raise ValueError(
-            f"Backoff {attribute.name} must be a positive, finite number of seconds, got {value!r}"
-        )
-
-
 def _at_least_initial(instance: Backoff, attribute: attrs.Attribute[float], value: float) -> None:
-    _seconds(instance, attribute, value)
+    positive_seconds(instance, attribute, value)
     # attrs runs validators once every field is set, so ``initial`` is already there.
     if value < instance.initial:
         raise ValueError(f"Backoff maximum must be at least initial ({instance.initial!r}), got {value!r}")
@@ -96,7 +89,7 @@ class Backoff:
     ``TypeError`` at construction, saying which setting and what was given.
     """
 
-    initial: float = attrs.field(default=1.0, validator=_seconds, on_setattr=_frozen)
+    initial: float = attrs.field(default=1.0, validator=positive_seconds, on_setattr=_frozen)
     maximum: float = attrs.field(default=30.0, validator=_at_least_initial, on_setattr=_frozen)
     factor: float = attrs.field(default=2.0, validator=_factor, on_setattr=_frozen)
     jitter: Jitter = attrs.field(default="full", validator=_jitter, on_setattr=_frozen)

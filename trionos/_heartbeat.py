@@ -16,10 +16,10 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
 from ._errors import ConnectionClosed
+from ._options import Heartbeat
 
 if TYPE_CHECKING:
     from ._connection import WebSocket
@@ -27,29 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["SERVICE_TICK", "Heartbeat", "run_keeper", "send_keepalive", "service_tick"]
 
 logger = logging.getLogger("trionos.heartbeat")
-
-
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"heartbeat {attribute.name} must be a positive number of seconds, got {value!r}")
-
-
-@attrs.frozen
-class Heartbeat:
-    """Protocol-level keepalive settings for a connection.
-
-    Every ``interval`` seconds the endpoint sends a WebSocket ping. A connection on which nothing
-    arrives for ``timeout`` seconds is considered dead: its handler is cancelled, a close frame
-    with code 1011 is attempted without waiting, and the TCP connection is closed at once. Pass
-    ``heartbeat=None`` to ``serve``/``connect`` to switch heartbeats off.
-
-    A handler busy elsewhere never makes a healthy peer look dead: what the peer sends is read
-    for it in the meantime. Only while the messages read ahead fill the connection's queue (the
-    application has not taken them) is reading paused, and the idle clock with it.
-    """
-
-    interval: float = attrs.field(default=30.0, validator=_positive)
-    timeout: float = attrs.field(default=60.0, validator=_positive)
 
 
 #: The longest a connection nobody receives on waits for a servicer: between one and two ticks.

@@ -192,10 +192,10 @@ class RequestReader:
         """What arrived after the request head (frames sent without waiting for the 101)."""
         return bytes(self._received[self._head_size :]) if self._head_size else b""
 
-    def feed(self, data: bytes) -> RequestHead | None:
+    def feed(self, data: bytes | bytearray) -> RequestHead | None:
         """Add bytes (``b""`` for end of stream); return the head once it is complete."""
         self._received += data
-        self._conn.receive_data(data)
+        self._conn.receive_data(bytes(data))
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:

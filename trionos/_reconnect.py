@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -35,6 +36,7 @@ from ._client import connect as _connect
 from ._connection import WebSocket
 from ._errors import ConnectionClosed, HandshakeError
 from ._history import Position
+from ._lazy import TrionosDeprecationWarning
 
 __all__ = ["RETRY_CLOSE_CODES", "Connect", "Positions", "connect_with_retry", "run_reconnecting"]
 
@@ -76,46 +78,82 @@ def _as_close(exc: BaseException) -> ConnectionClosed | None:
 
 
 def _check_attempts(name: str, value: int | None) -> None:
-    if value is None and name == "max_attempts":
+    if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 
-@asynccontextmanager
-async def connect_with_retry(
+def connect_with_retry(
     url: str,
-    max_retries: int,
+    max_attempts: int | None = None,
     *,
     initial_delay: float = 1.0,
     max_delay: float = 30.0,
     backoff: Backoff | None = None,
     connect: Connect = _connect,
+    max_retries: int | None = None,
     **connect_options: Any,
-) -> AsyncIterator[WebSocket | None]:
-    """Open a WebSocket, trying up to ``max_retries`` times; yield it, or ``None`` if every try failed.
+) -> AbstractAsyncContextManager[WebSocket | None]:
+    """Open a WebSocket, trying up to *max_attempts* times; yield it, or ``None`` if every try failed.
 
     ``async with trionos.connect_with_retry(url, 5) as ws:`` then ``if ws is None: ...``
 
-    ``max_retries`` is the total number of attempts (at least 1). An attempt fails with
-    :class:`HandshakeError` (including :class:`ConnectTimeout` and :class:`ConnectionRejected`) or
-    ``OSError``; each failure is logged as a warning on the ``trionos.reconnect`` logger and
-    followed by a delay from the schedule: ``backoff`` if given (it is reset first), otherwise
-    exponential with full jitter from ``initial_delay`` up to ``max_delay`` seconds. There is no
-    delay after the last attempt. ``connect_options`` go to ``connect`` (:func:`trionos.connect`
-    unless another :data:`Connect` is given), e.g. ``connect_timeout`` bounds each attempt.
-
-    Only opening the connection is retried: once the block runs, exceptions from it propagate
-    unchanged and the connection is closed (1000) as :func:`trionos.connect` does.
+    An attempt fails with :exc:`~trionos.HandshakeError` (including
+    :exc:`~trionos.ConnectTimeout` and :exc:`~trionos.ConnectionRejected`) or ``OSError``; each
+    failure is logged as a warning on the ``trionos.reconnect`` logger and followed by a delay
+    from the schedule. There is no delay after the last attempt. Only opening the connection is
+    retried: once the block runs, exceptions from it propagate unchanged and the connection is
+    closed (1000) as :func:`trionos.connect` does.
 
     Cancellation: cancelling during an attempt or a delay stops at once (nothing is open); inside
     the block it behaves as :func:`trionos.connect`.
+
+    Args:
+        url: the server's ``ws://`` or ``wss://`` URL (or what *connect* takes instead).
+        max_attempts: the total number of attempts (at least 1).
+        initial_delay: the first delay's upper bound, in seconds, when *backoff* is not given.
+        max_delay: the longest delay, in seconds, when *backoff* is not given.
+        backoff: the delay schedule (it is reset first); by default exponential with full jitter
+            from *initial_delay* up to *max_delay*.
+        connect: what opens one connection (see :data:`Connect`); :func:`trionos.connect` by
+            default.
+        max_retries: the old name of *max_attempts* (it always counted attempts); deprecated,
+            warns with :exc:`~trionos.TrionosDeprecationWarning`.
+        **connect_options: passed to *connect*, e.g. ``options=ClientOptions(connect_timeout=3)``
+            or ``connect_timeout=3`` (which bounds each attempt).
+
+    Returns:
+        An async context manager yielding the open :class:`~trionos.WebSocket`, or ``None``.
+
+    Raises:
+        TypeError: *max_attempts* is missing, or given together with *max_retries*.
+        ValueError: *max_attempts* is not a whole number of at least 1.
     """
-    _check_attempts("max_retries", max_retries)
+    if max_retries is not None:
+        if max_attempts is not None:
+            raise TypeError("connect_with_retry() takes max_attempts or max_retries, not both")
+        warnings.warn(
+            "connect_with_retry(max_retries=...) is deprecated and will be removed in 0.3; "
+            "use max_attempts=... (the same number: it always counted attempts)",
+            TrionosDeprecationWarning,
+            stacklevel=2,
+        )
+        max_attempts = max_retries
+    if max_attempts is None:
+        raise TypeError("connect_with_retry() missing required argument: 'max_attempts'")
+    _check_attempts("max_attempts", max_attempts)
     schedule = backoff if backoff is not None else Backoff(initial=initial_delay, maximum=max_delay)
+    return _connected_with_retry(url, max_attempts, schedule, connect, connect_options)
+
+
+@asynccontextmanager
+async def _connected_with_retry(
+    url: str, attempts: int, schedule: Backoff, connect: Connect, connect_options: dict[str, Any]
+) -> AsyncIterator[WebSocket | None]:
     schedule.reset()
     async with AsyncExitStack() as stack:
-        yield await _open_with_retry(stack, url, max_retries, schedule, connect, connect_options)
+        yield await _open_with_retry(stack, url, attempts, schedule, connect, connect_options)
 
 
 async def _open_with_retry(

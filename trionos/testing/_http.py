@@ -66,7 +66,7 @@ async def http_request(
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(64 * 1024))
+                conn.receive_data(bytes(await stream.receive_some(64 * 1024)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
                 response_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]

@@ -23,7 +23,6 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Event,
-    Message,
     Ping,
     Pong,
     RejectConnection,
@@ -34,7 +33,7 @@ from wsproto.events import (
 
 from .._connection import dumps_json
 from .._errors import ConnectionClosed, ConnectionRejected, ConnectTimeout, HandshakeError
-from ._app import AppClient
+from ._app import AppServer
 
 __all__ = ["RawPeer", "open_raw_peer"]
 
@@ -66,7 +65,9 @@ class RawPeer:
         self.pongs_received = 0
         self._conn = connection
         self._events: deque[Event] = deque(events)
-        self._parts: list[str | bytes] = []
+        # The parts of a message still arriving (only one kind at a time).
+        self._text_parts: list[str] = []
+        self._byte_parts: list[bytes | bytearray] = []
         self._closed: ConnectionClosed | None = None
 
     def __repr__(self) -> str:
@@ -75,7 +76,8 @@ class RawPeer:
 
     def frame(self, message: str | bytes) -> bytes:
         """The bytes of one complete, masked data frame for ``message`` (text for str, binary for bytes)."""
-        return self._conn.send(Message(data=message))
+        event = TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
+        return self._conn.send(event)
 
     async def send(self, message: str | bytes) -> None:
         """Send one complete message; waits while the server is not reading (backpressure)."""
@@ -105,11 +107,16 @@ class RawPeer:
         while True:
             while self._events:
                 event = self._events.popleft()
-                if isinstance(event, TextMessage | BytesMessage):
-                    self._parts.append(event.data)
+                if isinstance(event, TextMessage):
+                    self._text_parts.append(event.data)
                     if event.message_finished:
-                        parts, self._parts = self._parts, []
-                        return "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)  # type: ignore[arg-type]
+                        text, self._text_parts = "".join(self._text_parts), []
+                        return text
+                elif isinstance(event, BytesMessage):
+                    self._byte_parts.append(event.data)
+                    if event.message_finished:
+                        payload, self._byte_parts = b"".join(self._byte_parts), []
+                        return payload
                 elif isinstance(event, Ping):
                     self.pings_received += 1
                     if self.answer_pings:
@@ -128,7 +135,7 @@ class RawPeer:
                 data = await self.stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
-            self._conn.receive_data(data or None)
+            self._conn.receive_data(bytes(data) if data else None)
             self._events.extend(self._conn.events())
 
     async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 5.0) -> None:  # noqa: ASYNC109
@@ -158,7 +165,7 @@ class RawPeer:
 
 @asynccontextmanager
 async def open_raw_peer(
-    app: AppClient,
+    app: AppServer,
     path: str = "/",
     *,
     subprotocols: Iterable[str] = (),
@@ -202,7 +209,7 @@ async def _handshake(stream: trio.abc.Stream, conn: WSConnection, request: bytes
             if status is not None:
                 raise ConnectionRejected(status, body)
             raise HandshakeError("the server closed the connection during the WebSocket handshake")
-        conn.receive_data(data)
+        conn.receive_data(bytes(data))
         events = list(conn.events())
         for i, event in enumerate(events):
             if isinstance(event, AcceptConnection):
