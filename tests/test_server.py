@@ -333,7 +333,7 @@ async def test_shutdown_closes_with_1001_after_pending_messages(nursery: trio.Nu
 
 
 async def test_wss_with_trustme(nursery: trio.Nursery) -> None:
-    """wss:// works end to end with a certificate from a test CA."""
+    """wss:// works end to end with a certificate from a test CA, and Server.url says wss://."""
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
@@ -344,7 +344,8 @@ async def test_wss_with_trustme(nursery: trio.Nursery) -> None:
             0, echo_handler, host="127.0.0.1", ssl_context=server_context, task_status=task_status
         )
     )
-    async with trionos.connect(f"wss://127.0.0.1:{server.port}/", ssl_context=client_context) as ws:
+    assert server.url == f"wss://127.0.0.1:{server.port}"
+    async with trionos.connect(server.url + "/", ssl_context=client_context) as ws:
         await ws.send("secure")
         assert await ws.recv() == "Echo: secure"
         await ws.send(b"\x01" * 100_000)

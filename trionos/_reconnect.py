@@ -77,11 +77,11 @@ def _as_close(exc: BaseException) -> ConnectionClosed | None:
     return None
 
 
-def _check_attempts(name: str, value: int | None) -> None:
+def _check_attempts(value: int | None) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        raise ValueError(f"max_attempts must be a whole number of at least 1, got {value!r}")
 
 
 def connect_with_retry(
@@ -142,7 +142,7 @@ def connect_with_retry(
         max_attempts = max_retries
     if max_attempts is None:
         raise TypeError("connect_with_retry() missing required argument: 'max_attempts'")
-    _check_attempts("max_attempts", max_attempts)
+    _check_attempts(max_attempts)
     schedule = backoff if backoff is not None else Backoff(initial=initial_delay, maximum=max_delay)
     return _connected_with_retry(url, max_attempts, schedule, connect, connect_options)
 
@@ -229,7 +229,7 @@ async def run_reconnecting(
     ``connect_options`` go to ``connect`` (:func:`trionos.connect` unless another :data:`Connect`
     is given, such as ``MemoryServer.connect`` in tests), e.g. ``heartbeat`` or ``connect_timeout``.
     """
-    _check_attempts("max_attempts", max_attempts)
+    _check_attempts(max_attempts)
     if not stable_after >= 0:
         raise ValueError(f"stable_after must be 0 or more seconds, got {stable_after!r}")
     schedule = backoff if backoff is not None else Backoff()
