@@ -76,7 +76,9 @@ class Backoff:
 
     The ``n``-th delay since the last :meth:`reset` (``n`` from 0) lies in
     ``[0, min(maximum, initial * factor**n)]``: with the defaults, up to 1, 2, 4, 8, 16 s, then up to
-    30 s for every further attempt. ``jitter`` chooses where in that window (see :data:`JITTERS`).
+    30 s for every further attempt. ``jitter`` chooses where in that window: ``"full"`` waits
+    ``uniform(0, bound)``, ``"equal"`` waits ``bound / 2 + uniform(0, bound / 2)`` and ``"none"``
+    waits exactly ``bound``.
 
     The settings are fixed once created (assigning one raises ``attrs.exceptions.FrozenAttributeError``);
     the only state is the attempt counter, so give each reconnecting client its own ``Backoff``.
@@ -85,8 +87,18 @@ class Backoff:
     ``random.Random()``, never the module-level one.
 
     Bounds: every delay is finite and at most ``maximum``, however many attempts have been made
-    (``factor**n`` is never allowed to overflow). Invalid settings raise ``ValueError`` or
-    ``TypeError`` at construction, saying which setting and what was given.
+    (``factor**n`` is never allowed to overflow).
+
+    Args:
+        initial: the first delay's bound, in seconds (1).
+        maximum: the longest delay, in seconds (30); at least *initial*.
+        factor: how much the bound grows per attempt (2); at least 1.
+        jitter: ``"full"``, ``"equal"`` or ``"none"``.
+        random: the random source.
+
+    Raises:
+        TypeError: a setting has the wrong type, saying which and what was given.
+        ValueError: a setting is out of range, saying which and what was given.
     """
 
     initial: float = attrs.field(default=1.0, validator=positive_seconds, on_setattr=_frozen)
@@ -104,9 +116,18 @@ class Backoff:
         return self._attempts
 
     def bound(self, attempt: int) -> float:
-        """The longest delay attempt ``attempt`` (from 0) may get: ``min(maximum, initial * factor**n)``.
+        """The longest delay an attempt may get: ``min(maximum, initial * factor**attempt)``.
 
-        Never overflows: far past the cap it is ``maximum``. A negative ``attempt`` raises ``ValueError``.
+        Never overflows: far past the cap it is ``maximum``.
+
+        Args:
+            attempt: the attempt's number since the last :meth:`reset`, from 0.
+
+        Returns:
+            The bound, in seconds.
+
+        Raises:
+            ValueError: *attempt* is negative.
         """
         if attempt < 0:
             raise ValueError(f"attempt must be 0 or more, got {attempt!r}")
@@ -118,10 +139,14 @@ class Backoff:
         return min(self.maximum, grown)
 
     def next_delay(self) -> float:
-        """The delay before the next attempt, in seconds; counts the attempt.
+        """Count an attempt and return the delay before it.
 
-        Raises ``ValueError`` (and counts nothing) if the random source returns a number outside
-        ``[0, 1]``.
+        Returns:
+            The delay, in seconds: at most :meth:`bound` of this attempt.
+
+        Raises:
+            ValueError: the random source returned a number outside ``[0, 1]`` (nothing is
+                counted then).
         """
         bound = self.bound(self._attempts)
         if self.jitter == "none":

@@ -40,7 +40,18 @@ _DEFAULTS = ClientOptions()
 
 
 def parse_ws_url(url: str) -> tuple[bool, str, int, str]:
-    """Split a ``ws://`` or ``wss://`` URL into ``(secure, host, port, resource)``."""
+    """Split a ``ws://`` or ``wss://`` URL into its parts.
+
+    Args:
+        url: the URL.
+
+    Returns:
+        ``(secure, host, port, resource)``: whether it is ``wss://``, the host name, the port
+        (80 or 443 unless given) and the request target (path and query).
+
+    Raises:
+        ValueError: *url* is not a ``ws://`` or ``wss://`` URL with a host.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
         raise ValueError(f"expected a ws:// or wss:// URL, got {url!r}")
@@ -165,7 +176,24 @@ async def connect_over(
     *,
     remote: tuple[str, int] | None,
 ) -> AsyncIterator[WebSocket]:
-    """The client side of :func:`connect` over any stream ``open_stream()`` returns."""
+    """The client side of :func:`connect` over any stream ``open_stream()`` returns.
+
+    Args:
+        open_stream: opens the byte stream (within ``options.connect_timeout``).
+        host_header: the ``Host`` header.
+        resource: the request target.
+        options: the connection's settings.
+        remote: the peer's address, for the WebSocket's ``remote``.
+
+    Returns:
+        An async context manager yielding the open WebSocket, as :func:`connect` does.
+
+    Raises:
+        ConnectTimeout: opening and the handshake took longer than ``options.connect_timeout``.
+        ConnectionRejected: the server answered with an HTTP status.
+        HandshakeError: any other failure to connect.
+        ConnectionClosed: the server stopped answering heartbeats (code 1011).
+    """
     heartbeat = options.heartbeat
     idle_scope = trio.CancelScope(deadline=math.inf)
     description = f"ws://{host_header}{resource}"

@@ -59,7 +59,14 @@ class Headers(Mapping[str, str]):
         return len(set(self._flat[::2]))
 
     def get_all(self, name: str) -> list[str]:
-        """Every value of ``name``, in the order they were sent."""
+        """List every value of a header.
+
+        Args:
+            name: the header's name (any case).
+
+        Returns:
+            Its values, in the order they were sent (empty if it was not sent).
+        """
         return self._values(name.lower())
 
     def raw(self) -> tuple[tuple[str, str], ...]:

@@ -151,9 +151,24 @@ class Request:
     ) -> WebSocket:
         """Complete the WebSocket handshake and return the connection.
 
-        ``subprotocol`` must be one the client offered (``headers["sec-websocket-protocol"]``).
-        With ``answer_text_ping``, an inbound text message ``"ping"`` is answered with ``"pong"``
-        and not returned by ``recv`` (the application-level heartbeat browsers can send).
+        The connection's limits are the server's :class:`~trionos.ServerOptions`; its heartbeat
+        starts now. It is closed (1000) when the handler returns.
+
+        Args:
+            subprotocol: the subprotocol to select; it must be one the client offered
+                (``headers["sec-websocket-protocol"]``).
+            extra_headers: more ``(name, value)`` headers for the 101 response.
+            answer_text_ping: answer an inbound text message ``"ping"`` with ``"pong"`` and do
+                not return it from ``recv`` (the application-level heartbeat browsers can send).
+
+        Returns:
+            The open :class:`~trionos.WebSocket`.
+
+        Raises:
+            RuntimeError: this is not an upgrade request, it was already answered, or the client
+                did not offer *subprotocol*.
+            HandshakeError: the handshake was refused for another reason (the client got the
+                response).
         """
         if not self.is_upgrade:
             raise RuntimeError(f"accept() needs a WebSocket upgrade request, got {self!r}")
@@ -226,7 +241,19 @@ class Request:
         content_type: str = "text/plain; charset=utf-8",
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
-        """Send a complete HTTP response and close the connection after it."""
+        """Send a complete HTTP response and close the connection after it.
+
+        A client that left before the response was sent is not an error (it is logged at DEBUG).
+
+        Args:
+            status: the HTTP status code.
+            body: the body; a ``str`` is encoded as UTF-8.
+            content_type: the ``Content-Type`` header.
+            headers: more ``(name, value)`` response headers.
+
+        Raises:
+            RuntimeError: the request was already answered.
+        """
         self._claim()
         assert self._reader is not None
         payload = body.encode("utf-8") if isinstance(body, str) else body
@@ -237,19 +264,42 @@ class Request:
             logger.debug("client left before the %d response was sent", status)
 
     async def respond_text(self, text: str, status: int = 200) -> None:
-        """Answer with ``text/plain``."""
+        """Answer with ``text/plain`` (see :meth:`respond`).
+
+        Args:
+            text: the body.
+            status: the HTTP status code.
+        """
         await self.respond(status, text)
 
     async def respond_json(self, obj: Any, status: int = 200) -> None:
-        """Answer with ``application/json``."""
+        """Answer with ``application/json`` (see :meth:`respond`).
+
+        Args:
+            obj: the value to send as compact JSON.
+            status: the HTTP status code.
+        """
         await self.respond(status, dumps_json(obj), content_type="application/json")
 
     async def respond_html(self, html: str, status: int = 200) -> None:
-        """Answer with ``text/html``."""
+        """Answer with ``text/html`` (see :meth:`respond`).
+
+        Args:
+            html: the page.
+            status: the HTTP status code.
+        """
         await self.respond(status, html, content_type="text/html; charset=utf-8")
 
     async def reject(self, status: int, body: str | bytes = "") -> None:
-        """Refuse a WebSocket upgrade (or any request) with an HTTP status, e.g. 401 or 403."""
+        """Refuse a WebSocket upgrade (or any request) with an HTTP status.
+
+        Counted as :attr:`RefusalReason.REJECTED <trionos.RefusalReason.REJECTED>`; the client
+        sees :exc:`~trionos.ConnectionRejected`.
+
+        Args:
+            status: the HTTP status code, e.g. 401 or 403.
+            body: the response body.
+        """
         self._server.metrics.refused(RefusalReason.REJECTED)
         await self.respond(status, body)
 
@@ -257,7 +307,20 @@ class Request:
 class Server:
     """A running server: what ``await nursery.start(trionos.serve, 0, handler)`` returns.
 
-    ``connections`` is the set of open WebSockets (read it, do not change it).
+    :func:`~trionos.serve` makes one and runs it; the test kit's memory server runs one without a
+    listener. ``connections`` is the set of open WebSockets (read it, do not change it).
+
+    Args:
+        handler: ``async def handler(request)``, called with each connection's
+            :class:`~trionos.Request`.
+        options: the server's settings (see :class:`~trionos.ServerOptions`).
+        metrics: the counters to increment (a fresh :class:`~trionos.Metrics` when not given).
+        **keywords: the settings of :class:`~trionos.ServerOptions` as keyword arguments, instead
+            of *options*.
+
+    Raises:
+        TypeError: both *options* and option keywords were given, or an unknown keyword.
+        ValueError: an option is out of range.
     """
 
     def __init__(
@@ -321,15 +384,24 @@ class Server:
         return f"{'wss' if self.secure else 'ws'}://{host}:{self.port}"
 
     async def run_pinger(self) -> None:
-        """Ping every open connection on the heartbeat schedule, and start a servicer for each
-        one nobody receives on (runs until cancelled; see :func:`trionos._heartbeat.run_keeper`)."""
+        """Look after the open connections until cancelled (:func:`~trionos.serve` runs it).
+
+        Pings every open connection on the heartbeat schedule, and starts a task that reads for
+        each connection nobody has received on lately, so that it still answers pings and notices
+        a close (see ``docs/heartbeats.md``).
+        """
         await run_keeper(self.options.heartbeat, lambda: self.connections)
 
     async def run_support(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the nursery every connection's background tasks live in (see :mod:`._support`).
+        """Run the nursery every connection's background tasks live in.
 
-        Start it before the first connection (``serve`` does). It is shielded and returns only
-        after :meth:`shutdown` was called and the last connection has ended.
+        Start it before the first connection (``serve`` does). It is shielded from cancellation
+        and returns only after :meth:`shutdown` was called and the last connection has ended; an
+        exception in one connection's background task is logged and ends that task only.
+
+        Args:
+            task_status: given by :meth:`trio.Nursery.start`, which returns once connections
+                can be handled.
         """
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
@@ -342,7 +414,8 @@ class Server:
         """Begin a graceful shutdown: cancel every handler and close its WebSocket with 1001.
 
         Each connection then has ``close_timeout`` seconds (plus one for the TCP close) to finish
-        its closing handshake before it is cut. ``serve`` calls this when it is cancelled.
+        its closing handshake before it is cut. ``serve`` calls this when it is cancelled; new
+        connections are answered with 503 from here on. Calling it again does nothing more.
         """
         self.shutting_down = True
         for scope in self._scopes:
@@ -359,7 +432,11 @@ class Server:
         shutdown can still run the closing handshake: :meth:`shutdown` cancels the scope, and the
         handshake that follows has a deadline of its own.
 
-        Raises :class:`RuntimeError` (a usage error) if :meth:`run_support` is not running.
+        Args:
+            stream: the connection's byte stream (TCP, TLS, or an in-memory pipe).
+
+        Raises:
+            RuntimeError: :meth:`run_support` is not running (a usage error).
         """
         if self._support is None:
             raise RuntimeError("Server.run_support() is not running (serve() starts it)")

@@ -126,7 +126,7 @@ async def open_app(
         An async context manager yielding the running app's :class:`AppServer`.
 
     Raises:
-        ValueError: *backend* is not one of :data:`BACKENDS`.
+        ValueError: *backend* is not one of :data:`~trionos.testing.BACKENDS`.
         TypeError: both *options* and option keywords were given, or an unknown keyword.
     """
     settings = resolve(options, keywords, base=_SERVER_DEFAULTS, caller="open_app")

@@ -45,10 +45,24 @@ async def http_request(
     headers: Iterable[tuple[str, str]] = (),
     body: bytes = b"",
 ) -> HttpResponse:
-    """Send one request on ``stream``, read the whole response, and close the stream.
+    """Send one request on *stream*, read the whole response, and close the stream.
 
-    Raises :class:`AssertionError` when the server closes without a complete response or sends a
-    body over :data:`MAX_BODY_BYTES`. Cancellation closes the stream.
+    Cancellation closes the stream.
+
+    Args:
+        stream: a byte stream to the server.
+        host: the ``Host`` header.
+        path: the request target.
+        method: the HTTP method.
+        headers: more request headers.
+        body: the request body (with a ``Content-Length``).
+
+    Returns:
+        The complete response.
+
+    Raises:
+        AssertionError: the server closed without a complete response, sent an invalid one, or
+            sent a body over 16 MiB.
     """
     conn = h11.Connection(h11.CLIENT)
     request_headers = [("Host", host), ("Connection", "close"), *headers]

@@ -82,7 +82,15 @@ class LoopbackServer:
             yield ws
 
     async def get(self, path: str = "/", *, headers: Iterable[tuple[str, str]] = ()) -> HttpResponse:
-        """Send a plain HTTP ``GET path`` over TCP and return the complete response."""
+        """Send a plain HTTP ``GET`` *path* over TCP.
+
+        Args:
+            path: the request target.
+            headers: more request headers.
+
+        Returns:
+            The complete response.
+        """
         stream = await self.dial()
         return await http_request(stream, f"{LOOPBACK_HOST}:{self.server.port}", path, headers=headers)
 

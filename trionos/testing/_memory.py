@@ -104,7 +104,15 @@ class MemoryServer:
             yield ws
 
     async def get(self, path: str = "/", *, headers: Iterable[tuple[str, str]] = ()) -> HttpResponse:
-        """Send a plain HTTP ``GET path`` and return the complete response."""
+        """Send a plain HTTP ``GET`` *path*.
+
+        Args:
+            path: the request target.
+            headers: more request headers.
+
+        Returns:
+            The complete response.
+        """
         return await http_request(self.open_stream(), MEMORY_HOST, path, headers=headers)
 
 

@@ -75,32 +75,61 @@ class RawPeer:
         return f"<RawPeer {state}>"
 
     def frame(self, message: str | bytes) -> bytes:
-        """The bytes of one complete, masked data frame for ``message`` (text for str, binary for bytes)."""
+        """Encode one complete, masked data frame.
+
+        Args:
+            message: ``str`` for a text frame, ``bytes`` for a binary one.
+
+        Returns:
+            The frame's bytes (nothing is sent).
+        """
         event = TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
         return self._conn.send(event)
 
     async def send(self, message: str | bytes) -> None:
-        """Send one complete message; waits while the server is not reading (backpressure)."""
+        """Send one complete message; waits while the server is not reading (backpressure).
+
+        Args:
+            message: ``str`` for a text message, ``bytes`` for a binary one.
+        """
         await self.stream.send_all(self.frame(message))
 
     async def send_json(self, obj: Any) -> None:
-        """Send ``obj`` as compact JSON text, as :meth:`trionos.WebSocket.send_json` does."""
+        """Send *obj* as compact JSON text, as :meth:`trionos.WebSocket.send_json` does.
+
+        Args:
+            obj: a JSON-serialisable value.
+        """
         await self.send(dumps_json(obj))
 
     async def ping(self, payload: bytes = b"") -> None:
-        """Send a protocol ping; :meth:`recv` counts the pong in ``pongs_received``."""
+        """Send a protocol ping; :meth:`recv` counts the pong in ``pongs_received``.
+
+        Args:
+            payload: the ping's payload (at most 125 bytes).
+        """
         await self.stream.send_all(self._conn.send(Ping(payload)))
 
     async def send_bytes(self, data: bytes) -> None:
-        """Write raw bytes (partial frames, garbage) straight to the stream."""
+        """Write raw bytes (partial frames, garbage) straight to the stream.
+
+        Args:
+            data: the bytes.
+        """
         await self.stream.send_all(data)
 
     async def recv(self) -> str | bytes:
         """Read until one whole message arrives and return it.
 
         Pings met on the way are counted and, with ``answer_pings``, answered. A close frame is
-        answered and raises :class:`~trionos.ConnectionClosed` with its code; the stream ending
-        without one raises it with 1006. Cancelling loses no message.
+        answered. Cancelling loses no message.
+
+        Returns:
+            The message: ``str`` for text, ``bytes`` for binary.
+
+        Raises:
+            ConnectionClosed: a close frame arrived (with its code), or the stream ended without
+                one (1006).
         """
         if self._closed is not None:
             raise self._closed
@@ -139,7 +168,13 @@ class RawPeer:
             self._events.extend(self._conn.events())
 
     async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Send a close frame and read (discarding messages) until the server's reply or ``timeout``."""
+        """Send a close frame and read (discarding messages) until the server's reply, then abort.
+
+        Args:
+            code: the close code.
+            reason: the close reason.
+            timeout: seconds to wait for the server's reply.
+        """
         if self._closed is None and self._conn.state is ConnectionState.OPEN:
             await self.stream.send_all(self._conn.send(CloseConnection(code=code, reason=reason)))
             with trio.move_on_after(timeout):
@@ -157,7 +192,11 @@ class RawPeer:
         await trio.aclose_forcefully(self.stream)
 
     async def disconnect_mid_frame(self, message: str | bytes = "x" * 100) -> None:
-        """Send the first half of ``message``'s frame, then close the stream (no close frame)."""
+        """Send the first half of a message's frame, then close the stream (no close frame).
+
+        Args:
+            message: the message whose frame is cut.
+        """
         frame = self.frame(message)
         await self.stream.send_all(frame[: max(1, len(frame) // 2)])
         await self.abort()
@@ -173,12 +212,25 @@ async def open_raw_peer(
     answer_pings: bool = True,
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[RawPeer]:
-    """Complete a WebSocket handshake with ``app`` at ``path`` and yield a :class:`RawPeer`.
+    """Complete a WebSocket handshake with *app* at *path* and yield a :class:`RawPeer`.
 
-    Raises :class:`~trionos.ConnectionRejected` if the server answers with an HTTP status,
-    :class:`~trionos.ConnectTimeout` if the handshake takes over ``connect_timeout`` seconds, and
-    :class:`~trionos.HandshakeError` if the server closes first. The stream is closed abruptly on
-    exit, whatever the peer's state.
+    The stream is closed abruptly on exit, whatever the peer's state.
+
+    Args:
+        app: the running app (see :class:`~trionos.testing.AppServer`).
+        path: the request target.
+        subprotocols: the subprotocols offered.
+        extra_headers: more ``(name, value)`` headers for the upgrade request.
+        answer_pings: whether :meth:`RawPeer.recv` answers the server's pings.
+        connect_timeout: seconds the handshake may take.
+
+    Returns:
+        An async context manager yielding the :class:`RawPeer`.
+
+    Raises:
+        ConnectionRejected: the server answered with an HTTP status.
+        ConnectTimeout: the handshake took over *connect_timeout* seconds.
+        HandshakeError: the server closed the connection first.
     """
     stream = await app.dial()
     try:
