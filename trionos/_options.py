@@ -39,6 +39,11 @@ def _owner(instance: object) -> str:
 def positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     """An attrs validator: *value* is a positive, finite number of seconds.
 
+    Args:
+        instance: the object being built (its class names the setting in the message).
+        attribute: the field being checked.
+        value: the value given.
+
     Raises:
         TypeError: *value* is not a number (``bool`` is not one).
         ValueError: *value* is zero, negative, infinite or NaN.
@@ -53,6 +58,11 @@ def positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: o
 
 def positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     """An attrs validator: *value* is a whole number of at least 1.
+
+    Args:
+        instance: the object being built (its class names the setting in the message).
+        attribute: the field being checked.
+        value: the value given.
 
     Raises:
         TypeError: *value* is not an ``int`` (``bool`` is not one).
