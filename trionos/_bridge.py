@@ -126,7 +126,6 @@ class _BridgeTransport(ProgressSignal):
         self._enqueue(frame)
         return dropped
 
-
     def _close(self) -> None:
         self.closed = True
         self._outbox.clear()
