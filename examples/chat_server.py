@@ -1,4 +1,4 @@
-"""The seed's chat server: every text message goes to every connected client, sender included.
+"""A chat server: every text message goes to every connected client, sender included.
 
 ``python examples/chat_server.py [--host H] [--port P]``; a plain GET returns "Chat server".
 A client that disconnects, however abruptly, is dropped and nobody else notices.

@@ -1,4 +1,4 @@
-"""The seed's echo client: ``python examples/echo_client.py --url ws://127.0.0.1:8080/``.
+"""An echo client: ``python examples/echo_client.py --url ws://127.0.0.1:8080/``.
 
 Sends "Hello, WebSocket!", prints ``Got: <reply>`` and closes.
 """

@@ -1,4 +1,4 @@
-"""The seed's echo server: ``python examples/echo_server.py [--host H] [--port P]``.
+"""An echo server: ``python examples/echo_server.py [--host H] [--port P]``.
 
 A plain GET returns "WebSocket endpoint"; text ``m`` is answered with ``Echo: m``; a binary
 message is echoed back unchanged. ``--per-address N`` caps the connections one remote address

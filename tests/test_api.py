@@ -21,6 +21,8 @@ PURE_MODULES = [
     "_rooms",
     "_codec",
     "_backoff",
+    "_options",
+    "_deflate",
     "_broker",
     "_ratelimit",
     "_history",

@@ -51,7 +51,7 @@ class Recorder:
 
 def test_heartbeat_settings_are_validated() -> None:
     """Intervals and timeouts must be positive."""
-    with pytest.raises(ValueError, match="timeout must be a positive number"):
+    with pytest.raises(ValueError, match="Heartbeat timeout must be a positive, finite number of seconds"):
         trionos.Heartbeat(timeout=0)
     assert trionos.Heartbeat() == trionos.Heartbeat(interval=30.0, timeout=60.0)
 

@@ -106,10 +106,10 @@ async def test_connect_with_retry_yields_a_connected_websocket(start_server: Ser
         assert await ws.recv() == "Echo: hi"
 
 
-async def test_connect_with_retry_gives_up_after_exactly_max_retries(
+async def test_connect_with_retry_gives_up_after_exactly_max_attempts(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Against a closed port it tries max_retries times, logs each failure, and yields None."""
+    """Against a closed port it tries max_attempts times, logs each failure, and yields None."""
     url = f"ws://127.0.0.1:{closed_port()}/"
     async with connect_with_retry(url, 4, backoff=exact()) as ws:
         assert ws is None
@@ -147,11 +147,42 @@ async def test_connect_with_retry_does_not_retry_the_block(start_server: ServeFn
     assert len(started) == 1
 
 
-async def test_connect_with_retry_rejects_zero_retries() -> None:
-    """max_retries must be at least 1."""
-    with pytest.raises(ValueError, match="max_retries must be a whole number of at least 1, got 0"):
+async def test_connect_with_retry_rejects_zero_attempts() -> None:
+    """max_attempts must be at least 1."""
+    with pytest.raises(ValueError, match="max_attempts must be a whole number of at least 1, got 0"):
         async with connect_with_retry("ws://127.0.0.1:1/", 0):
             pass  # pragma: no cover
+
+
+async def test_connect_with_retry_takes_max_attempts_by_keyword(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """max_attempts=3 makes exactly three attempts."""
+    refusing = Refusing()
+    async with connect_with_retry("ws://x/", max_attempts=3, backoff=exact(), connect=refusing) as ws:
+        assert ws is None
+    assert refusing.calls == 3
+
+
+async def test_the_deprecated_max_retries_keyword_still_counts_attempts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """max_retries=2 warns (pointing at the caller) and still makes two attempts."""
+    refusing = Refusing()
+    with pytest.warns(trionos.TrionosDeprecationWarning, match="max_retries=.* use max_attempts") as record:
+        retrying = connect_with_retry("ws://x/", max_retries=2, backoff=exact(), connect=refusing)
+    assert record[0].filename == __file__
+    async with retrying as ws:
+        assert ws is None
+    assert refusing.calls == 2
+
+
+def test_connect_with_retry_needs_exactly_one_attempt_count() -> None:
+    """Neither max_attempts nor max_retries, or both, is a TypeError."""
+    with pytest.raises(TypeError, match="missing required argument: 'max_attempts'"):
+        connect_with_retry("ws://x/")
+    with pytest.raises(TypeError, match="takes max_attempts or max_retries, not both"):
+        connect_with_retry("ws://x/", 2, max_retries=2)
 
 
 # --- run_reconnecting over real sockets ---------------------------------------------------------

@@ -14,6 +14,7 @@ from wsproto.events import Request as WsRequest
 
 import trionos
 from tests.conftest import ServeFn, echo_handler, http_get, read_all
+from trionos.testing import open_loopback_server
 
 
 async def test_http_and_upgrade_share_a_port(start_server: ServeFn) -> None:
@@ -333,7 +334,7 @@ async def test_shutdown_closes_with_1001_after_pending_messages(nursery: trio.Nu
 
 
 async def test_wss_with_trustme(nursery: trio.Nursery) -> None:
-    """wss:// works end to end with a certificate from a test CA."""
+    """wss:// works end to end with a certificate from a test CA, and Server.url says wss://."""
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
@@ -344,7 +345,8 @@ async def test_wss_with_trustme(nursery: trio.Nursery) -> None:
             0, echo_handler, host="127.0.0.1", ssl_context=server_context, task_status=task_status
         )
     )
-    async with trionos.connect(f"wss://127.0.0.1:{server.port}/", ssl_context=client_context) as ws:
+    assert server.url == f"wss://127.0.0.1:{server.port}"
+    async with trionos.connect(server.url + "/", ssl_context=client_context) as ws:
         await ws.send("secure")
         assert await ws.recv() == "Echo: secure"
         await ws.send(b"\x01" * 100_000)
@@ -352,6 +354,20 @@ async def test_wss_with_trustme(nursery: trio.Nursery) -> None:
     with pytest.raises(trionos.HandshakeError, match="TLS"):
         async with trionos.connect(f"wss://127.0.0.1:{server.port}/"):
             pass
+
+
+async def test_the_loopback_test_server_serves_tls_too() -> None:
+    """open_loopback_server(ssl_context=...) serves wss://, and its connect takes the client's context."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    async with open_loopback_server(echo_handler, ssl_context=server_context) as app:
+        assert app.url == f"wss://127.0.0.1:{app.server.port}" and app.server.secure
+        async with app.connect("/", ssl_context=client_context) as ws:
+            await ws.send("secure")
+            assert await ws.recv() == "Echo: secure"
 
 
 async def test_cancelled_send_never_leaves_half_a_frame(start_server: ServeFn) -> None:

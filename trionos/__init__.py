@@ -23,7 +23,6 @@ from ._errors import DecodeError as DecodeError
 from ._errors import EncodeError as EncodeError
 from ._errors import HandshakeError as HandshakeError
 from ._errors import TrionosError as TrionosError
-from ._heartbeat import Heartbeat as Heartbeat
 from ._heartbeat import send_keepalive as send_keepalive
 from ._history import HistoryBounds as HistoryBounds
 from ._history import Position as Position
@@ -38,6 +37,9 @@ from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
 from ._metrics import Metrics as Metrics
 from ._metrics import RefusalReason as RefusalReason
+from ._options import ClientOptions as ClientOptions
+from ._options import Heartbeat as Heartbeat
+from ._options import ServerOptions as ServerOptions
 from ._ratelimit import RateLimit as RateLimit
 from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import Positions as Positions
@@ -81,6 +83,7 @@ __all__ = [
     "Broker",
     "BrokerError",
     "Client",
+    "ClientOptions",
     "Codec",
     "ConnectTimeout",
     "ConnectionClosed",
@@ -106,6 +109,7 @@ __all__ = [
     "Request",
     "Sent",
     "Server",
+    "ServerOptions",
     "SlowClientPolicy",
     "TrionosDeprecationWarning",
     "TrionosError",

@@ -20,6 +20,8 @@ from typing import Literal, Protocol
 
 import attrs
 
+from ._options import positive_seconds
+
 __all__ = ["JITTERS", "Backoff", "Jitter", "RandomSource"]
 
 Jitter = Literal["full", "equal", "none"]
@@ -37,17 +39,8 @@ class RandomSource(Protocol):
         ...
 
 
-def _seconds(instance: Backoff, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"Backoff {attribute.name} must be a number of seconds, got {value!r}")
-    if not (0 < value < math.inf):
-        raise ValueError(
-            f"Backoff {attribute.name} must be a positive, finite number of seconds, got {value!r}"
-        )
-
-
 def _at_least_initial(instance: Backoff, attribute: attrs.Attribute[float], value: float) -> None:
-    _seconds(instance, attribute, value)
+    positive_seconds(instance, attribute, value)
     # attrs runs validators once every field is set, so ``initial`` is already there.
     if value < instance.initial:
         raise ValueError(f"Backoff maximum must be at least initial ({instance.initial!r}), got {value!r}")
@@ -83,7 +76,9 @@ class Backoff:
 
     The ``n``-th delay since the last :meth:`reset` (``n`` from 0) lies in
     ``[0, min(maximum, initial * factor**n)]``: with the defaults, up to 1, 2, 4, 8, 16 s, then up to
-    30 s for every further attempt. ``jitter`` chooses where in that window (see :data:`JITTERS`).
+    30 s for every further attempt. ``jitter`` chooses where in that window: ``"full"`` waits
+    ``uniform(0, bound)``, ``"equal"`` waits ``bound / 2 + uniform(0, bound / 2)`` and ``"none"``
+    waits exactly ``bound``.
 
     The settings are fixed once created (assigning one raises ``attrs.exceptions.FrozenAttributeError``);
     the only state is the attempt counter, so give each reconnecting client its own ``Backoff``.
@@ -92,11 +87,21 @@ class Backoff:
     ``random.Random()``, never the module-level one.
 
     Bounds: every delay is finite and at most ``maximum``, however many attempts have been made
-    (``factor**n`` is never allowed to overflow). Invalid settings raise ``ValueError`` or
-    ``TypeError`` at construction, saying which setting and what was given.
+    (``factor**n`` is never allowed to overflow).
+
+    Args:
+        initial: the first delay's bound, in seconds (1).
+        maximum: the longest delay, in seconds (30); at least *initial*.
+        factor: how much the bound grows per attempt (2); at least 1.
+        jitter: ``"full"``, ``"equal"`` or ``"none"``.
+        random: the random source.
+
+    Raises:
+        TypeError: a setting has the wrong type, saying which and what was given.
+        ValueError: a setting is out of range, saying which and what was given.
     """
 
-    initial: float = attrs.field(default=1.0, validator=_seconds, on_setattr=_frozen)
+    initial: float = attrs.field(default=1.0, validator=positive_seconds, on_setattr=_frozen)
     maximum: float = attrs.field(default=30.0, validator=_at_least_initial, on_setattr=_frozen)
     factor: float = attrs.field(default=2.0, validator=_factor, on_setattr=_frozen)
     jitter: Jitter = attrs.field(default="full", validator=_jitter, on_setattr=_frozen)
@@ -111,9 +116,18 @@ class Backoff:
         return self._attempts
 
     def bound(self, attempt: int) -> float:
-        """The longest delay attempt ``attempt`` (from 0) may get: ``min(maximum, initial * factor**n)``.
+        """The longest delay an attempt may get: ``min(maximum, initial * factor**attempt)``.
 
-        Never overflows: far past the cap it is ``maximum``. A negative ``attempt`` raises ``ValueError``.
+        Never overflows: far past the cap it is ``maximum``.
+
+        Args:
+            attempt: the attempt's number since the last :meth:`reset`, from 0.
+
+        Returns:
+            The bound, in seconds.
+
+        Raises:
+            ValueError: *attempt* is negative.
         """
         if attempt < 0:
             raise ValueError(f"attempt must be 0 or more, got {attempt!r}")
@@ -125,10 +139,14 @@ class Backoff:
         return min(self.maximum, grown)
 
     def next_delay(self) -> float:
-        """The delay before the next attempt, in seconds; counts the attempt.
+        """Count an attempt and return the delay before it.
 
-        Raises ``ValueError`` (and counts nothing) if the random source returns a number outside
-        ``[0, 1]``.
+        Returns:
+            The delay, in seconds: at most :meth:`bound` of this attempt.
+
+        Raises:
+            ValueError: the random source returned a number outside ``[0, 1]`` (nothing is
+                counted then).
         """
         bound = self.bound(self._attempts)
         if self.jitter == "none":

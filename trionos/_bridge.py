@@ -126,7 +126,6 @@ class _BridgeTransport(ProgressSignal):
         self._enqueue(frame)
         return dropped
 
-
     def _close(self) -> None:
         self.closed = True
         self._outbox.clear()
@@ -180,7 +179,14 @@ class BridgedWebSocket:
     # --- receiving ---------------------------------------------------------------------------
 
     async def recv(self) -> str | bytes:
-        """Receive the next message; :class:`ConnectionClosed` once the connection is closed."""
+        """Receive the next message.
+
+        Returns:
+            The message: ``str`` for text, ``bytes`` for binary.
+
+        Raises:
+            ConnectionClosed: the connection is closed.
+        """
         try:
             return await self.connection.get_message()
         except trio_websocket.ConnectionClosed:
@@ -198,17 +204,43 @@ class BridgedWebSocket:
             raise
 
     async def recv_json(self) -> Any:
-        """Receive a message and parse it as JSON; bad JSON raises :class:`DecodeError`."""
+        """Receive a message and parse it as JSON.
+
+        Returns:
+            The parsed value.
+
+        Raises:
+            DecodeError: the message is not JSON.
+            ConnectionClosed: the connection is closed.
+        """
         return loads_json(await self.recv())
 
     async def recv_message(self, codec: MessageCodec[T]) -> T:
-        """Receive a message and decode it with ``codec``."""
+        """Receive a message and decode it with *codec*.
+
+        Args:
+            codec: the protocol's codec, e.g. a :class:`~trionos.Codec`.
+
+        Returns:
+            The decoded message.
+
+        Raises:
+            DecodeError: the message is not one *codec* accepts.
+            ConnectionClosed: the connection is closed.
+        """
         return codec.decode(await self.recv())
 
     # --- sending -----------------------------------------------------------------------------
 
     async def send(self, message: str | bytes) -> None:
-        """Send a message after what the hub has queued for this connection."""
+        """Send a message after what the hub has queued for this connection.
+
+        Args:
+            message: ``str`` for a text message, ``bytes`` for a binary one.
+
+        Raises:
+            ConnectionClosed: the connection is closed.
+        """
         transport = self._transport
         if self.closed or transport.closed:
             raise self._closed_error()
@@ -219,11 +251,27 @@ class BridgedWebSocket:
             await self._send_now(message)
 
     async def send_json(self, obj: Any) -> None:
-        """Send ``obj`` as compact JSON text."""
+        """Send *obj* as compact JSON text.
+
+        Args:
+            obj: a JSON-serialisable value.
+
+        Raises:
+            ConnectionClosed: the connection is closed.
+        """
         await self.send(dumps_json(obj))
 
     async def send_message(self, message: T, codec: MessageCodec[T]) -> None:
-        """Encode a typed message with ``codec`` and send it as text."""
+        """Encode a typed message with *codec* and send it as text.
+
+        Args:
+            message: the message.
+            codec: the protocol's codec, e.g. a :class:`~trionos.Codec`.
+
+        Raises:
+            EncodeError: *codec* cannot encode *message*.
+            ConnectionClosed: the connection is closed.
+        """
         await self.send(codec.encode(message))
 
     async def _send_now(self, message: str | bytes) -> None:
@@ -300,12 +348,20 @@ async def bridge_trio_websocket(
 ) -> AsyncIterator[BridgedWebSocket]:
     """Wrap an open trio-websocket connection for a :class:`trionos.Hub` for the block's duration.
 
-    Runs the connection's writer task (and, with ``heartbeat``, a pinger that closes a peer with
-    no pong for ``heartbeat.timeout`` seconds with 1011) in a nursery of its own. Bounds: the hub
-    queues at most ``max_outbox_bytes`` for the connection (then its slow-client policy acts).
+    Runs the connection's writer task (and, with a heartbeat, a pinger) in a nursery of its own.
     Leaving the block stops them; closing the connection stays trio-websocket's (its handler
-    returns). An ``abort`` from the hub closes it, bounded by ``close_timeout``. Cancelling the
-    block cancels the tasks.
+    returns). Cancelling the block cancels the tasks. See ``docs/trio-websocket.md``.
+
+    Args:
+        connection: the open trio-websocket connection.
+        heartbeat: ping every ``interval`` seconds and close a peer with no pong for ``timeout``
+            seconds with 1011 (see :class:`~trionos.Heartbeat`); ``None`` switches it off.
+        max_outbox_bytes: the bytes the hub queues for the connection (1 MiB); beyond it the
+            hub's :class:`~trionos.SlowClientPolicy` acts.
+        close_timeout: seconds an ``abort`` from the hub may take to close the connection (5).
+
+    Returns:
+        An async context manager yielding the :class:`~trionos.BridgedWebSocket` to give the hub.
     """
     ws = BridgedWebSocket(connection, max_outbox_bytes)
     async with trio.open_nursery() as nursery:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Unpack, cast
 from urllib.parse import urlsplit
 
-import attrs
 import trio
+from websockets.frames import Frame
 from websockets.http11 import Response
+from websockets.typing import LoggerLike, Subprotocol
 from websockets.uri import parse_uri
 
 from ._connection import ClientCore, ProtocolLog, WebSocket
@@ -23,18 +25,33 @@ from ._errors import (
     HandshakeError,
     single_leaf,
 )
-from ._heartbeat import Heartbeat, run_keeper
+from ._heartbeat import run_keeper
+from ._options import ClientOptionKeywords, ClientOptions, resolve
 from ._transport import Transport
 
 __all__ = ["ClientOptions", "connect", "connect_over", "parse_ws_url"]
 
 logger = logging.getLogger("trionos.client")
 
-_PROTOCOL_LOG = ProtocolLog()
+# websockets' cores take a logger; ProtocolLog has the logger methods they call.
+_PROTOCOL_LOG = cast("LoggerLike", ProtocolLog())
+
+_DEFAULTS = ClientOptions()
 
 
 def parse_ws_url(url: str) -> tuple[bool, str, int, str]:
-    """Split a ``ws://`` or ``wss://`` URL into ``(secure, host, port, resource)``."""
+    """Split a ``ws://`` or ``wss://`` URL into its parts.
+
+    Args:
+        url: the URL.
+
+    Returns:
+        ``(secure, host, port, resource)``: whether it is ``wss://``, the host name, the port
+        (80 or 443 unless given) and the request target (path and query).
+
+    Raises:
+        ValueError: *url* is not a ``ws://`` or ``wss://`` URL with a host.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
         raise ValueError(f"expected a ws:// or wss:// URL, got {url!r}")
@@ -64,81 +81,58 @@ async def _open_stream(
     return tls
 
 
-@attrs.frozen
-class ClientOptions:
-    """Per-connection settings shared by :func:`connect` and the in-memory test client."""
-
-    subprotocols: tuple[str, ...] = ()
-    extra_headers: tuple[tuple[str, str], ...] = ()
-    connect_timeout: float = 10.0
-    heartbeat: Heartbeat | None = Heartbeat()  # noqa: RUF009 - frozen, so sharing is safe
-    max_message_size: int = 1024 * 1024
-    close_timeout: float = 5.0
-    max_outbox_bytes: int = 1024 * 1024
-    message_queue_size: int = 1
-    compression: str | None = None
-
-
 @asynccontextmanager
 async def connect(
     url: str,
     *,
     ssl_context: ssl.SSLContext | None = None,
-    subprotocols: Iterable[str] = (),
-    extra_headers: Iterable[tuple[str, str]] | None = None,
-    connect_timeout: float = 10.0,
-    heartbeat: Heartbeat | None = Heartbeat(),  # noqa: B008 - frozen, so sharing is safe
-    max_message_size: int = 1024 * 1024,
-    close_timeout: float = 5.0,
-    max_outbox_bytes: int = 1024 * 1024,
-    message_queue_size: int = 1,
-    compression: str | None = None,
+    options: ClientOptions | None = None,
+    **keywords: Unpack[ClientOptionKeywords],
 ) -> AsyncIterator[WebSocket]:
     """Open a WebSocket connection; close it (1000) when the block exits.
 
     ``async with trionos.connect("ws://127.0.0.1:8080/") as ws: ...``
 
-    Raises :class:`ConnectTimeout` when TCP, TLS and the upgrade together take longer than
-    ``connect_timeout``, :class:`ConnectionRejected` when the server answers with an HTTP status,
-    and :class:`HandshakeError` for other failures to connect. ``wss://`` uses ``ssl_context``
-    (default: the system's trust store).
-
-    With a ``heartbeat`` (the default pings every 30 s), a server that sends nothing for
+    With a heartbeat (the default pings every 30 s), a server that sends nothing for
     ``heartbeat.timeout`` seconds is declared dead: the block is cancelled, the TCP connection
     closed, and ``ConnectionClosed(1011, "heartbeat timeout ...")`` raised from the ``async with``.
     Exceptions from the block propagate unchanged. ``recv`` reads and parses in the caller's own
-    task; while nobody receives, the connection reads ahead at most 64 KiB of messages (or
-    ``message_queue_size`` messages, at least 256), then stops reading (TCP backpressure).
+    task. Cancelling the block closes the connection with 1000 without waiting for the reply.
 
-    ``compression="deflate"`` offers permessage-deflate (RFC 7692); the server decides whether
-    and how it is used. ``None`` (the default) offers nothing.
+    Args:
+        url: a ``ws://`` or ``wss://`` URL.
+        ssl_context: the TLS settings for ``wss://`` (default: the system's trust store).
+        options: the connection's settings (see :class:`~trionos.ClientOptions`).
+        **keywords: the same settings as keyword arguments, e.g. ``connect_timeout=3``, instead
+            of ``options``.
+
+    Returns:
+        An async context manager yielding the open :class:`~trionos.WebSocket`.
+
+    Raises:
+        ConnectTimeout: TCP, TLS and the upgrade together took longer than ``connect_timeout``.
+        ConnectionRejected: the server answered the upgrade with an HTTP status.
+        HandshakeError: any other failure to connect.
+        ConnectionClosed: the server stopped answering heartbeats (code 1011).
+        TypeError: both ``options`` and option keywords were given, or an unknown keyword.
+        ValueError: *url* is not a ``ws://`` or ``wss://`` URL, or an option is out of range.
     """
     secure, host, port, resource = parse_ws_url(url)
     default_port = 443 if secure else 80
     bracketed = f"[{host}]" if ":" in host else host
     host_header = bracketed if port == default_port else f"{bracketed}:{port}"
-    options = ClientOptions(
-        subprotocols=tuple(subprotocols),
-        extra_headers=tuple(extra_headers or ()),
-        connect_timeout=connect_timeout,
-        heartbeat=heartbeat,
-        max_message_size=max_message_size,
-        close_timeout=close_timeout,
-        max_outbox_bytes=max_outbox_bytes,
-        message_queue_size=message_queue_size,
-        compression=compression,
-    )
+    settings = resolve(options, keywords, base=_DEFAULTS, caller="connect")
 
     async def open_stream() -> trio.abc.Stream:
         return await _open_stream(host, port, secure, ssl_context)
 
-    async with connect_over(open_stream, host_header, resource, options, remote=(host, port)) as ws:
+    async with connect_over(open_stream, host_header, resource, settings, remote=(host, port)) as ws:
         yield ws
 
 
 async def _handshake(
     transport: Transport, protocol: ClientCore, options: ClientOptions, description: str
-) -> list[object]:
+) -> list[Frame]:
     """Send the upgrade request and read the response; return the frames that came behind it."""
     request = protocol.connect()
     for name, value in options.extra_headers:
@@ -160,12 +154,13 @@ async def _handshake(
             response = events[0]
             assert isinstance(response, Response)
             if response.status_code != 101:
-                raise ConnectionRejected(response.status_code, response.body or b"")
+                raise ConnectionRejected(response.status_code, bytes(response.body or b""))
             if protocol.handshake_exc is not None:
                 raise HandshakeError(
                     f"WebSocket handshake with {description} failed: {protocol.handshake_exc}"
                 ) from protocol.handshake_exc
-            return events[1:]
+            # Behind the response come only frames (the core parses the rest as such).
+            return [event for event in events[1:] if isinstance(event, Frame)]
         if protocol.handshake_exc is not None or not data:
             cause = protocol.handshake_exc
             detail = "the server closed the connection" if cause is None else f"{cause}: {cause.__cause__!r}"
@@ -181,7 +176,24 @@ async def connect_over(
     *,
     remote: tuple[str, int] | None,
 ) -> AsyncIterator[WebSocket]:
-    """The client side of :func:`connect` over any stream ``open_stream()`` returns."""
+    """The client side of :func:`connect` over any stream ``open_stream()`` returns.
+
+    Args:
+        open_stream: opens the byte stream (within ``options.connect_timeout``).
+        host_header: the ``Host`` header.
+        resource: the request target.
+        options: the connection's settings.
+        remote: the peer's address, for the WebSocket's ``remote``.
+
+    Returns:
+        An async context manager yielding the open WebSocket, as :func:`connect` does.
+
+    Raises:
+        ConnectTimeout: opening and the handshake took longer than ``options.connect_timeout``.
+        ConnectionRejected: the server answered with an HTTP status.
+        HandshakeError: any other failure to connect.
+        ConnectionClosed: the server stopped answering heartbeats (code 1011).
+    """
     heartbeat = options.heartbeat
     idle_scope = trio.CancelScope(deadline=math.inf)
     description = f"ws://{host_header}{resource}"
@@ -195,7 +207,7 @@ async def connect_over(
                     protocol = ClientCore(
                         parse_uri(description),
                         extensions=client_extensions(options.compression),
-                        subprotocols=list(options.subprotocols) or None,
+                        subprotocols=[Subprotocol(name) for name in options.subprotocols] or None,
                         max_size=options.max_message_size,
                         logger=_PROTOCOL_LOG,
                     )

@@ -97,10 +97,16 @@ class BrokerError(TrionosError):
 
 
 def exception_leaves(exc: BaseException) -> Iterator[BaseException]:
-    """The exceptions at the bottom of an exception-group tree (``exc`` itself if it is no group).
+    """Iterate over the exceptions at the bottom of an exception-group tree.
 
     Nurseries wrap what fails in them; code that translates errors at a boundary looks at the
     leaves. Iterative, so a deep tree cannot exhaust the stack.
+
+    Args:
+        exc: an exception or exception group.
+
+    Returns:
+        An iterator of the leaves (*exc* itself if it is no group).
     """
     stack = [exc]
     while stack:
@@ -112,6 +118,13 @@ def exception_leaves(exc: BaseException) -> Iterator[BaseException]:
 
 
 def single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception ``group`` wraps, however deeply nested, or None if it wraps several."""
+    """Find the one exception *group* wraps, however deeply nested.
+
+    Args:
+        group: an exception group.
+
+    Returns:
+        That exception, or None if *group* wraps several.
+    """
     leaves = list(exception_leaves(group))
     return leaves[0] if len(leaves) == 1 else None

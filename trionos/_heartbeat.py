@@ -16,10 +16,10 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
 from ._errors import ConnectionClosed
+from ._options import Heartbeat
 
 if TYPE_CHECKING:
     from ._connection import WebSocket
@@ -29,47 +29,36 @@ __all__ = ["SERVICE_TICK", "Heartbeat", "run_keeper", "send_keepalive", "service
 logger = logging.getLogger("trionos.heartbeat")
 
 
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"heartbeat {attribute.name} must be a positive number of seconds, got {value!r}")
-
-
-@attrs.frozen
-class Heartbeat:
-    """Protocol-level keepalive settings for a connection.
-
-    Every ``interval`` seconds the endpoint sends a WebSocket ping. A connection on which nothing
-    arrives for ``timeout`` seconds is considered dead: its handler is cancelled, a close frame
-    with code 1011 is attempted without waiting, and the TCP connection is closed at once. Pass
-    ``heartbeat=None`` to ``serve``/``connect`` to switch heartbeats off.
-
-    A handler busy elsewhere never makes a healthy peer look dead: what the peer sends is read
-    for it in the meantime. Only while the messages read ahead fill the connection's queue (the
-    application has not taken them) is reading paused, and the idle clock with it.
-    """
-
-    interval: float = attrs.field(default=30.0, validator=_positive)
-    timeout: float = attrs.field(default=60.0, validator=_positive)
-
-
 #: The longest a connection nobody receives on waits for a servicer: between one and two ticks.
 SERVICE_TICK = 1.0
 
 
 def service_tick(heartbeat: Heartbeat | None) -> float:
-    """How often the keeper looks at its connections (a quarter of a short timeout at most)."""
+    """How often the keeper looks at its connections.
+
+    Args:
+        heartbeat: the endpoint's heartbeat, or None.
+
+    Returns:
+        Seconds between looks: :data:`SERVICE_TICK`, or less for a short heartbeat (its interval,
+        or a quarter of its timeout, whichever is shorter).
+    """
     if heartbeat is None:
         return SERVICE_TICK
     return min(SERVICE_TICK, heartbeat.interval, heartbeat.timeout / 4)
 
 
 async def run_keeper(heartbeat: Heartbeat | None, connections: Callable[[], Iterable[WebSocket]]) -> None:
-    """Look after every connection ``connections()`` lists until cancelled.
+    """Look after every connection *connections* lists until cancelled.
 
     Every ``heartbeat.interval`` seconds each is pinged (a ping that does not fit into a full
     outbox is skipped: that peer is not reading, and the idle timeout decides its fate). On every
     tick (:func:`service_tick`), a connection on which nobody has received since the previous
     tick gets a servicer that reads for it.
+
+    Args:
+        heartbeat: the ping schedule, or None for no pings (connections are still serviced).
+        connections: returns the connections to look after, called on every tick.
     """
     tick = service_tick(heartbeat)
     next_ping = math.inf if heartbeat is None else trio.current_time() + heartbeat.interval
@@ -86,11 +75,16 @@ async def run_keeper(heartbeat: Heartbeat | None, connections: Callable[[], Iter
 
 
 async def send_keepalive(ws: WebSocket, interval: float = 25.0, *, text: str = "ping") -> None:
-    """Send the text ``text`` every ``interval`` seconds: an application-level heartbeat.
+    """Send the text *text* every *interval* seconds: an application-level heartbeat.
 
     For servers that expect text pings (browsers cannot send protocol pings, so many servers
     answer a text ``ping`` with ``pong``). Run it in a nursery next to the code that reads the
     connection; it returns when the connection closes, and cancelling it is the way to stop it.
+
+    Args:
+        ws: the connection.
+        interval: seconds between messages.
+        text: the message to send.
     """
     while True:
         await trio.sleep(interval)

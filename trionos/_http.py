@@ -59,7 +59,14 @@ class Headers(Mapping[str, str]):
         return len(set(self._flat[::2]))
 
     def get_all(self, name: str) -> list[str]:
-        """Every value of ``name``, in the order they were sent."""
+        """List every value of a header.
+
+        Args:
+            name: the header's name (any case).
+
+        Returns:
+            Its values, in the order they were sent (empty if it was not sent).
+        """
         return self._values(name.lower())
 
     def raw(self) -> tuple[tuple[str, str], ...]:
@@ -93,7 +100,16 @@ class RequestHead:
 
     @classmethod
     def from_fields(cls, method: str, target: str, fields: Iterable[tuple[bytes, bytes]]) -> RequestHead:
-        """Build a head from h11's (lower-cased name, value) pairs."""
+        """Build a head from h11's request fields.
+
+        Args:
+            method: the HTTP method.
+            target: the request target.
+            fields: h11's (lower-cased name, value) header pairs.
+
+        Returns:
+            The head.
+        """
         pairs = list(fields)
         block = b"\n".join(name + b":" + value for name, value in pairs)
         upgrade = ",".join(value.decode("latin-1") for name, value in pairs if name == b"upgrade")
@@ -192,10 +208,20 @@ class RequestReader:
         """What arrived after the request head (frames sent without waiting for the 101)."""
         return bytes(self._received[self._head_size :]) if self._head_size else b""
 
-    def feed(self, data: bytes) -> RequestHead | None:
-        """Add bytes (``b""`` for end of stream); return the head once it is complete."""
+    def feed(self, data: bytes | bytearray) -> RequestHead | None:
+        """Add bytes received from the client.
+
+        Args:
+            data: the bytes (``b""`` for the end of the stream).
+
+        Returns:
+            The request head once it is complete, else None.
+
+        Raises:
+            HttpError: the head is malformed (400) or larger than ``max_head_size`` (431).
+        """
         self._received += data
-        self._conn.receive_data(data)
+        self._conn.receive_data(bytes(data))
         try:
             event = self._conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -223,7 +249,17 @@ class RequestReader:
         content_type: str,
         headers: Iterable[tuple[str, str]] = (),
     ) -> bytes:
-        """The full response (head and body) with ``Connection: close``."""
+        """Render the full response (head and body) with ``Connection: close``.
+
+        Args:
+            status: the HTTP status code.
+            body: the body.
+            content_type: the ``Content-Type`` header.
+            headers: more ``(name, value)`` headers.
+
+        Returns:
+            The response's bytes.
+        """
         fields = [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
@@ -238,7 +274,15 @@ class RequestReader:
 
 
 def render_error(status: int, detail: str = "") -> bytes:
-    """A complete plain-text error response, for use before (or instead of) a parsed request."""
+    """Render a complete plain-text error response, for use before (or instead of) a parsed request.
+
+    Args:
+        status: the HTTP status code.
+        detail: the body's text (default: the status's phrase).
+
+    Returns:
+        The response's bytes, with ``Connection: close``.
+    """
     body = (detail or http.HTTPStatus(status).phrase).encode("utf-8") + b"\n"
     return (
         b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -35,6 +36,7 @@ from ._client import connect as _connect
 from ._connection import WebSocket
 from ._errors import ConnectionClosed, HandshakeError
 from ._history import Position
+from ._lazy import TrionosDeprecationWarning
 
 __all__ = ["RETRY_CLOSE_CODES", "Connect", "Positions", "connect_with_retry", "run_reconnecting"]
 
@@ -75,47 +77,84 @@ def _as_close(exc: BaseException) -> ConnectionClosed | None:
     return None
 
 
-def _check_attempts(name: str, value: int | None) -> None:
-    if value is None and name == "max_attempts":
+def _check_attempts(value: int | None) -> None:
+    if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        raise ValueError(f"max_attempts must be a whole number of at least 1, got {value!r}")
 
 
-@asynccontextmanager
-async def connect_with_retry(
+def connect_with_retry(
     url: str,
-    max_retries: int,
+    max_attempts: int | None = None,
     *,
     initial_delay: float = 1.0,
     max_delay: float = 30.0,
     backoff: Backoff | None = None,
     connect: Connect = _connect,
+    max_retries: int | None = None,
     **connect_options: Any,
-) -> AsyncIterator[WebSocket | None]:
-    """Open a WebSocket, trying up to ``max_retries`` times; yield it, or ``None`` if every try failed.
+) -> AbstractAsyncContextManager[WebSocket | None]:
+    """Open a WebSocket, trying up to *max_attempts* times; yield it, or ``None`` if every try failed.
 
     ``async with trionos.connect_with_retry(url, 5) as ws:`` then ``if ws is None: ...``
 
-    ``max_retries`` is the total number of attempts (at least 1). An attempt fails with
-    :class:`HandshakeError` (including :class:`ConnectTimeout` and :class:`ConnectionRejected`) or
-    ``OSError``; each failure is logged as a warning on the ``trionos.reconnect`` logger and
-    followed by a delay from the schedule: ``backoff`` if given (it is reset first), otherwise
-    exponential with full jitter from ``initial_delay`` up to ``max_delay`` seconds. There is no
-    delay after the last attempt. ``connect_options`` go to ``connect`` (:func:`trionos.connect`
-    unless another :data:`Connect` is given), e.g. ``connect_timeout`` bounds each attempt.
-
-    Only opening the connection is retried: once the block runs, exceptions from it propagate
-    unchanged and the connection is closed (1000) as :func:`trionos.connect` does.
+    An attempt fails with :exc:`~trionos.HandshakeError` (including
+    :exc:`~trionos.ConnectTimeout` and :exc:`~trionos.ConnectionRejected`) or ``OSError``; each
+    failure is logged as a warning on the ``trionos.reconnect`` logger and followed by a delay
+    from the schedule. There is no delay after the last attempt. Only opening the connection is
+    retried: once the block runs, exceptions from it propagate unchanged and the connection is
+    closed (1000) as :func:`trionos.connect` does.
 
     Cancellation: cancelling during an attempt or a delay stops at once (nothing is open); inside
     the block it behaves as :func:`trionos.connect`.
+
+    Args:
+        url: the server's ``ws://`` or ``wss://`` URL (or what *connect* takes instead).
+        max_attempts: the total number of attempts (at least 1).
+        initial_delay: the first delay's upper bound, in seconds, when *backoff* is not given.
+        max_delay: the longest delay, in seconds, when *backoff* is not given.
+        backoff: the delay schedule (it is reset first); by default exponential with full jitter
+            from *initial_delay* up to *max_delay*.
+        connect: what opens one connection, called as ``connect(url, **connect_options)`` and
+            returning an async context manager that yields a WebSocket; :func:`trionos.connect`
+            by default.
+        max_retries: the old name of *max_attempts* (it always counted attempts); deprecated,
+            warns with :exc:`~trionos.TrionosDeprecationWarning`.
+        **connect_options: passed to *connect*, e.g. ``options=ClientOptions(connect_timeout=3)``
+            or ``connect_timeout=3`` (which bounds each attempt).
+
+    Returns:
+        An async context manager yielding the open :class:`~trionos.WebSocket`, or ``None``.
+
+    Raises:
+        TypeError: *max_attempts* is missing, or given together with *max_retries*.
+        ValueError: *max_attempts* is not a whole number of at least 1.
     """
-    _check_attempts("max_retries", max_retries)
+    if max_retries is not None:
+        if max_attempts is not None:
+            raise TypeError("connect_with_retry() takes max_attempts or max_retries, not both")
+        warnings.warn(
+            "connect_with_retry(max_retries=...) is deprecated and will be removed in 0.3; "
+            "use max_attempts=... (the same number: it always counted attempts)",
+            TrionosDeprecationWarning,
+            stacklevel=2,
+        )
+        max_attempts = max_retries
+    if max_attempts is None:
+        raise TypeError("connect_with_retry() missing required argument: 'max_attempts'")
+    _check_attempts(max_attempts)
     schedule = backoff if backoff is not None else Backoff(initial=initial_delay, maximum=max_delay)
+    return _connected_with_retry(url, max_attempts, schedule, connect, connect_options)
+
+
+@asynccontextmanager
+async def _connected_with_retry(
+    url: str, attempts: int, schedule: Backoff, connect: Connect, connect_options: dict[str, Any]
+) -> AsyncIterator[WebSocket | None]:
     schedule.reset()
     async with AsyncExitStack() as stack:
-        yield await _open_with_retry(stack, url, max_retries, schedule, connect, connect_options)
+        yield await _open_with_retry(stack, url, attempts, schedule, connect, connect_options)
 
 
 async def _open_with_retry(
@@ -155,43 +194,65 @@ async def run_reconnecting(
     connect: Connect = _connect,
     **connect_options: Any,
 ) -> int | None:
-    """Stay connected to ``url``: run ``await on_connect(ws)`` on each new connection until done.
+    """Stay connected to *url*: run ``await on_connect(ws)`` on each new connection until done.
 
     ``on_connect`` runs once per connection, in the caller's task; re-send whatever the server must
     know (log in, join a room) at its start. What happens next depends on how it ends:
 
     * it returns while the connection is still open: done. The connection is closed with 1000 and
       ``None`` returned.
-    * the connection ends with a close code (``on_connect`` raises :class:`ConnectionClosed`, also
-      inside an exception group from a nursery if nothing else is in it, or returns after the
-      connection closed, as ``async for message in ws`` does on 1000 and 1001): if the code is in
-      ``retry_on_close`` (default :data:`RETRY_CLOSE_CODES`: 1001, 1006, 1011, 1012 and 1013) it
-      reconnects, otherwise the code is returned (1000 normal, 1008 policy, 4000-4999 application
-      codes, ...). Pass e.g. ``RETRY_CLOSE_CODES | {4000}`` or ``range(4000, 5000)`` to choose.
-    * the connection cannot be opened (:class:`HandshakeError`, ``OSError``): it tries again.
+    * the connection ends with a close code (``on_connect`` raises
+      :exc:`~trionos.ConnectionClosed`, also inside an exception group from a nursery if nothing
+      else is in it, or returns after the connection closed, as ``async for message in ws`` does
+      on 1000 and 1001): if the code is in *retry_on_close* it reconnects, otherwise the code is
+      returned (1000 normal, 1008 policy, 4000-4999 application codes, ...).
+    * the connection cannot be opened (:exc:`~trionos.HandshakeError`, ``OSError``): it tries
+      again.
     * any other exception from ``on_connect`` propagates unchanged (after the connection is closed
       with 1000); a bug in the handler is not retried.
 
-    Between attempts it sleeps (``trio.sleep``) for a delay from ``backoff`` (default
-    ``Backoff()``: full jitter, 1 s doubling up to 30 s) and logs why as a warning on the
-    ``trionos.reconnect`` logger. A connection that stayed open for at least ``stable_after``
-    seconds resets the schedule, so the first retry after a long session comes quickly while a
-    server that accepts and then fails at once is still backed off from.
-
-    Bounds: ``max_attempts`` (default: no limit) is how many attempts in a row may fail, counting
-    failed connects and connections closed with a retried code; a stable connection starts the
-    count again. When it is reached, the last error (:class:`HandshakeError`, ``OSError`` or
-    :class:`ConnectionClosed`) is raised with a note saying so. ``backoff`` is reset at the start
-    and holds the state of this run: do not share one between concurrent runs.
+    Between attempts it sleeps (``trio.sleep``) for a delay from *backoff* and logs why as a
+    warning on the ``trionos.reconnect`` logger. A connection that stayed open for at least
+    *stable_after* seconds resets the schedule and the count of failures, so the first retry after
+    a long session comes quickly while a server that accepts and then fails at once is still backed
+    off from. See ``docs/reconnecting.md``.
 
     Cancellation: cancelling ``run_reconnecting`` cancels the current ``on_connect`` and closes its
     connection with 1000 (waiting at most ``close_timeout``), or interrupts the current attempt or
     delay; nothing is left running and ``Cancelled`` propagates.
 
-    ``connect_options`` go to ``connect`` (:func:`trionos.connect` unless another :data:`Connect`
-    is given, such as ``MemoryServer.connect`` in tests), e.g. ``heartbeat`` or ``connect_timeout``.
+    Args:
+        url: the server's ``ws://`` or ``wss://`` URL (or what *connect* takes instead).
+        on_connect: ``async def on_connect(ws)``, run on each new connection.
+        backoff: the delay schedule (default ``Backoff()``: full jitter, 1 s doubling up to 30 s).
+            It is reset at the start and holds this run's state: do not share one between
+            concurrent runs.
+        max_attempts: how many attempts in a row may fail (default: no limit), counting failed
+            connects and connections closed with a retried code; a stable connection starts the
+            count again.
+        retry_on_close: the close codes to reconnect after (default
+            :data:`~trionos.RETRY_CLOSE_CODES`: 1001, 1006, 1011, 1012 and 1013); e.g.
+            ``RETRY_CLOSE_CODES | {4000}`` or ``range(4000, 5000)``.
+        stable_after: seconds a connection must stay open to count as stable (5).
+        connect: what opens one connection, called as ``connect(url, **connect_options)`` and
+            returning an async context manager that yields a WebSocket; :func:`trionos.connect`
+            by default, :meth:`MemoryServer.connect <trionos.testing.MemoryServer.connect>` in
+            tests.
+        **connect_options: passed to *connect*, e.g. ``options=ClientOptions(...)``, or keywords
+            such as ``heartbeat`` or ``connect_timeout``.
+
+    Returns:
+        ``None`` once ``on_connect`` returned with the connection open, or the close code that
+        ended the connection when it is not retried.
+
+    Raises:
+        HandshakeError: the last failure, once *max_attempts* attempts in a row have failed (also
+            ``OSError`` or :exc:`~trionos.ConnectionClosed`, whichever ended the last attempt),
+            with a note saying so.
+        ValueError: *max_attempts* is not a whole number of at least 1, or *stable_after* is
+            negative.
     """
-    _check_attempts("max_attempts", max_attempts)
+    _check_attempts(max_attempts)
     if not stable_after >= 0:
         raise ValueError(f"stable_after must be 0 or more seconds, got {stable_after!r}")
     schedule = backoff if backoff is not None else Backoff()
@@ -260,16 +321,26 @@ class Positions:
         return f"<trionos.Positions {self._positions!r}>"
 
     def since(self, room: str) -> Position | None:
-        """The position to send when (re)joining ``room``; None before the first welcome."""
+        """The position to send when (re)joining *room*.
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            The last position seen in *room*, or None before its first welcome.
+        """
         return self._positions.get(room)
 
     def welcome(self, room: str, latest: Position, recovered: bool | None) -> None:
-        """Record the server's answer to a join: the room's ``latest`` position, and ``recovered``.
+        """Record the server's answer to a join.
 
-        ``recovered`` None (the join did not ask to recover): continue from ``latest``. True:
-        the missed messages follow, continue from where we were. False: what follows is all the
-        server still has (the epoch changed or the history was trimmed): take every message of
-        the room's current epoch that arrives.
+        Args:
+            room: the room's name.
+            latest: the room's latest position, from the welcome.
+            recovered: None (the join did not ask to recover): continue from *latest*. True: the
+                missed messages follow, continue from where we were. False: what follows is all
+                the server still has (the epoch changed or the history was trimmed): take every
+                message of the room's current epoch that arrives.
         """
         previous = self._positions.get(room)
         if recovered is None or previous is None:
@@ -280,10 +351,16 @@ class Positions:
             self._positions[room] = Position(latest.epoch, 0)
 
     def receive(self, room: str, offset: int) -> bool:
-        """A message at ``offset`` arrived in ``room``: True if it is new (the position moves on).
+        """Note that a message at *offset* arrived in *room*.
 
-        False for an offset at or before the current position: a duplicate, to be dropped. A
-        room that was never welcomed accepts everything.
+        Args:
+            room: the room's name.
+            offset: the message's offset.
+
+        Returns:
+            True if it is new (the position moves on to it); False for an offset at or before the
+            current position: a duplicate, to be dropped. A room that was never welcomed accepts
+            everything.
         """
         current = self._positions.get(room)
         if current is None:
@@ -294,5 +371,9 @@ class Positions:
         return True
 
     def forget(self, room: str) -> None:
-        """Stop tracking ``room`` (the next join starts from the room's latest position)."""
+        """Stop tracking *room* (the next join starts from the room's latest position).
+
+        Args:
+            room: the room's name.
+        """
         self._positions.pop(room, None)

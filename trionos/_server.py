@@ -12,18 +12,25 @@ upgrade, whose handshake websockets' Sans-I/O ``ServerProtocol`` completes -> a
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+import ssl
+import warnings
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
+import attrs
 import trio
 from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.http11 import Request as HandshakeRequest
+from websockets.typing import LoggerLike, Subprotocol
 
 from ._connection import ProtocolLog, ServerCore, WebSocket, dumps_json
-from ._deflate import Deflater, check_compression, server_extensions
+from ._deflate import Deflater, server_extensions
 from ._errors import ConnectionClosed, HandshakeError
-from ._heartbeat import Heartbeat, run_keeper
+from ._heartbeat import run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
+from ._lazy import TrionosDeprecationWarning
 from ._metrics import Metrics, RefusalReason
+from ._options import ServerOptionKeywords, ServerOptions, resolve
 from ._support import SupportNursery, TaskSpawner
 from ._transport import Transport
 
@@ -31,7 +38,11 @@ __all__ = ["Handler", "Request", "Server", "serve"]
 
 logger = logging.getLogger("trionos.server")
 
-_PROTOCOL_LOG = ProtocolLog()
+# websockets' cores take a logger; ProtocolLog has the logger methods they call.
+_PROTOCOL_LOG = cast("LoggerLike", ProtocolLog())
+
+_DEFAULTS = ServerOptions()
+_OPTION_NAMES = frozenset(attrs.fields_dict(ServerOptions))
 
 Handler = Callable[["Request"], Awaitable[None]]
 
@@ -140,25 +151,43 @@ class Request:
     ) -> WebSocket:
         """Complete the WebSocket handshake and return the connection.
 
-        ``subprotocol`` must be one the client offered (``headers["sec-websocket-protocol"]``).
-        With ``answer_text_ping``, an inbound text message ``"ping"`` is answered with ``"pong"``
-        and not returned by ``recv`` (the application-level heartbeat browsers can send).
+        The connection's limits are the server's :class:`~trionos.ServerOptions`; its heartbeat
+        starts now. It is closed (1000) when the handler returns.
+
+        Args:
+            subprotocol: the subprotocol to select; it must be one the client offered
+                (``headers["sec-websocket-protocol"]``).
+            extra_headers: more ``(name, value)`` headers for the 101 response.
+            answer_text_ping: answer an inbound text message ``"ping"`` with ``"pong"`` and do
+                not return it from ``recv`` (the application-level heartbeat browsers can send).
+
+        Returns:
+            The open :class:`~trionos.WebSocket`.
+
+        Raises:
+            RuntimeError: this is not an upgrade request, it was already answered, or the client
+                did not offer *subprotocol*.
+            HandshakeError: the handshake was refused for another reason (the client got the
+                response).
         """
         if not self.is_upgrade:
             raise RuntimeError(f"accept() needs a WebSocket upgrade request, got {self!r}")
         self._claim()
         server = self._server
+        options = server.options
         reader = self._reader
         assert reader is not None
         self._reader = None  # free the HTTP parser
         protocol = ServerCore(
-            extensions=server_extensions(server.compression),
-            subprotocols=None if subprotocol is None else [subprotocol],
-            max_size=server.max_message_size,
+            extensions=server_extensions(options.compression),
+            subprotocols=None if subprotocol is None else [Subprotocol(subprotocol)],
+            max_size=options.max_message_size,
             logger=_PROTOCOL_LOG,
         )
         protocol.receive_data(reader.head_bytes)
+        # _read_request vetted the head, so the core's first event is the upgrade request.
         request = next(event for event in protocol.events_received())
+        assert isinstance(request, HandshakeRequest)
         response = protocol.accept(request)
         if subprotocol is not None and protocol.subprotocol != subprotocol:
             raise RuntimeError(
@@ -168,7 +197,7 @@ class Request:
         for name, value in extra_headers or ():
             response.headers[name] = value
         protocol.send_response(response)
-        transport = Transport(self._stream, nursery=self._nursery, max_outbox_bytes=server.max_outbox_bytes)
+        transport = Transport(self._stream, nursery=self._nursery, max_outbox_bytes=options.max_outbox_bytes)
         for extension in protocol.extensions:
             if isinstance(extension, PerMessageDeflate):
                 transport.deflater = server._deflater(extension.local_max_window_bits)
@@ -189,16 +218,16 @@ class Request:
             path=None,  # read from the request head, which the WebSocket keeps anyway
             remote=self.remote,
             request_head=self._head,
-            close_timeout=server.close_timeout,
-            max_message_size=server.max_message_size,
-            max_queue=server.message_queue_size,
+            close_timeout=options.close_timeout,
+            max_message_size=options.max_message_size,
+            max_queue=options.message_queue_size,
             answer_text_ping=answer_text_ping,
             metrics=server.metrics,
         )
         if reader.trailing:
             ws._feed(reader.trailing)
-        if server.heartbeat is not None:
-            ws._watch_idle(self._handler_scope, server.heartbeat.timeout)
+        if options.heartbeat is not None:
+            ws._watch_idle(self._handler_scope, options.heartbeat.timeout)
         self.websocket = ws
         server.connections.add(ws)
         server.metrics.websockets_open += 1
@@ -212,7 +241,19 @@ class Request:
         content_type: str = "text/plain; charset=utf-8",
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
-        """Send a complete HTTP response and close the connection after it."""
+        """Send a complete HTTP response and close the connection after it.
+
+        A client that left before the response was sent is not an error (it is logged at DEBUG).
+
+        Args:
+            status: the HTTP status code.
+            body: the body; a ``str`` is encoded as UTF-8.
+            content_type: the ``Content-Type`` header.
+            headers: more ``(name, value)`` response headers.
+
+        Raises:
+            RuntimeError: the request was already answered.
+        """
         self._claim()
         assert self._reader is not None
         payload = body.encode("utf-8") if isinstance(body, str) else body
@@ -223,19 +264,42 @@ class Request:
             logger.debug("client left before the %d response was sent", status)
 
     async def respond_text(self, text: str, status: int = 200) -> None:
-        """Answer with ``text/plain``."""
+        """Answer with ``text/plain`` (see :meth:`respond`).
+
+        Args:
+            text: the body.
+            status: the HTTP status code.
+        """
         await self.respond(status, text)
 
     async def respond_json(self, obj: Any, status: int = 200) -> None:
-        """Answer with ``application/json``."""
+        """Answer with ``application/json`` (see :meth:`respond`).
+
+        Args:
+            obj: the value to send as compact JSON.
+            status: the HTTP status code.
+        """
         await self.respond(status, dumps_json(obj), content_type="application/json")
 
     async def respond_html(self, html: str, status: int = 200) -> None:
-        """Answer with ``text/html``."""
+        """Answer with ``text/html`` (see :meth:`respond`).
+
+        Args:
+            html: the page.
+            status: the HTTP status code.
+        """
         await self.respond(status, html, content_type="text/html; charset=utf-8")
 
     async def reject(self, status: int, body: str | bytes = "") -> None:
-        """Refuse a WebSocket upgrade (or any request) with an HTTP status, e.g. 401 or 403."""
+        """Refuse a WebSocket upgrade (or any request) with an HTTP status.
+
+        Counted as :attr:`RefusalReason.REJECTED <trionos.RefusalReason.REJECTED>`; the client
+        sees :exc:`~trionos.ConnectionRejected`.
+
+        Args:
+            status: the HTTP status code, e.g. 401 or 403.
+            body: the response body.
+        """
         self._server.metrics.refused(RefusalReason.REJECTED)
         await self.respond(status, body)
 
@@ -243,47 +307,42 @@ class Request:
 class Server:
     """A running server: what ``await nursery.start(trionos.serve, 0, handler)`` returns.
 
-    ``connections`` is the set of open WebSockets (read it, do not change it).
+    :func:`~trionos.serve` makes one and runs it; the test kit's memory server runs one without a
+    listener. ``connections`` is the set of open WebSockets (read it, do not change it).
+
+    Args:
+        handler: ``async def handler(request)``, called with each connection's
+            :class:`~trionos.Request`.
+        options: the server's settings (see :class:`~trionos.ServerOptions`).
+        metrics: the counters to increment (a fresh :class:`~trionos.Metrics` when not given).
+        **keywords: the settings of :class:`~trionos.ServerOptions` as keyword arguments, instead
+            of *options*.
+
+    Raises:
+        TypeError: both *options* and option keywords were given, or an unknown keyword.
+        ValueError: an option is out of range.
     """
 
     def __init__(
         self,
         handler: Handler,
         *,
-        origins: Sequence[str | None] | None = None,
-        heartbeat: Heartbeat | None = Heartbeat(),  # noqa: B008 - frozen, so sharing is safe
-        max_message_size: int = 1024 * 1024,
-        max_head_size: int = 16 * 1024,
-        handshake_timeout: float = 10.0,
-        max_connections: int = 10_000,
-        max_connections_per_address: int | None = 1_000,
-        close_timeout: float = 5.0,
-        max_outbox_bytes: int = 1024 * 1024,
-        message_queue_size: int = 1,
+        options: ServerOptions | None = None,
         metrics: Metrics | None = None,
-        compression: str | None = None,
+        **keywords: Unpack[ServerOptionKeywords],
     ) -> None:
-        check_compression(compression)
         self.handler = handler
-        #: ``"deflate"`` when permessage-deflate is offered to clients, else None.
-        self.compression = compression
+        #: The server's settings (see :class:`~trionos.ServerOptions`).
+        self.options = resolve(options, keywords, base=_DEFAULTS, caller="Server")
         # One compress-once Deflater per window size the clients negotiated (see _deflate).
         self._deflaters: dict[int, Deflater] = {}
-        self.max_connections_per_address = max_connections_per_address
-        #: The counters this server increments (see :class:`trionos.Metrics`).
+        #: The counters this server increments (see :class:`~trionos.Metrics`).
         self.metrics = Metrics() if metrics is None else metrics
         # Open connections per remote host, for max_connections_per_address (no entry at zero).
         self._per_address: dict[str, int] = {}
-        self.origins = None if origins is None else frozenset(origins)
-        self.heartbeat = heartbeat
-        self.max_message_size = max_message_size
-        self.max_head_size = max_head_size
-        self.handshake_timeout = handshake_timeout
-        self.max_connections = max_connections
-        self.close_timeout = close_timeout
-        self.max_outbox_bytes = max_outbox_bytes
-        self.message_queue_size = message_queue_size
+        #: The open WebSockets (read it, do not change it).
         self.connections: set[WebSocket] = set()
+        #: How many connections are being served (HTTP or WebSocket).
         self.active_streams = 0
         #: True once :meth:`shutdown` was called.
         self.shutting_down = False
@@ -291,8 +350,26 @@ class Server:
         self._scopes: set[trio.CancelScope] = set()
         self._support: SupportNursery | None = None
         self._finished = trio.Event()
+        #: The address of the first listener (set by :func:`~trionos.serve`).
         self.host = ""
+        #: The port of the first listener (set by :func:`~trionos.serve`).
         self.port = 0
+        #: True when :func:`~trionos.serve` serves TLS, so that :attr:`url` says ``wss://``.
+        self.secure = False
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            # The settings were attributes of their own before ServerOptions: still readable for
+            # one release (runtime only, so that type checkers point at server.options).
+            if name in _OPTION_NAMES:
+                warnings.warn(
+                    f"Server.{name} is deprecated and will be removed in 0.3; use Server.options.{name}",
+                    TrionosDeprecationWarning,
+                    stacklevel=2,
+                )
+                return getattr(self.options, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _deflater(self, window_bits: int) -> Deflater:
         deflater = self._deflaters.get(window_bits)
@@ -302,20 +379,29 @@ class Server:
 
     @property
     def url(self) -> str:
-        """``ws://host:port`` of the first listener."""
+        """``ws://host:port`` of the first listener (``wss://`` when serving TLS)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
+        return f"{'wss' if self.secure else 'ws'}://{host}:{self.port}"
 
     async def run_pinger(self) -> None:
-        """Ping every open connection on the heartbeat schedule, and start a servicer for each
-        one nobody receives on (runs until cancelled; see :func:`trionos._heartbeat.run_keeper`)."""
-        await run_keeper(self.heartbeat, lambda: self.connections)
+        """Look after the open connections until cancelled (:func:`~trionos.serve` runs it).
+
+        Pings every open connection on the heartbeat schedule, and starts a task that reads for
+        each connection nobody has received on lately, so that it still answers pings and notices
+        a close (see ``docs/heartbeats.md``).
+        """
+        await run_keeper(self.options.heartbeat, lambda: self.connections)
 
     async def run_support(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the nursery every connection's background tasks live in (see :mod:`._support`).
+        """Run the nursery every connection's background tasks live in.
 
-        Start it before the first connection (``serve`` does). It is shielded and returns only
-        after :meth:`shutdown` was called and the last connection has ended.
+        Start it before the first connection (``serve`` does). It is shielded from cancellation
+        and returns only after :meth:`shutdown` was called and the last connection has ended; an
+        exception in one connection's background task is logged and ends that task only.
+
+        Args:
+            task_status: given by :meth:`trio.Nursery.start`, which returns once connections
+                can be handled.
         """
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
@@ -328,7 +414,8 @@ class Server:
         """Begin a graceful shutdown: cancel every handler and close its WebSocket with 1001.
 
         Each connection then has ``close_timeout`` seconds (plus one for the TCP close) to finish
-        its closing handshake before it is cut. ``serve`` calls this when it is cancelled.
+        its closing handshake before it is cut. ``serve`` calls this when it is cancelled; new
+        connections are answered with 503 from here on. Calling it again does nothing more.
         """
         self.shutting_down = True
         for scope in self._scopes:
@@ -345,20 +432,24 @@ class Server:
         shutdown can still run the closing handshake: :meth:`shutdown` cancels the scope, and the
         handshake that follows has a deadline of its own.
 
-        Raises :class:`RuntimeError` (a usage error) if :meth:`run_support` is not running.
+        Args:
+            stream: the connection's byte stream (TCP, TLS, or an in-memory pipe).
+
+        Raises:
+            RuntimeError: :meth:`run_support` is not running (a usage error).
         """
         if self._support is None:
             raise RuntimeError("Server.run_support() is not running (serve() starts it)")
         metrics = self.metrics
         metrics.connections_accepted += 1
-        if self.shutting_down or self.active_streams >= self.max_connections:
+        if self.shutting_down or self.active_streams >= self.options.max_connections:
             metrics.refused(RefusalReason.CAPACITY)
             await _send_and_close(stream, render_error(503, "too many connections"))
             return
         address = _peer_address(stream)
         host = None if address is None else address[0]
-        if host is not None and self.max_connections_per_address is not None:
-            if self._per_address.get(host, 0) >= self.max_connections_per_address:
+        if host is not None and self.options.max_connections_per_address is not None:
+            if self._per_address.get(host, 0) >= self.options.max_connections_per_address:
                 metrics.refused(RefusalReason.PER_ADDRESS)
                 logger.debug("refused %s: %d connections from it already", host, self._per_address[host])
                 await _send_and_close(stream, render_error(503, "too many connections from your address"))
@@ -384,7 +475,8 @@ class Server:
                         failed = True
             if request is not None:
                 # The closing handshake, also under a shutdown: shielded, and bounded.
-                with trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout + 1):
+                deadline = trio.current_time() + self.options.close_timeout + 1
+                with trio.CancelScope(shield=True, deadline=deadline):
                     await self._after_handler(request, scope, failed=failed)
         finally:
             self._scopes.discard(scope)
@@ -393,7 +485,7 @@ class Server:
                 await trio.aclose_forcefully(stream)
             self.active_streams -= 1
             metrics.connections_open -= 1
-            if host is not None and self.max_connections_per_address is not None:
+            if host is not None and self.options.max_connections_per_address is not None:
                 left = self._per_address[host] - 1
                 if left:
                     self._per_address[host] = left
@@ -407,9 +499,9 @@ class Server:
 
     async def _read_request(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> Request | None:
         """Read and vet the request head; None once the connection was answered or dropped."""
-        reader = RequestReader(max_head_size=self.max_head_size)
+        reader = RequestReader(max_head_size=self.options.max_head_size)
         head: RequestHead | None = None
-        with trio.move_on_after(self.handshake_timeout):
+        with trio.move_on_after(self.options.handshake_timeout):
             try:
                 while True:
                     head = reader.feed(await stream.receive_some(_RECEIVE_SIZE))
@@ -433,7 +525,8 @@ class Server:
             self.metrics.refused(RefusalReason.BAD_REQUEST)
             await _send_and_close(stream, render_error(error.status, error.detail))
             return None
-        if head.is_upgrade and self.origins is not None and head.headers.get("origin") not in self.origins:
+        origins = self.options.origins
+        if head.is_upgrade and origins is not None and head.headers.get("origin") not in origins:
             self.metrics.refused(RefusalReason.ORIGIN)
             await _send_and_close(stream, render_error(403, "origin not allowed"))
             return None
@@ -446,7 +539,7 @@ class Server:
         elif scope.cancelled_caught and self.shutting_down:
             await self._finish(request, 1001, "server shutting down", http_status=503)
         elif scope.cancelled_caught and request.websocket is not None:
-            timeout = self.heartbeat.timeout if self.heartbeat else 0
+            timeout = self.options.heartbeat.timeout if self.options.heartbeat else 0
             logger.info("closing %r: no traffic for %g s", request.websocket, timeout)
             self.metrics.heartbeat_timeouts += 1
             request.websocket.abort(1011, f"heartbeat timeout: no traffic for {timeout:g} s")
@@ -462,7 +555,7 @@ class Server:
             finally:
                 self.connections.discard(ws)
         elif not request.answered:
-            with trio.move_on_after(self.close_timeout):
+            with trio.move_on_after(self.options.close_timeout):
                 await request.respond_text("Not Found\n" if http_status == 404 else "Error\n", http_status)
 
 
@@ -489,78 +582,54 @@ async def serve(
     handler: Handler,
     *,
     host: str | None = None,
-    ssl_context: Any = None,
-    origins: Sequence[str | None] | None = None,
-    heartbeat: Heartbeat | None = Heartbeat(),  # noqa: B008 - frozen, so sharing is safe
-    max_message_size: int = 1024 * 1024,
-    max_head_size: int = 16 * 1024,
-    handshake_timeout: float = 10.0,
-    max_connections: int = 10_000,
-    max_connections_per_address: int | None = 1_000,
-    close_timeout: float = 5.0,
-    max_outbox_bytes: int = 1024 * 1024,
-    message_queue_size: int = 1,
+    ssl_context: ssl.SSLContext | None = None,
+    options: ServerOptions | None = None,
     metrics: Metrics | None = None,
-    compression: str | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    **keywords: Unpack[ServerOptionKeywords],
 ) -> None:
-    """Serve HTTP and WebSockets on ``port`` until cancelled.
+    """Serve HTTP and WebSockets on *port* until cancelled.
 
     ``handler(request)`` runs once per connection, in its own task. Use
     ``server = await nursery.start(serve, 0, handler)`` to bind a free port and read
-    ``server.port``. ``host=None`` listens on every interface.
-
-    Limits (each a keyword argument; what happens at the bound):
-
-    * ``max_message_size`` (1 MiB): a larger received message closes the connection with 1009.
-    * ``max_head_size`` (16 KiB): a larger request head is answered with 431.
-    * ``handshake_timeout`` (10 s): a request head that takes longer is dropped.
-    * ``max_connections`` (10,000): further connections are answered with 503.
-    * ``max_connections_per_address`` (1,000): connections from one remote host beyond this are
-      answered with 503 (``None``: no per-address limit); counted as
-      ``RefusalReason.PER_ADDRESS``.
-    * ``max_outbox_bytes`` (1 MiB): bytes queued per connection while its socket is full; see the
-      hub's slow-client policy for what happens beyond it.
-    * ``message_queue_size`` (1): messages read ahead for a handler that is not receiving; when
-      that many wait, the connection stops reading (TCP backpressure), and the idle clock stops
-      too. A handler in ``recv`` reads and parses in its own task, with nothing held.
-    * ``heartbeat`` (ping every 30 s, close after 60 s of silence); ``None`` switches it off.
-    * ``origins``: when given, upgrades whose ``Origin`` is not listed get 403 (list ``None`` to
-      admit clients that send no ``Origin``, such as non-browser clients).
-
-    ``compression``: ``"deflate"`` offers permessage-deflate (RFC 7692) without context takeover
-    on either side, so a broadcast is compressed once for all compressed recipients and an idle
-    connection keeps no zlib state; ``None`` (the default, which keeps idle connections smallest)
-    offers nothing. Messages under 64 bytes go out uncompressed.
-
-    ``metrics`` (a fresh :class:`Metrics` when not given; read it as ``server.metrics``) counts
-    connections accepted, open and refused (by reason), WebSockets open and closed (by code),
-    messages and bytes in and out of direct ``send``/``recv``, and heartbeat timeouts.
+    ``server.port``. The limits, timeouts, heartbeat and compression are a
+    :class:`~trionos.ServerOptions` (which says what happens at each bound), given as *options* or
+    as keyword arguments: ``serve(8080, handler, max_connections=500)``.
 
     Cancellation: cancelling ``serve`` stops accepting, cancels every handler and closes each open
     WebSocket with 1001 "going away", waiting at most ``close_timeout`` for each; messages already
     handed to ``send`` are written before the close frame.
+
+    Args:
+        port: the TCP port; 0 picks a free one.
+        handler: ``async def handler(request)``, called with each connection's
+            :class:`~trionos.Request`.
+        host: the address to listen on; ``None`` listens on every interface.
+        ssl_context: serve TLS (``https://`` and ``wss://``) with these settings; ``None`` serves
+            plain TCP.
+        options: the server's settings (see :class:`~trionos.ServerOptions`).
+        metrics: the counters to increment (a fresh :class:`~trionos.Metrics` when not given;
+            read it as ``server.metrics``): connections accepted, open and refused (by reason),
+            WebSockets open and closed (by code), messages and bytes in and out of direct
+            ``send``/``recv``, and heartbeat timeouts.
+        task_status: given by :meth:`trio.Nursery.start`, which then returns the running
+            :class:`~trionos.Server` once it listens.
+        **keywords: the settings of :class:`~trionos.ServerOptions` as keyword arguments, instead
+            of *options*.
+
+    Raises:
+        OSError: the port cannot be bound.
+        TypeError: both *options* and option keywords were given, or an unknown keyword.
+        ValueError: an option is out of range.
     """
-    server = Server(
-        handler,
-        origins=origins,
-        heartbeat=heartbeat,
-        max_message_size=max_message_size,
-        max_head_size=max_head_size,
-        handshake_timeout=handshake_timeout,
-        max_connections=max_connections,
-        max_connections_per_address=max_connections_per_address,
-        close_timeout=close_timeout,
-        max_outbox_bytes=max_outbox_bytes,
-        message_queue_size=message_queue_size,
-        metrics=metrics,
-        compression=compression,
-    )
-    listeners: list[Any] = list(await trio.open_tcp_listeners(port, host=host))
+    server = Server(handler, options=options, metrics=metrics, **keywords)
+    listeners: list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]
+    listeners = list(await trio.open_tcp_listeners(port, host=host))
     sockname = listeners[0].socket.getsockname()
     server.host, server.port = str(sockname[0]), int(sockname[1])
     if ssl_context is not None:
         listeners = [trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners]
+        server.secure = True
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run_support)
         # From here on every way out goes through shutdown(): the support nursery waits for it.

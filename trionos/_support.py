@@ -33,7 +33,8 @@ logger = logging.getLogger("trionos.server")
 class TaskSpawner(Protocol):
     """Anything with ``start_soon``: a :class:`trio.Nursery`, or a :class:`SupportNursery`."""
 
-    def start_soon(self, async_fn: AsyncFn, *args: object, name: object = None) -> None: ...
+    def start_soon(self, async_fn: AsyncFn, *args: object, name: object = None) -> None:
+        """Start ``async_fn(*args)`` as a new task (see :meth:`trio.Nursery.start_soon`)."""
 
 
 async def _isolated(async_fn: AsyncFn, args: tuple[Any, ...]) -> None:
@@ -52,5 +53,11 @@ class SupportNursery:
         self._nursery = nursery
 
     def start_soon(self, async_fn: AsyncFn, *args: object, name: object = None) -> None:
-        """Start ``async_fn(*args)``; an exception it raises is logged, not propagated."""
+        """Start ``async_fn(*args)``; an exception it raises is logged, not propagated.
+
+        Args:
+            async_fn: the task's function.
+            *args: its arguments.
+            name: the task's name (default: *async_fn*).
+        """
         self._nursery.start_soon(_isolated, async_fn, args, name=name or async_fn)

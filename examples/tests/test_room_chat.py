@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import trionos
 from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Message, Welcome
 from trionos.testing import (
-    AppClient,
+    AppServer,
     AppStateMachine,
     ClientFactory,
     expect_message,
@@ -77,7 +77,7 @@ async def join(ws: Any, username: str, room: str = "lobby") -> None:
 # --- behaviour, one scenario per test ---------------------------------------------------------------------
 
 
-async def test_the_page_is_served_on_the_same_port(trionos_app: AppClient) -> None:
+async def test_the_page_is_served_on_the_same_port(trionos_app: AppServer) -> None:
     """GET / returns the chat page."""
     response = await trionos_app.get("/")
     assert response.status == 200
@@ -127,7 +127,7 @@ async def test_bad_input_is_answered_and_the_connection_stays(trionos_client: Cl
 
 
 async def test_a_client_that_vanishes_mid_frame_is_announced_as_left(
-    trionos_app: AppClient, trionos_client: ClientFactory
+    trionos_app: AppServer, trionos_client: ClientFactory
 ) -> None:
     """When a member's connection breaks inside a frame, the room hears that it left."""
     ann = await trionos_client()
@@ -143,7 +143,7 @@ async def test_a_client_that_vanishes_mid_frame_is_announced_as_left(
 
 @pytest.mark.trionos_backend("memory")
 async def test_a_silent_member_times_out_after_a_minute(
-    autojump_clock: trio.testing.MockClock, trionos_app: AppClient, trionos_client: ClientFactory
+    autojump_clock: trio.testing.MockClock, trionos_app: AppServer, trionos_client: ClientFactory
 ) -> None:
     """A member whose connection goes half-open is dropped by the heartbeat 60 s later (virtual time)."""
     ann = await trionos_client()

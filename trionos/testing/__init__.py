@@ -2,7 +2,7 @@
 
 * Connections without sockets: :func:`open_memory_server` (bounded :func:`memory_pipe` streams, so
   backpressure and ``MockClock`` autojump both work), or a real server on 127.0.0.1 with
-  :func:`open_loopback_server`; both are an :class:`AppClient`, and :func:`open_app` picks one.
+  :func:`open_loopback_server`; both are an :class:`AppServer`, and :func:`open_app` picks one.
 * Assertions: :func:`expect_message`, :func:`expect_silence`, :func:`expect_closed`.
 * Faults: :func:`slow_consumer`, :func:`half_open_peer`, :func:`disconnect_mid_frame`, and the
   hand-driven :class:`RawPeer` they are made of.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .._lazy import module_getattr as _module_getattr
 from ._app import BACKENDS as BACKENDS
-from ._app import AppClient as AppClient
+from ._app import AppServer as AppServer
 from ._app import Backend as Backend
 from ._app import ClientFactory as ClientFactory
 from ._app import open_app as open_app
@@ -71,7 +71,7 @@ _LAZY = {
 }
 
 #: Old public name -> (its replacement, the release that removes it); each use warns.
-_DEPRECATED: dict[str, tuple[str, str]] = {}
+_DEPRECATED: dict[str, tuple[str, str]] = {"AppClient": ("AppServer", "0.3")}
 
 
 __getattr__ = _module_getattr(__name__, _LAZY, _DEPRECATED)
@@ -82,7 +82,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AppClient",
+    "AppServer",
     "AppStateMachine",
     "BACKENDS",
     "Backend",

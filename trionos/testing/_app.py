@@ -4,27 +4,37 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Unpack
 
 import trio
 
 from .._connection import WebSocket
-from .._heartbeat import Heartbeat
+from .._metrics import Metrics
+from .._options import (
+    ClientOptionKeywords,
+    ClientOptions,
+    ServerOptionKeywords,
+    ServerOptions,
+    resolve,
+)
 from .._server import Handler, Server
 from ._http import HttpResponse
 from ._loopback import open_loopback_server
 from ._memory import open_memory_server
 from ._pipe import DEFAULT_PIPE_BYTES
 
-__all__ = ["BACKENDS", "AppClient", "Backend", "ClientFactory", "open_app"]
+__all__ = ["BACKENDS", "AppServer", "Backend", "ClientFactory", "open_app"]
 
 Backend = Literal["memory", "loopback"]
 #: Every backend, in the order a test parametrized over all of them runs.
 BACKENDS: tuple[Backend, ...] = ("memory", "loopback")
 
+_SERVER_DEFAULTS = ServerOptions()
 
-class AppClient(Protocol):
-    """A running app that tests talk to: :class:`MemoryServer` and :class:`LoopbackServer` are two.
+
+class AppServer(Protocol):
+    """A handle to a running app that tests talk to: :class:`MemoryServer` and
+    :class:`LoopbackServer` are two.
 
     Write tests against this and they run unchanged on either backend.
     """
@@ -43,20 +53,40 @@ class AppClient(Protocol):
         self,
         path: str = "/",
         *,
-        subprotocols: Iterable[str] = (),
-        extra_headers: Iterable[tuple[str, str]] = (),
-        heartbeat: Heartbeat | None = None,
-        **options: Any,
+        options: ClientOptions | None = None,
+        **keywords: Unpack[ClientOptionKeywords],
     ) -> AbstractAsyncContextManager[WebSocket]:
-        """Open a WebSocket to ``path`` (client heartbeats off unless given); closed on exit."""
+        """Open a WebSocket to *path*; it closes when the block exits.
+
+        Args:
+            path: the request target, e.g. ``"/chat?room=a"``.
+            options: the client's settings (see :class:`~trionos.ClientOptions`), used as they are.
+            **keywords: the same settings as keyword arguments, instead of *options*. Client
+                heartbeats are off unless one is given.
+
+        Returns:
+            An async context manager yielding the open :class:`~trionos.WebSocket`.
+        """
         ...
 
     async def get(self, path: str = "/", *, headers: Iterable[tuple[str, str]] = ()) -> HttpResponse:
-        """A plain HTTP ``GET``; the complete response."""
+        """Send a plain HTTP ``GET`` *path*.
+
+        Args:
+            path: the request target.
+            headers: more request headers.
+
+        Returns:
+            The complete response.
+        """
         ...
 
     async def dial(self) -> trio.abc.Stream:
-        """A new raw byte stream to the server: nothing is sent yet."""
+        """Open a new raw byte stream to the server (nothing is sent yet).
+
+        Returns:
+            The stream; the caller closes it.
+        """
         ...
 
 
@@ -74,18 +104,38 @@ async def open_app(
     *,
     backend: Backend = "memory",
     buffer_size: int = DEFAULT_PIPE_BYTES,
-    **serve_options: Any,
-) -> AsyncIterator[AppClient]:
-    """Run ``handler`` on ``backend`` for the duration of the block and yield its :class:`AppClient`.
+    options: ServerOptions | None = None,
+    metrics: Metrics | None = None,
+    **keywords: Unpack[ServerOptionKeywords],
+) -> AsyncIterator[AppServer]:
+    """Run *handler* on *backend* for the duration of the block.
 
-    ``serve_options`` are those of :func:`trionos.serve`. ``buffer_size`` bounds each direction of
-    each in-memory connection (the memory backend only; loopback has the kernel's buffers).
+    Args:
+        handler: the application, as for :func:`trionos.serve`.
+        backend: ``"memory"`` (:func:`open_memory_server`) or ``"loopback"``
+            (:func:`open_loopback_server`).
+        buffer_size: bounds each direction of each in-memory connection (the memory backend
+            only; loopback has the kernel's buffers).
+        options: the server's settings (see :class:`~trionos.ServerOptions`).
+        metrics: the counters the server increments (a fresh :class:`~trionos.Metrics` if not
+            given).
+        **keywords: the settings of :class:`~trionos.ServerOptions` as keyword arguments, instead
+            of *options*.
+
+    Returns:
+        An async context manager yielding the running app's :class:`AppServer`.
+
+    Raises:
+        ValueError: *backend* is not one of :data:`~trionos.testing.BACKENDS`.
+        TypeError: both *options* and option keywords were given, or an unknown keyword.
     """
+    settings = resolve(options, keywords, base=_SERVER_DEFAULTS, caller="open_app")
     if backend == "memory":
-        async with open_memory_server(handler, buffer_size=buffer_size, **serve_options) as memory:
-            yield memory
+        memory = open_memory_server(handler, buffer_size=buffer_size, options=settings, metrics=metrics)
+        async with memory as memory_server:
+            yield memory_server
     elif backend == "loopback":
-        async with open_loopback_server(handler, **serve_options) as loopback:
+        async with open_loopback_server(handler, options=settings, metrics=metrics) as loopback:
             yield loopback
     else:
         raise ValueError(f"unknown trionos test backend {backend!r}; expected one of {BACKENDS}")

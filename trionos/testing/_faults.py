@@ -1,6 +1,6 @@
 """Fault injection: the classic ways a WebSocket peer goes wrong, ready to point at an app.
 
-Each works on any :class:`~trionos.testing.AppClient`. On the memory backend they are exact and
+Each works on any :class:`~trionos.testing.AppServer`. On the memory backend they are exact and
 need no wall-clock time (with ``autojump_clock``); on loopback they work too, but the kernel's
 socket buffers (megabytes) make a slow consumer take much more data before the server notices.
 
@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ._app import AppClient
+from ._app import AppServer
 from ._peer import RawPeer, open_raw_peer
 
 __all__ = ["CuttingProxy", "disconnect_mid_frame", "half_open_peer", "open_cutting_proxy", "slow_consumer"]
@@ -40,7 +40,7 @@ _CHUNK = 64 * 1024
 
 @asynccontextmanager
 async def slow_consumer(
-    app: AppClient, path: str = "/", *, extra_headers: Iterable[tuple[str, str]] = ()
+    app: AppServer, path: str = "/", *, extra_headers: Iterable[tuple[str, str]] = ()
 ) -> AsyncIterator[RawPeer]:
     """A peer that completes the handshake and then reads nothing until the test calls ``recv``.
 
@@ -56,7 +56,7 @@ async def slow_consumer(
 
 @asynccontextmanager
 async def half_open_peer(
-    app: AppClient, path: str = "/", *, extra_headers: Iterable[tuple[str, str]] = ()
+    app: AppServer, path: str = "/", *, extra_headers: Iterable[tuple[str, str]] = ()
 ) -> AsyncIterator[RawPeer]:
     """A peer that completes the handshake, then vanishes: it never sends, reads or answers a ping.
 
@@ -73,7 +73,7 @@ async def half_open_peer(
 
 
 async def disconnect_mid_frame(
-    app: AppClient,
+    app: AppServer,
     path: str = "/",
     *,
     before: Iterable[str | bytes] = (),

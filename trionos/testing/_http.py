@@ -45,10 +45,24 @@ async def http_request(
     headers: Iterable[tuple[str, str]] = (),
     body: bytes = b"",
 ) -> HttpResponse:
-    """Send one request on ``stream``, read the whole response, and close the stream.
+    """Send one request on *stream*, read the whole response, and close the stream.
 
-    Raises :class:`AssertionError` when the server closes without a complete response or sends a
-    body over :data:`MAX_BODY_BYTES`. Cancellation closes the stream.
+    Cancellation closes the stream.
+
+    Args:
+        stream: a byte stream to the server.
+        host: the ``Host`` header.
+        path: the request target.
+        method: the HTTP method.
+        headers: more request headers.
+        body: the request body (with a ``Content-Length``).
+
+    Returns:
+        The complete response.
+
+    Raises:
+        AssertionError: the server closed without a complete response, sent an invalid one, or
+            sent a body over 16 MiB.
     """
     conn = h11.Connection(h11.CLIENT)
     request_headers = [("Host", host), ("Connection", "close"), *headers]
@@ -66,7 +80,7 @@ async def http_request(
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(64 * 1024))
+                conn.receive_data(bytes(await stream.receive_some(64 * 1024)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
                 response_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]

@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Unpack
 
 import trio
 
 from .._client import connect
 from .._connection import WebSocket
-from .._heartbeat import Heartbeat
+from .._metrics import Metrics
+from .._options import (
+    ClientOptionKeywords,
+    ClientOptions,
+    ServerOptionKeywords,
+    ServerOptions,
+    resolve,
+)
 from .._server import Handler, Server, serve
 from ._http import HttpResponse, http_request
+from ._memory import TEST_CLIENT_OPTIONS
 
 __all__ = ["LOOPBACK_HOST", "LoopbackServer", "open_loopback_server"]
 
 LOOPBACK_HOST = "127.0.0.1"
 
+_SERVER_DEFAULTS = ServerOptions()
+
 
 class LoopbackServer:
     """A running :func:`trionos.serve` on ``127.0.0.1``: ``server.port`` is the port it got."""
 
-    #: Which backend this is (see :class:`~trionos.testing.AppClient`).
+    #: Which backend this is (see :class:`~trionos.testing.AppServer`).
     backend = "loopback"
 
     def __init__(self, server: Server) -> None:
@@ -34,7 +45,7 @@ class LoopbackServer:
 
     @property
     def url(self) -> str:
-        """``ws://127.0.0.1:<port>``."""
+        """``ws://127.0.0.1:<port>`` (``wss://`` when serving TLS)."""
         return self.server.url
 
     async def dial(self) -> trio.SocketStream:
@@ -46,37 +57,84 @@ class LoopbackServer:
         self,
         path: str = "/",
         *,
-        subprotocols: Iterable[str] = (),
-        extra_headers: Iterable[tuple[str, str]] = (),
-        heartbeat: Heartbeat | None = None,
-        **options: Any,
+        ssl_context: ssl.SSLContext | None = None,
+        options: ClientOptions | None = None,
+        **keywords: Unpack[ClientOptionKeywords],
     ) -> AsyncIterator[WebSocket]:
-        """:func:`trionos.connect` to ``path``, with client heartbeats off unless ``heartbeat`` is given."""
-        async with connect(
-            self.url + path,
-            subprotocols=subprotocols,
-            extra_headers=extra_headers,
-            heartbeat=heartbeat,
-            **options,
-        ) as ws:
+        """:func:`trionos.connect` to *path*, with client heartbeats off unless one is given.
+
+        Args:
+            path: the request target, e.g. ``"/chat?room=a"``.
+            ssl_context: the client's TLS settings, for a server started with an ``ssl_context``.
+            options: the client's settings (see :class:`~trionos.ClientOptions`), used as they are.
+            **keywords: the same settings as keyword arguments, instead of *options*.
+
+        Returns:
+            An async context manager yielding the open :class:`~trionos.WebSocket`.
+
+        Raises:
+            ConnectionRejected: the server answered the upgrade with an HTTP status (and the
+                other errors :func:`trionos.connect` raises).
+            TypeError: both *options* and option keywords were given.
+        """
+        settings = resolve(options, keywords, base=TEST_CLIENT_OPTIONS, caller="connect")
+        async with connect(self.url + path, ssl_context=ssl_context, options=settings) as ws:
             yield ws
 
     async def get(self, path: str = "/", *, headers: Iterable[tuple[str, str]] = ()) -> HttpResponse:
-        """Send a plain HTTP ``GET path`` over TCP and return the complete response."""
+        """Send a plain HTTP ``GET`` *path* over TCP.
+
+        Args:
+            path: the request target.
+            headers: more request headers.
+
+        Returns:
+            The complete response.
+        """
         stream = await self.dial()
         return await http_request(stream, f"{LOOPBACK_HOST}:{self.server.port}", path, headers=headers)
 
 
 @asynccontextmanager
-async def open_loopback_server(handler: Handler, **serve_options: Any) -> AsyncIterator[LoopbackServer]:
+async def open_loopback_server(
+    handler: Handler,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    options: ServerOptions | None = None,
+    metrics: Metrics | None = None,
+    **keywords: Unpack[ServerOptionKeywords],
+) -> AsyncIterator[LoopbackServer]:
     """Run :func:`trionos.serve` on ``127.0.0.1`` port 0 for the duration of the block.
 
-    Takes the keyword options of :func:`trionos.serve`. Leaving the block cancels ``serve``, which
-    closes open WebSockets with 1001. Real sockets make ``MockClock`` autojump unreliable: use the
-    memory backend for virtual time.
+    Leaving the block cancels ``serve``, which closes open WebSockets with 1001. Real sockets make
+    ``MockClock`` autojump unreliable: use the memory backend for virtual time.
+
+    Args:
+        handler: the application, as for :func:`trionos.serve`.
+        ssl_context: serve TLS with these settings (then :attr:`LoopbackServer.url` says
+            ``wss://``).
+        options: the server's settings (see :class:`~trionos.ServerOptions`).
+        metrics: the counters the server increments (a fresh :class:`~trionos.Metrics` if not
+            given).
+        **keywords: the settings of :class:`~trionos.ServerOptions` as keyword arguments, instead
+            of *options*.
+
+    Returns:
+        An async context manager yielding the :class:`LoopbackServer`.
+
+    Raises:
+        TypeError: both *options* and option keywords were given, or an unknown keyword.
     """
+    start = functools.partial(
+        serve,
+        0,
+        handler,
+        host=LOOPBACK_HOST,
+        ssl_context=ssl_context,
+        options=resolve(options, keywords, base=_SERVER_DEFAULTS, caller="open_loopback_server"),
+        metrics=metrics,
+    )
     async with trio.open_nursery() as nursery:
-        start = functools.partial(serve, 0, handler, host=LOOPBACK_HOST, **serve_options)
         server: Server = await nursery.start(start)
         try:
             yield LoopbackServer(server)

@@ -11,23 +11,32 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Unpack
 
-import attrs
 import trio
 import trio.lowlevel
 
-from .._client import ClientOptions, connect_over
+from .._client import connect_over
 from .._connection import WebSocket
-from .._heartbeat import Heartbeat
+from .._metrics import Metrics
+from .._options import (
+    ClientOptionKeywords,
+    ClientOptions,
+    ServerOptionKeywords,
+    ServerOptions,
+    resolve,
+)
 from .._server import Handler, Server
 from ._http import HttpResponse, http_request
 from ._pipe import DEFAULT_PIPE_BYTES, PipeStream, memory_pipe
 
-__all__ = ["MEMORY_HOST", "MemoryServer", "open_memory_server"]
+__all__ = ["MEMORY_HOST", "TEST_CLIENT_OPTIONS", "MemoryServer", "open_memory_server"]
 
 #: The ``Host`` header in-memory clients send.
 MEMORY_HOST = "trionos.test"
+
+#: What the test kit's clients use when not told otherwise: the defaults without a heartbeat.
+TEST_CLIENT_OPTIONS = ClientOptions(heartbeat=None)
 
 
 class MemoryServer:
@@ -37,7 +46,7 @@ class MemoryServer:
     ``buffer_size`` bounds the unread bytes in each direction of each connection.
     """
 
-    #: Which backend this is (see :class:`~trionos.testing.AppClient`).
+    #: Which backend this is (see :class:`~trionos.testing.AppServer`).
     backend = "memory"
     #: A pseudo URL: there is no listener, so only this object can connect.
     url = f"ws://{MEMORY_HOST}"
@@ -71,47 +80,73 @@ class MemoryServer:
         self,
         path: str = "/",
         *,
-        subprotocols: Iterable[str] = (),
-        extra_headers: Iterable[tuple[str, str]] = (),
-        heartbeat: Heartbeat | None = None,
-        **options: Any,
+        options: ClientOptions | None = None,
+        **keywords: Unpack[ClientOptionKeywords],
     ) -> AsyncIterator[WebSocket]:
-        """Open a WebSocket to ``path``; it closes when the block exits.
+        """Open a WebSocket to *path*; it closes when the block exits.
 
-        Client heartbeats are off by default here (tests drive time themselves); pass
-        ``heartbeat=Heartbeat(...)`` to switch them on. Other keyword options are those of
-        :func:`trionos.connect` (``connect_timeout``, ``max_message_size``, ...). Raises what
-        :func:`trionos.connect` raises, e.g. :class:`~trionos.ConnectionRejected`.
+        Args:
+            path: the request target, e.g. ``"/chat?room=a"``.
+            options: the client's settings (see :class:`~trionos.ClientOptions`), used as they are.
+            **keywords: the same settings as keyword arguments, instead of *options*. Client
+                heartbeats are off unless one is given (tests drive time themselves).
+
+        Returns:
+            An async context manager yielding the open :class:`~trionos.WebSocket`.
+
+        Raises:
+            ConnectionRejected: the server answered the upgrade with an HTTP status (and the
+                other errors :func:`trionos.connect` raises).
+            TypeError: both *options* and option keywords were given.
         """
-        client_options = attrs.evolve(
-            ClientOptions(),
-            subprotocols=tuple(subprotocols),
-            extra_headers=tuple(extra_headers),
-            heartbeat=heartbeat,
-            **options,
-        )
-        async with connect_over(self.dial, MEMORY_HOST, path, client_options, remote=None) as ws:
+        settings = resolve(options, keywords, base=TEST_CLIENT_OPTIONS, caller="connect")
+        async with connect_over(self.dial, MEMORY_HOST, path, settings, remote=None) as ws:
             yield ws
 
     async def get(self, path: str = "/", *, headers: Iterable[tuple[str, str]] = ()) -> HttpResponse:
-        """Send a plain HTTP ``GET path`` and return the complete response."""
+        """Send a plain HTTP ``GET`` *path*.
+
+        Args:
+            path: the request target.
+            headers: more request headers.
+
+        Returns:
+            The complete response.
+        """
         return await http_request(self.open_stream(), MEMORY_HOST, path, headers=headers)
 
 
 @asynccontextmanager
 async def open_memory_server(
-    handler: Handler, *, buffer_size: int = DEFAULT_PIPE_BYTES, **serve_options: Any
+    handler: Handler,
+    *,
+    buffer_size: int = DEFAULT_PIPE_BYTES,
+    options: ServerOptions | None = None,
+    metrics: Metrics | None = None,
+    **keywords: Unpack[ServerOptionKeywords],
 ) -> AsyncIterator[MemoryServer]:
-    """Run ``handler`` as a server reachable only through memory pipes.
+    """Run *handler* as a server reachable only through memory pipes.
 
-    Takes the same keyword options as :func:`trionos.serve` (``heartbeat``, ``origins``, limits),
-    plus ``buffer_size``: the unread bytes each direction of a connection holds before the writer
-    waits (64 KiB, roughly a loopback socket).
+    Leaving the block cancels every connection, as cancelling :func:`trionos.serve` does: handlers
+    are cancelled and open WebSockets get 1001, each waiting at most ``close_timeout`` for its peer.
 
-    Leaving the block cancels every connection, as cancelling ``serve`` does: handlers are
-    cancelled and open WebSockets get 1001, each waiting at most ``close_timeout`` for its peer.
+    Args:
+        handler: the application, as for :func:`trionos.serve`.
+        buffer_size: the unread bytes each direction of a connection holds before the writer
+            waits (64 KiB, roughly a loopback socket).
+        options: the server's settings (see :class:`~trionos.ServerOptions`).
+        metrics: the counters the server increments (a fresh :class:`~trionos.Metrics` if not
+            given).
+        **keywords: the settings of :class:`~trionos.ServerOptions` as keyword arguments, instead
+            of *options*.
+
+    Returns:
+        An async context manager yielding the :class:`MemoryServer`.
+
+    Raises:
+        TypeError: both *options* and option keywords were given, or an unknown keyword.
     """
-    server = Server(handler, **serve_options)
+    server = Server(handler, options=options, metrics=metrics, **keywords)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run_support)
         nursery.start_soon(server.run_pinger)

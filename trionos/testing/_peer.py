@@ -23,7 +23,6 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Event,
-    Message,
     Ping,
     Pong,
     RejectConnection,
@@ -34,7 +33,7 @@ from wsproto.events import (
 
 from .._connection import dumps_json
 from .._errors import ConnectionClosed, ConnectionRejected, ConnectTimeout, HandshakeError
-from ._app import AppClient
+from ._app import AppServer
 
 __all__ = ["RawPeer", "open_raw_peer"]
 
@@ -66,7 +65,9 @@ class RawPeer:
         self.pongs_received = 0
         self._conn = connection
         self._events: deque[Event] = deque(events)
-        self._parts: list[str | bytes] = []
+        # The parts of a message still arriving (only one kind at a time).
+        self._text_parts: list[str] = []
+        self._byte_parts: list[bytes | bytearray] = []
         self._closed: ConnectionClosed | None = None
 
     def __repr__(self) -> str:
@@ -74,42 +75,77 @@ class RawPeer:
         return f"<RawPeer {state}>"
 
     def frame(self, message: str | bytes) -> bytes:
-        """The bytes of one complete, masked data frame for ``message`` (text for str, binary for bytes)."""
-        return self._conn.send(Message(data=message))
+        """Encode one complete, masked data frame.
+
+        Args:
+            message: ``str`` for a text frame, ``bytes`` for a binary one.
+
+        Returns:
+            The frame's bytes (nothing is sent).
+        """
+        event = TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
+        return self._conn.send(event)
 
     async def send(self, message: str | bytes) -> None:
-        """Send one complete message; waits while the server is not reading (backpressure)."""
+        """Send one complete message; waits while the server is not reading (backpressure).
+
+        Args:
+            message: ``str`` for a text message, ``bytes`` for a binary one.
+        """
         await self.stream.send_all(self.frame(message))
 
     async def send_json(self, obj: Any) -> None:
-        """Send ``obj`` as compact JSON text, as :meth:`trionos.WebSocket.send_json` does."""
+        """Send *obj* as compact JSON text, as :meth:`trionos.WebSocket.send_json` does.
+
+        Args:
+            obj: a JSON-serialisable value.
+        """
         await self.send(dumps_json(obj))
 
     async def ping(self, payload: bytes = b"") -> None:
-        """Send a protocol ping; :meth:`recv` counts the pong in ``pongs_received``."""
+        """Send a protocol ping; :meth:`recv` counts the pong in ``pongs_received``.
+
+        Args:
+            payload: the ping's payload (at most 125 bytes).
+        """
         await self.stream.send_all(self._conn.send(Ping(payload)))
 
     async def send_bytes(self, data: bytes) -> None:
-        """Write raw bytes (partial frames, garbage) straight to the stream."""
+        """Write raw bytes (partial frames, garbage) straight to the stream.
+
+        Args:
+            data: the bytes.
+        """
         await self.stream.send_all(data)
 
     async def recv(self) -> str | bytes:
         """Read until one whole message arrives and return it.
 
         Pings met on the way are counted and, with ``answer_pings``, answered. A close frame is
-        answered and raises :class:`~trionos.ConnectionClosed` with its code; the stream ending
-        without one raises it with 1006. Cancelling loses no message.
+        answered. Cancelling loses no message.
+
+        Returns:
+            The message: ``str`` for text, ``bytes`` for binary.
+
+        Raises:
+            ConnectionClosed: a close frame arrived (with its code), or the stream ended without
+                one (1006).
         """
         if self._closed is not None:
             raise self._closed
         while True:
             while self._events:
                 event = self._events.popleft()
-                if isinstance(event, TextMessage | BytesMessage):
-                    self._parts.append(event.data)
+                if isinstance(event, TextMessage):
+                    self._text_parts.append(event.data)
                     if event.message_finished:
-                        parts, self._parts = self._parts, []
-                        return "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)  # type: ignore[arg-type]
+                        text, self._text_parts = "".join(self._text_parts), []
+                        return text
+                elif isinstance(event, BytesMessage):
+                    self._byte_parts.append(event.data)
+                    if event.message_finished:
+                        payload, self._byte_parts = b"".join(self._byte_parts), []
+                        return payload
                 elif isinstance(event, Ping):
                     self.pings_received += 1
                     if self.answer_pings:
@@ -128,11 +164,17 @@ class RawPeer:
                 data = await self.stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
-            self._conn.receive_data(data or None)
+            self._conn.receive_data(bytes(data) if data else None)
             self._events.extend(self._conn.events())
 
     async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Send a close frame and read (discarding messages) until the server's reply or ``timeout``."""
+        """Send a close frame and read (discarding messages) until the server's reply, then abort.
+
+        Args:
+            code: the close code.
+            reason: the close reason.
+            timeout: seconds to wait for the server's reply.
+        """
         if self._closed is None and self._conn.state is ConnectionState.OPEN:
             await self.stream.send_all(self._conn.send(CloseConnection(code=code, reason=reason)))
             with trio.move_on_after(timeout):
@@ -150,7 +192,11 @@ class RawPeer:
         await trio.aclose_forcefully(self.stream)
 
     async def disconnect_mid_frame(self, message: str | bytes = "x" * 100) -> None:
-        """Send the first half of ``message``'s frame, then close the stream (no close frame)."""
+        """Send the first half of a message's frame, then close the stream (no close frame).
+
+        Args:
+            message: the message whose frame is cut.
+        """
         frame = self.frame(message)
         await self.stream.send_all(frame[: max(1, len(frame) // 2)])
         await self.abort()
@@ -158,7 +204,7 @@ class RawPeer:
 
 @asynccontextmanager
 async def open_raw_peer(
-    app: AppClient,
+    app: AppServer,
     path: str = "/",
     *,
     subprotocols: Iterable[str] = (),
@@ -166,12 +212,25 @@ async def open_raw_peer(
     answer_pings: bool = True,
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[RawPeer]:
-    """Complete a WebSocket handshake with ``app`` at ``path`` and yield a :class:`RawPeer`.
+    """Complete a WebSocket handshake with *app* at *path* and yield a :class:`RawPeer`.
 
-    Raises :class:`~trionos.ConnectionRejected` if the server answers with an HTTP status,
-    :class:`~trionos.ConnectTimeout` if the handshake takes over ``connect_timeout`` seconds, and
-    :class:`~trionos.HandshakeError` if the server closes first. The stream is closed abruptly on
-    exit, whatever the peer's state.
+    The stream is closed abruptly on exit, whatever the peer's state.
+
+    Args:
+        app: the running app (see :class:`~trionos.testing.AppServer`).
+        path: the request target.
+        subprotocols: the subprotocols offered.
+        extra_headers: more ``(name, value)`` headers for the upgrade request.
+        answer_pings: whether :meth:`RawPeer.recv` answers the server's pings.
+        connect_timeout: seconds the handshake may take.
+
+    Returns:
+        An async context manager yielding the :class:`RawPeer`.
+
+    Raises:
+        ConnectionRejected: the server answered with an HTTP status.
+        ConnectTimeout: the handshake took over *connect_timeout* seconds.
+        HandshakeError: the server closed the connection first.
     """
     stream = await app.dial()
     try:
@@ -202,7 +261,7 @@ async def _handshake(stream: trio.abc.Stream, conn: WSConnection, request: bytes
             if status is not None:
                 raise ConnectionRejected(status, body)
             raise HandshakeError("the server closed the connection during the WebSocket handshake")
-        conn.receive_data(data)
+        conn.receive_data(bytes(data))
         events = list(conn.events())
         for i, event in enumerate(events):
             if isinstance(event, AcceptConnection):

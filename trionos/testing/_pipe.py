@@ -82,7 +82,16 @@ class PipeStream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("this end of the pipe is closed")
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Write all of ``data``, waiting while the peer's buffer holds ``max_bytes`` unread bytes."""
+        """Write all of *data*, waiting while the peer's buffer holds ``max_bytes`` unread bytes.
+
+        Args:
+            data: the bytes to write.
+
+        Raises:
+            trio.BrokenResourceError: the other end is closed.
+            trio.ClosedResourceError: this end is closed, or ``send_eof`` was called.
+            trio.BusyResourceError: another task is sending on this end.
+        """
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._sending = True
@@ -134,7 +143,19 @@ class PipeStream(trio.abc.HalfCloseableStream):
         self._out.wake_all()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        """Return up to ``max_bytes`` bytes (all buffered bytes for None); b"" at EOF."""
+        """Wait for bytes and return them.
+
+        Args:
+            max_bytes: the most to return (all buffered bytes for None).
+
+        Returns:
+            Up to *max_bytes* bytes; ``b""`` at EOF.
+
+        Raises:
+            ValueError: *max_bytes* is less than 1.
+            trio.ClosedResourceError: this end is closed.
+            trio.BusyResourceError: another task is receiving on this end.
+        """
         if max_bytes is not None:
             max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as trio's streams do
             if max_bytes < 1:
@@ -173,10 +194,19 @@ class PipeStream(trio.abc.HalfCloseableStream):
 
 
 def memory_pipe(max_bytes: int = DEFAULT_PIPE_BYTES) -> tuple[PipeStream, PipeStream]:
-    """Two connected :class:`PipeStream` ends; each direction buffers at most ``max_bytes`` bytes.
+    """Make two connected :class:`PipeStream` ends.
 
     At the bound ``send_all`` waits until the peer reads, so a peer that stops reading stalls its
     writer: the backpressure of a TCP connection, without sockets or wall-clock time.
+
+    Args:
+        max_bytes: the unread bytes each direction buffers at most (64 KiB).
+
+    Returns:
+        The two ends.
+
+    Raises:
+        ValueError: *max_bytes* is less than 1.
     """
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be at least 1, got {max_bytes!r}")

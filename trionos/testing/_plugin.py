@@ -7,7 +7,7 @@ The fixtures are Trio fixtures: they need pytest-trio (``trio_mode = true``, or 
 
 You define ``trionos_handler`` (and optionally ``trionos_serve_options``); the plugin gives you
 
-* ``trionos_app``: the app running on the selected backend (an :class:`~trionos.testing.AppClient`);
+* ``trionos_app``: the app running on the selected backend (an :class:`~trionos.testing.AppServer`);
 * ``trionos_client``: a factory, ``ws = await trionos_client("/path")``, for connections that stay
   open until the test ends;
 * ``trionos_memory_server`` and ``trionos_loopback_server``: one backend each, whatever is selected;
@@ -33,7 +33,7 @@ import trio.testing
 from .._connection import WebSocket
 from .._errors import ConnectionClosed
 from .._server import Handler
-from ._app import BACKENDS, AppClient, ClientFactory, open_app
+from ._app import BACKENDS, AppServer, ClientFactory, open_app
 from ._loopback import LoopbackServer, open_loopback_server
 from ._memory import MemoryServer, open_memory_server
 
@@ -155,7 +155,7 @@ async def trionos_loopback_server(
 @pytest.fixture
 async def trionos_app(
     trionos_handler: Handler, trionos_serve_options: Mapping[str, Any], trionos_backend: str
-) -> AsyncIterator[AppClient]:
+) -> AsyncIterator[AppServer]:
     """The handler running on the selected backend: ``connect(path)``, ``get(path)``, ``dial()``."""
     if trionos_backend == "loopback":
         _skip_if_autojumping()
@@ -167,7 +167,7 @@ async def trionos_app(
 
 
 async def _hold(
-    app: AppClient,
+    app: AppServer,
     path: str,
     options: dict[str, Any],
     done: trio.Event,
@@ -186,7 +186,7 @@ async def _hold(
 
 
 @pytest.fixture
-async def trionos_client(trionos_app: AppClient) -> AsyncIterator[ClientFactory]:
+async def trionos_client(trionos_app: AppServer) -> AsyncIterator[ClientFactory]:
     """A factory of connections to ``trionos_app`` that stay open until the test ends.
 
     ``ws = await trionos_client("/chat", subprotocols=["v1"])`` takes the options of

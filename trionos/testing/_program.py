@@ -29,7 +29,7 @@ from .._codec import loads_json
 from .._connection import MessageCodec, WebSocket, dumps_json
 from .._errors import ConnectionClosed, DecodeError
 from .._server import Handler
-from ._app import AppClient
+from ._app import AppServer
 from ._memory import open_memory_server
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class _Harness:
 
     def __init__(
         self,
-        app: AppClient,
+        app: AppServer,
         model: ProgramModel,
         nursery: trio.Nursery,
         *,
@@ -291,7 +291,7 @@ class _Harness:
 
 @asynccontextmanager
 async def _open_harness(
-    app: AppClient,
+    app: AppServer,
     model: ProgramModel,
     *,
     path: str = "/",
@@ -312,7 +312,7 @@ async def _open_harness(
 
 
 async def check_program(
-    app: AppClient,
+    app: AppServer,
     program: Iterable[Step],
     model: ProgramModel,
     *,
