@@ -268,3 +268,36 @@ async def test_registration_errors(hub: trionos.Hub, start_server: ServeFn) -> N
     async with trionos.connect(server.url):
         await done.wait()
     assert outcomes == ["ann"]
+
+
+async def test_clients_is_a_live_read_only_view(hub: trionos.Hub, start_server: ServeFn) -> None:
+    """``hub.clients`` follows registrations as they happen and cannot be written through."""
+    view = hub.clients
+    registered = Registered()
+    server = await start_server(room_handler(hub, registered))
+    assert dict(view) == {}
+    async with trionos.connect(server.url + "/a"):
+        await registered.wait_for("/a")
+        assert dict(view) == {registered["/a"].id: registered["/a"]}
+        assert hub.clients is view
+        with pytest.raises(TypeError):
+            view["intruder"] = registered["/a"]  # type: ignore[index]  # the point: it is read-only
+    while view:
+        await trio.testing.wait_all_tasks_blocked()
+    assert hub.clients == {}
+
+
+async def test_exiting_a_hub_that_was_not_entered_says_so() -> None:
+    """``__aexit__`` without ``__aenter__`` is a usage error, not an AttributeError."""
+    with pytest.raises(RuntimeError, match="not entered"):
+        await trionos.Hub().__aexit__(None, None, None)
+
+
+def test_memory_broker_is_a_deprecated_alias_of_local_broker() -> None:
+    """The old name still works for one release, warns, and is no longer exported."""
+    expected = r"MemoryBroker is deprecated.*use trionos.LocalBroker"
+    with pytest.warns(trionos.TrionosDeprecationWarning, match=expected):
+        alias = trionos.MemoryBroker
+    assert alias is trionos.LocalBroker
+    assert "MemoryBroker" not in trionos.__all__
+    assert isinstance(trionos.Hub().broker, trionos.LocalBroker)

@@ -20,12 +20,13 @@ Order is kept three ways:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 import trio
 
-__all__ = ["BATCH_BYTES", "GATHER_TICKS", "Feed"]
+__all__ = ["BATCH_BYTES", "GATHER_TICKS", "Feed", "SlowClientPolicy"]
 
 C = TypeVar("C", bound=Hashable)
 
@@ -36,6 +37,29 @@ BATCH_BYTES = 16 * 1024
 #: At most this many scheduler ticks are spent gathering a batch; gathering ends earlier at the
 #: first tick that brings nothing new, so a lone broadcast waits one tick.
 GATHER_TICKS = 4
+
+
+class SlowClientPolicy(enum.Enum):
+    """What the fan-out does when a client's outbox is full.
+
+    Set per hub (``Hub(policy=...)``) or per room (:meth:`Hub.set_room_policy
+    <trionos.Hub.set_room_policy>`); a string such as ``"drop_oldest"`` names a member.
+
+    ``DISCONNECT`` (the default): wait for room in the outbox. The wait holds the room's fan-out,
+    so its channel fills and senders wait too (backpressure reaches them through TCP). The waits
+    for one client add up: once the room has waited for it the hub's ``grace`` period in total
+    (default 2 s), it is closed with code 1008 and a reason that says so, however slowly it
+    keeps reading; the room goes on at full speed. The sum starts again once the room has gone
+    a whole ``grace`` period without waiting for that client, or when it had room at once while
+    the room waited for another member. A client that falls behind a burst and catches up is not
+    dropped, and members that are all equally slow just pace the room.
+
+    ``DROP_OLDEST``: never wait. The oldest queued messages for that client are dropped to make
+    room for the new one (for live feeds where only fresh data matters).
+    """
+
+    DISCONNECT = "disconnect"
+    DROP_OLDEST = "drop_oldest"
 
 
 #: Writes a frame to recipients without waiting; returns those the policy must wait for.
@@ -54,9 +78,9 @@ class Feed(Generic[C]):
     writing.
     """
 
-    def __init__(self, name: str, queue_size: int, policy: object) -> None:
+    def __init__(self, name: str, queue_size: int, policy: SlowClientPolicy) -> None:
         self.name = name
-        #: The hub's slow-client policy for this room.
+        #: The slow-client policy for this room (the hub's, or the room's own).
         self.policy = policy
         self._send, self._receive = trio.open_memory_channel[tuple[bytes, tuple[C, ...]]](queue_size)
         self._queue_size = queue_size
