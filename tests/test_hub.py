@@ -3,53 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 import trionos
-from tests.conftest import CountingCodec, ServeFn, raw_websocket_peer
+from tests.helpers import CountingCodec, Registered, ServeFn, raw_websocket_peer, room_handler
 
 
 @pytest.fixture
 async def hub(nursery: trio.Nursery) -> AsyncIterator[trionos.Hub]:
     yield await nursery.start(trionos.Hub().run)
-
-
-class Registered(dict[str, trionos.Client]):
-    """Server-side clients by path, with a way to wait until enough have joined."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = trio.Event()
-
-    def add(self, path: str, client: trionos.Client) -> None:
-        self[path] = client
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, *paths: str, count: int = 0) -> None:
-        while not (all(p in self for p in paths) and len(self) >= count):
-            await self._changed.wait()
-
-
-def room_handler(hub: trionos.Hub, registered: Registered) -> Any:
-    """Every connection joins the room "room", relays what it sends there, and reads until closed."""
-
-    async def handler(req: trionos.Request) -> None:
-        ws = await req.accept()
-        async with hub.client(ws) as client:
-            hub.join(client, "room")
-            registered.add(req.path, client)
-            try:
-                async for message in ws:
-                    await hub.broadcast("room", message, exclude=client)
-            finally:
-                registered.pop(req.path, None)
-
-    return handler
 
 
 async def test_300_clients_by_50_messages_nothing_lost(hub: trionos.Hub, start_server: ServeFn) -> None:
