@@ -68,15 +68,37 @@ class ProgramModel(Protocol):
     """
 
     def connect(self, client: int) -> Deliveries:
-        """Client ``client`` connected."""
+        """Client *client* connected.
+
+        Args:
+            client: its number.
+
+        Returns:
+            What each client must receive because of it.
+        """
         ...
 
     def send(self, client: int, message: Any) -> Deliveries:
-        """Client ``client`` sent ``message``."""
+        """Client *client* sent *message*.
+
+        Args:
+            client: its number.
+            message: what it sent, as the program has it (before encoding).
+
+        Returns:
+            What each client must receive because of it.
+        """
         ...
 
     def disconnect(self, client: int) -> Deliveries:
-        """Client ``client`` disconnected (cleanly or not); it no longer receives anything."""
+        """Client *client* disconnected (cleanly or not); it no longer receives anything.
+
+        Args:
+            client: its number.
+
+        Returns:
+            What each remaining client must receive because of it.
+        """
         ...
 
 
@@ -87,7 +109,7 @@ def validate_program(steps: list[Step]) -> None:
         steps: the program.
 
     Raises:
-        TypeError: an item is not a :class:`Step`.
+        TypeError: an item is not a step.
         ValueError: a client connects twice, or sends or disconnects while not connected.
     """
     connected: set[int] = set()
@@ -152,7 +174,7 @@ def programs(
         abrupt: some disconnects end the stream without a close frame (1006).
 
     Returns:
-        A strategy for lists of :data:`Step`.
+        A strategy for lists of :data:`~trionos.testing.Step`.
 
     Raises:
         ValueError: ``clients`` or ``max_steps`` is below 1.
