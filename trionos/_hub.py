@@ -124,19 +124,43 @@ class LocalBroker:
         await trio.sleep_forever()
 
     def publish(self, room: str | None, envelope: bytes) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: there is no other node to publish to.
+
+        Args:
+            room: the room (None: every client).
+            envelope: the encoded envelope.
+        """
 
     def open_room(self, room: str) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: there is no other node to subscribe to.
+
+        Args:
+            room: the room.
+        """
 
     def close_room(self, room: str) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: there is no subscription to end.
+
+        Args:
+            room: the room.
+        """
 
     def add_member(self, room: str, client_id: str, name: str | None) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: the hub's own rooms are the whole membership.
+
+        Args:
+            room: the room.
+            client_id: the member's client id.
+            name: the member's name.
+        """
 
     def remove_member(self, room: str, client_id: str) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: the hub's own rooms are the whole membership.
+
+        Args:
+            room: the room.
+            client_id: the member's client id.
+        """
 
     async def presence(self, room: str) -> list[Member] | None:
         """Answer that there is no cluster-wide registry.
