@@ -11,8 +11,7 @@ import trio
 import trio_websocket
 
 import trionos
-from tests.conftest import read_all
-from tests.test_hub import Registered
+from tests.helpers import Registered, read_all
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from trionos._broker import (
     single_start_error,
 )
 from trionos._frames import message_frame
-from trionos._hub import MemoryBroker
+from trionos._hub import LocalBroker
 from trionos.testing import expect_message, expect_silence, open_memory_server, slow_consumer
 
 # --- envelope -------------------------------------------------------------------------------------
@@ -205,12 +205,12 @@ async def node(nursery: trio.Nursery) -> AsyncIterator[Node]:
 
 
 async def test_memory_broker_is_the_default_and_not_shared() -> None:
-    """A hub without a broker gets a private MemoryBroker and never calls it."""
+    """A hub without a broker gets a private LocalBroker and never calls it."""
     hub = trionos.Hub()
-    assert isinstance(hub.broker, MemoryBroker) and not hub.broker.shared
+    assert isinstance(hub.broker, LocalBroker) and not hub.broker.shared
     assert hub.node_id == hub.broker.node_id
-    assert MemoryBroker(node_id="x").node_id == "x"
-    assert await MemoryBroker().presence("r") is None
+    assert LocalBroker(node_id="x").node_id == "x"
+    assert await LocalBroker().presence("r") is None
 
 
 async def test_the_hub_reports_rooms_and_members_to_its_broker(node: Node) -> None:

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 import trionos
-from tests.conftest import ServeFn, echo_handler, raw_websocket_peer, read_all
+from tests.helpers import ServeFn, echo_handler, raw_websocket_peer, read_all
 from trionos._frames import OP_TEXT, encode_frame
 from trionos.testing import open_memory_server, open_raw_peer
 

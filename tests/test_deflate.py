@@ -10,8 +10,7 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 
 import trionos
-from tests.conftest import ServeFn, echo_handler
-from tests.test_hub import Registered, room_handler
+from tests.helpers import Registered, ServeFn, echo_handler, room_handler
 from trionos._deflate import MIN_COMPRESSED_SIZE, Deflater, check_compression
 from trionos._frames import OP_PING, OP_TEXT, encode_frame, message_frame, split_frames
 from trionos.testing import open_memory_server

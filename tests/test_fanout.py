@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from trionos._fanout import BATCH_BYTES, Feed
+from trionos._fanout import BATCH_BYTES, Feed, SlowClientPolicy
 
 
 class Recording:
@@ -33,7 +33,7 @@ Running = tuple[Feed[str], Recording, list[bool]]
 
 @pytest.fixture
 async def feed(nursery: trio.Nursery) -> Running:
-    feed = Feed[str]("room", 64, None)
+    feed = Feed[str]("room", 64, SlowClientPolicy.DISCONNECT)
     delivery = Recording()
     ended: list[bool] = []
     nursery.start_soon(feed.run, delivery.deliver_now, delivery.wait_for_room, lambda: ended.append(True))
@@ -109,7 +109,7 @@ async def test_flush_writes_what_is_queued_at_once(feed: Running) -> None:
 
 async def test_the_bound_makes_put_wait_and_put_nowait_refuse(nursery: trio.Nursery) -> None:
     """With the fan-out busy, the channel holds queue_size broadcasts and no more."""
-    room = Feed[str]("room", 2, None)
+    room = Feed[str]("room", 2, SlowClientPolicy.DISCONNECT)
     room.put_nowait(b"1", ("a",))
     room.put_nowait(b"2", ("a",))
     with pytest.raises(trio.WouldBlock):
@@ -142,7 +142,7 @@ async def test_close_writes_what_is_queued_then_ends(feed: Running) -> None:
 async def test_a_cancelled_fan_out_writes_what_is_queued_then_drops_later_puts() -> None:
     """When the hub stops, queued frames still go out (without waiting) and later puts are dropped,
     not raised, so goodbyes from handlers being shut down cannot fail."""
-    room = Feed[str]("room", 64, None)
+    room = Feed[str]("room", 64, SlowClientPolicy.DISCONNECT)
     delivery = Recording()
     ended: list[bool] = []
     with trio.CancelScope() as stop:
@@ -162,7 +162,7 @@ async def test_a_cancelled_fan_out_writes_what_is_queued_then_drops_later_puts()
 
 async def test_a_put_waiting_on_a_full_channel_is_dropped_when_the_fan_out_ends() -> None:
     """A broadcast waiting for room when the fan-out ends returns False instead of raising."""
-    room = Feed[str]("room", 1, None)
+    room = Feed[str]("room", 1, SlowClientPolicy.DISCONNECT)
     delivery = Recording()
     delivery.slow.add("slow")  # the fan-out waits on "slow" while the channel fills
     results: list[bool] = []

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import trionos
+from tests.helpers import TrioThread
 from tests.redis_server import unique_prefix
-from tests.test_hub_stateful import TrioThread
 from trionos._redis import RedisBroker
 from trionos.testing import open_memory_server
 

@@ -3,53 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 import trionos
-from tests.conftest import CountingCodec, ServeFn, raw_websocket_peer
+from tests.helpers import CountingCodec, Registered, ServeFn, raw_websocket_peer, room_handler
 
 
 @pytest.fixture
 async def hub(nursery: trio.Nursery) -> AsyncIterator[trionos.Hub]:
     yield await nursery.start(trionos.Hub().run)
-
-
-class Registered(dict[str, trionos.Client]):
-    """Server-side clients by path, with a way to wait until enough have joined."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = trio.Event()
-
-    def add(self, path: str, client: trionos.Client) -> None:
-        self[path] = client
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, *paths: str, count: int = 0) -> None:
-        while not (all(p in self for p in paths) and len(self) >= count):
-            await self._changed.wait()
-
-
-def room_handler(hub: trionos.Hub, registered: Registered) -> Any:
-    """Every connection joins the room "room", relays what it sends there, and reads until closed."""
-
-    async def handler(req: trionos.Request) -> None:
-        ws = await req.accept()
-        async with hub.client(ws) as client:
-            hub.join(client, "room")
-            registered.add(req.path, client)
-            try:
-                async for message in ws:
-                    await hub.broadcast("room", message, exclude=client)
-            finally:
-                registered.pop(req.path, None)
-
-    return handler
 
 
 async def test_300_clients_by_50_messages_nothing_lost(hub: trionos.Hub, start_server: ServeFn) -> None:
@@ -268,3 +233,36 @@ async def test_registration_errors(hub: trionos.Hub, start_server: ServeFn) -> N
     async with trionos.connect(server.url):
         await done.wait()
     assert outcomes == ["ann"]
+
+
+async def test_clients_is_a_live_read_only_view(hub: trionos.Hub, start_server: ServeFn) -> None:
+    """``hub.clients`` follows registrations as they happen and cannot be written through."""
+    view = hub.clients
+    registered = Registered()
+    server = await start_server(room_handler(hub, registered))
+    assert dict(view) == {}
+    async with trionos.connect(server.url + "/a"):
+        await registered.wait_for("/a")
+        assert dict(view) == {registered["/a"].id: registered["/a"]}
+        assert hub.clients is view
+        with pytest.raises(TypeError):
+            view["intruder"] = registered["/a"]  # type: ignore[index]  # the point: it is read-only
+    while view:
+        await trio.testing.wait_all_tasks_blocked()
+    assert hub.clients == {}
+
+
+async def test_exiting_a_hub_that_was_not_entered_says_so() -> None:
+    """``__aexit__`` without ``__aenter__`` is a usage error, not an AttributeError."""
+    with pytest.raises(RuntimeError, match="not entered"):
+        await trionos.Hub().__aexit__(None, None, None)
+
+
+def test_memory_broker_is_a_deprecated_alias_of_local_broker() -> None:
+    """The old name still works for one release, warns, and is no longer exported."""
+    expected = r"MemoryBroker is deprecated.*use trionos.LocalBroker"
+    with pytest.warns(trionos.TrionosDeprecationWarning, match=expected):
+        alias = trionos.MemoryBroker
+    assert alias is trionos.LocalBroker
+    assert "MemoryBroker" not in trionos.__all__
+    assert isinstance(trionos.Hub().broker, trionos.LocalBroker)

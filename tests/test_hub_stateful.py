@@ -7,9 +7,7 @@ into it with ``trio.from_thread.run``. Only memory streams are involved, so
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 import trio.testing
@@ -18,39 +16,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, precondition, rule
 
 import trionos
+from tests.helpers import TrioThread
 from trionos.testing import open_memory_server
 
-T = TypeVar("T")
 ROOMS = ("r0", "r1", "r2")
-
-
-class TrioThread:
-    """A Trio loop in a thread that synchronous code can call into."""
-
-    def __init__(self) -> None:
-        ready = threading.Event()
-        self._stop: trio.Event | None = None
-
-        async def main() -> None:
-            self.token = trio.lowlevel.current_trio_token()
-            self._stop = trio.Event()
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                ready.set()
-                await self._stop.wait()
-                nursery.cancel_scope.cancel()
-
-        self._thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-        self._thread.start()
-        ready.wait()
-
-    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return trio.from_thread.run(fn, *args, trio_token=self.token)
-
-    def stop(self) -> None:
-        assert self._stop is not None
-        trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
-        self._thread.join()
 
 
 class PeerClient:

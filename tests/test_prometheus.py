@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 import trionos
-from tests.conftest import ServeFn, http_get
+from tests.helpers import ServeFn, http_get
 from tests.redis_server import free_port
 from tests.test_room_chat_redis import START_TIMEOUT, wait_until_listening
 from trionos.testing import expect_message

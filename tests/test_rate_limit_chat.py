@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import trionos
-from tests.conftest import ServeFn
+from tests.helpers import ServeFn
 from trionos.testing import expect_message, expect_silence, open_memory_server
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))

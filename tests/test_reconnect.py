@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 import trionos
-from tests.conftest import ServeFn, echo_handler
+from tests.helpers import ServeFn, echo_handler
 from trionos import Position, chat
 from trionos._backoff import Backoff
 from trionos._reconnect import RETRY_CLOSE_CODES, Positions, connect_with_retry, run_reconnecting

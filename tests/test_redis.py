@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import trionos
-from tests.conftest import CountingCodec
+from tests.helpers import CountingCodec
 from tests.redis_server import RedisServer, free_port, private_redis_server
 from trionos._broker import Member
 from trionos._redis import RedisBroker

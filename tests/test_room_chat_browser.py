@@ -18,8 +18,8 @@ import pytest
 import trio
 
 import trionos
+from tests.helpers import TrioThread
 from tests.redis_server import free_port
-from tests.test_hub_stateful import TrioThread
 from trionos.testing import open_cutting_proxy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

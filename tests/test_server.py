@@ -13,7 +13,7 @@ from wsproto.events import BytesMessage, TextMessage
 from wsproto.events import Request as WsRequest
 
 import trionos
-from tests.conftest import ServeFn, echo_handler, http_get, read_all
+from tests.helpers import ServeFn, echo_handler, http_get, read_all
 from trionos.testing import open_loopback_server
 
 

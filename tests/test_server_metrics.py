@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 import trionos
-from tests.conftest import ServeFn, echo_handler, http_get, raw_websocket_peer, read_all
+from tests.helpers import ServeFn, echo_handler, http_get, raw_websocket_peer, read_all
 from trionos._frames import OP_TEXT, encode_frame
 
 

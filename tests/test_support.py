@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 import trionos
-from tests.conftest import ServeFn, raw_websocket_peer
+from tests.helpers import ServeFn, raw_websocket_peer
 from trionos._frames import OP_TEXT, encode_frame
 from trionos._support import SupportNursery
 

@@ -23,6 +23,7 @@ from ._errors import DecodeError as DecodeError
 from ._errors import EncodeError as EncodeError
 from ._errors import HandshakeError as HandshakeError
 from ._errors import TrionosError as TrionosError
+from ._fanout import SlowClientPolicy as SlowClientPolicy
 from ._heartbeat import send_keepalive as send_keepalive
 from ._history import HistoryBounds as HistoryBounds
 from ._history import Position as Position
@@ -30,9 +31,8 @@ from ._history import Recovery as Recovery
 from ._http import Headers as Headers
 from ._hub import Client as Client
 from ._hub import Hub as Hub
-from ._hub import MemoryBroker as MemoryBroker
+from ._hub import LocalBroker as LocalBroker
 from ._hub import Sent as Sent
-from ._hub import SlowClientPolicy as SlowClientPolicy
 from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
 from ._metrics import Metrics as Metrics
@@ -72,7 +72,9 @@ _LAZY = {
 
 #: Old public name -> (its replacement, the release that removes it); each use warns with
 #: TrionosDeprecationWarning. CHANGELOG.md lists them under "Deprecated".
-_DEPRECATED: dict[str, tuple[str, str]] = {}
+_DEPRECATED: dict[str, tuple[str, str]] = {
+    "MemoryBroker": ("LocalBroker", "0.3"),
+}
 
 
 __getattr__ = _module_getattr(__name__, _LAZY, _DEPRECATED)
@@ -95,8 +97,8 @@ __all__ = [
     "Heartbeat",
     "HistoryBounds",
     "Hub",
+    "LocalBroker",
     "Member",
-    "MemoryBroker",
     "Metrics",
     "MetricsCollector",
     "Position",

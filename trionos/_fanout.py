@@ -20,12 +20,13 @@ Order is kept three ways:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 import trio
 
-__all__ = ["BATCH_BYTES", "GATHER_TICKS", "Feed"]
+__all__ = ["BATCH_BYTES", "GATHER_TICKS", "Feed", "SlowClientPolicy"]
 
 C = TypeVar("C", bound=Hashable)
 
@@ -38,6 +39,29 @@ BATCH_BYTES = 16 * 1024
 GATHER_TICKS = 4
 
 
+class SlowClientPolicy(enum.Enum):
+    """What the fan-out does when a client's outbox is full.
+
+    Set per hub (``Hub(policy=...)``) or per room (:meth:`Hub.set_room_policy
+    <trionos.Hub.set_room_policy>`); a string such as ``"drop_oldest"`` names a member.
+
+    ``DISCONNECT`` (the default): wait for room in the outbox. The wait holds the room's fan-out,
+    so its channel fills and senders wait too (backpressure reaches them through TCP). The waits
+    for one client add up: once the room has waited for it the hub's ``grace`` period in total
+    (default 2 s), it is closed with code 1008 and a reason that says so, however slowly it
+    keeps reading; the room goes on at full speed. The sum starts again once the room has gone
+    a whole ``grace`` period without waiting for that client, or when it had room at once while
+    the room waited for another member. A client that falls behind a burst and catches up is not
+    dropped, and members that are all equally slow just pace the room.
+
+    ``DROP_OLDEST``: never wait. The oldest queued messages for that client are dropped to make
+    room for the new one (for live feeds where only fresh data matters).
+    """
+
+    DISCONNECT = "disconnect"
+    DROP_OLDEST = "drop_oldest"
+
+
 #: Writes a frame to recipients without waiting; returns those the policy must wait for.
 DeliverNow = Callable[["Feed[C]", bytes, tuple[C, ...]], tuple[C, ...]]
 
@@ -46,17 +70,25 @@ WaitForRoom = Callable[[C, bytes], Awaitable[None]]
 
 
 class Feed(Generic[C]):
-    """One room's channel of ``(frame, recipients)`` and the state of its fan-out.
+    """A room's feed: its bounded channel of ``(frame, recipients)`` and the state of its fan-out.
+
+    The hub keeps one per room with members (and one for ``broadcast_all``); this is the one
+    structure the hub and the docs call a room's *feed*.
 
     Bound: the channel holds ``queue_size`` broadcasts; :meth:`put` waits beyond that, and
     :meth:`put_nowait` raises :class:`trio.WouldBlock`. The fan-out holds at most one more
     (taken off the channel to see whether it joins the current batch) and the batch it is
     writing.
+
+    Args:
+        name: the room's name (for logs).
+        queue_size: the broadcasts the channel holds.
+        policy: the slow-client policy the hub applies to this room.
     """
 
-    def __init__(self, name: str, queue_size: int, policy: object) -> None:
+    def __init__(self, name: str, queue_size: int, policy: SlowClientPolicy) -> None:
         self.name = name
-        #: The hub's slow-client policy for this room.
+        #: The slow-client policy for this room (the hub's, or the room's own).
         self.policy = policy
         self._send, self._receive = trio.open_memory_channel[tuple[bytes, tuple[C, ...]]](queue_size)
         self._queue_size = queue_size
@@ -76,9 +108,15 @@ class Feed(Generic[C]):
     async def put(self, frame: bytes, recipients: tuple[C, ...]) -> bool:
         """Queue a broadcast, waiting while the channel is full (backpressure to the sender).
 
-        Returns False, having dropped the broadcast, when the fan-out has ended: its hub stopped
-        (a goodbye broadcast from a handler that is being shut down lands here) or the room
-        closed while this waited. Nobody is left to write it, and its recipients are leaving.
+        Args:
+            frame: the encoded frame.
+            recipients: who gets it.
+
+        Returns:
+            True once queued; False, having dropped the broadcast, when the fan-out has ended:
+            its hub stopped (a goodbye broadcast from a handler that is being shut down lands
+            here) or the room closed while this waited. Nobody is left to write it, and its
+            recipients are leaving.
         """
         if self.stopped:
             return False
@@ -97,7 +135,16 @@ class Feed(Generic[C]):
         return True
 
     def put_nowait(self, frame: bytes, recipients: tuple[C, ...]) -> None:
-        """Queue a broadcast or raise :class:`trio.WouldBlock` when the channel is full."""
+        """Queue a broadcast without waiting.
+
+        Args:
+            frame: the encoded frame.
+            recipients: who gets it.
+
+        Raises:
+            trio.WouldBlock: the channel is full.
+            trio.ClosedResourceError: the feed is closed.
+        """
         self._send.send_nowait((frame, recipients))
         self.pending += 1
         self._wakeup.set()
@@ -113,6 +160,9 @@ class Feed(Generic[C]):
         """Write every queued broadcast now, in order, unless a slow client holds the room.
 
         Synchronous: no await, no task switch. Stops at a stall; the fan-out task resumes there.
+
+        Args:
+            deliver_now: writes a frame without waiting and returns the recipients to wait for.
         """
         while self._stalled is None and (self.pending or self._held is not None):
             batch = self._next_batch()
@@ -163,6 +213,11 @@ class Feed(Generic[C]):
         Cancelled (the hub is stopping), it still writes what is queued as far as the sockets
         take it without waiting, unless a slow client holds the room; broadcasts put after that
         are dropped (:meth:`put` returns False).
+
+        Args:
+            deliver_now: writes a frame without waiting; returns the recipients to wait for.
+            wait_for_room: waits (under the policy) until a slow recipient takes a frame.
+            on_exit: called when the task ends, however it ends.
         """
         try:
             async with self._receive:

@@ -44,14 +44,22 @@ __all__ = ["Entry", "History", "HistoryBounds", "Position", "Recovery", "RoomHis
 
 @attrs.frozen
 class Position:
-    """Where a message sits in its room's history: ``offset`` within the stream named ``epoch``."""
+    """Where a message sits in its room's history.
+
+    Args:
+        epoch: names one continuous stream of offsets; it changes whenever continuity is lost.
+        offset: the message's number in that stream (1 for the first; 0 means "nothing yet").
+    """
 
     epoch: str
     offset: int
 
 
 def _positive(name: str) -> Callable[[object, object, object], None]:
+    """An attrs validator: *name* is positive (not a bool) or None."""
+
     def check(_: object, __: object, value: object) -> None:
+        # Any value may arrive: a non-number raises TypeError at the comparison, as it always did.
         if value is not None and (isinstance(value, bool) or not value > 0):  # type: ignore[operator]
             raise ValueError(f"{name} must be positive or None, got {value!r}")
 
@@ -62,10 +70,19 @@ def _positive(name: str) -> Callable[[object, object, object], None]:
 class HistoryBounds:
     """How much history each room keeps. Every bound applies; the strictest wins.
 
-    ``max_messages`` (200) messages, none older than ``max_age`` seconds (600; None: no age
-    limit), ``max_bytes`` bytes of frames (1 MiB; None: no byte limit), and at most
-    ``max_rooms`` rooms (10,000) with a history: beyond that the room appended to least recently
-    loses its history and its epoch.
+    Age is checked when a room is appended to or read, not by a timer. The Recovery page of the
+    documentation says what a client sees at each bound.
+
+    Args:
+        max_messages: messages kept per room.
+        max_age: seconds a message is kept (None: no age limit).
+        max_bytes: bytes of frames kept per room (None: no byte limit); a larger single frame is
+            not kept at all.
+        max_rooms: rooms with a history; beyond that the room appended to least recently loses
+            its history and its epoch.
+
+    Raises:
+        ValueError: a bound is not positive (or None where allowed).
     """
 
     max_messages: int = attrs.field(default=200, validator=_positive("max_messages"))
@@ -76,7 +93,14 @@ class HistoryBounds:
 
 @attrs.frozen
 class Entry:
-    """One message in a room's history: its offset, its frame as first sent, whom it excluded."""
+    """One message in a room's history.
+
+    Args:
+        offset: its offset in the room's epoch.
+        frame: its WebSocket frame, as first sent.
+        exclude: the identity of the client the broadcast excluded, if any.
+        time: when it was appended (on the clock the history was given).
+    """
 
     offset: int
     frame: bytes
@@ -90,9 +114,15 @@ class Entry:
 class Recovery:
     """The answer to a recovery query.
 
-    ``position`` is the room's latest position when the query was answered (the recovering client
-    continues from there). ``entries`` are the missed messages still kept, in order, without those
-    that excluded the recovering identity. ``complete`` says whether they are all that was missed.
+    What :meth:`Hub.join_with_history <trionos.Hub.join_with_history>` returns.
+
+    Args:
+        position: the room's latest position when the query was answered (the recovering
+            client continues from there).
+        entries: the missed messages still kept, in order, without those that excluded the
+            recovering identity.
+        complete: whether they are all that was missed (False when the epoch changed or a
+            missed message was trimmed: "some messages may be missing").
     """
 
     position: Position
@@ -101,7 +131,12 @@ class Recovery:
 
 
 class RoomHistory:
-    """One room's stream: its epoch, the last offset given out, and the messages still kept."""
+    """One room's stream: its epoch, the last offset given out, and the messages still kept.
+
+    Args:
+        epoch: the stream's epoch.
+        bounds: what it keeps.
+    """
 
     __slots__ = ("_entries", "bounds", "epoch", "offset", "size")
 
@@ -115,9 +150,11 @@ class RoomHistory:
         self._entries: deque[Entry] = deque()
 
     def __len__(self) -> int:
+        """The number of messages kept."""
         return len(self._entries)
 
     def __iter__(self) -> Iterator[Entry]:
+        """The messages kept, oldest first."""
         return iter(self._entries)
 
     @property
@@ -131,7 +168,16 @@ class RoomHistory:
         return self._entries[0].offset if self._entries else self.offset + 1
 
     def append(self, frame: bytes, exclude: str | None, now: float) -> tuple[Entry, int]:
-        """Give ``frame`` the next offset and keep it; return the entry and how many were trimmed."""
+        """Give *frame* the next offset and keep it (then trim).
+
+        Args:
+            frame: the message's WebSocket frame.
+            exclude: the identity of the client the broadcast excluded, if any.
+            now: the time, on the history's clock.
+
+        Returns:
+            The new entry, and how many messages the bounds trimmed.
+        """
         self.offset += 1
         entry = Entry(self.offset, frame, exclude, now)
         self._entries.append(entry)
@@ -139,7 +185,14 @@ class RoomHistory:
         return entry, self.trim(now)
 
     def trim(self, now: float) -> int:
-        """Drop the oldest messages that a bound no longer allows; return how many."""
+        """Drop the oldest messages that a bound no longer allows.
+
+        Args:
+            now: the time, on the history's clock.
+
+        Returns:
+            How many were dropped.
+        """
         bounds, entries = self.bounds, self._entries
         trimmed = 0
         while entries and (
@@ -152,10 +205,18 @@ class RoomHistory:
         return trimmed
 
     def recover(self, since: Position, now: float, identity: str | None = None) -> Recovery:
-        """The messages after ``since`` still kept, and whether they are all that was missed.
+        """The messages after *since* still kept, and whether they are all that was missed.
 
-        Complete when ``since`` is in this epoch, not ahead of it, and nothing after it was
+        Complete when *since* is in this epoch, not ahead of it, and nothing after it was
         trimmed. A different epoch returns every message kept, as partial.
+
+        Args:
+            since: the last position the client saw.
+            now: the time, on the history's clock (age bounds apply first).
+            identity: the recovering client's identity: messages that excluded it are skipped.
+
+        Returns:
+            The :class:`Recovery`.
         """
         self.trim(now)
         if since.epoch != self.epoch or since.offset > self.offset or since.offset < 0:
@@ -173,9 +234,12 @@ class RoomHistory:
 class History:
     """Every room's history for one hub (or one node's view of them).
 
-    ``new_epoch`` makes a fresh epoch string whenever a room's history starts (pass a seeded
-    source in tests; the hub uses ``secrets.token_hex``). ``clock`` is not kept: callers pass
-    ``now`` to each call, so the same object works with any clock.
+    No clock is kept: callers pass ``now`` to each call, so the same object works with any clock.
+
+    Args:
+        bounds: the default bounds, and ``max_rooms`` for all rooms.
+        new_epoch: makes a fresh epoch string whenever a room's history starts (pass a seeded
+            source in tests; the hub uses ``secrets.token_hex``).
     """
 
     def __init__(self, bounds: HistoryBounds, *, new_epoch: Callable[[], str]) -> None:
@@ -184,17 +248,32 @@ class History:
         self._rooms: OrderedDict[str, RoomHistory] = OrderedDict()
 
     def __contains__(self, room: str) -> bool:
+        """Whether *room* has a history now."""
         return room in self._rooms
 
     def get(self, room: str) -> RoomHistory | None:
-        """The room's history, if it has one."""
+        """The room's history, without starting one.
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            Its :class:`RoomHistory`, or None.
+        """
         return self._rooms.get(room)
 
     def room(self, room: str, bounds: HistoryBounds | None = None) -> RoomHistory:
         """The room's history, started (with a new epoch) when it has none.
 
-        ``bounds`` (default: this object's) apply to a history started here, and replace those of
-        an existing one.
+        Starting one may evict the room appended to least recently (``max_rooms``).
+
+        Args:
+            room: the room's name.
+            bounds: apply to a history started here, and replace those of an existing one
+                (default: this object's, for a new history; an existing one keeps its own).
+
+        Returns:
+            Its :class:`RoomHistory`.
         """
         history = self._rooms.get(room)
         if history is not None:
@@ -207,30 +286,69 @@ class History:
         return history
 
     def drop(self, room: str) -> None:
-        """Forget ``room``'s history (a later one starts with a new epoch)."""
+        """Forget *room*'s history (a later one starts with a new epoch).
+
+        Args:
+            room: the room's name.
+        """
         self._rooms.pop(room, None)
 
     def next_position(self, room: str) -> Position:
-        """The position the next message in ``room`` will get (starting its history if needed)."""
+        """The position the next message in *room* will get (starting its history if needed).
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            The :class:`Position`.
+        """
         history = self.room(room)
         return Position(history.epoch, history.offset + 1)
 
     def append(self, room: str, frame: bytes, exclude: str | None, now: float) -> tuple[Entry, int]:
-        """Append ``frame`` to ``room``'s history; return the entry and how many were trimmed."""
+        """Append *frame* to *room*'s history (see :meth:`RoomHistory.append`).
+
+        Args:
+            room: the room's name.
+            frame: the message's WebSocket frame.
+            exclude: the identity of the client the broadcast excluded, if any.
+            now: the time, on the history's clock.
+
+        Returns:
+            The new entry, and how many messages the bounds trimmed.
+        """
         history = self.room(room)
         self._rooms.move_to_end(room)
         return history.append(frame, exclude, now)
 
     def recover(self, room: str, since: Position, now: float, identity: str | None = None) -> Recovery:
-        """What ``room`` holds after ``since`` (see :meth:`RoomHistory.recover`)."""
+        """What *room* holds after *since* (see :meth:`RoomHistory.recover`).
+
+        Args:
+            room: the room's name.
+            since: the last position the client saw.
+            now: the time, on the history's clock.
+            identity: the recovering client's identity.
+
+        Returns:
+            The :class:`Recovery`.
+        """
         return self.room(room).recover(since, now, identity)
 
 
 def stamp_offset(payload: str, field: str, offset: int) -> str:
-    """``payload`` (the text of a JSON object) with ``"field": offset`` added as its last member.
+    """Add ``"field": offset`` to a JSON object's text as its last member.
 
     Text that is not a JSON object (no ``{`` ... ``}`` around it) is returned unchanged: only
     codec-encoded messages carry their offset.
+
+    Args:
+        payload: the text of a JSON object.
+        field: the member's name.
+        offset: its value.
+
+    Returns:
+        The text with the member added.
     """
     if len(payload) < 2 or payload[0] != "{" or payload[-1] != "}":
         return payload

@@ -1,8 +1,12 @@
-"""The hub: registered clients, rooms, one memory channel per room, and the fan-out.
+"""The hub: registered clients, rooms, one feed per room, and the fan-out.
+
+A room's *feed* (:class:`._fanout.Feed`, held in ``Hub._feeds``; ``Hub._all_feed`` serves
+``broadcast_all``) is its bounded memory channel of broadcasts plus the state of the task that
+fans them out: one structure, one name, here and in the docs.
 
 Broadcast path: ``broadcast()`` encodes the message into one WebSocket frame, snapshots the
-room's recipients and puts both on the room's bounded memory channel (waiting when it is full:
-that is how a fast sender feels a backlog). The room's fan-out task (:mod:`._fanout`) gathers
+room's recipients and puts both on the room's feed (waiting when it is full: that is how a fast
+sender feels a backlog). The room's fan-out task (:mod:`._fanout`) gathers
 what is queued, joins consecutive frames for the same recipients, and writes the same bytes to
 every recipient's socket without awaiting. Only a recipient whose socket buffer is full falls
 back to its bounded outbox, drained by a writer task that exists while the backlog does. The
@@ -10,10 +14,10 @@ slow-client policy decides what happens when that outbox is full too. A direct w
 registered connection first flushes its rooms, so program order holds per connection.
 
 Across processes: a hub takes a broker (``Hub(broker=...)``, see :mod:`trionos._broker`). With
-the default :class:`~trionos.MemoryBroker` the hub is alone and the path above is all there is.
+the default :class:`~trionos.LocalBroker` the hub is alone and the path above is all there is.
 With a shared broker (:class:`~trionos.RedisBroker`) a broadcast also hands one envelope (origin
 node, excluded client id, the same frame bytes) to the broker, which never blocks; local members
-still get the frame directly. Frames from other nodes enter the room's channel with
+still get the frame directly. Frames from other nodes enter the room's feed with
 ``send_nowait`` (the broker's reader never waits on a room: a frame that does not fit is dropped
 and counted in ``remote_frames_dropped``) and go through the same fan-out. Joins and leaves are
 reported to the broker, which keeps the cluster-wide presence that :meth:`Hub.presence` merges.
@@ -21,14 +25,14 @@ reported to the broker, which keeps the cluster-wide presence that :meth:`Hub.pr
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, Self
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol, Self, cast
 
 import trio
 
@@ -42,7 +46,7 @@ from ._broker import (
     single_start_error,
 )
 from ._connection import MessageCodec, WebSocket
-from ._fanout import Feed
+from ._fanout import Feed, SlowClientPolicy
 from ._frames import message_frame
 from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
 from ._metrics import Metrics
@@ -50,7 +54,7 @@ from ._ratelimit import RateLimit, TokenBucket, Verdict
 from ._rooms import Rooms
 from ._transport import write_each
 
-__all__ = ["Client", "Hub", "MemoryBroker", "Sent", "SlowClientPolicy"]
+__all__ = ["Client", "Hub", "LocalBroker", "Sent", "SlowClientPolicy"]
 
 logger = logging.getLogger("trionos.hub")
 
@@ -64,32 +68,39 @@ SLOW_CLIENT_CLOSE_CODE = 1008
 RATE_LIMIT_CLOSE_CODE = 1008
 
 
-class SlowClientPolicy(enum.Enum):
-    """What the fan-out does when a client's outbox is full.
+class _HistoryBroker(Protocol):
+    """What a shared broker that keeps rooms' histories adds to :class:`~trionos.Broker`.
 
-    ``DISCONNECT`` (the default): wait for room in the outbox. The wait holds the room's fan-out,
-    so its channel fills and senders wait too (backpressure reaches them through TCP). The waits
-    for one client add up: once the room has waited for it the hub's ``grace`` period in total
-    (default 2 s), it is closed with code 1008 and a reason that says so, however slowly it
-    keeps reading; the room goes on at full speed. The sum starts again once the room has gone
-    a whole ``grace`` period without waiting for that client, or when it had room at once while
-    the room waited for another member. A client that falls behind a burst and catches up is not
-    dropped, and members that are all equally slow just pace the room.
-
-    ``DROP_OLDEST``: never wait. The oldest queued messages for that client are dropped to make
-    room for the new one (for live feeds where only fresh data matters).
+    :class:`~trionos.RedisBroker` is one; the hub calls these only for a room with history when
+    its broker is shared.
     """
 
-    DISCONNECT = "disconnect"
-    DROP_OLDEST = "drop_oldest"
+    async def history_append(
+        self,
+        room: str,
+        payload: str | bytes,
+        *,
+        exclude_id: str | None,
+        exclude_identity: str | None,
+        bounds: HistoryBounds,
+        offset_member: str | None,
+        epoch: str,
+    ) -> Position: ...
+
+    async def history_recover(
+        self, room: str, since: Position | None, identity: str | None, *, bounds: HistoryBounds, epoch: str
+    ) -> Recovery: ...
 
 
-class MemoryBroker:
-    """The default broker: one process, no other node, nothing to install.
+class LocalBroker:
+    """The default broker of a :class:`~trionos.Hub` that is alone: one process, nothing to install.
 
     Every method is a no-op and ``shared`` is False, so a hub that uses it never calls them on
-    its broadcast path: local delivery costs exactly what it did before brokers existed. Its
-    ``node_id`` is random unless given.
+    its broadcast path: local delivery costs exactly what it did before brokers existed. (Called
+    ``MemoryBroker`` before 0.2; that name still works, with a deprecation warning, until 0.3.)
+
+    Args:
+        node_id: this node's id in logs and envelopes; random unless given.
     """
 
     shared = False
@@ -98,44 +109,88 @@ class MemoryBroker:
         self.node_id = node_id or new_node_id()
 
     def __repr__(self) -> str:
-        return f"<trionos.MemoryBroker {self.node_id}>"
+        return f"<trionos.LocalBroker {self.node_id}>"
 
     async def run(
         self, sink: BrokerSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Nothing to connect: report started and wait until cancelled."""
+        """Report started at once, then wait until cancelled: there is nothing to connect.
+
+        Args:
+            sink: the hub (unused: nothing ever arrives from another node).
+            task_status: the ``nursery.start`` convention.
+        """
         task_status.started()
         await trio.sleep_forever()
 
     def publish(self, room: str | None, envelope: bytes) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: there is no other node to publish to.
+
+        Args:
+            room: the room (None: every client).
+            envelope: the encoded envelope.
+        """
 
     def open_room(self, room: str) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: there is no other node to subscribe to.
+
+        Args:
+            room: the room.
+        """
 
     def close_room(self, room: str) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: there is no subscription to end.
+
+        Args:
+            room: the room.
+        """
 
     def add_member(self, room: str, client_id: str, name: str | None) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: the hub's own rooms are the whole membership.
+
+        Args:
+            room: the room.
+            client_id: the member's client id.
+            name: the member's name.
+        """
 
     def remove_member(self, room: str, client_id: str) -> None:
-        """No other node: nothing to do."""
+        """Do nothing: the hub's own rooms are the whole membership.
+
+        Args:
+            room: the room.
+            client_id: the member's client id.
+        """
 
     async def presence(self, room: str) -> list[Member] | None:
-        """No registry: None (the hub lists its local members)."""
+        """Answer that there is no cluster-wide registry.
+
+        Args:
+            room: the room (unused).
+
+        Returns:
+            None, so the hub lists its local members.
+        """
         await trio.lowlevel.checkpoint()
         return None
 
 
 class Client:
-    """A registered connection: what ``hub.client(ws)`` yields.
+    """A registered connection: what :meth:`Hub.client <trionos.Hub.client>` returns and yields.
 
-    ``name`` is the application's label for the client (a username, say); it is what
-    :meth:`Hub.presence` lists (with a shared broker, other nodes see the name it had when it
-    joined a room). ``identity`` is who the client is across reconnections (default: its id,
-    which is per connection): a room's history remembers the identity a broadcast excluded, and
-    never replays that message to the same identity. Hashable by identity.
+    Hashable by object identity. Make one with :meth:`Hub.client <trionos.Hub.client>`, not
+    directly.
+
+    Args:
+        hub: the hub it registers with.
+        ws: its connection.
+        client_id: its id, unique in the hub while registered.
+        name: the application's label for it (a username, say): what :meth:`Hub.presence
+            <trionos.Hub.presence>` lists (with a shared broker, other nodes see the name it had
+            when it joined a room).
+        identity: who the client is across reconnections (default: ``client_id``, which is per
+            connection). A room's history remembers the identity a broadcast excluded and never
+            replays that message to the same identity.
     """
 
     def __init__(
@@ -178,6 +233,7 @@ class Client:
 class _Snapshot:
     """A room's members as one tuple, shared by every broadcast until the membership changes.
 
+
     Copying a big room's members for every message would cost as much as a join; instead the
     tuple is made once per change, and a broadcast that leaves the sender out slices it (the
     position comes from ``index``, made the first time a member other than the newest is left
@@ -191,6 +247,7 @@ class _Snapshot:
         self.index: dict[Client, int] | None = None
 
     def without(self, client: Client) -> tuple[Client, ...]:
+        """The members but *client*, in join order (the tuple itself when it is not a member)."""
         members = self.members
         if members and members[-1] is client:  # the newest member: its own "joined", say
             return members[:-1]
@@ -201,11 +258,14 @@ class _Snapshot:
 
 
 class Sent(int):
-    """What :meth:`Hub.broadcast` returns: the number of local recipients, and the message's position.
+    """What :meth:`Hub.broadcast <trionos.Hub.broadcast>` returns: the local recipients and the position.
 
-    An ``int`` (the count, as before history existed) with one more attribute: ``position``, the
-    :class:`~trionos.Position` the message got in the room's history, or None when the room keeps
-    no history.
+    An ``int`` (the count, as before history existed) with one more attribute, ``position``.
+
+    Args:
+        count: the number of local recipients.
+        position: the :class:`~trionos.Position` the message got in the room's history, or None
+            when the room keeps no history.
     """
 
     position: Position | None = None
@@ -221,6 +281,7 @@ class Sent(int):
 
 
 def _bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
+    """The history bounds *value* stands for (True: the defaults; None or False: no history)."""
     if value is True:
         return HistoryBounds()
     if value is None or value is False:
@@ -231,6 +292,7 @@ def _bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
 
 
 def _policy(value: SlowClientPolicy | str) -> SlowClientPolicy:
+    """The policy *value* names (raises ValueError for an unknown name)."""
     return value if isinstance(value, SlowClientPolicy) else SlowClientPolicy(value)
 
 
@@ -240,39 +302,51 @@ class Hub:
     Use it as ``async with trionos.Hub() as hub:`` (it owns a nursery for the rooms' fan-out
     tasks) or start it in a nursery you own with ``hub = await nursery.start(Hub().run)``.
 
-    Bounds: each room's channel holds ``room_queue_size`` pending broadcasts (``broadcast`` waits
-    beyond that); each client's outbox holds the ``max_outbox_bytes`` given to ``serve``; the
-    ``policy`` says what happens beyond that, with ``grace`` seconds (default 2) for
-    ``disconnect``. ``codec`` is the default for typed broadcasts.
+    Bounds: each room's feed holds ``room_queue_size`` pending broadcasts (:meth:`broadcast`
+    waits beyond that); each client's outbox holds the ``max_outbox_bytes`` given to
+    :func:`~trionos.serve`, and ``policy`` says what happens beyond that. The Bounds and
+    Design pages of the documentation follow the whole path.
 
-    ``rate_limit`` (a :class:`~trionos.RateLimit`, default None: no limit) is the per-client
-    message rate that :meth:`admit` applies to inbound messages. ``metrics`` is the
-    :class:`~trionos.Metrics` this hub counts into (a fresh one by default; pass the server's to
-    see both in one place): broadcast messages and bytes out, frames dropped, slow-client
-    disconnects, rate-limit refusals and remote frames dropped.
+    With a shared broker, rooms span every node: a broadcast reaches members everywhere and
+    :meth:`presence` lists them all. With history, a broadcast gets a
+    :class:`~trionos.Position` (``broadcast(...).position``) and :meth:`join_with_history` joins
+    a client at a position, replaying what it missed.
 
-    ``broker`` connects this hub to hubs in other processes (default: a private
-    :class:`~trionos.MemoryBroker`, i.e. none). With a shared broker, rooms span every node: a
-    broadcast reaches members everywhere, :meth:`presence` lists them all, and
-    ``on_member_expired(member)`` is awaited (on one node of the cluster) for each member of a
-    node that died, so the application can announce it; exceptions it raises are logged and
-    dropped. Starting the hub starts the broker: if it cannot connect, entering the hub raises
-    :class:`~trionos.BrokerError`.
+    Stopping (leaving the ``async with`` block, or cancelling :meth:`run`) ends the fan-out
+    tasks. What is queued then is written if the sockets take it without waiting; broadcasts
+    made after that (the goodbyes of handlers that a server shutdown is cancelling, say) are
+    dropped quietly and return 0, so the server still closes every client with 1001.
 
-    ``history`` keeps a bounded history in every room (``True`` for the default
-    :class:`~trionos.HistoryBounds`, or bounds of your own); :meth:`set_room_history` turns it on
-    or off per room. A broadcast into a room with history gets a :class:`~trionos.Position`
-    (returned as ``broadcast(...).position``), and a codec-encoded message (a JSON object) carries
-    its offset as the member ``offset_field`` (default ``"offset"``; None: not stamped).
-    :meth:`join_with_history` joins a client at a position, replaying what it missed. Each
-    room's history starts with an epoch from ``new_epoch`` (default: 8 random hex digits from
-    :mod:`secrets`), so a restarted process names new epochs. ``metrics`` (default: a fresh
-    :class:`~trionos.Metrics`) counts appended, trimmed and replayed messages and recoveries.
+    Args:
+        policy: what the fan-out does when a client's outbox is full (a
+            :class:`~trionos.SlowClientPolicy` or its value); :meth:`set_room_policy` overrides
+            it per room.
+        grace: the seconds in total a room waits for one slow client under the ``disconnect``
+            policy before closing it with 1008.
+        room_queue_size: the broadcasts each room's feed holds before :meth:`broadcast` waits.
+        codec: the default codec for broadcasts of messages that are not ``str``/``bytes``.
+        broker: connects this hub to hubs in other processes (default: a private
+            :class:`~trionos.LocalBroker`, i.e. none). Starting the hub starts the broker.
+        on_member_expired: awaited (on one node of the cluster) for each member of a node that
+            died, so the application can announce it; exceptions it raises are logged and
+            dropped.
+        rate_limit: the per-client message rate that :meth:`admit` applies to inbound
+            messages (default None: no limit).
+        history: a bounded history in every room (``True`` for the default
+            :class:`~trionos.HistoryBounds`, or bounds of your own; None: none);
+            :meth:`set_room_history` turns it on or off per room.
+        offset_field: the member a codec-encoded message (a JSON object) into a room with
+            history carries its offset in (None: not stamped).
+        new_epoch: makes the epoch each room's history starts with (default: 8 random hex
+            digits from :mod:`secrets`, so a restarted process names new epochs).
+        metrics: the :class:`~trionos.Metrics` this hub counts into (a fresh one by default;
+            pass the server's to see both in one place): broadcast messages and bytes out,
+            frames dropped, slow-client disconnects, rate-limit refusals, remote frames dropped,
+            and history appends, trims, replays and recoveries.
 
-    Stopping (leaving the ``async with`` block, or cancelling ``run``) ends the fan-out tasks.
-    What is queued then is written if the sockets take it without waiting; broadcasts made after
-    that (the goodbyes of handlers that a server shutdown is cancelling, say) are dropped
-    quietly and return 0, so the server still closes every client with 1001.
+    Raises:
+        BrokerError: on entering (or from :meth:`run`, before ``started``), a shared broker
+            cannot connect.
     """
 
     def __init__(
@@ -290,8 +364,8 @@ class Hub:
         new_epoch: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        #: The broker this hub reports to (a private :class:`~trionos.MemoryBroker` by default).
-        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        #: The broker this hub reports to (a private :class:`~trionos.LocalBroker` by default).
+        self.broker: Broker = broker if broker is not None else LocalBroker()
         self.on_member_expired = on_member_expired
         # Checked on every broadcast, join and leave: False keeps the single-process path as it was.
         self._shared = self.broker.shared
@@ -301,10 +375,11 @@ class Hub:
         self.room_queue_size = room_queue_size
         self.codec = codec
         self._rooms: Rooms[Client] = Rooms()
-        self._channels: dict[str, Feed[Client]] = {}
+        self._feeds: dict[str, Feed[Client]] = {}
         self._snapshots: dict[str, _Snapshot] = {}
         self._room_policies: dict[str, SlowClientPolicy] = {}
         self._clients: dict[str, Client] = {}
+        self._clients_view = types.MappingProxyType(self._clients)
         self._nursery: trio.Nursery | None = None
         #: The per-client message rate limit that :meth:`admit` applies (None: no limit).
         self.rate_limit = rate_limit
@@ -312,13 +387,11 @@ class Hub:
         self.metrics = metrics if metrics is not None else Metrics()
         #: Fan-out tasks running now (one per room with members, and one for ``broadcast_all``).
         self.fan_out_tasks = 0
-        self._all_room: Feed[Client] | None = None
+        self._all_feed: Feed[Client] | None = None
         # Per client that made a room wait: (seconds waited in this episode, when the last wait ended).
         self._stall_times: dict[Client, tuple[float, float]] = {}
         self._stopped = False
-        self._cm: Any = None
-        #: The counters this hub updates (history and recovery).
-        self.metrics = metrics if metrics is not None else Metrics()
+        self._cm: AbstractAsyncContextManager[Hub, bool | None] | None = None
         self.offset_field = offset_field
         self._history_bounds = _bounds(history)
         self._room_history: dict[str, HistoryBounds | None] = {}
@@ -346,24 +419,41 @@ class Hub:
 
     @property
     def remote_frames_dropped(self) -> int:
-        """Frames from other nodes dropped because a room's channel was full (``metrics``)."""
+        """Frames from other nodes dropped because a room's feed was full (``metrics``)."""
         return self.metrics.remote_frames_dropped
 
     async def run(self, *, task_status: trio.TaskStatus[Self] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the hub's fan-out tasks (and its broker) until cancelled (the ``nursery.start`` convention).
+        """Run the hub's fan-out tasks (and its broker) until cancelled.
 
-        Raises :class:`~trionos.BrokerError` before ``started`` if a shared broker cannot connect.
+        The ``nursery.start`` convention: ``hub = await nursery.start(Hub().run)``. Cancelling it
+        stops the hub as leaving ``async with`` does.
+
+        Args:
+            task_status: given the hub once its broker is connected.
+
+        Raises:
+            BrokerError: before ``started``, a shared broker cannot connect.
         """
         async with self._open():
             task_status.started(self)
             await trio.sleep_forever()
 
     async def __aenter__(self) -> Self:
-        self._cm = self._open()
-        return await self._cm.__aenter__()
+        cm = self._open()
+        await cm.__aenter__()
+        self._cm = cm
+        return self
 
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
-        return await self._cm.__aexit__(*exc_info)
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: types.TracebackType | None,
+    ) -> bool | None:
+        cm, self._cm = self._cm, None
+        if cm is None:
+            raise RuntimeError("the hub was not entered: use `async with Hub()`")
+        return await cm.__aexit__(exc_type, exc_value, traceback)
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[Self]:
@@ -404,13 +494,27 @@ class Hub:
         name: str | None = None,
         identity: str | None = None,
     ) -> Client:
-        """The client for ``ws``, registered for an ``async with`` block (the seed's ``addClient``).
+        """The client for *ws*, to register for an ``async with`` block.
 
-        ``async with hub.client(ws) as client:``. Its id is ``client_id`` or the WebSocket's id;
-        entering raises :class:`ValueError` when that id is taken. On exit, whatever the cause (normal close,
-        abrupt disconnect, heartbeat timeout, cancellation), the client leaves every room at once,
-        without awaiting. ``identity`` (default: the id) names the client across reconnections
-        for the rooms' history (see :class:`Client`).
+        ``async with hub.client(ws) as client:`` registers it; on exit, whatever the cause
+        (normal close, abrupt disconnect, heartbeat timeout, cancellation), the client leaves
+        every room at once, without awaiting, after what its rooms had queued for it is written
+        if its socket takes it.
+
+        Args:
+            ws: the client's connection.
+            client_id: its id (default: the WebSocket's id); entering raises when it is taken.
+            name: the application's label for it, listed by :meth:`presence`.
+            identity: who it is across reconnections, for the rooms' history (default: the id;
+                see :class:`~trionos.Client`).
+
+        Returns:
+            The :class:`~trionos.Client`, not yet registered.
+
+        Raises:
+            ValueError: on entering, another registered client has the same id.
+            RuntimeError: on entering, the hub is not running, or this client is registered
+                already.
         """
         return Client(self, ws, client_id or ws.id, name, identity)
 
@@ -438,66 +542,118 @@ class Hub:
             if self._shared:
                 self.broker.remove_member(room, client.id)
             self._room_emptied_check(room)
-        if not self._clients and self._all_room is not None:
-            self._all_room.close()
-            self._all_room = None
+        if not self._clients and self._all_feed is not None:
+            self._all_feed.close()
+            self._all_feed = None
 
     def _flush_rooms_of(self, client: Client) -> None:
         for room in self._rooms.rooms_view(client):
-            feed = self._channels.get(room)
+            feed = self._feeds.get(room)
             if feed is not None and feed.pending:
                 feed.flush(self._deliver_now)
-        if self._all_room is not None and self._all_room.pending:
-            self._all_room.flush(self._deliver_now)
+        if self._all_feed is not None and self._all_feed.pending:
+            self._all_feed.flush(self._deliver_now)
 
     @property
-    def clients(self) -> dict[str, Client]:
-        """Registered clients by id (read-only view)."""
-        return dict(self._clients)
+    def clients(self) -> Mapping[str, Client]:
+        """Registered clients by id: a live, read-only view (a :class:`types.MappingProxyType`).
+
+        It follows registrations as they happen and cannot be changed through (register with
+        :meth:`client`). Take ``dict(hub.clients)`` for a snapshot to keep across an ``await``:
+        iterating the view while a client registers or leaves raises :class:`RuntimeError`.
+        """
+        return self._clients_view
 
     def get(self, client_id: str) -> Client | None:
-        """The registered client with this id, if any."""
+        """The registered client with this id.
+
+        Args:
+            client_id: the id it registered with.
+
+        Returns:
+            The :class:`~trionos.Client`, or None when none is registered with that id.
+        """
         return self._clients.get(client_id)
 
     # --- rooms -------------------------------------------------------------------------------
 
     def set_room_policy(self, room: str, policy: SlowClientPolicy | str) -> None:
-        """Use ``policy`` for ``room`` instead of the hub's default."""
+        """Use *policy* for *room* instead of the hub's default (now, and whenever it is created).
+
+        Args:
+            room: the room's name.
+            policy: a :class:`~trionos.SlowClientPolicy` or its value (``"drop_oldest"``).
+
+        Raises:
+            ValueError: *policy* names no policy.
+        """
         self._room_policies[room] = _policy(policy)
-        if room in self._channels:
-            self._channels[room].policy = self._room_policies[room]
+        if room in self._feeds:
+            self._feeds[room].policy = self._room_policies[room]
 
     def set_room_history(self, room: str, history: HistoryBounds | bool | None) -> None:
-        """Keep a history in ``room`` with these bounds (``True``: the defaults), or none (None, False).
+        """Keep a history in *room* with these bounds, or none, overriding the hub's ``history``.
 
-        Overrides the hub's ``history`` for this room. Turning it off drops what the room kept.
-        The number of rooms with a history is bounded by the hub's ``max_rooms`` (see
-        :class:`~trionos.HistoryBounds`).
+        Turning it off drops what the room kept. The number of rooms with a history is bounded by
+        ``max_rooms`` (see :class:`~trionos.HistoryBounds`).
+
+        Args:
+            room: the room's name.
+            history: the bounds (``True``: the defaults), or None or False for no history.
+
+        Raises:
+            TypeError: *history* is none of those.
         """
         bounds = self._room_history[room] = _bounds(history)
         if bounds is None:
             self._history.drop(room)
 
     def history_bounds(self, room: str) -> HistoryBounds | None:
-        """The bounds of ``room``'s history, or None when it keeps none."""
+        """The bounds of *room*'s history.
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            The :class:`~trionos.HistoryBounds`, or None when the room keeps no history.
+        """
         return self._room_history.get(room, self._history_bounds)
 
     def position(self, room: str) -> Position | None:
-        """The latest position in ``room`` (offset 0 before its first message), None without history."""
+        """The latest position in *room*'s history.
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            The :class:`~trionos.Position` of its last message (offset 0 before the first), or
+            None when the room keeps no history.
+        """
         bounds = self.history_bounds(room)
         if bounds is None:
             return None
         return self._history.room(room, bounds).position
 
     def join(self, client: Client, room: str) -> bool:
-        """Add ``client`` to ``room`` (creating it); True if it was not already a member.
+        """Add *client* to *room*, creating the room (and its fan-out task) if needed. Never awaits.
 
         With a shared broker, the membership is registered cluster-wide in the background (under
         the client's current name); :meth:`presence` waits for that.
+
+        Args:
+            client: a client registered with this hub.
+            room: the room's name.
+
+        Returns:
+            True if it was not a member already.
+
+        Raises:
+            ValueError: *client* is not registered with this hub.
+            RuntimeError: the hub is not running.
         """
         if self._clients.get(client.id) is not client:
             raise ValueError(f"{client!r} is not registered with this hub")
-        if room not in self._channels:
+        if room not in self._feeds:
             self._start_room(room)
         joined = self._rooms.join(client, room)
         if joined:
@@ -515,24 +671,36 @@ class Hub:
         welcome: Callable[[Recovery], Any] | None = None,
         codec: MessageCodec[Any] | None = None,
     ) -> Recovery:
-        """Join ``client`` to ``room`` at a position: the welcome, what it missed, then live messages.
+        """Join *client* to *room* at a position: the welcome, what it missed, then live messages.
 
         In one step with no checkpoint (nothing else runs in between): the room's history is read,
         the client joins, and the message ``welcome(recovery)`` (if given; encoded like a
-        broadcast) followed by every missed frame is queued for the client on the room's channel,
+        broadcast) followed by every missed frame is queued for the client on the room's feed,
         so it reaches the client before any broadcast made after the join, through the same
         ordered path. The seam has no gap and no duplicate: a broadcast made before the join is
-        in the history (replayed), one made after it is delivered live.
+        in the history (replayed), one made after it is delivered live. Recoveries are counted in
+        ``recoveries_complete``/``recoveries_partial``. The Recovery page of the documentation
+        shows the client's side.
 
-        ``since`` is the last position the client saw; None joins at the room's latest position
-        (nothing is replayed). The :class:`~trionos.Recovery` returned (also given to
-        ``welcome``) has the room's latest position, the replayed entries (messages that
-        excluded this client's ``identity`` are skipped) and whether the recovery is complete
-        (counted in ``recoveries_complete``/``recoveries_partial``).
+        Waits only when the room's feed is full (or, with a shared broker, for the broker's
+        answer); if cancelled then, the client is taken out of the room again.
 
-        Raises :class:`ValueError` if the room keeps no history or the client is not registered.
-        Waits only when the room's channel is full; if cancelled then, the client is taken out of
-        the room again (it joined no room).
+        Args:
+            client: a client registered with this hub.
+            room: the room's name; it must keep a history.
+            since: the last position the client saw; None joins at the room's latest position
+                (nothing is replayed).
+            welcome: makes the first message the client gets from the recovery.
+            codec: encodes the welcome when it is not ``str``/``bytes`` (default: the hub's).
+
+        Returns:
+            The :class:`~trionos.Recovery` (also given to *welcome*): the room's latest
+            position, the replayed entries (messages that excluded this client's ``identity``
+            are skipped) and whether the recovery is complete.
+
+        Raises:
+            ValueError: the room keeps no history, or the client is not registered.
+            BrokerError: a shared broker cannot answer.
         """
         bounds = self.history_bounds(room)
         if bounds is None:
@@ -577,7 +745,7 @@ class Hub:
         held back until the broker has answered: then the welcome, the missed entries and the
         held frames that are not among them (by offset) are queued, in that order.
         """
-        broker: Any = self.broker
+        broker = cast(_HistoryBroker, self.broker)
         joined = self.join(client, room)
         held = self._pending[client] = []
         try:
@@ -632,9 +800,9 @@ class Hub:
         return tuple(kept)
 
     async def _queue_replay(self, client: Client, room: str, frames: list[bytes], joined: bool) -> None:
-        """Queue ``frames`` for ``client`` on the room's channel, ahead of any later broadcast."""
+        """Queue ``frames`` for ``client`` on the room's feed, ahead of any later broadcast."""
         if frames:
-            feed = self._channels[room]
+            feed = self._feeds[room]
             blob = b"".join(frames)
             try:
                 feed.put_nowait(blob, (client,))
@@ -647,7 +815,15 @@ class Hub:
                     raise
 
     def leave(self, client: Client, room: str) -> bool:
-        """Remove ``client`` from ``room``; True if it was a member. An empty room disappears."""
+        """Remove *client* from *room*; an empty room disappears (its fan-out ends). Never awaits.
+
+        Args:
+            client: the client.
+            room: the room's name.
+
+        Returns:
+            True if it was a member.
+        """
         left = self._rooms.leave(client, room)
         if left:
             self._snapshots.pop(room, None)
@@ -657,15 +833,28 @@ class Hub:
         return left
 
     def members(self, room: str) -> list[Client]:
-        """The members of ``room`` in join order."""
+        """The local members of *room*.
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            A new list of its :class:`~trionos.Client` objects, in join order.
+        """
         return self._rooms.members(room)
 
     async def presence(self, room: str) -> list[str]:
-        """The names of the members of ``room`` in join order (clients without a name are skipped).
+        """The names of the members of *room*, in join order (clients without a name are skipped).
 
         With a shared broker: the members on every node, ordered by when they joined, once this
         node's own joins and leaves are registered (bounded by the broker's operation timeout).
         When the broker cannot answer, the local members only. Cancelling it loses nothing.
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            The names.
         """
         if not self._shared:
             await trio.lowlevel.checkpoint()
@@ -675,14 +864,20 @@ class Hub:
         return merge_presence(self._node_id, local, registry)
 
     def admit(self, client: Client) -> bool:
-        """Count one inbound message from ``client`` against the hub's ``rate_limit``; True to handle it.
+        """Count one inbound message from *client* against the hub's ``rate_limit``. Never awaits.
 
-        Call it for every message the client sends, before acting on it. Without a ``rate_limit``
-        it always returns True. Over the limit it returns False (counted in
-        ``metrics.rate_limited``): do not act on the message, answer it with an error instead.
-        Once ``rate_limit.close_after`` messages in a row were refused (the client kept sending
-        regardless), the hub also closes the connection with 1008 and a reason that says so;
-        ``client.ws.closed`` is then True and the handler should stop reading. Never awaits.
+        Call it for every message the client sends, before acting on it. Over the limit the
+        answer is False (counted in ``metrics.rate_limited``): do not act on the message, answer
+        it with an error instead. Once ``rate_limit.close_after`` messages in a row were refused
+        (the client kept sending regardless), the hub also closes the connection with 1008 and a
+        reason that says so; ``client.ws.closed`` is then True and the handler should stop
+        reading.
+
+        Args:
+            client: the client that sent the message.
+
+        Returns:
+            True to handle the message (always, without a ``rate_limit``).
         """
         limit = self.rate_limit
         if limit is None:
@@ -702,33 +897,57 @@ class Hub:
         return False
 
     def rooms(self) -> list[str]:
-        """Rooms that have members."""
+        """The rooms that have local members.
+
+        Returns:
+            Their names, in the order they were created.
+        """
         return self._rooms.rooms()
 
     def rooms_of(self, client: Client) -> list[str]:
-        """The rooms ``client`` is in."""
+        """The rooms *client* is in.
+
+        Args:
+            client: the client.
+
+        Returns:
+            Their names, in the order it joined them.
+        """
         return self._rooms.rooms_of(client)
 
     def _start_room(self, room: str) -> None:
         nursery = self._require_nursery()
         feed = Feed[Client](room, self.room_queue_size, self._room_policies.get(room, self.policy))
-        self._channels[room] = feed
+        self._feeds[room] = feed
         self._start_fan_out(nursery, feed)
         if self._shared:
             self.broker.open_room(room)
 
     def _room_emptied_check(self, room: str) -> None:
-        if not self._rooms.member_view(room) and room in self._channels:
+        if not self._rooms.member_view(room) and room in self._feeds:
             # Closing the feed is how the fan-out task learns it is done; it still delivers
             # what is already queued to the recipients snapshotted at broadcast time.
-            self._channels.pop(room).close()
+            self._feeds.pop(room).close()
             if self._shared:
                 self.broker.close_room(room)
 
     # --- broadcast ---------------------------------------------------------------------------
 
     def encode(self, message: Any, codec: MessageCodec[Any] | None = None) -> bytes:
-        """Encode ``message`` once into a frame: text for ``str``, binary for ``bytes``, else the codec."""
+        """Encode *message* once into a WebSocket frame, as :meth:`broadcast` does.
+
+        Args:
+            message: ``str`` (a text frame), ``bytes`` (a binary frame) or anything the codec
+                encodes.
+            codec: the codec to use (default: the hub's).
+
+        Returns:
+            The frame's bytes.
+
+        Raises:
+            TypeError: *message* needs a codec and there is none.
+            EncodeError: the codec cannot encode *message*.
+        """
         if isinstance(message, str | bytes):
             return message_frame(message)
         codec = codec or self.codec
@@ -757,21 +976,37 @@ class Hub:
         codec: MessageCodec[Any] | None = None,
         history: bool = True,
     ) -> Sent:
-        """Send ``message`` to every member of ``room`` except ``exclude``; return how many.
+        """Send *message* to every member of *room* but *exclude*.
 
         The message is encoded once. Recipients are the members at the time of the call. Waits
-        while the room's channel is full. Per sender, messages reach each recipient in order.
-        With a shared broker the message also goes to the room's members on other nodes (handed
-        to the broker without waiting), and the count is of local recipients only.
+        while the room's feed is full (``room_queue_size``). Per sender, messages reach each
+        recipient in order. With a shared broker the message also goes to the room's members on
+        other nodes (handed to the broker without waiting).
 
-        In a room with history the message first gets the room's next :class:`~trionos.Position`
-        (stamped into it as ``offset_field``) and is kept, remembering ``exclude``'s identity; the
-        returned :class:`Sent` carries the position (None without history). Appending happens
-        before any wait, so a message is in the history from the moment ``broadcast`` is called.
-        ``history=False`` sends a transient message (presence, typing...): not kept, no position.
+        In a room with history the message first gets the room's next
+        :class:`~trionos.Position` (stamped into it as ``offset_field``) and is kept,
+        remembering *exclude*'s identity. Appending happens before any wait, so a message is in
+        the history from the moment ``broadcast`` is called.
 
         Once the hub has stopped, the message is dropped and 0 returned (no error), so a goodbye
         broadcast from a handler's ``finally`` during a shutdown needs no special case.
+
+        Args:
+            room: the room's name.
+            message: ``str``, ``bytes`` or anything the codec encodes.
+            exclude: a member that does not receive it (usually the sender).
+            codec: the codec for this message (default: the hub's).
+            history: False sends a transient message (presence, typing...): not kept, no
+                position.
+
+        Returns:
+            A :class:`~trionos.Sent`: the number of local recipients, with the message's
+            ``position`` (None without history).
+
+        Raises:
+            TypeError: *message* needs a codec and there is none.
+            EncodeError: the codec cannot encode *message*.
+            BrokerError: the room's history is in a shared broker that cannot answer.
         """
         bounds = self._room_history.get(room, self._history_bounds) if history else None
         if bounds is None:
@@ -780,25 +1015,25 @@ class Hub:
         elif self._shared:
             return await self._broadcast_shared(room, message, exclude, codec, bounds)
         else:
-            history = self._history.room(room, bounds)
-            frame = self._encode_at(message, codec, history.offset + 1)
+            kept = self._history.room(room, bounds)
+            frame = self._encode_at(message, codec, kept.offset + 1)
             entry, trimmed = self._history.append(
                 room, frame, None if exclude is None else exclude.identity, trio.current_time()
             )
-            position = Position(history.epoch, entry.offset)
+            position = Position(kept.epoch, entry.offset)
             self.metrics.history_appended += 1
             self.metrics.history_trimmed += trimmed
         if self._shared:
             exclude_id = None if exclude is None else exclude.id
             self.broker.publish(room, encode_envelope(self._node_id, exclude_id, frame))
-        state = self._channels.get(room)
-        if state is None:
+        feed = self._feeds.get(room)
+        if feed is None:
             return Sent(0, position)
         recipients = self._recipients(room, exclude)
         count = len(recipients)
         if self._pending:
             recipients = self._divert(recipients, frame, None)
-        if recipients and not await state.put(frame, recipients):
+        if recipients and not await feed.put(frame, recipients):
             return Sent(0, position)  # the hub has stopped: dropped quietly
         return Sent(count, position)
 
@@ -812,7 +1047,7 @@ class Hub:
     ) -> Sent:
         """A broadcast into a room whose history is in the broker: the broker assigns the offset
         and delivers it to every node, this one included (:meth:`deliver_history`)."""
-        broker: Any = self.broker
+        broker = cast(_HistoryBroker, self.broker)
         payload: str | bytes
         if isinstance(message, str | bytes):
             payload, member = message, None
@@ -839,10 +1074,22 @@ class Hub:
     async def broadcast_all(
         self, message: Any, *, exclude: Client | None = None, codec: MessageCodec[Any] | None = None
     ) -> int:
-        """Send ``message`` to every registered client except ``exclude``; return how many.
+        """Send *message* to every registered client but *exclude*.
 
-        With a shared broker, to every client of every node (the count is of local ones). Once
-        the hub has stopped, the message is dropped and 0 returned.
+        With a shared broker, to every client of every node. Waits while the hub-wide feed is
+        full. Once the hub has stopped, the message is dropped and 0 returned.
+
+        Args:
+            message: ``str``, ``bytes`` or anything the codec encodes.
+            exclude: a client that does not receive it.
+            codec: the codec for this message (default: the hub's).
+
+        Returns:
+            The number of local recipients.
+
+        Raises:
+            TypeError: *message* needs a codec and there is none.
+            EncodeError: the codec cannot encode *message*.
         """
         frame = self.encode(message, codec)
         if self._shared:
@@ -851,9 +1098,9 @@ class Hub:
         if self._stopped:
             await trio.lowlevel.checkpoint()
             return 0
-        all_room = self._all_room_state()
+        all_feed = self._all_clients_feed()
         recipients = tuple(c for c in self._clients.values() if c is not exclude)
-        if recipients and await all_room.put(frame, recipients):
+        if recipients and await all_feed.put(frame, recipients):
             return len(recipients)
         return 0
 
@@ -864,11 +1111,11 @@ class Hub:
             snapshot = self._snapshots[room] = _Snapshot(tuple(self._rooms.member_view(room)))
         return snapshot.members if exclude is None else snapshot.without(exclude)
 
-    def _all_room_state(self) -> Feed[Client]:
-        if self._all_room is None:
-            self._all_room = Feed[Client]("*", self.room_queue_size, self.policy)
-            self._start_fan_out(self._require_nursery(), self._all_room)
-        return self._all_room
+    def _all_clients_feed(self) -> Feed[Client]:
+        if self._all_feed is None:
+            self._all_feed = Feed[Client]("*", self.room_queue_size, self.policy)
+            self._start_fan_out(self._require_nursery(), self._all_feed)
+        return self._all_feed
 
     def _start_fan_out(self, nursery: trio.Nursery, feed: Feed[Client]) -> None:
         self.fan_out_tasks += 1
@@ -880,44 +1127,50 @@ class Hub:
     # --- what the broker calls (BrokerSink) --------------------------------------------------
 
     def deliver_remote(self, room: str | None, frame: bytes, exclude: str | None) -> None:
-        """Deliver a frame another node published to the local members of ``room`` (None: all).
+        """Deliver a frame another node published to the local members of *room*.
 
-        Never waits: the frame joins the room's channel with ``send_nowait`` and goes through the
-        same fan-out as a local broadcast. When the channel is full the frame is dropped and
+        Never waits: the frame joins the room's feed with ``put_nowait`` and goes through the
+        same fan-out as a local broadcast. When the feed is full the frame is dropped and
         counted in ``remote_frames_dropped`` (the broker's reader serves every room, so it must
         not wait on one).
+
+        Args:
+            room: the room's name, or None for every client.
+            frame: the encoded WebSocket frame.
+            exclude: the id of a client that does not receive it.
         """
+        feed: Feed[Client] | None
         if room is None:
             if not self._clients or self._nursery is None:
                 return
-            state = self._all_room_state()
+            feed = self._all_clients_feed()
             recipients = tuple(c for c in self._clients.values() if c.id != exclude)
         else:
-            state = self._channels.get(room)
-            if state is None:
+            feed = self._feeds.get(room)
+            if feed is None:
                 return
             recipients = self._recipients(room, None if exclude is None else self._clients.get(exclude))
         if self._pending:
             recipients = self._divert(recipients, frame, None)
-        self._put_remote(state, frame, recipients)
+        self._put_remote(feed, frame, recipients)
 
     def _members_but(self, room: str, exclude: str | None) -> tuple[Client, ...]:
         """The local members of ``room`` but the client with id ``exclude``."""
         view = self._rooms.member_view(room)
         return tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
 
-    def _put_remote(self, state: Feed[Client], frame: bytes, recipients: tuple[Client, ...]) -> None:
+    def _put_remote(self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]) -> None:
         """Queue a frame from the broker without waiting; drop and count it when the room is full."""
         if not recipients:
             return
         try:
-            state.put_nowait(frame, recipients)
+            feed.put_nowait(frame, recipients)
         except trio.WouldBlock:
             self.metrics.remote_frames_dropped += 1
             dropped = self.metrics.remote_frames_dropped
             if dropped & (dropped - 1) == 0:
                 logger.warning(
-                    "room %r is backlogged: %d frames from other nodes dropped so far", state.name, dropped
+                    "room %r is backlogged: %d frames from other nodes dropped so far", feed.name, dropped
                 )
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the hub is shutting down
@@ -925,22 +1178,35 @@ class Hub:
     def deliver_history(self, room: str, frame: bytes, exclude: str | None, offset: int) -> None:
         """Deliver a message of a room with history that the broker ordered (any node's, ours too).
 
-        Never waits, as :meth:`deliver_remote`: a frame that does not fit in the room's channel
-        is dropped and counted in ``remote_frames_dropped`` (a client that misses it can recover
-        it by rejoining at its last position). Clients still being replayed to hold it instead.
+        Never waits, as :meth:`deliver_remote`: a frame that does not fit in the room's feed is
+        dropped and counted in ``remote_frames_dropped`` (a client that misses it can recover it
+        by rejoining at its last position). Clients still being replayed to hold it instead.
+
+        Args:
+            room: the room's name.
+            frame: the encoded WebSocket frame.
+            exclude: the id of a client that does not receive it.
+            offset: the message's offset in the room's history.
         """
-        state = self._channels.get(room)
-        if state is None:
+        feed = self._feeds.get(room)
+        if feed is None:
             return
         recipients = self._members_but(room, exclude)
         if self._pending:
             recipients = self._divert(recipients, frame, offset)
         if self._floors:
             recipients = self._above_floor(room, recipients, offset)
-        self._put_remote(state, frame, recipients)
+        self._put_remote(feed, frame, recipients)
 
     async def member_expired(self, member: Member) -> None:
-        """Await ``on_member_expired(member)``: a member vanished with its node (an isolation boundary)."""
+        """Await ``on_member_expired(member)``: a member vanished with its node.
+
+        An isolation boundary: what the callback raises (but cancellation) is logged and
+        dropped, so one application callback cannot stop the broker's reaper.
+
+        Args:
+            member: the member that expired.
+        """
         callback = self.on_member_expired
         if callback is None:
             return

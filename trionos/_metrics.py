@@ -15,7 +15,10 @@ __all__ = ["Metrics", "RefusalReason"]
 
 
 class RefusalReason:
-    """The ``reason`` label of :attr:`Metrics.connections_refused` (plain strings)."""
+    """The ``reason`` label of ``Metrics.connections_refused`` (plain strings).
+
+    See :attr:`Metrics.connections_refused <trionos.Metrics.connections_refused>`.
+    """
 
     #: The server's connection cap was reached (HTTP 503).
     CAPACITY = "capacity"
@@ -68,7 +71,7 @@ class Metrics:
     rate_limited: int = 0
     #: Connections ended because the peer was silent for longer than the heartbeat timeout.
     heartbeat_timeouts: int = 0
-    #: Frames from other nodes dropped because a room's channel was full (counter).
+    #: Frames from other nodes dropped because a room's feed was full (counter).
     remote_frames_dropped: int = 0
     #: Envelopes the broker could not publish (queue full or broker unreachable) (counter).
     broker_publish_dropped: int = 0
@@ -86,9 +89,17 @@ class Metrics:
     messages_replayed: int = 0
 
     def refused(self, reason: str) -> None:
-        """Count one connection refused for ``reason`` (a :class:`RefusalReason` value)."""
+        """Count one connection refused.
+
+        Args:
+            reason: why, a :class:`~trionos.RefusalReason` value.
+        """
         self.connections_refused[reason] = self.connections_refused.get(reason, 0) + 1
 
     def closed(self, code: int) -> None:
-        """Count one WebSocket closed with ``code`` (1006 when no close frame was exchanged)."""
+        """Count one WebSocket closed.
+
+        Args:
+            code: its close code (1006 when no close frame was exchanged).
+        """
         self.websockets_closed[code] = self.websockets_closed.get(code, 0) + 1

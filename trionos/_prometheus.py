@@ -48,7 +48,7 @@ _HELP = {
     "slow_client_disconnects": "Clients closed with 1008 by the disconnect slow-client policy.",
     "rate_limited": "Inbound messages refused by a per-connection rate limit.",
     "heartbeat_timeouts": "Connections ended because the peer was silent past the heartbeat timeout.",
-    "remote_frames_dropped": "Frames from other nodes dropped because a room's channel was full.",
+    "remote_frames_dropped": "Frames from other nodes dropped because a room's feed was full.",
     "broker_publish_dropped": "Envelopes the broker could not publish (queue full or unreachable).",
     "broker_reconnects": "Times the broker reconnected after losing its server.",
     "history_appended": "Messages appended to a room's history.",
@@ -60,6 +60,7 @@ _HELP = {
 
 
 def _families(metrics: Metrics, prefix: str) -> Iterator[Metric]:
+    """One metric family per field of *metrics*, named ``<prefix>_<field>``."""
     for field in attrs.fields(type(metrics)):
         value = getattr(metrics, field.name)
         name = f"{prefix}_{field.name}"
@@ -79,9 +80,12 @@ class MetricsCollector(Collector):
     """A ``prometheus_client`` collector that reads a :class:`~trionos.Metrics` at scrape time.
 
     Register it where you collect (``prometheus_client.REGISTRY.register(MetricsCollector(m))``),
-    or let :func:`respond_metrics` use a private registry. Names start with ``prefix``
-    (``trionos``). Collecting copies a few dozen integers; the counters themselves cost nothing
-    extra between scrapes.
+    or let :func:`~trionos.respond_metrics` use a private registry. Collecting copies a few
+    dozen integers; the counters themselves cost nothing extra between scrapes.
+
+    Args:
+        metrics: the counters to expose.
+        prefix: what every metric name starts with.
     """
 
     def __init__(self, metrics: Metrics, *, prefix: str = "trionos") -> None:
@@ -89,27 +93,45 @@ class MetricsCollector(Collector):
         self.prefix = prefix
 
     def collect(self) -> Iterator[Metric]:
-        """Yield one metric family per field of the ``Metrics`` (what a scrape sees)."""
+        """Read the counters now (``prometheus_client`` calls it at each scrape).
+
+        Returns:
+            An iterator of one metric family per field of the ``Metrics``.
+        """
         return _families(self.metrics, self.prefix)
 
 
 def render_metrics(metrics: Metrics, *, prefix: str = "trionos") -> bytes:
-    """The Prometheus text exposition of ``metrics``, written by ``prometheus_client``."""
+    """Write the Prometheus text exposition of *metrics* with ``prometheus_client``.
+
+    Args:
+        metrics: the counters.
+        prefix: what every metric name starts with.
+
+    Returns:
+        The exposition, as the bytes of an HTTP body.
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MetricsCollector(metrics, prefix=prefix))
     return generate_latest(registry)
 
 
 async def respond_metrics(request: Request, metrics: Metrics, *, prefix: str = "trionos") -> None:
-    """Answer ``request`` with the Prometheus text exposition of ``metrics`` (HTTP 200).
+    """Answer *request* with the Prometheus text exposition of *metrics* (HTTP 200).
 
     The one line that serves ``/metrics`` on the application's own port::
 
         if req.path == "/metrics":
             await trionos.respond_metrics(req, metrics)
 
-    Uses only :meth:`Request.respond`; the connection closes after the response, as for every
-    plain HTTP answer. Cancellation: as ``Request.respond``. Guard the path yourself if the
-    figures must not be public (an ``Authorization`` check, or a separate port).
+    Uses only :meth:`Request.respond <trionos.Request.respond>`; the connection closes after
+    the response, as for every plain HTTP answer. Cancellation: as ``Request.respond``. Guard
+    the path yourself if the figures must not be public (an ``Authorization`` check, or a
+    separate port).
+
+    Args:
+        request: the plain HTTP request to answer.
+        metrics: the counters.
+        prefix: what every metric name starts with.
     """
     await request.respond(200, render_metrics(metrics, prefix=prefix), content_type=CONTENT_TYPE_LATEST)

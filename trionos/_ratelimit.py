@@ -36,22 +36,32 @@ class Verdict(enum.Enum):
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    """attrs validator: a positive finite number."""
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"{attribute.name} must be a positive finite number, got {value!r}")
 
 
 def _at_least_one(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """attrs validator: an integer (not a bool) of at least 1."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{attribute.name} must be an integer of at least 1, got {value!r}")
 
 
 @attrs.frozen
 class RateLimit:
-    """At most ``rate`` messages per second on average, in bursts of up to ``burst``.
+    """A per-connection message rate limit, for :class:`Hub(rate_limit=...) <trionos.Hub>`.
 
-    ``close_after``: this many refused messages in a row (the client kept sending while over the
-    limit) close the connection with 1008. The defaults suit a chat: 10 messages per second,
-    bursts of 20, and a client that sends 50 more while refused is closed.
+    The defaults suit a chat: 10 messages per second, bursts of 20, and a client that sends 50
+    more while refused is closed.
+
+    Args:
+        rate: messages per second on average (positive, finite).
+        burst: messages at once after a quiet spell (at least 1).
+        close_after: refused messages in a row (the client kept sending while over the limit)
+            that close the connection with 1008 (at least 1).
+
+    Raises:
+        ValueError: a value is out of range.
     """
 
     rate: float = attrs.field(default=10.0, validator=_positive)
@@ -59,7 +69,14 @@ class RateLimit:
     close_after: int = attrs.field(default=50, validator=_at_least_one)
 
     def bucket(self, now: float) -> TokenBucket:
-        """A full bucket for a new connection, as of ``now`` (seconds, any monotonic clock)."""
+        """A full bucket for a new connection.
+
+        Args:
+            now: the time, in seconds on any monotonic clock.
+
+        Returns:
+            A :class:`TokenBucket` holding ``burst`` tokens.
+        """
         return TokenBucket(self, float(self.burst), now)
 
 
@@ -73,9 +90,14 @@ class TokenBucket:
     refused_in_a_row: int = 0
 
     def take(self, now: float) -> Verdict:
-        """Account for one message arriving at ``now``; say what to do with it.
+        """Account for one message arriving at *now*.
 
-        ``now`` must not go backwards (a monotonic clock); if it does, no tokens are added.
+        Args:
+            now: the time, on the bucket's monotonic clock; if it goes backwards, no tokens are
+                added.
+
+        Returns:
+            What to do with the message.
         """
         limit = self.limit
         if now > self.updated:
@@ -89,7 +111,14 @@ class TokenBucket:
         return Verdict.CLOSE if self.refused_in_a_row >= limit.close_after else Verdict.REFUSE
 
     def retry_after(self, now: float) -> float:
-        """Seconds from ``now`` until the next message would be accepted (0 if it would be now)."""
+        """How long until the next message would be accepted.
+
+        Args:
+            now: the time, on the bucket's clock.
+
+        Returns:
+            Seconds from *now* (0 if it would be accepted now).
+        """
         tokens = self.tokens
         if now > self.updated:
             tokens = min(float(self.limit.burst), tokens + (now - self.updated) * self.limit.rate)

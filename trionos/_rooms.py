@@ -23,7 +23,15 @@ class Rooms(Generic[C]):
         self._rooms_of: dict[C, dict[str, None]] = {}
 
     def join(self, client: C, room: str) -> bool:
-        """Add ``client`` to ``room``; True if it was not a member already."""
+        """Add *client* to *room*, creating the room.
+
+        Args:
+            client: the client.
+            room: the room's name.
+
+        Returns:
+            True if it was not a member already.
+        """
         members = self._members.setdefault(room, {})
         if client in members:
             return False
@@ -32,7 +40,15 @@ class Rooms(Generic[C]):
         return True
 
     def leave(self, client: C, room: str) -> bool:
-        """Remove ``client`` from ``room``; True if it was a member. An emptied room disappears."""
+        """Remove *client* from *room*; an emptied room disappears.
+
+        Args:
+            client: the client.
+            room: the room's name.
+
+        Returns:
+            True if it was a member.
+        """
         members = self._members.get(room)
         if members is None or client not in members:
             return False
@@ -46,35 +62,83 @@ class Rooms(Generic[C]):
         return True
 
     def drop(self, client: C) -> list[str]:
-        """Remove ``client`` from every room; return the rooms it was in, in join order."""
+        """Remove *client* from every room.
+
+        Args:
+            client: the client.
+
+        Returns:
+            The rooms it was in, in the order it joined them.
+        """
         rooms = list(self._rooms_of.get(client, ()))
         for room in rooms:
             self.leave(client, room)
         return rooms
 
     def members(self, room: str) -> list[C]:
-        """The members of ``room`` in join order (empty for a room that does not exist)."""
+        """The members of *room*.
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            A new list in join order (empty for a room that does not exist).
+        """
         return list(self._members.get(room, ()))
 
     def member_view(self, room: str) -> dict[C, None]:
-        """The live membership dict of ``room`` (do not modify), or an empty dict."""
+        """The members of *room*, without a copy.
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            The live membership dict in join order (do not modify it), or an empty dict.
+        """
         return self._members.get(room, {})
 
     def rooms_view(self, client: C) -> dict[str, None]:
-        """The live dict of rooms ``client`` is in (do not modify), or an empty dict."""
+        """The rooms *client* is in, without a copy.
+
+        Args:
+            client: the client.
+
+        Returns:
+            The live dict of room names in join order (do not modify it), or an empty dict.
+        """
         return self._rooms_of.get(client, {})
 
     def rooms_of(self, client: C) -> list[str]:
-        """The rooms ``client`` is in, in the order it joined them."""
+        """The rooms *client* is in.
+
+        Args:
+            client: the client.
+
+        Returns:
+            A new list, in the order it joined them.
+        """
         return list(self._rooms_of.get(client, ()))
 
     def rooms(self) -> list[str]:
-        """Every room that has members."""
+        """Every room that has members.
+
+        Returns:
+            A new list, in the order the rooms were created.
+        """
         return list(self._members)
 
     def is_member(self, client: C, room: str) -> bool:
-        """Whether ``client`` is in ``room``."""
+        """Whether *client* is in *room*.
+
+        Args:
+            client: the client.
+            room: the room's name.
+
+        Returns:
+            True if it is a member.
+        """
         return client in self._members.get(room, ())
 
     def __len__(self) -> int:
+        """The number of rooms that have members."""
         return len(self._members)

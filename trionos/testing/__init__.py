@@ -35,6 +35,8 @@ from ._faults import disconnect_mid_frame as disconnect_mid_frame
 from ._faults import half_open_peer as half_open_peer
 from ._faults import open_cutting_proxy as open_cutting_proxy
 from ._faults import slow_consumer as slow_consumer
+from ._harness import check_program as check_program
+from ._harness import run_program as run_program
 from ._http import HttpResponse as HttpResponse
 from ._loopback import LoopbackServer as LoopbackServer
 from ._loopback import open_loopback_server as open_loopback_server
@@ -50,9 +52,7 @@ from ._program import Disconnect as Disconnect
 from ._program import ProgramModel as ProgramModel
 from ._program import Send as Send
 from ._program import Step as Step
-from ._program import check_program as check_program
 from ._program import programs as programs
-from ._program import run_program as run_program
 
 if TYPE_CHECKING:
     from ._machine import AppStateMachine as AppStateMachine

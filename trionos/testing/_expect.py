@@ -25,10 +25,20 @@ _MAX_REPR = 600
 class Receiver(Protocol):
     """Anything with ``recv()``: a :class:`trionos.WebSocket` or a :class:`~trionos.testing.RawPeer`."""
 
-    async def recv(self) -> str | bytes: ...
+    async def recv(self) -> str | bytes:
+        """Receive the next message.
+
+        Returns:
+            A text message as ``str``, a binary one as ``bytes``.
+
+        Raises:
+            ~trionos.ConnectionClosed: the connection closed instead.
+        """
+        ...
 
 
 def _show(value: object) -> str:
+    """``repr(value)``, cut to a readable length."""
     text = repr(value)
     return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
 
@@ -92,9 +102,9 @@ async def expect_message(
     codec: MessageCodec[Any] | None = None,
     timeout: float = 1.0,  # noqa: ASYNC109 - the bound is part of what is asserted
 ) -> Any:
-    """Receive the next message and assert that it equals ``expected``; return it (decoded).
+    """Receive the next message and assert that it equals *expected*.
 
-    How the message is compared depends on ``expected``:
+    How the message is compared depends on *expected*:
 
     * with ``codec``, the message is decoded with it and compared to ``expected`` (a typed message);
     * a ``str`` or ``bytes`` is compared to the raw message (a text frame never equals bytes);
@@ -102,11 +112,21 @@ async def expect_message(
 
     ``expected`` may be a class instead, to accept any message of that type (``dict``, ``bytes``,
     ``chat.Welcome`` with a codec), and may contain :data:`unittest.mock.ANY` for parts that do not
-    matter: ``{"type": "error", "reason": ANY}``.
+    matter: ``{"type": "error", "reason": ANY}``. Cancelling it loses no message.
 
-    Raises :class:`AssertionError` when nothing arrives within ``timeout`` seconds (trio's clock,
-    so virtual under ``MockClock``), when the connection closes first, when the message does not
-    decode, or when it differs. Cancelling it loses no message.
+    Args:
+        ws: the connection (a :class:`~trionos.WebSocket` or a
+            :class:`~trionos.testing.RawPeer`).
+        expected: the message, or its class.
+        codec: decodes the message before comparing (a typed protocol).
+        timeout: seconds to wait, on trio's clock (so virtual under ``MockClock``).
+
+    Returns:
+        The message as compared: decoded with *codec*, parsed as JSON, or raw.
+
+    Raises:
+        AssertionError: nothing arrives in time, the connection closes first, the message does
+            not decode, or it differs (the message shows both values and the differing fields).
     """
     raw = await _receive(ws, timeout, f"the message {_show(expected)}")
     got = _interpret(raw, expected, codec)
@@ -120,11 +140,17 @@ async def expect_message(
 
 
 async def expect_silence(ws: Receiver, *, timeout: float = 1.0) -> None:  # noqa: ASYNC109
-    """Assert that no message arrives and the connection stays open for ``timeout`` seconds.
+    """Assert that no message arrives and the connection stays open for *timeout* seconds.
 
     On ``MockClock`` with autojump the wait is virtual and ends as soon as every task is blocked;
-    on real sockets it takes ``timeout`` seconds of wall-clock time, so keep it short there. A
-    message that arrives is consumed and reported in the :class:`AssertionError`.
+    on real sockets it takes *timeout* seconds of wall-clock time, so keep it short there.
+
+    Args:
+        ws: the connection.
+        timeout: seconds of silence to wait for, on trio's clock.
+
+    Raises:
+        AssertionError: a message arrives (it is consumed and shown) or the connection closes.
     """
     with trio.move_on_after(timeout):
         try:
@@ -140,10 +166,20 @@ async def expect_closed(
     *,
     timeout: float = 1.0,  # noqa: ASYNC109 - the bound is part of what is asserted
 ) -> ConnectionClosed:
-    """Assert that the connection closes (with ``code``, if given) within ``timeout`` seconds.
+    """Assert that the connection closes (with *code*, if given) within *timeout* seconds.
 
-    Returns the :class:`~trionos.ConnectionClosed` for further checks (``.reason``). A message
-    that arrives first fails the assertion: read what you expect before calling this.
+    A message that arrives first fails the assertion: read what you expect before calling this.
+
+    Args:
+        ws: the connection.
+        code: the close code expected (None: any).
+        timeout: seconds to wait, on trio's clock.
+
+    Returns:
+        The :class:`~trionos.ConnectionClosed`, for further checks (``.reason``).
+
+    Raises:
+        AssertionError: it stays open, closes with another code, or a message arrives first.
     """
     waiting_for = "the connection to close" if code is None else f"the connection to close with {code}"
     try:

@@ -49,6 +49,17 @@ async def slow_consumer(
     to it fill the connection's buffer (``buffer_size`` on the memory backend; see
     ``peer.stream.incoming_bytes``), then wait. Call ``peer.recv()`` to resume reading. The stream
     is closed abruptly when the block exits.
+
+    Args:
+        app: the app to connect to.
+        path: the path of the WebSocket endpoint.
+        extra_headers: more handshake headers.
+
+    Yields:
+        The :class:`~trionos.testing.RawPeer`.
+
+    Raises:
+        ~trionos.ConnectionRejected: the server refuses the handshake.
     """
     async with open_raw_peer(app, path, extra_headers=extra_headers, answer_pings=False) as peer:
         yield peer
@@ -67,6 +78,17 @@ async def half_open_peer(
     are counted in ``peer.pings_received``, not answered) until the server closes: with the 1011
     close frame over TCP, as a bare end of stream (1006) in memory, where a close frame the pipe
     cannot take at once is dropped. The stream is closed abruptly when the block exits.
+
+    Args:
+        app: the app to connect to.
+        path: the path of the WebSocket endpoint.
+        extra_headers: more handshake headers.
+
+    Yields:
+        The :class:`~trionos.testing.RawPeer`.
+
+    Raises:
+        ~trionos.ConnectionRejected: the server refuses the handshake.
     """
     async with open_raw_peer(app, path, extra_headers=extra_headers, answer_pings=False) as peer:
         yield peer
@@ -80,12 +102,22 @@ async def disconnect_mid_frame(
     message: str | bytes = "x" * 100,
     extra_headers: Iterable[tuple[str, str]] = (),
 ) -> None:
-    """Connect, send the complete messages in ``before``, then half of ``message``'s frame, and cut.
+    """Connect, send the complete messages in *before*, then half of *message*'s frame, and cut.
 
     The server's reader sees the stream end inside a frame: no close frame, so the handler's
     ``recv`` raises :class:`~trionos.ConnectionClosed` with code 1006 and the connection is
     dropped. Returns once the stream is closed; what the server does next happens in its own
     tasks (wait for it with an event, or ``trio.testing.wait_all_tasks_blocked()``).
+
+    Args:
+        app: the app to connect to.
+        path: the path of the WebSocket endpoint.
+        before: complete messages to send first.
+        message: the message whose frame is cut in half.
+        extra_headers: more handshake headers.
+
+    Raises:
+        ~trionos.ConnectionRejected: the server refuses the handshake.
     """
     async with open_raw_peer(app, path, extra_headers=extra_headers) as peer:
         for complete in before:
@@ -99,9 +131,14 @@ class CuttingProxy:
     Point a client (or a browser) at :attr:`url` instead of the server. :meth:`cut` drops every
     connection open through the proxy at once; new connections are accepted as before, so a
     reconnecting client finds the server again. While :attr:`refusing` is True, new connections
-    are closed as soon as they arrive (the server looks unreachable). ``patience`` is how long a new
-    connection waits for the server to accept (retrying every 20 ms), as behind a load balancer
-    during a restart; 0 (the default) closes it at once when the server is down.
+    are closed as soon as they arrive (the server looks unreachable).
+
+    Args:
+        host: the server's host.
+        port: the server's port.
+        patience: how long a new connection waits for the server to accept (retrying every
+            20 ms), as behind a load balancer during a restart; 0 (the default) closes it at
+            once when the server is down.
     """
 
     def __init__(self, host: str, port: int, *, patience: float = 0.0) -> None:
@@ -131,10 +168,13 @@ class CuttingProxy:
         return len(self._open)
 
     def cut(self) -> int:
-        """Drop every open connection now, without a close frame; return how many.
+        """Drop every open connection now, without a close frame. Never awaits.
 
         Both sockets are closed (the peers read an end of stream, not a WebSocket close), so the
         client sees code 1006 and the server's handler ends as for a vanished client.
+
+        Returns:
+            How many connections were dropped.
         """
         scopes = list(self._open)
         for scope in scopes:
@@ -143,6 +183,7 @@ class CuttingProxy:
         return len(scopes)
 
     async def _handle(self, downstream: trio.SocketStream) -> None:
+        """Forward one connection until either side ends or :meth:`cut` drops it."""
         if self.refusing:
             await downstream.aclose()
             return
@@ -186,8 +227,15 @@ async def open_cutting_proxy(
 ) -> AsyncIterator[CuttingProxy]:
     """Run a :class:`CuttingProxy` to ``host:port`` for the block; it listens on 127.0.0.1, port 0.
 
-    ``patience``: see :class:`CuttingProxy`. Leaving the block closes the listener and every
-    connection through it.
+    Leaving the block (or cancelling it) closes the listener and every connection through it.
+
+    Args:
+        port: the server's port.
+        host: the server's host.
+        patience: see :class:`CuttingProxy`.
+
+    Yields:
+        The proxy, listening.
     """
     proxy = CuttingProxy(host, port, patience=patience)
     async with trio.open_nursery() as nursery:

@@ -16,7 +16,7 @@ import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import trio
 import trio.testing
@@ -25,20 +25,30 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from .._connection import MessageCodec
 from .._server import Handler
+from ._harness import Harness, open_harness
 from ._memory import open_memory_server
-from ._program import Connect, Disconnect, ProgramModel, Send, Step, _Harness, _open_harness
+from ._program import Connect, Disconnect, ProgramModel, Send, Step
 
 __all__ = ["AppStateMachine"]
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
-class _LoopThread:
-    """A ``trio.run`` in a worker thread, set up by ``open_state()``, taking calls from other threads."""
+class _LoopThread(Generic[S]):
+    """A ``trio.run`` in a worker thread, set up by ``open_state()``, taking calls from other threads.
 
-    def __init__(self, open_state: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+    Args:
+        open_state: opens what the calls work on (the harness); the loop holds it open until
+            :meth:`stop`.
+
+    Raises:
+        RuntimeError: the state failed to open (its error is the cause).
+    """
+
+    def __init__(self, open_state: Callable[[], AbstractAsyncContextManager[S]]) -> None:
         self.clock = trio.testing.MockClock(autojump_threshold=0)
-        self.state: Any = None
+        self._state: S | None = None
         self._ready = threading.Event()
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
@@ -52,7 +62,14 @@ class _LoopThread:
             self._thread.join()
             raise RuntimeError("the app under test failed to start") from self._error
 
-    def _run(self, open_state: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+    @property
+    def state(self) -> S:
+        """What ``open_state()`` yielded."""
+        if self._state is None:
+            raise RuntimeError("the loop's state is not open")
+        return self._state
+
+    def _run(self, open_state: Callable[[], AbstractAsyncContextManager[S]]) -> None:
         try:
             trio.run(self._main, open_state, clock=self.clock)
         except BaseException as exc:  # handed to the test thread, which re-raises it
@@ -60,9 +77,9 @@ class _LoopThread:
         finally:
             self._ready.set()
 
-    async def _main(self, open_state: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+    async def _main(self, open_state: Callable[[], AbstractAsyncContextManager[S]]) -> None:
         async with open_state() as state:
-            self.state = state
+            self._state = state
             self._stop = trio.Event()
             self._token = trio.lowlevel.current_trio_token()
             # Between rules nothing may happen: no autojump, so virtual time stands still.
@@ -73,7 +90,18 @@ class _LoopThread:
             self.clock.autojump_threshold = 0
 
     def call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn()`` in the loop with time running, and return its result (or raise its error)."""
+        """Run ``fn()`` in the loop with time running.
+
+        Args:
+            fn: the call to run in the loop.
+
+        Returns:
+            What it returned.
+
+        Raises:
+            RuntimeError: the loop has stopped (what it stopped with is the cause). Whatever
+                ``fn()`` raises is raised here as it was.
+        """
 
         async def timed() -> T:
             self.clock.autojump_threshold = 0
@@ -89,7 +117,11 @@ class _LoopThread:
             raise RuntimeError("the app under test stopped") from self._error
 
     def stop(self) -> None:
-        """End the loop (closing the app) and re-raise whatever it failed with."""
+        """End the loop (closing the app) and wait for its thread.
+
+        Raises:
+            BaseException: whatever the loop failed with, as it was.
+        """
         if self._stop is not None and self._thread.is_alive():
             try:
                 trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
@@ -119,12 +151,19 @@ class AppStateMachine(RuleBasedStateMachine):
     Every subclass gets three rules built from its own attributes: ``connect(client)``,
     ``send(client, message)`` (``message`` drawn from ``messages``; an unconnected client connects
     first) and ``disconnect(client, abrupt)``; a connect or disconnect that does not apply does
-    nothing. Each example gets a fresh app, in-memory connections and a fresh model. Class
-    attributes configure the rest: ``clients`` (client numbers ``0..clients-1``), ``path``,
-    ``codec`` (decodes what clients receive; JSON when None), ``send_codec`` (encodes what they
-    send; JSON when None), ``abrupt_disconnects`` and ``serve_options`` (for the server:
-    ``heartbeat``, limits). Add your own rules and invariants as usual; :meth:`step` runs any
-    :class:`Step` and :attr:`connected` says who is connected.
+    nothing. Each example gets a fresh app, in-memory connections and a fresh model. Add your own
+    rules and invariants as usual; :meth:`step` runs any :data:`~trionos.testing.Step` and
+    :attr:`connected` says who is connected. Each machine runs its app in its own ``trio.run``
+    (in a worker thread) on a ``MockClock`` that stands still between rules.
+
+    Attributes:
+        messages: draws what clients send.
+        clients: client numbers are ``0..clients-1``.
+        path: the path clients connect to.
+        codec: decodes what clients receive (JSON when None).
+        send_codec: encodes what clients send (JSON when None).
+        abrupt_disconnects: some disconnects end the stream without a close frame.
+        serve_options: for the server (``heartbeat``, limits).
     """
 
     messages: ClassVar[st.SearchStrategy[Any]] = st.nothing()
@@ -136,26 +175,35 @@ class AppStateMachine(RuleBasedStateMachine):
     serve_options: ClassVar[Mapping[str, Any]] = {}
 
     def make_model(self) -> ProgramModel:
-        """The model of a fresh app."""
+        """Make the model of a fresh app; subclasses define it.
+
+        Returns:
+            A :class:`~trionos.testing.ProgramModel`.
+        """
         raise NotImplementedError("define make_model() in your AppStateMachine subclass")
 
     def open_app(self) -> AbstractAsyncContextManager[Handler]:
-        """An async context manager yielding the handler of a fresh app (open its Hub in it)."""
+        """Open a fresh app; subclasses define it.
+
+        Returns:
+            An async context manager yielding the app's handler (open its
+            :class:`~trionos.Hub` in it).
+        """
         raise NotImplementedError("define open_app() in your AppStateMachine subclass")
 
     def __init__(self) -> None:
         super().__init__()
         self._connected: set[int] = set()
         # Started by the first step: examples Hypothesis rejects early never pay for a loop.
-        self._loop: _LoopThread | None = None
+        self._loop: _LoopThread[Harness] | None = None
 
     @asynccontextmanager
-    async def _open_state(self) -> AsyncIterator[_Harness]:
+    async def _open_state(self) -> AsyncIterator[Harness]:
         model = self.make_model()
         async with (
             self.open_app() as handler,
             open_memory_server(handler, **self.serve_options) as memory,
-            _open_harness(
+            open_harness(
                 memory, model, path=self.path, codec=self.codec, send_codec=self.send_codec
             ) as harness,
         ):
@@ -167,10 +215,21 @@ class AppStateMachine(RuleBasedStateMachine):
         return frozenset(self._connected)
 
     def step(self, step: Step) -> None:
-        """Run one step against the app and check the deliveries (raises AssertionError on a mismatch)."""
+        """Run one step against the app and check the deliveries against the model.
+
+        The first step starts the app (in its own loop thread).
+
+        Args:
+            step: a :class:`~trionos.testing.Connect`, :class:`~trionos.testing.Send` or
+                :class:`~trionos.testing.Disconnect`.
+
+        Raises:
+            AssertionError: what a client received differs from what the model says.
+            ValueError: the step makes no sense (a client that is not connected sends).
+        """
         if self._loop is None:
             self._loop = _LoopThread(self._open_state)
-        harness: _Harness = self._loop.state
+        harness = self._loop.state
         self._loop.call(lambda: harness.apply(step))
         self._connected = harness.connected
 
@@ -179,6 +238,7 @@ class AppStateMachine(RuleBasedStateMachine):
         _define_rules(cls)
 
     def teardown(self) -> None:
+        """Close the app and its clients (Hypothesis calls it after each example)."""
         if self._loop is not None:
             self._loop.stop()
 
@@ -214,6 +274,6 @@ def _define_rules(cls: type[AppStateMachine]) -> None:
             self.step(Disconnect(client, abrupt))
 
     # Assigned here, after the class exists, because the strategies come from its attributes.
-    cls.connect = connect  # type: ignore[attr-defined]
-    cls.send = send  # type: ignore[attr-defined]
-    cls.disconnect = disconnect  # type: ignore[attr-defined]
+    cls.connect = connect
+    cls.send = send
+    cls.disconnect = disconnect

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -33,7 +33,7 @@ import trio.testing
 from .._connection import WebSocket
 from .._errors import ConnectionClosed
 from .._server import Handler
-from ._app import BACKENDS, AppServer, ClientFactory, open_app
+from ._app import BACKENDS, AppServer, Backend, ClientFactory, open_app
 from ._loopback import LoopbackServer, open_loopback_server
 from ._memory import MemoryServer, open_memory_server
 
@@ -44,6 +44,11 @@ _MARKER = "trionos_backend"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--trionos-backend`` (pytest hook).
+
+    Args:
+        parser: pytest's option parser.
+    """
     group = parser.getgroup("trionos", "trionos test kit")
     group.addoption(
         _OPTION,
@@ -54,6 +59,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``trionos_backend`` marker (pytest hook).
+
+    Args:
+        config: pytest's configuration.
+    """
     config.addinivalue_line(
         "markers",
         f"{_MARKER}(*backends): run the test on each trionos test backend named ({', '.join(BACKENDS)});"
@@ -62,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _backends_for(metafunc: pytest.Metafunc) -> tuple[str, ...] | None:
+    """The backends the marker, else the option, asks for; None when neither says."""
     marker = metafunc.definition.get_closest_marker(_MARKER)
     if marker is not None:
         backends = tuple(marker.args) or BACKENDS
@@ -79,6 +90,16 @@ def _backends_for(metafunc: pytest.Metafunc) -> tuple[str, ...] | None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``trionos_backend`` from the marker or the option (pytest hook).
+
+    A test that parametrizes ``trionos_backend`` itself is left alone.
+
+    Args:
+        metafunc: the test being collected.
+
+    Raises:
+        pytest.UsageError: the marker names an unknown backend.
+    """
     if _MARKER not in metafunc.fixturenames:
         return
     for marker in metafunc.definition.iter_markers("parametrize"):
@@ -99,6 +120,12 @@ def trionos_backend(request: pytest.FixtureRequest) -> str:
     Override it in a conftest.py to change the default for a directory, or parametrize it:
     ``@pytest.fixture(params=["memory", "loopback"])``. The marker and the command-line option
     take precedence over it.
+
+    Args:
+        request: pytest's request (for the option).
+
+    Returns:
+        ``"memory"`` or ``"loopback"``.
     """
     option = request.config.getoption(_OPTION)
     return "memory" if option in (None, "all") else str(option)
@@ -106,7 +133,11 @@ def trionos_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def trionos_handler() -> Handler:
-    """The handler under test: define this fixture yourself (it may be async, to open a Hub)."""
+    """The handler under test: define this fixture yourself (it may be async, to open a Hub).
+
+    Returns:
+        Never: the default fails the test, saying what to define.
+    """
     pytest.fail(
         "define a `trionos_handler` fixture that returns (or yields) your request handler "
         "to use the trionos_app, trionos_client and trionos_*_server fixtures",
@@ -116,12 +147,17 @@ def trionos_handler() -> Handler:
 
 @pytest.fixture
 def trionos_serve_options() -> Mapping[str, Any]:
-    """Keyword options for the server (``heartbeat``, ``origins``, limits, and ``buffer_size`` for
-    memory). Override it to change them; by default the server has trionos's defaults."""
+    """Keyword options for the server; override it to change them.
+
+    Returns:
+        Options such as ``heartbeat``, ``origins``, limits, and ``buffer_size`` for memory (by
+        default none: the server has trionos's defaults).
+    """
     return {}
 
 
 def _skip_if_autojumping() -> None:
+    """Skip the test when it runs on an autojumping MockClock (real sockets look idle to it)."""
     clock = trio.lowlevel.current_clock()
     if isinstance(clock, trio.testing.MockClock) and clock.autojump_threshold != math.inf:
         pytest.skip(
@@ -130,6 +166,7 @@ def _skip_if_autojumping() -> None:
 
 
 def _loopback_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options without the memory backend's own ``buffer_size``."""
     return {k: v for k, v in options.items() if k != "buffer_size"}
 
 
@@ -137,7 +174,15 @@ def _loopback_options(options: Mapping[str, Any]) -> dict[str, Any]:
 async def trionos_memory_server(
     trionos_handler: Handler, trionos_serve_options: Mapping[str, Any]
 ) -> AsyncIterator[MemoryServer]:
-    """The handler served over in-memory pipes (virtual time works)."""
+    """The handler served over in-memory pipes (virtual time works).
+
+    Args:
+        trionos_handler: the handler fixture.
+        trionos_serve_options: the options fixture.
+
+    Yields:
+        The :class:`~trionos.testing.MemoryServer`.
+    """
     async with open_memory_server(trionos_handler, **trionos_serve_options) as memory:
         yield memory
 
@@ -146,7 +191,17 @@ async def trionos_memory_server(
 async def trionos_loopback_server(
     trionos_handler: Handler, trionos_serve_options: Mapping[str, Any]
 ) -> AsyncIterator[LoopbackServer]:
-    """The handler served by ``trionos.serve`` on 127.0.0.1, port 0 (``.server.port``, ``.url``)."""
+    """The handler served by :func:`trionos.serve` on 127.0.0.1, port 0.
+
+    Skipped on an autojumping ``MockClock``.
+
+    Args:
+        trionos_handler: the handler fixture.
+        trionos_serve_options: the options fixture (``buffer_size`` is ignored).
+
+    Yields:
+        The :class:`~trionos.testing.LoopbackServer` (``.server.port``, ``.url``).
+    """
     _skip_if_autojumping()
     async with open_loopback_server(trionos_handler, **_loopback_options(trionos_serve_options)) as loopback:
         yield loopback
@@ -156,13 +211,26 @@ async def trionos_loopback_server(
 async def trionos_app(
     trionos_handler: Handler, trionos_serve_options: Mapping[str, Any], trionos_backend: str
 ) -> AsyncIterator[AppServer]:
-    """The handler running on the selected backend: ``connect(path)``, ``get(path)``, ``dial()``."""
+    """The handler running on the selected backend.
+
+    Skipped on loopback under an autojumping ``MockClock``.
+
+    Args:
+        trionos_handler: the handler fixture.
+        trionos_serve_options: the options fixture.
+        trionos_backend: the backend fixture.
+
+    Yields:
+        The :class:`~trionos.testing.AppServer`: ``connect(path)``, ``get(path)``, ``dial()``.
+    """
     if trionos_backend == "loopback":
         _skip_if_autojumping()
         options = _loopback_options(trionos_serve_options)
     else:
         options = dict(trionos_serve_options)
-    async with open_app(trionos_handler, backend=trionos_backend, **options) as app:  # type: ignore[arg-type]
+    # A str from a fixture the user may override: open_app itself refuses an unknown name.
+    backend = cast(Backend, trionos_backend)
+    async with open_app(trionos_handler, backend=backend, **options) as app:
         yield app
 
 
@@ -174,6 +242,7 @@ async def _hold(
     *,
     task_status: trio.TaskStatus[WebSocket],
 ) -> None:
+    """Open one connection, hand it to the test, and keep it open until *done*."""
     try:
         async with app.connect(path, **options) as ws:
             task_status.started(ws)
@@ -193,6 +262,12 @@ async def trionos_client(trionos_app: AppServer) -> AsyncIterator[ClientFactory]
     ``trionos_app.connect``; it raises what the handshake raises (e.g. ``ConnectionRejected``).
     At teardown every connection still open is closed with 1000, waiting at most its
     ``close_timeout`` for the server's reply.
+
+    Args:
+        trionos_app: the app fixture.
+
+    Yields:
+        The factory: an async callable ``(path="/", **options) -> WebSocket``.
     """
     done = trio.Event()
     async with trio.open_nursery() as nursery:

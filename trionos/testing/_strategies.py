@@ -52,7 +52,13 @@ _NOT_JSON = (
 
 
 def json_values() -> st.SearchStrategy[Any]:
-    """Arbitrary JSON values (as Python objects): null, booleans, numbers, strings, arrays, objects."""
+    """Arbitrary JSON values (as Python objects): null, booleans, numbers, strings, arrays, objects.
+
+    Integers stay within 64 bits; floats are finite; at most 12 leaves.
+
+    Returns:
+        A strategy for the values.
+    """
     scalars = (
         st.none()
         | st.booleans()
@@ -68,9 +74,15 @@ def json_values() -> st.SearchStrategy[Any]:
 
 
 def messages(codec: Codec[T]) -> st.SearchStrategy[T]:
-    """Valid messages of every class in ``codec``'s protocol, with values drawn from the field types.
+    """Valid messages of every class in *codec*'s protocol, with values drawn from the field types.
 
     Defaulted fields are sometimes left out; integers stay within 64 bits, lists within 4 items.
+
+    Args:
+        codec: the protocol.
+
+    Returns:
+        A strategy for message instances that *codec* round-trips.
     """
     builder = _Builder(codec)
     return st.one_of([builder.instances(cls) for cls in codec.tags.values()])
@@ -83,6 +95,12 @@ def malformed_payloads(codec: Codec[Any]) -> st.SearchStrategy[str]:
     is not JSON (including truncated and over-long valid messages), JSON that is not an object, a
     missing or unknown tag, a missing required field, a field of the wrong type (booleans for
     integers, numbers for strings, ...) and, for strict codecs, an unexpected field.
+
+    Args:
+        codec: the protocol.
+
+    Returns:
+        A strategy for JSON text.
     """
     builder = _Builder(codec)
     valid = messages(codec)
@@ -113,6 +131,12 @@ def mutated_payloads(codec: Codec[Any]) -> st.SearchStrategy[str]:
 
     For fuzzing: ``codec.decode`` must either return a message or raise
     :exc:`~trionos.DecodeError` for every one of them.
+
+    Args:
+        codec: the protocol.
+
+    Returns:
+        A strategy for JSON text (or almost).
     """
     valid = messages(codec)
     encoded = valid.map(codec.encode)

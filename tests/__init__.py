@@ -1,0 +1,1 @@
+"""The trionos test suite (a package, so test modules in subfolders may share basenames)."""

@@ -1,0 +1,1 @@
+"""Tests of :mod:`trionos.testing`, one module per module of the kit."""
