@@ -20,6 +20,7 @@ PURE_MODULES = [
     "_http",
     "_rooms",
     "_codec",
+    "_json",
     "_backoff",
     "_broker",
     "_ratelimit",

@@ -678,7 +678,7 @@ def test_an_escaped_surrogate_pair_is_one_character() -> None:
 )
 def test_loads_json_refuses_lone_surrogates_anywhere(payload: str, where: str) -> None:
     """recv_json's parser refuses a lone surrogate in any string or key, saying where it is."""
-    from trionos._codec import loads_json
+    from trionos._json import loads as loads_json
 
     with pytest.raises(DecodeError, match=f"invalid text in JSON: {re.escape(where)} must be Unicode text"):
         loads_json(payload)
@@ -743,7 +743,7 @@ def test_every_string_the_codec_accepts_encodes_to_utf8(text: str, ascii_only: b
 )
 def test_every_json_value_loads_json_accepts_encodes_to_utf8(value: Any, ascii_only: bool) -> None:
     """Whatever recv_json's parser accepts holds only UTF-8-encodable strings, keys included."""
-    from trionos._codec import loads_json
+    from trionos._json import loads as loads_json
 
     parsed = accepted_or_none(loads_json, json.dumps(value, ensure_ascii=ascii_only))
     valid = all(not any(0xD800 <= ord(c) <= 0xDFFF for c in s) for s in every_string(value))
@@ -778,7 +778,7 @@ def test_codec_and_chat_modules_import_without_trio() -> None:
 def test_loads_json_raises_only_decode_error(payload: str | bytes) -> None:
     """The JSON parser behind recv_json and every codec turns deep nesting, oversized integers,
     invalid UTF-8 and bad syntax into DecodeError."""
-    from trionos._codec import loads_json
+    from trionos._json import loads as loads_json
 
     with pytest.raises(DecodeError):
         loads_json(payload)

@@ -25,7 +25,6 @@ expected and what came.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import types
@@ -47,6 +46,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.strategies import configure_tagged_union
 
 from ._errors import DecodeError, EncodeError, exception_leaves
+from ._json import ENCODE_FAILURES, is_unicode_text, json_library, parse, short_repr, unencodable
 
 __all__ = ["Codec"]
 
@@ -186,23 +186,11 @@ class _Mismatch(Exception):
         self.value = value
 
 
-#: A code point that cannot be encoded to UTF-8: a surrogate on its own.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-#: The JSON escape of a surrogate. A valid escaped pair matches too, so a match in the text only
-#: means that the parsed value is checked string by string.
-_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def is_unicode_text(text: str) -> bool:
-    """Whether ``text`` can be encoded to UTF-8 (holds no lone surrogate); O(1) for ASCII."""
-    return text.isascii() or _SURROGATE.search(text) is None
-
-
 # cattrs' own hooks coerce (``str(5)``, ``int("5")``, ``int(True)``): these take the JSON value as it is.
 # Exact type checks, because bool is an int subclass and must not pass as one.
 def _structure_str(obj: object, _: type) -> str:
     if type(obj) is str:
-        if obj.isascii() or _SURROGATE.search(obj) is None:  # is_unicode_text, inlined
+        if obj.isascii() or is_unicode_text(obj):
             return obj
         raise _Mismatch("Unicode text (no lone surrogates)", obj)
     raise _Mismatch("a string", obj)
@@ -296,33 +284,6 @@ def _make_sequence_factory(converter: cattrs.Converter) -> Callable[[Any], Any]:
 # -- the codec ----------------------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-# Built once: json.dumps/loads with options build a new encoder or decoder on every call.
-_stdlib_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_stdlib_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
-
-
-def _json_functions(library: str) -> tuple[Callable[[Any], str], Callable[[Any], Any]]:
-    """Return (dumps, loads) for ``library``; orjson's loads takes bytes, stdlib's only str."""
-    if library == "stdlib":
-        return _stdlib_dumps, _stdlib_loads
-    if library == "orjson":
-        try:
-            import orjson
-        except ImportError:
-            raise ImportError("Codec(json='orjson') needs orjson: pip install orjson") from None
-        orjson_dumps = orjson.dumps
-
-        def dumps(obj: Any) -> str:
-            return orjson_dumps(obj).decode()
-
-        return dumps, orjson.loads
-    raise ValueError(f"json must be 'stdlib' or 'orjson', got {library!r}")
-
-
 class Codec(Generic[T]):
     """Encode and decode one protocol: a union of attrs classes, each tagged on the wire.
 
@@ -345,9 +306,9 @@ class Codec(Generic[T]):
     of the protocol, not at the first message.
 
     ``json="orjson"`` parses and serialises with orjson (an optional dependency), about twice as
-    fast end to end. Differences from the default: orjson writes NaN and infinity as ``null`` instead
-    of raising :exc:`~trionos.EncodeError`, refuses integers beyond 64 bits when encoding, and reads
-    them as floats when decoding.
+    fast end to end, under the same JSON policy (NaN and infinities refused both ways). Differences
+    from the default: orjson refuses integers beyond 64 bits when encoding, reads them as floats
+    when decoding, and refuses a number literal too large for a float (``1e400``) as invalid JSON.
 
     A codec is immutable and holds no I/O; share one per protocol (module constants are fine).
     Encoding does not validate field values: attrs does not check annotations, so
@@ -358,11 +319,12 @@ class Codec(Generic[T]):
         "_by_class",
         "_by_tag",
         "_converter",
-        "_dumps",
+        "_encoder",
         "_fields",
         "_json",
-        "_loads",
         "_members",
+        "_parser",
+        "_parser_checks_utf8",
         "_strict",
         "_structure_union",
         "_tag_field",
@@ -382,7 +344,7 @@ class Codec(Generic[T]):
     ) -> None:
         members = _union_members(union)
         self._json = json
-        self._dumps, self._loads = _json_functions(json)
+        self._encoder, self._parser, self._parser_checks_utf8 = json_library(json)
         if not isinstance(tag_field, str) or not tag_field:
             raise TypeError(f"tag_field must be a non-empty string, got {tag_field!r}")
         tags = dict(tags or {})
@@ -581,7 +543,7 @@ class Codec(Generic[T]):
         except KeyError:
             accepted = ", ".join(cls.__name__ for cls in self._members)
             raise EncodeError(
-                f"cannot encode {type(msg).__name__} {_short_repr(msg)}: this codec accepts {accepted}"
+                f"cannot encode {type(msg).__name__} {short_repr(msg)}: this codec accepts {accepted}"
             ) from None
         res = {self._tag_field: tag}
         res.update(unstructure(msg))
@@ -595,13 +557,9 @@ class Codec(Generic[T]):
         """
         obj = self.unstructure(msg)
         try:
-            text = self._dumps(obj)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise EncodeError(f"cannot encode {_short_repr(msg)} as JSON: {exc}") from exc
-        # What cannot become UTF-8 would fail at the socket instead, after the send was accepted.
-        if not is_unicode_text(text):
-            raise EncodeError(f"cannot encode {_short_repr(msg)}: a string holds a lone surrogate")
-        return text
+            return self._encoder(obj)
+        except ENCODE_FAILURES as exc:
+            raise EncodeError(f"cannot encode {short_repr(msg)} as JSON: {unencodable(obj, exc)}") from exc
 
     def structure(self, obj: object) -> T:
         """Build a message from an already-parsed JSON value (a dict with the tag field).
@@ -632,7 +590,7 @@ class Codec(Generic[T]):
         """
         if not isinstance(data, str | bytes | bytearray | memoryview):
             raise TypeError(f"decode() takes str or bytes, got {type(data).__name__}")
-        return self.structure(loads_json(data, self._loads, loads_bytes=self._json == "orjson"))
+        return self.structure(parse(data, self._parser, parser_checks_utf8=self._parser_checks_utf8))
 
     def json_schema(self) -> dict[str, Any]:
         """Return a JSON Schema (draft 2020-12) for the messages of this protocol.
@@ -774,85 +732,8 @@ def _note(exc: BaseException, kind: type[T]) -> T | None:
     return None
 
 
-def loads_json(
-    data: str | bytes | bytearray | memoryview,
-    loads: Callable[[Any], Any] = json.loads,
-    *,
-    loads_bytes: bool = False,
-) -> Any:
-    """Parse JSON text, or UTF-8 bytes; bad input raises :class:`DecodeError` and nothing else.
-
-    Every string in the result, keys included, is Unicode text: a lone surrogate (escaped in the
-    JSON, or raw in ``str`` input) is a :class:`DecodeError` naming where it is.
-
-    ``loads`` is the parser (the codec's stdlib or orjson one); ``loads_bytes`` says it checks
-    UTF-8 itself as it parses (orjson, which refuses lone surrogates too), so bytes need not be
-    decoded first.
-    """
-    if not isinstance(data, str) and not loads_bytes:
-        data = _utf8(data)
-    try:
-        value = loads(data)
-    except json.JSONDecodeError as exc:  # orjson's error is a subclass
-        if not isinstance(data, str):
-            _utf8(data)  # raises if that was the problem, for the same message either way
-        raise DecodeError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    except ValueError as exc:
-        # NaN/Infinity (refused by _reject_constant) and integers over the str->int digit limit.
-        raise DecodeError(f"invalid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise DecodeError("invalid JSON: nested too deeply") from exc
-    # A parsed string can hold a lone surrogate only if the text holds an escaped one, or (str
-    # input only: UTF-8 bytes cannot carry one) a raw one. Plain ASCII without "\\u" costs two
-    # fast scans; the parsed value is walked only when the text is suspect.
-    if isinstance(data, str) and (
-        ("\\u" in data and _ESCAPED_SURROGATE.search(data) is not None)
-        or (not data.isascii() and _SURROGATE.search(data) is not None)
-    ):
-        _check_unicode(value)
-    return value
-
-
-def _check_unicode(value: Any) -> None:
-    """Raise :class:`DecodeError` for the first string (in document order) that is not Unicode text."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, str):
-            _require_text(item, f"the string at {path!r}" if path else "the top-level string")
-        elif isinstance(item, dict):
-            entries = []
-            for key, sub in item.items():
-                _require_text(key, f"a key of the object at {path!r}" if path else "a top-level key")
-                entries.append((sub, f"{path}.{key}" if path else key))
-            stack.extend(reversed(entries))
-        elif isinstance(item, list):
-            stack.extend(reversed([(sub, f"{path}[{i}]") for i, sub in enumerate(item)]))
-
-
-def _require_text(text: str, where: str) -> None:
-    match = None if text.isascii() else _SURROGATE.search(text)
-    if match is not None:
-        raise DecodeError(
-            f"invalid text in JSON: {where} must be Unicode text, "
-            f"got the lone surrogate {match.group()!r} at index {match.start()}"
-        )
-
-
-def _utf8(data: bytes | bytearray | memoryview) -> str:
-    try:
-        return str(data, "utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"invalid UTF-8 at byte {exc.start}: {exc.reason}") from exc
-
-
-def _short_repr(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _short_value(value: object) -> str:
-    return "null" if value is None else _short_repr(value)
+    return "null" if value is None else short_repr(value)
 
 
 def _classes_in(tp: Any) -> Iterator[type]:

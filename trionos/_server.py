@@ -18,11 +18,12 @@ from typing import Any
 import trio
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
-from ._connection import ProtocolLog, ServerCore, WebSocket, dumps_json
+from ._connection import ProtocolLog, ServerCore, WebSocket
 from ._deflate import Deflater, check_compression, server_extensions
 from ._errors import ConnectionClosed, HandshakeError
 from ._heartbeat import Heartbeat, run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
+from ._json import dumps as dumps_json
 from ._metrics import Metrics, RefusalReason
 from ._support import SupportNursery, TaskSpawner
 from ._transport import Transport
