@@ -35,8 +35,9 @@ from typing import TypeAlias
 
 import attrs
 
-from ._codec import OMIT_IF_DEFAULT, Codec
+from ._codec import Codec
 from ._history import Position as _Position
+from ._wire import OMIT_IF_DEFAULT
 
 __all__ = [
     "CLIENT_CODEC",
