@@ -1,4 +1,4 @@
-"""The seed chat protocol: exact wire format, defaults, both directions, fuzzing."""
+"""The chat protocol (trionos.chat): exact wire format, defaults, both directions, fuzzing."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """Turn what cattrs raised while decoding into one :exc:`~trionos.DecodeError` message.
 
 cattrs reports a bad payload as a tree of exceptions (one group per class, one per list) with
-notes saying which attribute or index each came from. :func:`explain` walks that tree and writes
+notes saying which attribute or index each came from. ``explain`` walks that tree and writes
 one sentence per problem, naming the message tag, the field's path on the wire (``comments[0].text``,
 with wire names, not Python names), what was expected and what came::
 
     'post' field 'tags[2]' must be a string, got int 3; 'post' is missing field 'author'
 
-At most :data:`MAX_PROBLEMS` problems are listed, so a huge payload cannot make a huge message.
+At most ``MAX_PROBLEMS`` problems are listed, so a huge payload cannot make a huge message.
 
 The module is pure (no I/O, never imports trio).
 """

@@ -1,8 +1,8 @@
 """The one JSON policy of the package: what trionos writes and reads is RFC 8259 JSON, nothing else.
 
 Every JSON text trionos sends or stores (``send_json``, every :class:`~trionos.Codec`, the
-broker's presence records) is made by :func:`dumps` or by the orjson pair of
-:func:`json_library`, and every JSON text it reads is parsed by :func:`loads` or by that pair.
+broker's presence records) is made by ``dumps`` or by the orjson pair of
+``json_library``, and every JSON text it reads is parsed by ``loads`` or by that pair.
 The policy:
 
 * Output is compact (``{"a":1,"b":[2,3]}``), keeps non-ASCII text as is, and is valid JSON that
@@ -49,7 +49,7 @@ __all__ = [
 
 #: Text or UTF-8 bytes, as a WebSocket message or a Redis value delivers it.
 JSONInput: TypeAlias = str | bytes | bytearray | memoryview
-#: A raw encoder: value -> JSON text; raises one of :data:`ENCODE_FAILURES` for what it refuses.
+#: A raw encoder: value -> JSON text; raises one of ``ENCODE_FAILURES`` for what it refuses.
 Encoder: TypeAlias = Callable[[Any], str]
 #: A raw parser: JSON text -> value; raises ``ValueError`` (``json.JSONDecodeError`` or not) or
 #: ``RecursionError`` for what it refuses.
@@ -221,7 +221,7 @@ def loads(data: JSONInput) -> Any:
 
 
 def parse(data: JSONInput, parser: Parser, *, parser_checks_utf8: bool = False) -> Any:
-    """Parse *data* with *parser*, applying the policy of :func:`loads` around it.
+    """Parse *data* with *parser*, applying the policy of ``loads`` around it.
 
     Args:
         data: the JSON text or its UTF-8 encoding.
@@ -233,7 +233,7 @@ def parse(data: JSONInput, parser: Parser, *, parser_checks_utf8: bool = False) 
         The parsed value; every string in it is Unicode text.
 
     Raises:
-        DecodeError: as :func:`loads`.
+        DecodeError: as ``loads``.
     """
     if not isinstance(data, str) and not parser_checks_utf8:
         data = _utf8(data)
@@ -260,7 +260,7 @@ def parse(data: JSONInput, parser: Parser, *, parser_checks_utf8: bool = False) 
 
 
 def _check_unicode(value: Any) -> None:
-    """Raise :class:`DecodeError` for the first string (in document order) that is not Unicode text."""
+    """Raise :exc:`~trionos.DecodeError` for the first string (in document order) that is not Unicode text."""
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, path = stack.pop()
@@ -298,8 +298,8 @@ def _utf8(data: bytes | bytearray | memoryview) -> str:
 def json_library(name: Literal["stdlib", "orjson"]) -> tuple[Encoder, Parser, bool]:
     """Return the raw (encoder, parser, parser_checks_utf8) of a JSON library, under this policy.
 
-    Both encoders refuse NaN and infinities (raising ``ValueError``, which :func:`unencodable`
-    explains); both parsers refuse ``NaN`` and ``Infinity``. Pass the parser to :func:`parse`.
+    Both encoders refuse NaN and infinities (raising ``ValueError``, which ``unencodable``
+    explains); both parsers refuse ``NaN`` and ``Infinity``. Pass the parser to ``parse``.
 
     Args:
         name: ``"stdlib"`` (Python's ``json``) or ``"orjson"`` (an optional dependency).

@@ -41,7 +41,8 @@ class _Writer:
             prop = self.type_schema(f.type)
             if f.required:
                 required.append(f.wire)
-            elif not isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]  # attrs.Factory is a function in the stubs
+            # A factory default has no JSON value (attrs' stubs type Factory as a function: the ignore).
+            elif not isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
                 prop["default"] = self.converter.unstructure(f.default, f.type)
             properties[f.wire] = prop
         schema: dict[str, Any] = {"type": "object", "title": cls.__name__}

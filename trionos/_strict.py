@@ -4,9 +4,9 @@ JSON from a peer is untrusted, so decoding takes each value as it is: a string f
 string (cattrs would happily call ``str(5)``), an integer field takes no ``true``, a list field
 takes only an array, and a string must be Unicode text (a lone surrogate, which JSON can spell as
 ``"\\udfff"``, would fail later, far from the peer that sent it). A mismatch raises
-:class:`Mismatch`; cattrs attaches the field path, and the codec's explanation words the message.
+``Mismatch``; cattrs attaches the field path, and the codec's explanation words the message.
 
-Each :class:`~trionos.Codec` builds one converter with :func:`build_converter`, so two codecs never
+Each :class:`~trionos.Codec` builds one converter with ``build_converter``, so two codecs never
 see each other's hooks and cattrs' global converter is never touched.
 
 The module is pure (no I/O, never imports trio).
@@ -149,7 +149,7 @@ def build_converter(fields: Mapping[type, tuple[WireField, ...]], *, strict: boo
         strict: whether payloads with unknown fields are refused.
 
     Returns:
-        A converter whose structure hooks raise :class:`Mismatch` (wrapped by cattrs' detailed
+        A converter whose structure hooks raise ``Mismatch`` (wrapped by cattrs' detailed
         validation) for any value of the wrong JSON type, and whose unstructure hooks write wire
         names and leave out fields marked ``omit_if_default`` while they hold their default.
     """
