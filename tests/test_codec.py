@@ -321,6 +321,7 @@ def test_no_coercion_between_json_types(field: str, value: str, expected: str) -
         ('"score":"1"', "'post' field 'score' must be a number, got str"),
         ('"score":true', "'post' field 'score' must be a number, got bool"),
         ('"score":1e400', "'post' field 'score' must be a finite number, got float inf"),
+        ('"score":1' + "0" * 400, "'post' field 'score' must be a number within float range, got int"),
         ('"parent":"x"', "'post' field 'parent' must be an integer or null, got str 'x'"),
         ('"mood":"angry"', "'post' field 'mood' must be one of 'happy', 'sad', got str 'angry'"),
         ('"tags":"abc"', "'post' field 'tags' must be an array, got str 'abc'"),

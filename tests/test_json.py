@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 import attrs
@@ -94,6 +95,20 @@ def test_dumps_of_deep_nesting_is_an_encode_error() -> None:
         deep = [deep]
     with pytest.raises(EncodeError, match="nested too deeply"):
         dumps(deep)
+
+
+def test_dumps_names_an_integer_beyond_the_digit_limit() -> None:
+    """An integer too long for Python to print is refused with its path, not a bare ValueError."""
+    with pytest.raises(EncodeError, match="as JSON: the integer at 'n' has more digits than Python prints"):
+        dumps({"n": 10**5000})
+    assert dumps({"n": 10**4000}) == '{"n":1' + "0" * 4000 + "}"
+
+
+def test_an_orjson_codec_without_orjson_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codec(json="orjson") without orjson installed raises ImportError naming the package."""
+    monkeypatch.setitem(sys.modules, "orjson", None)  # makes `import orjson` raise ImportError
+    with pytest.raises(ImportError, match="pip install orjson"):
+        trionos.Codec(Reading, json="orjson")
 
 
 # -- loads ------------------------------------------------------------------------------------------------

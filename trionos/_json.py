@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from typing import Any, Literal, NoReturn, TypeAlias
 
@@ -156,7 +157,12 @@ def _first_unencodable(value: Any) -> str | None:
                     f"at index {match.start()} (not Unicode text)"
                 )
         elif isinstance(item, bool | int) or item is None:
-            continue
+            # 4300 digits (Python's default limit on printing an int) take about 14,280 bits.
+            if isinstance(item, int) and item.bit_length() > 14_000 and not _printable(item):
+                return (
+                    f"the integer {_where(path)} has more digits than Python prints "
+                    f"(sys.get_int_max_str_digits() is {sys.get_int_max_str_digits()})"
+                )
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return f"the number {_where(path)} is {item!r} (JSON has no NaN or Infinity)"
@@ -177,6 +183,14 @@ def _first_unencodable(value: Any) -> str | None:
         else:
             return f"the value {_where(path)} is a {type(item).__name__} {short_repr(item)}, not a JSON value"
     return None
+
+
+def _printable(number: int) -> bool:
+    try:
+        repr(number)
+    except ValueError:
+        return False
+    return True
 
 
 def _unencodable_key(key: object, path: str) -> str | None:
@@ -355,11 +369,13 @@ def short_repr(value: object) -> str:
         value: anything.
 
     Returns:
-        ``repr(value)``, or its first 57 characters and ``...``; for a value nested too deeply
-        to print, its type.
+        ``repr(value)``, or its first 57 characters and ``...``; for a value that cannot be
+        printed (nested too deeply, an integer beyond Python's digit limit), its type.
     """
     try:
         text = repr(value)
     except RecursionError:
         return f"a {type(value).__name__} nested too deeply to print"
+    except ValueError:
+        return f"a {type(value).__name__} too long to print"
     return text if len(text) <= 60 else text[:57] + "..."
