@@ -772,7 +772,8 @@ def test_every_json_value_loads_json_accepts_encodes_to_utf8(value: Any, ascii_o
 
 
 def test_codec_and_chat_modules_import_without_trio() -> None:
-    """trionos._codec and trionos.chat are pure: importing them loads neither trio nor hypothesis."""
+    """The codec's modules, the JSON policy and trionos.chat are pure: importing them loads neither
+    trio nor hypothesis."""
     package = Path(__file__).resolve().parent.parent / "trionos"
     # A stand-in package object, so that trionos/__init__.py (which imports trio) is not run.
     code = textwrap.dedent(
@@ -781,7 +782,8 @@ def test_codec_and_chat_modules_import_without_trio() -> None:
         package = types.ModuleType("trionos")
         package.__path__ = [{str(package)!r}]
         sys.modules["trionos"] = package
-        import trionos._codec, trionos.chat
+        import trionos._codec, trionos._explain, trionos._json, trionos._schema, trionos._strict
+        import trionos._wire, trionos.chat
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("trio", "trio_websocket", "hypothesis"))
         assert not loaded, loaded
         """
