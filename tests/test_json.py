@@ -69,6 +69,7 @@ def test_dumps_refuses_nan_and_infinities_naming_the_path(number: float) -> None
         ({(1, 2): 3}, "a key of the top-level object is a tuple (1, 2); JSON keys are strings"),
         ({"k": {math.inf: 1}}, "a key of the object at 'k' is inf (JSON has no NaN or Infinity)"),
         ({"k": {"\ud800": 1}}, "a key of the object at 'k' holds a lone surrogate"),
+        ({10**5000: 1}, "a key of the top-level object is an integer with more digits than Python prints"),
     ],
 )
 def test_dumps_names_what_it_refuses(value: Any, problem: str) -> None:

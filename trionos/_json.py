@@ -104,9 +104,10 @@ def dumps(value: Any) -> str:
         The JSON text, e.g. ``{"a":[1,2.5,"é"]}``; it can always be encoded to UTF-8.
 
     Raises:
-        EncodeError: *value* holds NaN or an infinity, a string with a lone surrogate, a value
-            of another type, or a container that contains itself. The message names the first
-            such item by its path.
+        EncodeError: *value* holds NaN or an infinity, a string with a lone surrogate, an
+            integer too long for Python to print, a value of another type, or a container that
+            contains itself; or it is nested too deeply. The message names the first such item by
+            its path.
     """
     try:
         return _stdlib_encoder(value)
@@ -123,7 +124,7 @@ def unencodable(value: Any, error: BaseException) -> str:
     Args:
         value: the value an encoder refused.
         error: what the encoder raised; its text is the explanation when the walk finds nothing
-            (an integer beyond Python's digit limit, an encoder's own limit).
+            (a limit of the encoder's own, such as orjson's 64-bit integers).
 
     Returns:
         A phrase for an error message, e.g. ``the number at 'x' is nan (JSON has no NaN or
@@ -201,6 +202,8 @@ def _unencodable_key(key: object, path: str) -> str | None:
         return f"a key {where} holds a lone surrogate (not Unicode text)"
     if isinstance(key, float) and not math.isfinite(key):
         return f"a key {where} is {key!r} (JSON has no NaN or Infinity)"
+    if isinstance(key, int) and key.bit_length() > 14_000 and not _printable(key):
+        return f"a key {where} is an integer with more digits than Python prints"
     if isinstance(key, bool | int | float) or key is None:
         return None  # written as a string, as json.dumps does
     return f"a key {where} is a {type(key).__name__} {short_repr(key)}; JSON keys are strings"
