@@ -1,4 +1,7 @@
-"""Base64 helpers for sending bytes over text-only transports (the seed's binary pattern)."""
+"""Base64 helpers for sending bytes inside JSON text messages (text-only transports, typed protocols).
+
+The module is pure (no I/O, never imports trio).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +14,32 @@ __all__ = ["decode_base64", "encode_base64"]
 
 
 def encode_base64(data: bytes) -> str:
-    """Encode bytes as standard, padded base64 text."""
+    """Encode bytes as standard, padded base64 text.
+
+    Args:
+        data: the bytes to carry.
+
+    Returns:
+        ASCII text, e.g. ``"AAH/"`` for ``b"\\x00\\x01\\xff"``.
+    """
     return base64.b64encode(data).decode("ascii")
 
 
 def decode_base64(text: str) -> bytes:
-    """Decode standard base64 text; raise :class:`DecodeError` on anything else.
+    """Decode standard, padded base64 text, as :func:`~trionos.encode_base64` writes it.
 
     Unlike :func:`base64.b64decode`, characters outside the base64 alphabet are refused rather than
     silently skipped, so corrupted input is noticed.
+
+    Args:
+        text: base64 text, usually a field of a message from the peer.
+
+    Returns:
+        The decoded bytes.
+
+    Raises:
+        DecodeError: *text* is not a ``str``, holds a character outside the base64 alphabet, or
+            is not correctly padded.
     """
     if not isinstance(text, str):
         raise DecodeError(f"expected base64 text (str), got {type(text).__name__}")

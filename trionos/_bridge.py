@@ -38,11 +38,12 @@ except ImportError as exc:  # the optional extra is missing: say which one
         f"trionos.bridge_trio_websocket needs trio-websocket: pip install 'trionos[trio-websocket]' ({exc})"
     ) from exc
 
-from ._codec import loads_json
-from ._connection import MessageCodec, dumps_json
+from ._connection import MessageCodec
 from ._errors import ConnectionClosed
 from ._frames import OP_BINARY, OP_TEXT, split_frames
 from ._heartbeat import Heartbeat
+from ._json import dumps as dumps_json
+from ._json import loads as loads_json
 from ._transport import ProgressSignal, WriteListener
 
 __all__ = ["BridgedWebSocket", "bridge_trio_websocket"]

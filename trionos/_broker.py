@@ -33,7 +33,6 @@ order Redis assigned their offsets::
 
 from __future__ import annotations
 
-import json
 import secrets
 import struct
 from collections.abc import Awaitable, Iterable
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 import attrs
 
 from ._errors import BrokerError, single_leaf
+from ._json import dumps, loads
 
 __all__ = [
     "Broker",
@@ -225,13 +225,13 @@ class Member:
 
 def encode_member(node_id: str, client_id: str, name: str | None) -> bytes:
     """The registry key of a membership within one room (the same bytes on every write)."""
-    return json.dumps([node_id, client_id, name], separators=(",", ":"), ensure_ascii=False).encode()
+    return dumps([node_id, client_id, name]).encode()
 
 
 def decode_member(room: str, data: bytes, seq: int) -> Member:
     """Parse what :func:`encode_member` made; raise :class:`BrokerError` for anything else."""
     try:
-        node_id, client_id, name = json.loads(data)
+        node_id, client_id, name = loads(data)
     except (ValueError, TypeError) as exc:
         raise BrokerError(f"malformed presence record in room {room!r}: {data[:80]!r}") from exc
     if not (isinstance(node_id, str) and isinstance(client_id, str) and isinstance(name, str | None)):

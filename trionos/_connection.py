@@ -20,7 +20,6 @@ inline again.
 from __future__ import annotations
 
 import codecs
-import json
 import logging
 import math
 import secrets
@@ -36,11 +35,12 @@ from websockets.protocol import CLOSED, OPEN
 from websockets.protocol import Protocol as SansIOProtocol
 from websockets.server import ServerProtocol
 
-from ._codec import loads_json
 from ._errors import ConnectionClosed
 from ._frames import OP_CLOSE as _OP_CLOSE
 from ._frames import OP_PING, close_payload, encode_frame, message_frame
 from ._http import Headers, RequestHead
+from ._json import dumps as dumps_json
+from ._json import loads as loads_json
 from ._metrics import Metrics
 from ._support import TaskSpawner
 from ._transport import Transport
@@ -144,11 +144,6 @@ class MessageCodec(Protocol[T]):
     def encode(self, message: T) -> str: ...
 
     def decode(self, data: str | bytes) -> T: ...
-
-
-def dumps_json(obj: Any) -> str:
-    """Compact JSON, UTF-8 kept as is."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 class _Fragments:

@@ -33,11 +33,12 @@ that sender. Skipped messages still count as recovered.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
 import attrs
+
+from ._json import dumps as dumps_json
 
 __all__ = ["Entry", "History", "HistoryBounds", "Position", "Recovery", "RoomHistory", "stamp_offset"]
 
@@ -352,7 +353,7 @@ def stamp_offset(payload: str, field: str, offset: int) -> str:
     """
     if len(payload) < 2 or payload[0] != "{" or payload[-1] != "}":
         return payload
-    member = f"{json.dumps(field)}:{offset}"
+    member = f"{dumps_json(field)}:{offset}"
     if payload[1:-1].strip():
         return f"{payload[:-1]},{member}}}"
     return f"{{{member}}}"

@@ -25,7 +25,6 @@ reported to the broker, which keeps the cluster-wide presence that :meth:`Hub.pr
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import secrets
@@ -49,6 +48,7 @@ from ._connection import MessageCodec, WebSocket
 from ._fanout import Feed, SlowClientPolicy
 from ._frames import message_frame
 from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
+from ._json import dumps as dumps_json
 from ._metrics import Metrics
 from ._ratelimit import RateLimit, TokenBucket, Verdict
 from ._rooms import Rooms
@@ -1057,7 +1057,7 @@ class Hub:
                 self.encode(message, codec)  # raises the usual TypeError
             assert codec is not None
             payload = codec.encode(message)
-            member = None if self.offset_field is None else f"{json.dumps(self.offset_field)}:"
+            member = None if self.offset_field is None else f"{dumps_json(self.offset_field)}:"
         position = await broker.history_append(
             room,
             payload,

@@ -23,11 +23,12 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.http11 import Request as HandshakeRequest
 from websockets.typing import LoggerLike, Subprotocol
 
-from ._connection import ProtocolLog, ServerCore, WebSocket, dumps_json
+from ._connection import ProtocolLog, ServerCore, WebSocket
 from ._deflate import Deflater, server_extensions
 from ._errors import ConnectionClosed, HandshakeError
 from ._heartbeat import run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
+from ._json import dumps as dumps_json
 from ._lazy import TrionosDeprecationWarning
 from ._metrics import Metrics, RefusalReason
 from ._options import ServerOptionKeywords, ServerOptions, resolve

@@ -1,4 +1,4 @@
-"""The seed chat protocol: what a chat client and a chat server say to each other.
+"""The chat protocol: what a chat client and a chat server (``examples/room_chat.py``) say to each other.
 
 Every message is one JSON object in a WebSocket text frame, tagged by ``"type"``::
 
@@ -15,7 +15,7 @@ Every message is one JSON object in a WebSocket text frame, tagged by ``"type"``
                        {"type":"error","reason":"join a room first"}
 
 Unknown fields are ignored, so either side can add fields without breaking the other. Use
-:data:`CLIENT_CODEC` and :data:`SERVER_CODEC` to encode and decode; they raise
+:data:`~trionos.chat.CLIENT_CODEC` and :data:`~trionos.chat.SERVER_CODEC` to encode and decode; they raise
 :exc:`~trionos.DecodeError` for any payload that is not one of these messages.
 
 **History and recovery** (optional fields; absent when not in use, so a peer that never uses them
@@ -35,8 +35,9 @@ from typing import TypeAlias
 
 import attrs
 
-from ._codec import OMIT_IF_DEFAULT, Codec
+from ._codec import Codec
 from ._history import Position as _Position
+from ._wire import OMIT_IF_DEFAULT
 
 __all__ = [
     "CLIENT_CODEC",
@@ -62,7 +63,7 @@ _OPTIONAL = {OMIT_IF_DEFAULT: True}
 
 @attrs.frozen
 class Join:
-    """Enter ``room`` as ``username``; the server answers with :class:`Welcome`.
+    """Enter ``room`` as ``username``; the server answers with :class:`~trionos.chat.Welcome`.
 
     With ``since`` (a :class:`~trionos.Position`: the epoch and offset of the last message seen),
     the server replays what was missed.

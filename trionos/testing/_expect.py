@@ -13,9 +13,9 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .._codec import loads_json
 from .._connection import MessageCodec
 from .._errors import ConnectionClosed, DecodeError
+from .._json import loads as loads_json
 
 __all__ = ["Receiver", "expect_closed", "expect_message", "expect_silence"]
 

@@ -20,9 +20,10 @@ import trio
 import trio.testing
 
 from .._client import ClientOptions, connect_over
-from .._codec import loads_json
-from .._connection import MessageCodec, WebSocket, dumps_json
+from .._connection import MessageCodec, WebSocket
 from .._errors import ConnectionClosed, DecodeError
+from .._json import dumps as dumps_json
+from .._json import loads as loads_json
 from .._server import Handler
 from ._app import AppServer
 from ._memory import open_memory_server

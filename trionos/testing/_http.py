@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +10,7 @@ import h11
 import trio
 
 from .._http import Headers
+from .._json import loads as loads_json
 
 __all__ = ["HttpResponse", "http_request"]
 
@@ -32,8 +32,12 @@ class HttpResponse:
         return self.body.decode("utf-8")
 
     def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
+        """The body parsed as JSON (the package's policy: NaN and Infinity are refused).
+
+        Raises:
+            DecodeError: the body is not JSON.
+        """
+        return loads_json(self.body)
 
 
 async def http_request(

@@ -31,8 +31,8 @@ from wsproto.events import (
     TextMessage,
 )
 
-from .._connection import dumps_json
 from .._errors import ConnectionClosed, ConnectionRejected, ConnectTimeout, HandshakeError
+from .._json import dumps as dumps_json
 from ._app import AppServer
 
 __all__ = ["RawPeer", "open_raw_peer"]

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import attrs
 from hypothesis import strategies as st
 
-from .._codec import Codec, WireField, fields_of, is_literal, optional_arg, sequence_arg
+from .._codec import Codec, fields_of
+from .._wire import WireField, is_literal, optional_arg, sequence_arg
 
 __all__ = ["json_values", "malformed_payloads", "messages", "mutated_payloads"]
 
