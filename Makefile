@@ -19,10 +19,11 @@ DIST_STAMP := $(DIST)/.installed
 SOURCES := $(shell find trionos -name '*.py' -o -name 'py.typed')
 # What ruff checks and formats.
 PY_PATHS := trionos tests examples bench docs/conf.py noxfile.py
-# The lowest total coverage (branch coverage of trionos/, in %) `make test` accepts. Measured
-# 94.9 % on 2026-12-03 (Python 3.11, `make test`); kept a little below so that an unrelated
-# change does not fail on noise. Raise it as tests are added; never lower it to make a change pass.
-COVERAGE_FLOOR ?= 94
+# The lowest total coverage of trionos/ (lines and branches together, in %) that `make test`
+# accepts. Measured 93.7 % on 2026-12-03 (95.0 % of lines, 88.6 % of branches; Python 3.11, the
+# whole suite); kept a little below, so that timing-dependent lines do not fail a run. Raise it as
+# tests are added; never lower it to make a change pass.
+COVERAGE_FLOOR ?= 93
 # Debian packages whose objects.inv the docs link to offline (docs/conf.py, intersphinx).
 DOC_PACKAGES := python3-doc python-attr-doc python-cattrs-doc python-hypothesis-doc python-trio-websocket-doc
 
