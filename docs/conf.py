@@ -115,6 +115,7 @@ BARE_NAMES = {
 # ---- HANDOVER: docstring warnings of files this branch does not own ---------------------------------
 # Each entry is a warning the docs build gives today because of a docstring in trionos/ (owned by
 # other branches, fixed at merge). Empty this list at merge: the build must pass with it empty.
+# `TRIONOS_DOCS_STRICT=1 make docs` builds as if it were empty, to see what is left.
 HANDOVER_NITPICK_IGNORE: list[tuple[str, str]] = [
     # References to private or unexported names from public docstrings.
     ("py:meth", "History.recover"),  # trionos/_redis.py:673 RedisBroker.history_recover
@@ -128,7 +129,8 @@ HANDOVER_NITPICK_IGNORE: list[tuple[str, str]] = [
     ("py:class", "trionos._ratelimit.TokenBucket"),  # trionos/_ratelimit.py:61 RateLimit.bucket
     ("py:class", "Handler"),  # trionos/testing/_machine.py:142 AppStateMachine.open_app (TYPE_CHECKING)
 ]
-nitpick_ignore += HANDOVER_NITPICK_IGNORE
+if not os.environ.get("TRIONOS_DOCS_STRICT"):
+    nitpick_ignore += HANDOVER_NITPICK_IGNORE
 
 # -- HTML ------------------------------------------------------------------------------------------------
 html_theme = "furo"
