@@ -52,9 +52,11 @@ autodoc_default_options = {
     "show-inheritance": True,
     "member-order": "bysource",
 }
-# Signatures stay short; the types show up in the parameter list below each signature.
+# Signatures stay short; the types show up in the descriptions of the parameters and return values
+# the docstring documents (an async context manager's annotation, AsyncIterator[...], would say the
+# wrong thing as a return type: its Yields: section says what ``async with`` gives).
 autodoc_typehints = "description"
-autodoc_typehints_description_target = "documented_params"
+autodoc_typehints_description_target = "documented"
 autodoc_preserve_defaults = True
 
 # -- intersphinx: offline inventories -----------------------------------------------------------------
