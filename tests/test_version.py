@@ -24,7 +24,8 @@ def test_pyproject_reads_the_version_from_the_package() -> None:
 
 def test_installed_metadata_has_the_package_version() -> None:
     """What pip reports is what ``trionos.__version__`` says (reinstall after changing it)."""
-    assert importlib.metadata.version("trionos") == trionos.__version__
+    installed = importlib.metadata.version("trionos")
+    assert installed == trionos.__version__, "stale install: rerun `pip install -e .` (or `make clean test`)"
 
 
 def test_version_is_a_valid_release_number() -> None:
