@@ -25,7 +25,7 @@ PY_PATHS := trionos tests examples bench docs/conf.py noxfile.py
 # tests are added; never lower it to make a change pass.
 COVERAGE_FLOOR ?= 93
 # Debian packages whose objects.inv the docs link to offline (docs/conf.py, intersphinx).
-DOC_PACKAGES := python3-doc python-attr-doc python-cattrs-doc python-hypothesis-doc python-trio-websocket-doc
+DOC_PACKAGES := python3-doc python-hypothesis-doc python-trio-websocket-doc
 
 .PHONY: run test test-all fmt lint types docs docs-inventories bench autobahn redis-server chromium clean
 
@@ -50,8 +50,9 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-# The docs link Python, attrs, cattrs, Hypothesis and trio-websocket names through the inventories
-# of Debian's documentation packages (no network needed); install the missing ones the same way.
+# The docs link Python, Hypothesis and trio-websocket names through the inventories of Debian's
+# documentation packages (no network needed); install the missing ones the same way. (trio's,
+# attrs' and cattrs' inventories are checked in, under docs/_inventories/.)
 # Without apt-get, docs/conf.py falls back to fetching each project's objects.inv.
 docs-inventories:
 	@missing=$$(for p in $(DOC_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

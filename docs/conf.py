@@ -4,7 +4,8 @@ The tutorial, how-to and topic pages stay Markdown (MyST); the reference pages (
 Markdown too, holding autodoc directives (in ``{eval-rst}`` blocks) that read the Google-style
 docstrings through napoleon. Cross-references to Python, trio, attrs, cattrs, Hypothesis and
 trio-websocket resolve offline, through inventories on disk: Debian's documentation packages (``make
-docs`` installs them when missing) and docs/_inventories/trio.inv, checked in (see its README).
+docs`` installs them when missing) and, for trio, attrs and cattrs, docs/_inventories/ (see its
+README).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ autodoc_preserve_defaults = True
 # Each entry names the site the links point to and where its inventory is read from. Local files come
 # first; ``None`` (the site's own objects.inv) is only tried when no local file exists, so a build on
 # a machine without the Debian packages still works where it has a network. `make docs` installs the
-# Debian packages (python3-doc, python-attr-doc, python-cattrs-doc, python-hypothesis-doc,
-# python-trio-websocket-doc); trio has no such package, so docs/_inventories/trio.inv is checked in.
+# Debian packages (python3-doc, python-hypothesis-doc, python-trio-websocket-doc). trio has no such
+# package, and Debian's attrs and cattrs documentation is four years old (no ``attrs.frozen``, no
+# ``cattrs.strategies``), so their inventories are checked in (docs/_inventories/README.md).
 DEBIAN_DOCS = Path(os.environ.get("TRIONOS_DEBIAN_DOCS", "/usr/share/doc"))
 
 
@@ -80,8 +82,8 @@ def _debian(package: str) -> tuple[str | None, ...]:
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3", _debian("python3")),
     "trio": ("https://trio.readthedocs.io/en/stable", _inventory(HERE / "_inventories" / "trio.inv")),
-    "attrs": ("https://www.attrs.org/en/stable", _debian("python-attr-doc")),
-    "cattrs": ("https://catt.rs/en/stable", _debian("python-cattrs-doc")),
+    "attrs": ("https://www.attrs.org/en/stable", _inventory(HERE / "_inventories" / "attrs.inv")),
+    "cattrs": ("https://catt.rs/en/stable", _inventory(HERE / "_inventories" / "cattrs.inv")),
     # For the test kit (strategies, state machines) and the trio-websocket bridge.
     "hypothesis": ("https://hypothesis.readthedocs.io/en/latest", _debian("python-hypothesis-doc")),
     "trio-websocket": (
