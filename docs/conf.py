@@ -114,6 +114,7 @@ nitpick_ignore_regex = [
 BARE_NAMES = {
     "AbstractAsyncContextManager": "contextlib.AbstractAsyncContextManager",
     "SearchStrategy": "hypothesis.strategies.SearchStrategy",
+    "st.SearchStrategy": "hypothesis.strategies.SearchStrategy",
 }
 
 # ---- HANDOVER: docstring warnings of files this branch does not own ---------------------------------
@@ -153,6 +154,12 @@ PUBLIC_PACKAGES = ("trionos.testing", "trionos")
 def _public_target(target: str) -> str | None:
     if target in BARE_NAMES:
         return BARE_NAMES[target]
+    if "." not in target:
+        # A bare name from a string annotation (``from __future__ import annotations``).
+        for package in PUBLIC_PACKAGES:
+            if target in getattr(importlib.import_module(package), "__all__", ()):
+                return f"{package}.{target}"
+        return None
     module, _, name = target.rpartition(".")
     parts = module.split(".")
     if not any(part.startswith("_") for part in parts):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trionos._ratelimit import RateLimit, Verdict
+from trionos._ratelimit import RateLimit, RateVerdict
 
 PROPERTY = settings(derandomize=True, database=None, max_examples=200, deadline=None)
 
@@ -36,7 +36,7 @@ def test_no_window_admits_more_than_burst_plus_rate_times_its_length(
     """Between any two arrivals, accepted messages <= burst + rate * elapsed."""
     times = arrivals(start, steps)
     bucket = limit.bucket(start)
-    accepted = [t for t in times if bucket.take(t) is Verdict.ACCEPT]
+    accepted = [t for t in times if bucket.take(t) is RateVerdict.ACCEPT]
     for i, first in enumerate(accepted):
         for j in range(i, len(accepted)):
             count = j - i + 1
@@ -49,7 +49,7 @@ def test_a_client_that_keeps_to_the_rate_is_never_refused(limit: RateLimit, star
     """Messages spaced 1/rate apart (after any burst allowance) are all accepted."""
     bucket = limit.bucket(start)
     interval = 1.0 / limit.rate * (1 + 1e-9)
-    assert all(bucket.take(start + i * interval) is Verdict.ACCEPT for i in range(count))
+    assert all(bucket.take(start + i * interval) is RateVerdict.ACCEPT for i in range(count))
 
 
 @PROPERTY
@@ -57,8 +57,8 @@ def test_a_client_that_keeps_to_the_rate_is_never_refused(limit: RateLimit, star
 def test_a_full_bucket_admits_exactly_a_burst_at_once(limit: RateLimit, start: float) -> None:
     """`burst` messages at the same instant are accepted, the next one is not."""
     bucket = limit.bucket(start)
-    assert [bucket.take(start) for _ in range(limit.burst)] == [Verdict.ACCEPT] * limit.burst
-    assert bucket.take(start) is not Verdict.ACCEPT
+    assert [bucket.take(start) for _ in range(limit.burst)] == [RateVerdict.ACCEPT] * limit.burst
+    assert bucket.take(start) is not RateVerdict.ACCEPT
 
 
 @PROPERTY
@@ -72,11 +72,11 @@ def test_close_comes_exactly_after_close_after_refusals_in_a_row(
     in_a_row = 0
     for t in arrivals(start, steps):
         verdict = bucket.take(t)
-        if verdict is Verdict.ACCEPT:
+        if verdict is RateVerdict.ACCEPT:
             in_a_row = 0
         else:
             in_a_row += 1
-            assert (verdict is Verdict.CLOSE) == (in_a_row >= limit.close_after)
+            assert (verdict is RateVerdict.CLOSE) == (in_a_row >= limit.close_after)
 
 
 @PROPERTY
@@ -93,8 +93,8 @@ def test_retry_after_is_when_the_next_message_is_accepted(
     if wait > 1e-3:
         probe = limit.bucket(0.0)
         probe.tokens, probe.updated = bucket.tokens, bucket.updated
-        assert probe.take(now + wait * 0.9) is not Verdict.ACCEPT
-    assert bucket.take(now + wait) is Verdict.ACCEPT
+        assert probe.take(now + wait * 0.9) is not RateVerdict.ACCEPT
+    assert bucket.take(now + wait) is RateVerdict.ACCEPT
 
 
 def test_a_flooding_client_is_refused_then_closed() -> None:
@@ -102,14 +102,14 @@ def test_a_flooding_client_is_refused_then_closed() -> None:
     bucket = RateLimit(rate=10.0, burst=3, close_after=4).bucket(100.0)
     verdicts = [bucket.take(100.0).value for _ in range(7)]
     assert verdicts == ["accept"] * 3 + ["refuse"] * 3 + ["close"]
-    assert bucket.take(100.1) is Verdict.ACCEPT  # a token came back: the client may go on
+    assert bucket.take(100.1) is RateVerdict.ACCEPT  # a token came back: the client may go on
 
 
 def test_time_going_backwards_adds_no_tokens() -> None:
     """A clock that steps back does not refill the bucket."""
     bucket = RateLimit(rate=1.0, burst=1).bucket(10.0)
-    assert bucket.take(10.0) is Verdict.ACCEPT
-    assert bucket.take(5.0) is Verdict.REFUSE
+    assert bucket.take(10.0) is RateVerdict.ACCEPT
+    assert bucket.take(5.0) is RateVerdict.REFUSE
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,15 @@ all with structured concurrency: every task has an owner, every queue a bound.
 import typing as _typing
 
 from ._backoff import Backoff as Backoff
+from ._backoff import RandomSource as RandomSource
 from ._binary import decode_base64 as decode_base64
 from ._binary import encode_base64 as encode_base64
 from ._broker import Broker as Broker
+from ._broker import BrokerSink as BrokerSink
 from ._broker import Member as Member
 from ._client import connect as connect
 from ._codec import Codec as Codec
+from ._connection import MessageCodec as MessageCodec
 from ._connection import WebSocket as WebSocket
 from ._errors import BrokerError as BrokerError
 from ._errors import ConnectionClosed as ConnectionClosed
@@ -26,6 +29,7 @@ from ._errors import TrionosError as TrionosError
 from ._fanout import SlowClientPolicy as SlowClientPolicy
 from ._heartbeat import send_keepalive as send_keepalive
 from ._history import HistoryBounds as HistoryBounds
+from ._history import HistoryEntry as HistoryEntry
 from ._history import Position as Position
 from ._history import Recovery as Recovery
 from ._http import Headers as Headers
@@ -37,14 +41,19 @@ from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
 from ._metrics import Metrics as Metrics
 from ._metrics import RefusalReason as RefusalReason
+from ._options import ClientOptionKeywords as ClientOptionKeywords
 from ._options import ClientOptions as ClientOptions
 from ._options import Heartbeat as Heartbeat
+from ._options import ServerOptionKeywords as ServerOptionKeywords
 from ._options import ServerOptions as ServerOptions
 from ._ratelimit import RateLimit as RateLimit
+from ._ratelimit import RateVerdict as RateVerdict
+from ._ratelimit import TokenBucket as TokenBucket
 from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import Positions as Positions
 from ._reconnect import connect_with_retry as connect_with_retry
 from ._reconnect import run_reconnecting as run_reconnecting
+from ._server import Handler as Handler
 from ._server import Request as Request
 from ._server import Server as Server
 from ._server import serve as serve
@@ -84,7 +93,9 @@ __all__ = [
     "BridgedWebSocket",
     "Broker",
     "BrokerError",
+    "BrokerSink",
     "Client",
+    "ClientOptionKeywords",
     "ClientOptions",
     "Codec",
     "ConnectTimeout",
@@ -92,27 +103,34 @@ __all__ = [
     "ConnectionRejected",
     "DecodeError",
     "EncodeError",
+    "Handler",
     "HandshakeError",
     "Headers",
     "Heartbeat",
     "HistoryBounds",
+    "HistoryEntry",
     "Hub",
     "LocalBroker",
     "Member",
+    "MessageCodec",
     "Metrics",
     "MetricsCollector",
     "Position",
     "Positions",
     "RETRY_CLOSE_CODES",
+    "RandomSource",
     "RateLimit",
+    "RateVerdict",
     "Recovery",
     "RedisBroker",
     "RefusalReason",
     "Request",
     "Sent",
     "Server",
+    "ServerOptionKeywords",
     "ServerOptions",
     "SlowClientPolicy",
+    "TokenBucket",
     "TrionosDeprecationWarning",
     "TrionosError",
     "WebSocket",

@@ -40,7 +40,7 @@ import attrs
 
 from ._json import dumps as dumps_json
 
-__all__ = ["Entry", "History", "HistoryBounds", "Position", "Recovery", "RoomHistory", "stamp_offset"]
+__all__ = ["HistoryEntry", "History", "HistoryBounds", "Position", "Recovery", "RoomHistory", "stamp_offset"]
 
 
 @attrs.frozen
@@ -93,7 +93,7 @@ class HistoryBounds:
 
 
 @attrs.frozen
-class Entry:
+class HistoryEntry:
     """One message in a room's history.
 
     Args:
@@ -127,7 +127,7 @@ class Recovery:
     """
 
     position: Position
-    entries: tuple[Entry, ...]
+    entries: tuple[HistoryEntry, ...]
     complete: bool
 
 
@@ -148,13 +148,13 @@ class RoomHistory:
         self.offset = 0
         #: Bytes of frames kept.
         self.size = 0
-        self._entries: deque[Entry] = deque()
+        self._entries: deque[HistoryEntry] = deque()
 
     def __len__(self) -> int:
         """The number of messages kept."""
         return len(self._entries)
 
-    def __iter__(self) -> Iterator[Entry]:
+    def __iter__(self) -> Iterator[HistoryEntry]:
         """The messages kept, oldest first."""
         return iter(self._entries)
 
@@ -168,7 +168,7 @@ class RoomHistory:
         """The offset of the oldest message kept (``offset + 1`` when none is kept)."""
         return self._entries[0].offset if self._entries else self.offset + 1
 
-    def append(self, frame: bytes, exclude: str | None, now: float) -> tuple[Entry, int]:
+    def append(self, frame: bytes, exclude: str | None, now: float) -> tuple[HistoryEntry, int]:
         """Give *frame* the next offset and keep it (then trim).
 
         Args:
@@ -180,7 +180,7 @@ class RoomHistory:
             The new entry, and how many messages the bounds trimmed.
         """
         self.offset += 1
-        entry = Entry(self.offset, frame, exclude, now)
+        entry = HistoryEntry(self.offset, frame, exclude, now)
         self._entries.append(entry)
         self.size += len(frame)
         return entry, self.trim(now)
@@ -306,7 +306,7 @@ class History:
         history = self.room(room)
         return Position(history.epoch, history.offset + 1)
 
-    def append(self, room: str, frame: bytes, exclude: str | None, now: float) -> tuple[Entry, int]:
+    def append(self, room: str, frame: bytes, exclude: str | None, now: float) -> tuple[HistoryEntry, int]:
         """Append *frame* to *room*'s history (see :meth:`RoomHistory.append`).
 
         Args:

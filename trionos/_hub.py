@@ -50,7 +50,7 @@ from ._frames import message_frame
 from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
 from ._json import dumps as dumps_json
 from ._metrics import Metrics
-from ._ratelimit import RateLimit, TokenBucket, Verdict
+from ._ratelimit import RateLimit, RateVerdict, TokenBucket
 from ._rooms import Rooms
 from ._transport import write_each
 
@@ -887,10 +887,10 @@ class Hub:
         if bucket is None:
             bucket = client._bucket = limit.bucket(now)
         verdict = bucket.take(now)
-        if verdict is Verdict.ACCEPT:
+        if verdict is RateVerdict.ACCEPT:
             return True
         self.metrics.rate_limited += 1
-        if verdict is Verdict.CLOSE:
+        if verdict is RateVerdict.CLOSE:
             reason = f"rate limit: over {limit.rate:g} messages/s, {limit.close_after} refused in a row"
             logger.info("closing %r: %s", client, reason)
             client.ws.abort(RATE_LIMIT_CLOSE_CODE, reason)

@@ -17,14 +17,14 @@ import math
 
 import attrs
 
-__all__ = ["RateLimit", "TokenBucket", "Verdict"]
+__all__ = ["RateLimit", "TokenBucket", "RateVerdict"]
 
 #: Tokens short of one that still count as one: time differences on a float clock lose precision,
 #: and a client keeping exactly to the rate must not be refused for a rounding error.
 _SLACK = 1e-6
 
 
-class Verdict(enum.Enum):
+class RateVerdict(enum.Enum):
     """What to do with one inbound message."""
 
     #: Within the limit: handle it.
@@ -89,7 +89,7 @@ class TokenBucket:
     updated: float
     refused_in_a_row: int = 0
 
-    def take(self, now: float) -> Verdict:
+    def take(self, now: float) -> RateVerdict:
         """Account for one message arriving at *now*.
 
         Args:
@@ -106,9 +106,9 @@ class TokenBucket:
         if self.tokens >= 1.0 - _SLACK:
             self.tokens = max(0.0, self.tokens - 1.0)
             self.refused_in_a_row = 0
-            return Verdict.ACCEPT
+            return RateVerdict.ACCEPT
         self.refused_in_a_row += 1
-        return Verdict.CLOSE if self.refused_in_a_row >= limit.close_after else Verdict.REFUSE
+        return RateVerdict.CLOSE if self.refused_in_a_row >= limit.close_after else RateVerdict.REFUSE
 
     def retry_after(self, now: float) -> float:
         """How long until the next message would be accepted.

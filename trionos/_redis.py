@@ -94,7 +94,7 @@ from ._broker import (
 )
 from ._errors import BrokerError
 from ._frames import OP_BINARY, OP_TEXT, encode_frame
-from ._history import Entry, HistoryBounds, Position, Recovery
+from ._history import HistoryBounds, HistoryEntry, Position, Recovery
 from ._metrics import Metrics
 
 __all__ = ["RedisBroker"]
@@ -695,7 +695,7 @@ class RedisBroker:
             opcode = OP_BINARY if values.get(b"k") == b"b" else OP_TEXT
             excluded = values.get(b"x") or None
             entries.append(
-                Entry(
+                HistoryEntry(
                     int(offset),
                     encode_frame(opcode, values.get(b"p", b"")),
                     excluded.decode() if excluded else None,

@@ -27,6 +27,7 @@ from ._app import AppServer as AppServer
 from ._app import Backend as Backend
 from ._app import ClientFactory as ClientFactory
 from ._app import open_app as open_app
+from ._expect import Receiver as Receiver
 from ._expect import expect_closed as expect_closed
 from ._expect import expect_message as expect_message
 from ._expect import expect_silence as expect_silence
@@ -97,6 +98,7 @@ __all__ = [
     "PipeStream",
     "ProgramModel",
     "RawPeer",
+    "Receiver",
     "Send",
     "Step",
     "check_program",
