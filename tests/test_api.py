@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -55,9 +56,21 @@ def test_all_is_sorted_and_complete() -> None:
 
 @pytest.mark.parametrize("name", [n for n in trionos.__all__ if n != "__version__"])
 def test_every_public_name_is_documented(name: str) -> None:
-    """Each exported class and function has a docstring."""
+    """Each exported class and function has a docstring; a type alias has a ``#:`` comment."""
     value = getattr(trionos, name)
+    if typing.get_origin(value) is not None:
+        assert _alias_comment(name), f"trionos.{name} (a type alias) has no #: comment above it"
+        return
     assert inspect.getdoc(value), f"trionos.{name} has no docstring"
+
+
+def _alias_comment(name: str) -> bool:
+    for path in PACKAGE.glob("_*.py"):
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if line.startswith(f"{name} = ") and number and lines[number - 1].startswith("#:"):
+                return True
+    return False
 
 
 def _imports(module: str) -> set[str]:

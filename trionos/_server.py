@@ -45,6 +45,8 @@ _PROTOCOL_LOG = cast("LoggerLike", ProtocolLog())
 _DEFAULTS = ServerOptions()
 _OPTION_NAMES = frozenset(attrs.fields_dict(ServerOptions))
 
+#: What :func:`serve` runs for each request: an async function of the :class:`Request` that answers
+#: it (``respond``) or accepts it (``accept``); it owns the connection until it returns.
 Handler = Callable[["Request"], Awaitable[None]]
 
 _RECEIVE_SIZE = 64 * 1024
