@@ -110,7 +110,7 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
         welcomed, marked, all_back = trio.Event(), trio.Event(), trio.Event()
         positions: dict[int, trionos.Position] = {}
         results: list[tuple[bool | None, int]] = []
-        counts = {"welcome": 0}
+        counts = {"welcome": 0, "done": 0}
         # Set once the restarted node listens: the clients wait for it rather than retry in a loop,
         # which in this one process would starve the node's own start-up.
         back_up = trio.Event()
@@ -122,7 +122,13 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
                 async with trionos.Hub(broker=broker, codec=SERVER_CODEC, history=True) as hub:
                     handler = make_handler(hub)
                     with scope:
-                        await trionos.serve(port, handler, host="127.0.0.1", task_status=task_status)
+                        await trionos.serve(
+                            port,
+                            handler,
+                            host="127.0.0.1",
+                            max_connections_per_address=None,  # every client is on 127.0.0.1
+                            task_status=task_status,
+                        )
             finally:
                 stopped.set()
 
@@ -140,7 +146,11 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
                                 welcomed.set()
                         elif isinstance(message, Message) and message.offset == mark:
                             positions[n] = trionos.Position(epoch, mark)
-                            if len(positions) == args.clients:
+                        elif isinstance(message, Message) and message.offset == args.messages:
+                            # Every message is in the history before the node stops: a client
+                            # waits for exactly --missed of them after the restart.
+                            counts["done"] += 1
+                            if counts["done"] == args.clients:
                                 marked.set()
             except trionos.ConnectionClosed:
                 pass  # however the stopping node closed it
