@@ -171,3 +171,27 @@ async def test_while_redis_is_unreachable_rooms_with_history_refuse_and_recover_
             async with a.connect("cat", since=trionos.Position(joined.position.epoch, 1)) as (_, late):
                 assert not late.complete
     assert a.broker.metrics.broker_reconnects >= 1
+
+
+async def test_a_member_that_just_joined_receives_a_history_broadcast_live(redis: str, prefix: str) -> None:
+    """A broadcast right after a plain join waits for the node's subscription: the new member gets it."""
+    async with open_node(redis, prefix) as a:
+        async with a.server.connect("/ann-1", message_queue_size=16) as ann:
+            while "ann-1" not in a.clients:
+                await a._registered.wait()
+            for n, room in enumerate(("fresh", "fresher"), start=1):
+                assert a.hub.join(a.clients["ann-1"], room)
+                sent = await a.hub.broadcast(room, Note(f"hello {n}"))
+                assert sent == 1 and sent.position is not None and sent.position.offset == 1
+                assert await texts(ann, 1) == [(f"hello {n}", 1)]
+
+
+async def test_a_join_without_a_position_reads_no_entry(redis: str, prefix: str) -> None:
+    """Joining at the latest position answers the offset and replays nothing, however long the history."""
+    async with open_node(redis, prefix) as a:
+        for n in range(5):
+            await a.hub.broadcast("r", Note(f"n{n}"))
+        async with a.connect("ann-1") as (ann, recovery):
+            assert recovery.position.offset == 5 and recovery.entries == () and recovery.complete
+            await a.hub.broadcast("r", Note("live"))
+            assert await texts(ann, 1) == [("live", 6)]
