@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -195,3 +195,47 @@ async def test_a_join_without_a_position_reads_no_entry(redis: str, prefix: str)
             assert recovery.position.offset == 5 and recovery.entries == () and recovery.complete
             await a.hub.broadcast("r", Note("live"))
             assert await texts(ann, 1) == [("live", 6)]
+
+
+async def script_calls(probe: Any) -> int:
+    """How many Lua scripts Redis has run so far (EVAL and EVALSHA)."""
+    stats = await probe.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha"))
+
+
+async def test_recoveries_that_arrive_together_share_a_few_reads(redis: str, prefix: str) -> None:
+    """Fifty clients back at once, at different positions, each get what they missed, from a few reads."""
+    async with (
+        open_node(redis, prefix) as a,
+        coredis.Redis.from_url(redis) as probe,
+        AsyncExitStack() as stack,
+    ):
+        for n in range(1, 21):
+            sent = await a.hub.broadcast("r", Note(f"n{n}"))
+        assert sent.position is not None
+        epoch = sent.position.epoch
+        sockets = [
+            await stack.enter_async_context(a.server.connect(f"/u{i}-1", message_queue_size=64))
+            for i in range(50)
+        ]
+        while len(a.clients) < 50:
+            await a._registered.wait()
+        since = {i: trionos.Position(epoch, i % 20) for i in range(49)}
+        since[49] = trionos.Position("another epoch", 3)
+        recoveries: dict[int, trionos.Recovery] = {}
+
+        async def come_back(i: int) -> None:
+            recoveries[i] = await a.hub.join_with_history(a.clients[f"u{i}-1"], "r", since=since[i])
+
+        before = await script_calls(probe)
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(come_back, i)
+        assert await script_calls(probe) - before <= 3
+        for i in range(49):
+            assert recoveries[i].complete and recoveries[i].position.offset == 20
+            assert [e.offset for e in recoveries[i].entries] == list(range(i % 20 + 1, 21))
+        assert not recoveries[49].complete and len(recoveries[49].entries) == 20
+        for i in (0, 7, 48, 49):
+            expected = list(range(i % 20 + 1 if i < 49 else 1, 21))
+            assert [offset for _, offset in await texts(sockets[i], len(expected))] == expected

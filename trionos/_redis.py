@@ -455,6 +455,7 @@ class RedisBroker:
                         try:
                             with tasks:
                                 async with trio.open_nursery() as nursery:
+                                    self._history.nursery = nursery
                                     nursery.start_soon(self._read, pubsub, sink)
                                     nursery.start_soon(self._publish_loop, client)
                                     nursery.start_soon(self._sync_loop, client, pubsub)
@@ -463,6 +464,7 @@ class RedisBroker:
                                     logger.info("node %s joined Redis at %s", self.node_id, redact(self.url))
                                     task_status.started(stop)
                         finally:
+                            self._history.nursery = None
                             link.client = None
                             link.connected = False
                         await self._close(client)

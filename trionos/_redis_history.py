@@ -13,8 +13,10 @@ epoch, so a client's old position is reported as not recoverable.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
+import attrs
 import trio
 
 from ._errors import BrokerError
@@ -116,6 +118,11 @@ class StreamHistory:
     def __init__(self, link: Link, prefix: str) -> None:
         self._link = link
         self._prefix = prefix
+        #: Where the shared reads run: the broker's session nursery while it runs, else None.
+        self.nursery: trio.Nursery | None = None
+        # Per room: the batch collecting recoveries, and the end of the read in flight.
+        self._waiting: dict[str, _Batch] = {}
+        self._flying: dict[str, trio.Event] = {}
 
     def keys(self, room: str) -> list[str]:
         """The room's meta hash and stream, the scripts' ``KEYS``."""
@@ -179,24 +186,97 @@ class StreamHistory:
         """What a client at ``since`` missed in ``room``: the entries after it, and whether that is all.
 
         Entries that excluded ``identity`` are left out. ``since`` None reads nothing and
-        returns the latest position.
+        returns the latest position. Recoveries of one room that arrive together share one read
+        (see :class:`_Batch`): a thousand clients coming back at once cost a few scripts, not a
+        thousand. Waits at most for the read in flight and then its own, each bounded by
+        ``operation_timeout``; cancelling it leaves the shared read to the others.
 
         Raises:
-            BrokerError: Redis is unreachable or did not answer.
+            BrokerError: Redis is unreachable or did not answer, or the broker stopped.
         """
-        since_epoch, since_offset = ("", -1) if since is None else (since.epoch, since.offset)
-        current, last, rows = await self._call(
-            _HISTORY_RECOVER,
-            room,
-            [epoch, _age_ms(bounds), since_epoch, since_offset, 0 if since is None else 1],
-        )
-        position = Position(current.decode(), int(last))
-        if since is None:
-            return Recovery(position, (), True)
-        entries = _entries(rows)
-        same = since.epoch == position.epoch and 0 <= since.offset <= position.offset
-        first = entries[0].offset if entries else position.offset + 1
-        complete = same and since.offset >= first - 1
-        after = since.offset if same else 0
-        kept = tuple(e for e in entries if e.offset > after and (identity is None or e.exclude != identity))
-        return Recovery(position, kept, complete)
+        nursery = self.nursery
+        if nursery is None or self._link.client is None or not self._link.connected:
+            await trio.lowlevel.checkpoint()
+            raise BrokerError(f"room {room!r} keeps its history in Redis, which is unreachable")
+        batch = self._waiting.get(room)
+        if batch is None:
+            batch = self._waiting[room] = _Batch(bounds, epoch)
+            nursery.start_soon(self._read_batch, room, batch)
+        if since is not None:
+            batch.sinces.append(since)
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        assert batch.position is not None
+        return _recovery(batch.position, batch.entries, since, identity)
+
+    async def _read_batch(self, room: str, batch: _Batch) -> None:
+        """Read ``room``'s history once for every recovery in ``batch`` (one read per room at a time)."""
+        try:
+            flying = self._flying.get(room)
+            if flying is not None:
+                await flying.wait()  # newcomers join this batch meanwhile
+            del self._waiting[room]
+            self._flying[room] = batch.done
+            try:
+                current, last, rows = await self._call(
+                    _HISTORY_RECOVER, room, [batch.epoch, _age_ms(batch.bounds), *batch.script_args()]
+                )
+            finally:
+                del self._flying[room]
+            batch.position = Position(current.decode(), int(last))
+            batch.entries = _entries(rows)
+        except BrokerError as exc:
+            batch.error = exc
+        except BaseException:
+            # Cancelled with the broker: the waiting recoveries fail as if Redis were gone.
+            batch.error = BrokerError(f"room {room!r} keeps its history in Redis, and the broker stopped")
+            raise
+        finally:
+            batch.done.set()
+
+
+@attrs.define(eq=False)
+class _Batch:
+    """Recoveries of one room that share one read: their positions, then the read's outcome.
+
+    A batch collects recoveries until its read starts: at once when no read of the room is in
+    flight, else when that one ends. So at most one read per room runs, and the clients that
+    arrive meanwhile wait for the next one together. Bound: one position per waiting recovery.
+    """
+
+    bounds: HistoryBounds
+    epoch: str
+    sinces: list[Position] = attrs.field(factory=list)
+    done: trio.Event = attrs.field(factory=trio.Event)
+    position: Position | None = None
+    entries: list[Entry] = attrs.field(factory=list)
+    error: BrokerError | None = None
+
+    def script_args(self) -> list[Any]:
+        """The recover script's epoch, offset and read flag: enough entries for every waiter."""
+        if not self.sinces:
+            return ["", -1, 0]
+        epoch = self.sinces[0].epoch
+        if any(since.epoch != epoch for since in self.sinces):
+            return ["", -1, 1]  # positions from several epochs: all of the room's entries
+        return [epoch, min(since.offset for since in self.sinces), 1]
+
+
+def _recovery(
+    position: Position, entries: list[Entry], since: Position | None, identity: str | None
+) -> Recovery:
+    """One client's recovery from a shared read: ``entries`` reach back at least as far as it needs."""
+    if since is None:
+        return Recovery(position, (), True)
+    same = since.epoch == position.epoch and 0 <= since.offset <= position.offset
+    first = entries[0].offset if entries else position.offset + 1
+    complete = same and since.offset >= first - 1
+    after = since.offset if same else 0
+    start = bisect.bisect_right(entries, after, key=_offset)
+    kept = tuple(e for e in entries[start:] if identity is None or e.exclude != identity)
+    return Recovery(position, kept, complete)
+
+
+def _offset(entry: Entry) -> int:
+    return entry.offset
