@@ -1,6 +1,6 @@
 """What a room's history costs, and how fast 1,000 clients recover after a restart.
 
-    python bench/bench_history.py                      # all three parts, short runs
+    python bench/bench_history.py                      # both parts
     python bench/bench_history.py --only broadcast --subscribers 1000 --duration 3
     python bench/bench_history.py --only recovery --clients 1000 --missed 50
 
@@ -11,13 +11,14 @@
   sharing a private Redis with history on (every broadcast is one Lua script in Redis that
   assigns the offset, appends to the stream and publishes). The issue's target is history on /
   off >= 0.8 on the memory broker.
-* **recovery**: ``--clients`` trionos clients in one room of a node with its history in Redis
-  (the chat protocol's join and chat, without presence announcements) receive ``--messages``
-  messages; the node stops (every client sees 1001) and a new node
-  process stand-in starts on the same Redis; all clients reconnect at once, each with the
-  position it had ``--missed`` messages before the end (its bookkeeping was behind). Reported:
-  the time from the restart until every client has its welcome (``recovered``) and its missed
-  messages, and how many were complete. Server and clients share this process and the machine.
+* **recovery**: ``--clients`` trionos clients (this process) in one room of a node (a process of
+  its own, ``bench_history.py node``) with its history in Redis (the chat protocol's join and
+  chat, without presence announcements) receive ``--messages`` messages, sent in windows of 10;
+  the node is stopped (SIGTERM: every client's connection closes) and started again on the same
+  port and Redis; all clients reconnect at once, each with the position it had ``--missed``
+  messages before the end (its bookkeeping was behind). Reported: the time from the restart
+  until the new node listens, until every client has its welcome (``recovered``) and its missed
+  messages, and the difference; and how many recoveries were complete.
 
 Everything runs on 127.0.0.1. On a shared two-core machine compare ratios, not absolute figures.
 """
