@@ -14,6 +14,7 @@ import trio
 
 import trionos
 from tests.redis_server import private_redis_server
+from trionos._broker import encode_history_head
 from trionos._redis import RedisBroker
 from trionos.testing import expect_message, open_memory_server
 
@@ -239,3 +240,18 @@ async def test_recoveries_that_arrive_together_share_a_few_reads(redis: str, pre
         for i in (0, 7, 48, 49):
             expected = list(range(i % 20 + 1 if i < 49 else 1, 21))
             assert [offset for _, offset in await texts(sockets[i], len(expected))] == expected
+
+
+async def test_offsets_skipped_by_the_subscription_are_counted_as_gaps(redis: str, prefix: str) -> None:
+    """A history message the subscription missed shows as a jump in offsets: counted, and recoverable."""
+    async with open_node(redis, prefix) as a, coredis.Redis.from_url(redis) as probe:
+        async with a.connect("ann-1") as (ann, _):
+            sent = await a.hub.broadcast("r", Note("one"))
+            assert sent.position is not None
+            assert await texts(ann, 1) == [("one", 1)]
+            # As if offsets 2 and 3 had been published while the subscription was reconnecting.
+            head = encode_history_head("elsewhere", None, binary=False)
+            tail = f'{sent.position.epoch}\n4\n{{"type":"note","text":"four","offset":4}}'.encode()
+            await probe.publish(f"{prefix}:room:r", head + tail)
+            assert await texts(ann, 1) == [("four", 4)]
+            assert a.broker.history_gaps == 2

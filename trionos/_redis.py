@@ -110,8 +110,8 @@ class RedisBroker:
 
     Nodes that share a Redis and a ``prefix`` share rooms: broadcasts, presence and the rooms'
     history (see ``docs/scale-out.md`` for the keys and the failure behaviour). Counters:
-    :attr:`published`, :attr:`publish_dropped`, :attr:`received`; :attr:`connected` says whether
-    the last Redis operation succeeded. A broker runs once.
+    :attr:`published`, :attr:`publish_dropped`, :attr:`received`, :attr:`history_gaps`;
+    :attr:`connected` says whether the last Redis operation succeeded. A broker runs once.
 
     Args:
         url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
@@ -193,6 +193,9 @@ class RedisBroker:
         self.publish_dropped = 0
         #: Envelopes from other nodes handed to the hub (history messages: every node's).
         self.received = 0
+        #: History messages this node's subscription missed, seen as skipped offsets (published
+        #: while coredis was reconnecting it): they are in the stream, clients recover them.
+        self.history_gaps = 0
 
         self._link = Link(url, operation_timeout, self.metrics)
         self._presence = PresenceRegistry(
@@ -212,6 +215,8 @@ class RedisBroker:
         self._channel_rooms: dict[bytes, str] = {}
         self._room_channels: dict[str, bytes] = {}
         self._subscribed: set[bytes] = set()
+        # The last history position received per room with local members: a jump is a gap.
+        self._last_offsets: dict[str, tuple[str, int]] = {}
         # Every change to the rooms or memberships bumps the generation; the syncer records the
         # generation it brought Redis in line with, and wakes those waiting for it.
         self._generation = 0
@@ -261,6 +266,7 @@ class RedisBroker:
     def close_room(self, room: str) -> None:
         """The room has no local member any more: unsubscribe (messages still in flight are ignored)."""
         channel = self._room_channels.pop(room, None)
+        self._last_offsets.pop(room, None)
         if channel is not None:
             del self._channel_rooms[channel]
             self._wake()
@@ -591,6 +597,20 @@ class RedisBroker:
             logger.warning("ignoring a message on %r: %s", channel, exc)
             return
         self.received += 1
+        last = self._last_offsets.get(room)
+        if last is not None and last[0] == envelope.epoch and envelope.offset > last[1] + 1:
+            missed = envelope.offset - last[1] - 1
+            self.history_gaps += missed
+            logger.warning(
+                "room %r: the subscription of node %s missed %d history messages (offsets %d-%d); "
+                "clients recover them by rejoining at their last position",
+                room,
+                self.node_id,
+                missed,
+                last[1] + 1,
+                envelope.offset - 1,
+            )
+        self._last_offsets[room] = (envelope.epoch, envelope.offset)
         frame = encode_frame(OP_BINARY if envelope.binary else OP_TEXT, envelope.payload)
         sink.deliver_history(room, frame, envelope.exclude, envelope.offset)
 
