@@ -304,7 +304,8 @@ async def test_a_cancelled_recovery_leaves_the_shared_read_to_the_others() -> No
         await trio.testing.wait_all_tasks_blocked()
         client.release.set()
     assert cancelled.cancelled_caught and "a" not in results
-XX
+    assert client.calls[0][2:] == ["e1", 2, 1]  # as far back as the oldest of a, b and c needs
+    assert len(client.calls) == 2 and client.calls[1][2:] == ["", -1, 1]  # e's epoch differs: all
     assert [e.offset for e in results["b"].entries] == [4, 5] and results["b"].complete
     assert results["c"].entries == () and results["c"].position == trionos.Position("e1", 5)
     assert [e.offset for e in results["d"].entries] == [5] and results["d"].complete
