@@ -1,6 +1,6 @@
 """What a room's history costs, and how fast 1,000 clients recover after a restart.
 
-    python bench/bench_history.py                      # all three parts, short runs
+    python bench/bench_history.py                      # both parts
     python bench/bench_history.py --only broadcast --subscribers 1000 --duration 3
     python bench/bench_history.py --only recovery --clients 1000 --missed 50
 
@@ -11,13 +11,14 @@
   sharing a private Redis with history on (every broadcast is one Lua script in Redis that
   assigns the offset, appends to the stream and publishes). The issue's target is history on /
   off >= 0.8 on the memory broker.
-* **recovery**: ``--clients`` trionos clients in one room of a node with its history in Redis
-  (the chat protocol's join and chat, without presence announcements) receive ``--messages``
-  messages; the node stops (every client sees 1001) and a new node
-  process stand-in starts on the same Redis; all clients reconnect at once, each with the
-  position it had ``--missed`` messages before the end (its bookkeeping was behind). Reported:
-  the time from the restart until every client has its welcome (``recovered``) and its missed
-  messages, and how many were complete. Server and clients share this process and the machine.
+* **recovery**: ``--clients`` trionos clients (this process) in one room of a node (a process of
+  its own, ``bench_history.py node``) with its history in Redis (the chat protocol's join and
+  chat, without presence announcements) receive ``--messages`` messages, sent in windows of 10;
+  the node is stopped (SIGTERM: every client's connection closes) and started again on the same
+  port and Redis; all clients reconnect at once, each with the position it had ``--missed``
+  messages before the end (its bookkeeping was behind). Reported: the time from the restart
+  until the new node listens, until every client has its welcome (``recovered``) and its missed
+  messages, and the difference; and how many recoveries were complete.
 
 Everything runs on 127.0.0.1. On a shared two-core machine compare ratios, not absolute figures.
 """
@@ -26,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,60 +74,107 @@ async def broadcast_part(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
+#: The recovery run's sender waits for every client after this many messages.
+WINDOW = 10
+
+
+def recovery_node(args: argparse.Namespace) -> None:
+    """``bench_history.py node``: one node of the recovery run, in a process of its own.
+
+    The chat protocol's join (with since) and chat, without presence: the measurement is the
+    recovery, not the n-squared ``joined`` announcements of 1,000 clients joining one room. Prints
+    ``READY`` once it listens and stops on SIGTERM (its connections close, as in a restart).
+    """
+    import signal
+
     import trio
 
     import trionos
     from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Chat, Join, Message, Welcome
 
+    async def handler(hub: trionos.Hub, req: trionos.Request) -> None:
+        ws = await req.accept()
+        async with hub.client(ws) as client:
+            async for raw in ws:
+                message = CLIENT_CODEC.decode(raw)
+                if isinstance(message, Join):
+                    since = message.since
 
-    def make_handler(hub: trionos.Hub) -> Any:
-        """The chat protocol's join (with since) and chat, without presence: the measurement is the
-        recovery, not the n-squared ``joined`` announcements of 1,000 clients joining one room."""
+                    def welcome(r: trionos.Recovery, since: Any = since) -> Welcome:
+                        recovered = None if since is None else r.complete
+                        return Welcome((), r.position.epoch, r.position.offset, recovered)
 
-        async def handler(req: trionos.Request) -> None:
-            ws = await req.accept()
-            async with hub.client(ws) as client:
-                async for raw in ws:
-                    message = CLIENT_CODEC.decode(raw)
-                    if isinstance(message, Join):
-                        since = message.since
+                    client.identity = message.username
+                    await hub.join_with_history(client, message.room, since=since, welcome=welcome)
+                elif isinstance(message, Chat):
+                    await hub.broadcast("bench", Message("sender", message.text), exclude=client)
 
-                        def welcome(r: trionos.Recovery, since: Any = since) -> Welcome:
-                            recovered = None if since is None else r.complete
-                            return Welcome((), r.position.epoch, r.position.offset, recovered)
+    async def main() -> None:
+        broker = trionos.RedisBroker(args.redis, prefix=args.prefix)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trionos.Hub(broker=broker, codec=SERVER_CODEC, history=True) as hub:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(
+                        functools.partial(
+                            trionos.serve,
+                            args.port,
+                            functools.partial(handler, hub),
+                            host="127.0.0.1",
+                            max_connections_per_address=None,  # every client is on 127.0.0.1
+                        )
+                    )
+                    print("READY", flush=True)
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        break
+            metrics = hub.metrics
+            print(
+                f"node: {metrics.recoveries_complete} complete and {metrics.recoveries_partial} partial "
+                f"recoveries, {metrics.remote_frames_dropped} frames dropped",
+                file=sys.stderr,
+                flush=True,
+            )
 
-                        client.identity = message.username
-                        await hub.join_with_history(client, message.room, since=since, welcome=welcome)
-                    elif isinstance(message, Chat):
-                        await hub.broadcast("bench", Message("sender", message.text), exclude=client)
+    trio.run(main)
 
-        return handler
+
+def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
+    import trio
+
+    import trionos
+    from trionos.chat import CLIENT_CODEC, SERVER_CODEC, Join, Message, Welcome
 
     prefix = f"bench-recovery-{os.getpid()}"
     port = bench_redis.free_port()
     url = f"ws://127.0.0.1:{port}/"
     mark = args.messages - args.missed  # each client's bookkeeping stopped at this offset
+    command = [sys.executable, str(Path(__file__).resolve()), "node", "--redis", redis, "--prefix", prefix]
+    command += ["--port", str(port)]
+
+    async def start_node() -> trio.Process:
+        process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+        assert process.stdout is not None
+        with trio.fail_after(60):
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(1)
+                if not chunk:
+                    raise SystemExit("the recovery node exited before it listened")
+                line += chunk
+        if line.strip() != b"READY":
+            raise SystemExit(f"the recovery node said {line!r}")
+        return process
 
     async def main() -> dict[str, Any]:
-        welcomed, marked, all_back = trio.Event(), trio.Event(), trio.Event()
+        welcomed, all_back = trio.Event(), trio.Event()
         positions: dict[int, trionos.Position] = {}
         results: list[tuple[bool | None, int]] = []
         counts = {"welcome": 0}
-        # Set once the restarted node listens: the clients wait for it rather than retry in a loop,
-        # which in this one process would starve the node's own start-up.
+        reached: dict[int, int] = {}
+        windows = {offset: trio.Event() for offset in range(1, args.messages + 1)}
+        # Set once the restarted node listens: the clients wait for it rather than retry in a
+        # loop (a real client would back off; the figure is the node's, not the backoff's).
         back_up = trio.Event()
-
-        async def node(scope: trio.CancelScope, stopped: trio.Event, *, task_status: Any) -> None:
-            # The server stops first (its sessions say goodbye through the hub), then the hub.
-            try:
-                broker = trionos.RedisBroker(redis, prefix=prefix)
-                async with trionos.Hub(broker=broker, codec=SERVER_CODEC, history=True) as hub:
-                    handler = make_handler(hub)
-                    with scope:
-                        await trionos.serve(port, handler, host="127.0.0.1", task_status=task_status)
-            finally:
-                stopped.set()
 
         async def client(n: int) -> None:
             try:
@@ -138,10 +188,15 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
                             counts["welcome"] += 1
                             if counts["welcome"] == args.clients:
                                 welcomed.set()
-                        elif isinstance(message, Message) and message.offset == mark:
-                            positions[n] = trionos.Position(epoch, mark)
-                            if len(positions) == args.clients:
-                                marked.set()
+                        elif isinstance(message, Message) and message.offset is not None:
+                            if message.offset == mark:
+                                positions[n] = trionos.Position(epoch, mark)
+                            if message.offset % WINDOW == 0 or message.offset == args.messages:
+                                # The sender waits for every client at the end of each window,
+                                # and the node stops only once every message is in the history.
+                                reached[message.offset] = reached.get(message.offset, 0) + 1
+                                if reached[message.offset] == args.clients:
+                                    windows[message.offset].set()
             except trionos.ConnectionClosed:
                 pass  # however the stopping node closed it
             await rejoin(n)  # come back at the recorded position
@@ -167,28 +222,30 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
                             all_back.set()
                         return
                 except (OSError, trionos.HandshakeError):
-                    await trio.sleep(0.01)  # the new node is not listening yet
+                    await trio.sleep(0.01)  # refused under the burst (listen backlog): again
 
         async with trio.open_nursery() as nursery:
-            stop, stopped = trio.CancelScope(), trio.Event()
-            await nursery.start(node, stop, stopped)
+            node = await start_node()
             for n in range(args.clients):
                 nursery.start_soon(client, n)
             await welcomed.wait()
             print(f"{args.clients} clients joined", file=sys.stderr, flush=True)
             async with trionos.connect(url) as sender:
                 await sender.send_message(Join("sender", "bench"), CLIENT_CODEC)
-                for i in range(args.messages):
+                # Paced by windows (as a chat is): a burst longer than the room's channel
+                # (room_queue_size) would be dropped by the nodes' readers, history or not.
+                for i in range(1, args.messages + 1):
                     await sender.send_json({"type": "chat", "text": f"m{i}"})
-                await marked.wait()
+                    if i % WINDOW == 0 or i == args.messages:
+                        await windows[i].wait()
             print(f"{args.messages} messages received; restarting the node", file=sys.stderr, flush=True)
-            stop.cancel()
-            await stopped.wait()
-            print("the node stopped", file=sys.stderr, flush=True)
+            node.terminate()
+            await node.wait()
             restarted = time.perf_counter()
-            await nursery.start(node, trio.CancelScope(), trio.Event())
+            node = await start_node()
+            listening = time.perf_counter() - restarted
             back_up.set()
-            print("a new node listens", file=sys.stderr, flush=True)
+            print(f"a new node listens after {listening:.2f} s", file=sys.stderr, flush=True)
 
             async def progress() -> None:
                 while True:
@@ -199,10 +256,14 @@ def recovery_part(args: argparse.Namespace, redis: str) -> dict[str, Any]:
             await all_back.wait()
             elapsed = time.perf_counter() - restarted
             nursery.cancel_scope.cancel()
+        node.terminate()
+        await node.wait()
         return {
             "clients": args.clients,
             "missed_each": args.missed,
+            "seconds_until_listening": round(listening, 3),
             "seconds_until_all_recovered": round(elapsed, 3),
+            "seconds_from_listening_to_all_recovered": round(elapsed - listening, 3),
             "complete": sum(1 for recovered, _ in results if recovered),
             "messages_replayed": sum(replayed for _, replayed in results),
         }
@@ -220,6 +281,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", choices=("broadcast", "recovery"))
+    parser.add_argument("role", nargs="?", choices=("node",), help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--size", type=int, default=64)
@@ -229,6 +294,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100)
     parser.add_argument("--missed", type=int, default=50)
     args = parser.parse_args()
+    if args.role == "node":
+        recovery_node(args)
+        return
     result: dict[str, Any] = {}
     if args.only in (None, "broadcast"):
         result["broadcast"] = asyncio.run(broadcast_part(args))

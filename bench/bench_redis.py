@@ -82,7 +82,11 @@ def serve(args: argparse.Namespace) -> None:
             async with hub, trio.open_nursery() as nursery:
                 server = await nursery.start(
                     functools.partial(
-                        trionos.serve, args.port, functools.partial(handler, hub), host="127.0.0.1"
+                        trionos.serve,
+                        args.port,
+                        functools.partial(handler, hub),
+                        host="127.0.0.1",
+                        max_connections_per_address=None,  # the load generator is one address
                     )
                 )
                 print(f"READY {server.port}", flush=True)

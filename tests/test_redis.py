@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import coredis
@@ -322,3 +326,39 @@ async def test_a_broker_runs_once(redis: str, prefix: str) -> None:
             pass
     assert raised.value.subgroup(RuntimeError) is not None
     assert "runs once" in str(raised.value.exceptions[0])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run a script with coredis and anyio (its dependency) unimportable, as without the redis extra.
+WITHOUT_REDIS_EXTRA = (
+    "import os, runpy, sys; sys.modules['coredis'] = None; sys.modules['anyio'] = None; "
+    "sys.argv = sys.argv[1:]; sys.path.insert(0, os.path.dirname(sys.argv[0])); "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize("missing", ["coredis", "anyio"])
+def test_without_the_redis_extra_the_import_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """Without coredis (or anyio, which it needs), RedisBroker's ImportError names the extra."""
+    for module in [m for m in sys.modules if m.startswith("trionos._redis")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, missing, None)
+    with pytest.raises(ImportError, match=rf"pip install 'trionos\[redis\]' \({missing} is missing\)"):
+        importlib.import_module("trionos._redis")
+
+
+def test_room_chat_with_redis_but_without_the_extra_dies_saying_what_to_install() -> None:
+    """``room_chat.py --redis`` without coredis/anyio fails with the pip hint, not a bare module error."""
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_REDIS_EXTRA, str(ROOT / "examples" / "room_chat.py"),
+         "--port", "0", "--redis", "redis://127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: trionos.RedisBroker needs coredis: pip install 'trionos[redis]'"), (
+        done.stderr
+    )
+    assert "No module named 'anyio'" not in done.stderr

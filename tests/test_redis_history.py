@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import attrs
 import coredis
 import pytest
 import trio
+import trio.testing
 
 import trionos
 from tests.redis_server import private_redis_server
+from trionos._broker import encode_history_head
 from trionos._redis import RedisBroker
+from trionos._redis_history import StreamHistory
+from trionos._redis_link import Link
 from trionos.testing import expect_message, open_memory_server
 
 PATIENCE = 5.0
@@ -171,3 +175,138 @@ async def test_while_redis_is_unreachable_rooms_with_history_refuse_and_recover_
             async with a.connect("cat", since=trionos.Position(joined.position.epoch, 1)) as (_, late):
                 assert not late.complete
     assert a.broker.metrics.broker_reconnects >= 1
+
+
+async def test_a_member_that_just_joined_receives_a_history_broadcast_live(redis: str, prefix: str) -> None:
+    """A broadcast right after a plain join waits for the node's subscription: the new member gets it."""
+    async with open_node(redis, prefix) as a:
+        async with a.server.connect("/ann-1", message_queue_size=16) as ann:
+            while "ann-1" not in a.clients:
+                await a._registered.wait()
+            for n, room in enumerate(("fresh", "fresher"), start=1):
+                assert a.hub.join(a.clients["ann-1"], room)
+                sent = await a.hub.broadcast(room, Note(f"hello {n}"))
+                assert sent == 1 and sent.position is not None and sent.position.offset == 1
+                assert await texts(ann, 1) == [(f"hello {n}", 1)]
+
+
+async def test_a_join_without_a_position_reads_no_entry(redis: str, prefix: str) -> None:
+    """Joining at the latest position answers the offset and replays nothing, however long the history."""
+    async with open_node(redis, prefix) as a:
+        for n in range(5):
+            await a.hub.broadcast("r", Note(f"n{n}"))
+        async with a.connect("ann-1") as (ann, recovery):
+            assert recovery.position.offset == 5 and recovery.entries == () and recovery.complete
+            await a.hub.broadcast("r", Note("live"))
+            assert await texts(ann, 1) == [("live", 6)]
+
+
+async def script_calls(probe: Any) -> int:
+    """How many Lua scripts Redis has run so far (EVAL and EVALSHA)."""
+    stats = await probe.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha"))
+
+
+async def test_recoveries_that_arrive_together_share_a_few_reads(redis: str, prefix: str) -> None:
+    """Fifty clients back at once, at different positions, each get what they missed, from a few reads."""
+    async with (
+        open_node(redis, prefix) as a,
+        coredis.Redis.from_url(redis) as probe,
+        AsyncExitStack() as stack,
+    ):
+        for n in range(1, 21):
+            sent = await a.hub.broadcast("r", Note(f"n{n}"))
+        assert sent.position is not None
+        epoch = sent.position.epoch
+        sockets = [
+            await stack.enter_async_context(a.server.connect(f"/u{i}-1", message_queue_size=64))
+            for i in range(50)
+        ]
+        while len(a.clients) < 50:
+            await a._registered.wait()
+        since = {i: trionos.Position(epoch, i % 20) for i in range(49)}
+        since[49] = trionos.Position("another epoch", 3)
+        recoveries: dict[int, trionos.Recovery] = {}
+
+        async def come_back(i: int) -> None:
+            recoveries[i] = await a.hub.join_with_history(a.clients[f"u{i}-1"], "r", since=since[i])
+
+        before = await script_calls(probe)
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(come_back, i)
+        assert await script_calls(probe) - before <= 3
+        for i in range(49):
+            assert recoveries[i].complete and recoveries[i].position.offset == 20
+            assert [e.offset for e in recoveries[i].entries] == list(range(i % 20 + 1, 21))
+        assert not recoveries[49].complete and len(recoveries[49].entries) == 20
+        for i in (0, 7, 48, 49):
+            expected = list(range(i % 20 + 1 if i < 49 else 1, 21))
+            assert [offset for _, offset in await texts(sockets[i], len(expected))] == expected
+
+
+async def test_offsets_skipped_by_the_subscription_are_counted_as_gaps(redis: str, prefix: str) -> None:
+    """A history message the subscription missed shows as a jump in offsets: counted, and recoverable."""
+    async with open_node(redis, prefix) as a, coredis.Redis.from_url(redis) as probe:
+        async with a.connect("ann-1") as (ann, _):
+            sent = await a.hub.broadcast("r", Note("one"))
+            assert sent.position is not None
+            assert await texts(ann, 1) == [("one", 1)]
+            # As if offsets 2 and 3 had been published while the subscription was reconnecting.
+            head = encode_history_head("elsewhere", None, binary=False)
+            tail = f'{sent.position.epoch}\n4\n{{"type":"note","text":"four","offset":4}}'.encode()
+            await probe.publish(f"{prefix}:room:r", head + tail)
+            assert await texts(ann, 1) == [("four", 4)]
+            assert a.broker.history_gaps == 2
+
+
+class HeldRedis:
+    """A stand-in coredis client whose scripts wait until released; counts them."""
+
+    def __init__(self, last: int) -> None:
+        self.last = last
+        self.calls: list[list[Any]] = []
+        self.release = trio.Event()
+
+    async def eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        self.calls.append(args)
+        await self.release.wait()
+        rows = [
+            (f"{1000 + n}-{n}".encode(), [b"p", f'{{"offset":{n}}}'.encode(), b"x", b"", b"k", b"t"])
+            for n in range(self.last, 0, -1)
+        ]
+        return [b"e1", self.last, rows]
+
+
+async def test_a_cancelled_recovery_leaves_the_shared_read_to_the_others() -> None:
+    """Recoveries that arrive together share one read; one cancelled while it waits does not fail it."""
+    client = HeldRedis(last=5)
+    history = StreamHistory(Link("redis://test", 2.0, trionos.Metrics(), client=client, connected=True), "p")
+    results: dict[str, trionos.Recovery] = {}
+
+    async def recover(name: str, since: trionos.Position | None, scope: trio.CancelScope) -> None:
+        with scope:
+            results[name] = await history.recover("r", since, None, bounds=BOUNDS, epoch="new")
+
+    async with trio.open_nursery() as nursery:
+        history.nursery = nursery
+        cancelled = trio.CancelScope()
+        nursery.start_soon(recover, "a", trionos.Position("e1", 2), cancelled)
+        nursery.start_soon(recover, "b", trionos.Position("e1", 3), trio.CancelScope())
+        nursery.start_soon(recover, "c", None, trio.CancelScope())
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(client.calls) == 1  # one read for the three, started at once
+        nursery.start_soon(recover, "d", trionos.Position("e1", 4), trio.CancelScope())
+        nursery.start_soon(recover, "e", trionos.Position("e0", 1), trio.CancelScope())
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(client.calls) == 1  # d and e wait for the read in flight, together
+        cancelled.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        client.release.set()
+    assert cancelled.cancelled_caught and "a" not in results
+    assert client.calls[0][2:] == ["e1", 2, 1]  # as far back as the oldest of a, b and c needs
+    assert len(client.calls) == 2 and client.calls[1][2:] == ["", -1, 1]  # e's epoch differs: all
+    assert [e.offset for e in results["b"].entries] == [4, 5] and results["b"].complete
+    assert results["c"].entries == () and results["c"].position == trionos.Position("e1", 5)
+    assert [e.offset for e in results["d"].entries] == [5] and results["d"].complete
+    assert [e.offset for e in results["e"].entries] == [1, 2, 3, 4, 5] and not results["e"].complete

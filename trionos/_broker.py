@@ -211,9 +211,15 @@ def decode_history_envelope(data: bytes) -> HistoryEnvelope:
 class Member:
     """One membership in the cluster-wide presence registry.
 
-    ``seq`` orders joins across every node (a shared counter); ``name`` is the client's name when
-    it joined. A hub's ``on_member_expired`` callback receives the records of members whose node
-    stopped refreshing its presence.
+    A hub's ``on_member_expired`` callback receives the records of members whose node stopped
+    refreshing its presence.
+
+    Attributes:
+        room: the room.
+        node_id: the node the member was connected to.
+        client_id: the member's connection id on that node.
+        name: the client's name when it joined, or None.
+        seq: orders joins across every node (a shared counter).
     """
 
     room: str
@@ -299,25 +305,66 @@ class Broker(Protocol):
     """What a hub needs from a broker. The synchronous methods never block and never fail.
 
     ``shared`` is False for a broker that connects nothing (the hub then skips every broker call,
-    keeping the single-process path as it was). ``run`` follows the ``nursery.start`` convention:
-    it calls ``task_status.started()`` once connected, raises :class:`BrokerError` if it cannot
-    connect within its start-up bound, and runs until cancelled.
+    keeping the single-process path as it was). :class:`~trionos.RedisBroker` is the shared one;
+    ``docs/scale-out.md`` describes what it does with each call.
+
+    Attributes:
+        node_id: this node's id, unique among the nodes that share rooms.
+        shared: whether other nodes can see what this broker publishes.
     """
 
     node_id: str
     shared: bool
 
     # ``task_status`` is a ``trio.TaskStatus[None]``; this module stays pure (it never imports trio).
-    async def run(self, sink: BrokerSink, *, task_status: Any) -> None: ...
+    async def run(self, sink: BrokerSink, *, task_status: Any) -> None:
+        """Connect, then serve *sink* until cancelled (the ``nursery.start`` convention).
 
-    def publish(self, room: str | None, envelope: bytes) -> None: ...
+        Args:
+            sink: the hub, which the broker delivers to.
+            task_status: ``started()`` is called once the broker is connected.
 
-    def open_room(self, room: str) -> None: ...
+        Raises:
+            BrokerError: the broker cannot connect within its start-up bound.
+        """
+        ...
 
-    def close_room(self, room: str) -> None: ...
+    def publish(self, room: str | None, envelope: bytes) -> None:
+        """Send *envelope* to the other nodes' members of *room* (None: every client); never blocks.
 
-    def add_member(self, room: str, client_id: str, name: str | None) -> None: ...
+        Args:
+            room: the room, or None for ``broadcast_all``.
+            envelope: the broadcast as the hub encoded it for other nodes (origin, excluded client, frame).
+        """
+        ...
 
-    def remove_member(self, room: str, client_id: str) -> None: ...
+    def open_room(self, room: str) -> None:
+        """*room* got its first local member: start receiving what other nodes publish into it."""
+        ...
 
-    async def presence(self, room: str) -> list[Member] | None: ...
+    def close_room(self, room: str) -> None:
+        """*room* has no local member any more: stop receiving its traffic."""
+        ...
+
+    def add_member(self, room: str, client_id: str, name: str | None) -> None:
+        """Record a local membership in the shared presence (in the background).
+
+        Args:
+            room: the room joined.
+            client_id: the member's connection id.
+            name: the member's name when it joined, or None.
+        """
+        ...
+
+    def remove_member(self, room: str, client_id: str) -> None:
+        """Remove a local membership from the shared presence (in the background)."""
+        ...
+
+    async def presence(self, room: str) -> list[Member] | None:
+        """Every node's members of *room*.
+
+        Returns:
+            The records in join order, or None when the shared presence cannot be read (the hub
+            then lists its local members).
+        """
+        ...
