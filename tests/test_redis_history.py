@@ -11,11 +11,14 @@ import attrs
 import coredis
 import pytest
 import trio
+import trio.testing
 
 import trionos
 from tests.redis_server import private_redis_server
 from trionos._broker import encode_history_head
 from trionos._redis import RedisBroker
+from trionos._redis_history import StreamHistory
+from trionos._redis_link import Link
 from trionos.testing import expect_message, open_memory_server
 
 PATIENCE = 5.0
@@ -255,3 +258,55 @@ async def test_offsets_skipped_by_the_subscription_are_counted_as_gaps(redis: st
             await probe.publish(f"{prefix}:room:r", head + tail)
             assert await texts(ann, 1) == [("four", 4)]
             assert a.broker.history_gaps == 2
+
+
+class HeldRedis:
+    """A stand-in coredis client whose scripts wait until released; counts them."""
+
+    def __init__(self, last: int) -> None:
+        self.last = last
+        self.calls: list[list[Any]] = []
+        self.release = trio.Event()
+
+    async def eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        self.calls.append(args)
+        await self.release.wait()
+        rows = [
+            (f"{1000 + n}-{n}".encode(), [b"p", f'{{"offset":{n}}}'.encode(), b"x", b"", b"k", b"t"])
+            for n in range(self.last, 0, -1)
+        ]
+        return [b"e1", self.last, rows]
+
+
+async def test_a_cancelled_recovery_leaves_the_shared_read_to_the_others() -> None:
+    """Recoveries that arrive together share one read; one cancelled while it waits does not fail it."""
+    client = HeldRedis(last=5)
+    history = StreamHistory(Link("redis://test", 2.0, trionos.Metrics(), client=client, connected=True), "p")
+    results: dict[str, trionos.Recovery] = {}
+
+    async def recover(name: str, since: trionos.Position | None, scope: trio.CancelScope) -> None:
+        with scope:
+            results[name] = await history.recover("r", since, None, bounds=BOUNDS, epoch="new")
+
+    async with trio.open_nursery() as nursery:
+        history.nursery = nursery
+        cancelled = trio.CancelScope()
+        nursery.start_soon(recover, "a", trionos.Position("e1", 2), cancelled)
+        nursery.start_soon(recover, "b", trionos.Position("e1", 3), trio.CancelScope())
+        nursery.start_soon(recover, "c", None, trio.CancelScope())
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(client.calls) == 1  # one read for the three, started at once
+        nursery.start_soon(recover, "d", trionos.Position("e1", 4), trio.CancelScope())
+        nursery.start_soon(recover, "e", trionos.Position("e0", 1), trio.CancelScope())
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(client.calls) == 1  # d and e wait for the read in flight, together
+        cancelled.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        client.release.set()
+    assert cancelled.cancelled_caught and "a" not in results
+    assert client.calls[0][2:] == ["e1", 2, 1]  # as far back as the oldest of a, b and c needs
+    assert len(client.calls) == 2 and client.calls[1][2:] == ["", -1, 1]  # e's epoch differs: all
+    assert [e.offset for e in results["b"].entries] == [4, 5] and results["b"].complete
+    assert results["c"].entries == () and results["c"].position == trionos.Position("e1", 5)
+    assert [e.offset for e in results["d"].entries] == [5] and results["d"].complete
+    assert [e.offset for e in results["e"].entries] == [1, 2, 3, 4, 5] and not results["e"].complete
