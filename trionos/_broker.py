@@ -334,7 +334,7 @@ class Broker(Protocol):
 
         Args:
             room: the room, or None for ``broadcast_all``.
-            envelope: what :func:`encode_envelope` made.
+            envelope: the broadcast as the hub encoded it for other nodes (origin, excluded client, frame).
         """
         ...
 

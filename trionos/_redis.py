@@ -242,7 +242,7 @@ class RedisBroker:
 
         Args:
             room: the room, or None for every client of every node.
-            envelope: what :func:`~trionos._broker.encode_envelope` made.
+            envelope: the broadcast as the hub encoded it for other nodes.
         """
         channel = self._all_channel if room is None else self._room_channels.get(room) or self._channel(room)
         try:
