@@ -79,6 +79,13 @@ _FEED_SLICE = 4096
 #: ...and once this many frames were parsed in one go, the parser lets other tasks run.
 _FRAMES_PER_CHECKPOINT = 256
 
+#: A read moves the idle deadline only when it falls short of ``timeout`` seconds ahead, and then
+#: this much further (at most this share of the timeout): a silent peer is timed out between
+#: ``timeout`` and ``timeout`` + 0.25 s after its last bytes, and a busy connection moves its
+#: deadline a few times a second instead of on every message.
+_IDLE_SLACK = 0.25
+_IDLE_SLACK_SHARE = 1 / 64
+
 # Who reads the socket now.
 _RECV = 1
 _SERVICE = 2
@@ -182,6 +189,7 @@ class WebSocket:
     __slots__ = (
         "_answer_text_ping",
         "_close_timeout",
+        "_drained",
         "_eof",
         "_fragments",
         "_idle_scope",
@@ -237,6 +245,7 @@ class WebSocket:
         self._pending_bytes = 0
         self._fragments: _Fragments | None = None
         self._eof = False
+        self._drained = False
         self._reader = 0
         self._reader_done: trio.Event | None = None
         self._service_scope: trio.CancelScope | None = None
@@ -404,9 +413,28 @@ class WebSocket:
 
     async def _read(self) -> None:
         """Read once and parse what came (the caller owns reading)."""
-        scope = self._idle_scope
+        transport = self._transport
+        sock = transport._socket
         try:
-            data = await self._transport.receive_some(_RECEIVE_SIZE)
+            if sock is None:
+                data = await transport.receive_some(_RECEIVE_SIZE)
+            else:
+                # Transport.receive_some, inlined: one coroutine less on every message. When the
+                # last read emptied the socket, a read now would most likely fail (a syscall and
+                # an exception for nothing): wait for readiness first, which is a checkpoint too.
+                if self._drained:
+                    await trio.lowlevel.wait_readable(sock)
+                else:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                read = transport._read_nowait(sock, _RECEIVE_SIZE)
+                if read is None:
+                    while read is None:
+                        await trio.lowlevel.wait_readable(sock)
+                        read = transport._read_nowait(sock, _RECEIVE_SIZE)
+                elif not self._drained:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                data = read
+                self._drained = len(data) < _RECEIVE_SIZE
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             logger.debug("%r: read failed: %r", self, exc)
             data = b""
@@ -415,8 +443,13 @@ class WebSocket:
             self._protocol.receive_eof()
             self._flush_protocol()
             return
+        scope = self._idle_scope
         if scope is not None:
-            scope.deadline = trio.current_time() + self._idle_timeout
+            # Moving a cancel scope's deadline costs trio a heap update: it is moved only when
+            # it falls short, and then a little further (see _IDLE_SLACK), not on every read.
+            deadline = trio.current_time() + self._idle_timeout
+            if deadline > scope.deadline:
+                scope.deadline = deadline + min(_IDLE_SLACK, self._idle_timeout * _IDLE_SLACK_SHARE)
         if len(data) <= _FEED_SLICE:
             self._feed(data)
             return
@@ -583,7 +616,12 @@ class WebSocket:
         is closing or closed. A message handed to ``send`` before ``close()`` goes out before the
         close frame.
         """
-        await self.send_frame(message_frame(message, masked=self._is_client))
+        frame = message_frame(message, masked=self._is_client)
+        # The common case without a coroutine more: the socket takes the frame at once.
+        if not self._try_send(frame):
+            await self._send_waiting(frame)
+        elif self._transport.outbox_bytes:
+            await self._wait_sent()
 
     async def send_json(self, obj: Any) -> None:
         """Send ``obj`` as compact JSON text."""
@@ -595,16 +633,45 @@ class WebSocket:
 
     async def send_frame(self, frame: bytes) -> None:
         """Send a frame already encoded by :func:`trionos._frames.message_frame` (used by the hub)."""
+        if not self._try_send(frame):
+            await self._send_waiting(frame)
+        elif self._transport.outbox_bytes:
+            await self._wait_sent()
+
+    def _try_send(self, frame: bytes) -> bool:
+        """Write ``frame`` now if nothing has to go before it; False if it was not written."""
+        if self._local_close is not None or self._protocol.state is not OPEN:
+            raise self._closed_error()
+        try:
+            if not self._transport.try_write(frame):
+                return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._closed_error() from None
+        self._count_sent(frame)
+        return True
+
+    def _count_sent(self, frame: bytes) -> None:
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.messages_out += 1
+            metrics.bytes_out += len(frame)
+
+    async def _send_waiting(self, frame: bytes) -> None:
+        """Write ``frame`` behind the backlog (or through the stream), waiting while the socket is full."""
         if self.closed:
             raise self._closed_error()
         try:
             await self._transport.write(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._closed_error() from None
-        metrics = self._metrics
-        if metrics is not None:
-            metrics.messages_out += 1
-            metrics.bytes_out += len(frame)
+        self._count_sent(frame)
+
+    async def _wait_sent(self) -> None:
+        """Wait until the tail of a frame the socket took only part of has gone out too."""
+        try:
+            await self._transport.flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._closed_error() from None
 
     def ping_nowait(self) -> None:
         """Queue a protocol ping unless the connection is closed or its outbox is full."""

@@ -340,6 +340,32 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             frame = self.deflater.compress(frame)
         await self._write_in_order(frame)
 
+    def try_write(self, frame: bytes) -> bool:
+        """Write a complete data frame at once if nothing has to go before it; False if nothing was done.
+
+        The fast path of :meth:`write`, without a coroutine: on a socket with no backlog and no
+        other writer, ``frame`` goes straight into the socket, and a tail the socket does not take
+        is queued (check :attr:`outbox_bytes` and wait with :meth:`flush`, as ``write`` does).
+        On False (a backlog, another writer, no socket, or a closed connection) the caller awaits
+        :meth:`write` instead, which also raises for a closed connection.
+
+        Raises:
+            trio.BrokenResourceError: the socket failed.
+            trio.ClosedResourceError: the socket was closed under the connection.
+        """
+        if self._socket is None or self.closed or self.close_sent:
+            return False
+        if self.write_listener is not None:
+            self.write_listener._before_write()  # may queue broadcasts, which go first
+        if self._outbox or self._busy:
+            return False
+        if self.deflater is not None:
+            frame = self.deflater.compress(frame)
+        sent = self._write_some(frame)
+        if sent < len(frame):
+            self._enqueue_rest(frame, sent)
+        return True
+
     def write_control(self, frame: bytes) -> None:
         """Write or queue a pong or close frame from the protocol core, without blocking.
 
