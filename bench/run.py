@@ -76,6 +76,7 @@ SERVERS: dict[str, ServerSpec] = {
             "bench/servers/websockets_asyncio.py",
             chat_script="bench/servers/websockets_asyncio_chat.py",
         ),
+        ServerSpec("picows", "bench/servers/picows_server.py"),
         ServerSpec("raw-trio-tcp", "bench/servers/raw_trio_tcp.py", websocket=False),
     )
 }
@@ -97,13 +98,21 @@ class Scenario:
     budget_s: float = 60.0  # wall-clock budget of one loadgen run before it is killed
 
 
-ECHO_SERVERS = ("trionos", "trio-websocket", "websockets-trio", "websockets-asyncio", "raw-trio-tcp")
+ECHO_SERVERS = (
+    "trionos",
+    "trio-websocket",
+    "websockets-trio",
+    "websockets-asyncio",
+    "picows",
+    "raw-trio-tcp",
+)
 FANOUT_SERVERS = (
     "trionos",
     "trio-websocket",
     "trio-websocket-channels",
     "websockets-trio",
     "websockets-asyncio",
+    "picows",
 )
 CHAT_SERVERS = ("trionos", "websockets-asyncio")
 LATENCY = (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"))
