@@ -107,7 +107,7 @@ class Deflater:
         frames = split_frames(frame)
         result = frame
         if frames is not None and any(self._worth_it(first, payload) for first, _, payload in frames):
-            parts = []
+            parts: list[bytes | memoryview] = []
             for first, whole, payload in frames:
                 if self._worth_it(first, payload):
                     opcode = Opcode(first & 0x0F)

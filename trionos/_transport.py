@@ -46,7 +46,7 @@ class WriteListener(Protocol):
 class ProgressSignal:
     """``wait_for_progress()``: what the hub's ``disconnect`` policy waits on; a new event each time."""
 
-    __slots__ = ()
+    __slots__ = ("_progress",)
     _progress: trio.Event | None
 
     async def wait_for_progress(self) -> None:
@@ -78,7 +78,6 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         "_outbox",
         "_outbox_bytes",
         "_partial_head",
-        "_progress",
         "_socket",
         "_stream",
         "_writer_running",
@@ -129,7 +128,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
 
     # --- reading -----------------------------------------------------------------------------
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Bytes from the peer (b"" at the end of the stream); a checkpoint even when data is waiting.
 
         Cancelling a read loses no bytes. Raises :class:`trio.BrokenResourceError` on a reset.
