@@ -129,9 +129,19 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
     # --- reading -----------------------------------------------------------------------------
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        """Bytes from the peer (b"" at the end of the stream); a checkpoint even when data is waiting.
+        """Read bytes from the peer; a checkpoint even when data is waiting.
 
-        Cancelling a read loses no bytes. Raises :class:`trio.BrokenResourceError` on a reset.
+        Cancelling a read loses no bytes.
+
+        Args:
+            max_bytes: the most to return (64 KiB when None).
+
+        Returns:
+            What arrived, or b"" at the end of the stream.
+
+        Raises:
+            trio.BrokenResourceError: the connection was reset.
+            trio.ClosedResourceError: the transport is closed.
         """
         sock = self._socket
         if sock is None:
@@ -219,14 +229,28 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         self._partial_head = sent > 0
 
     def has_room(self, size: int) -> bool:
-        """Whether a frame of ``size`` bytes may be queued now without breaking the bound."""
+        """Tell whether a frame of *size* bytes may be queued now without breaking the bound.
+
+        Args:
+            size: the frame's length in bytes.
+
+        Returns:
+            True when the outbox is empty (one frame always fits) or the frame fits the bound.
+        """
         return not self._outbox or self._outbox_bytes + size <= self.max_outbox_bytes
 
     def write_nowait(self, frame: bytes) -> bool:
-        """Write or queue a complete frame without blocking; False (nothing done) if the outbox is full.
+        """Write or queue a complete frame without blocking.
 
-        Raises :class:`trio.ClosedResourceError` or :class:`trio.BrokenResourceError` when the
-        connection can take no more data.
+        Args:
+            frame: one or more whole frames.
+
+        Returns:
+            False (nothing done) if the outbox is full, else True.
+
+        Raises:
+            trio.ClosedResourceError: the connection is closed or a close frame was sent.
+            trio.BrokenResourceError: the socket failed.
         """
         self._check_writable()
         if self.deflater is not None:
@@ -239,9 +263,20 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         return True
 
     def write_dropping_oldest(self, frame: bytes) -> int:
-        """Write or queue ``frame``, dropping the oldest queued frames to keep the bound.
+        """Write or queue *frame*, dropping the oldest queued frames to keep the bound.
 
-        Returns how many frames were dropped. Never blocks and never refuses the frame.
+        Never blocks and never refuses the frame; the end of a frame already partly on the wire
+        is never dropped.
+
+        Args:
+            frame: one or more whole frames.
+
+        Returns:
+            How many queued frames were dropped.
+
+        Raises:
+            trio.ClosedResourceError: the connection is closed or a close frame was sent.
+            trio.BrokenResourceError: the socket failed.
         """
         self._check_writable()
         if self.deflater is not None:
@@ -330,7 +365,16 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         """Write a complete frame, waiting while the socket is full (backpressure).
 
         The frame goes out after any backlog, in order. Concurrent writers may each add one frame
-        beyond ``max_outbox_bytes`` while they wait; they do not return until it is written.
+        beyond ``max_outbox_bytes`` while they wait; they do not return until it is written. If
+        cancelled while waiting, the rest of the frame stays queued at the front of the outbox
+        (on a socket) or the connection is given up (TLS, in-memory), so no half frame is left.
+
+        Args:
+            frame: one whole frame.
+
+        Raises:
+            trio.ClosedResourceError: the connection is closed or a close frame was sent.
+            trio.BrokenResourceError: the socket failed.
         """
         self._check_writable()
         if self.write_listener is not None:
@@ -370,7 +414,13 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
 
         A pong that does not fit into a full outbox is dropped (a peer that pings but does not
         read gets no more than the bound). A close frame is always queued, one frame beyond the
-        bound at most, and nothing may be written after it.
+        bound at most, and nothing may be written after it. Does nothing once closed.
+
+        Args:
+            frame: the control frame the core produced.
+
+        Raises:
+            trio.BrokenResourceError: the socket failed.
         """
         if self.closed or self.close_sent:
             return
@@ -384,7 +434,15 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             self._enqueue(frame)
 
     async def write_close(self, frame: bytes) -> None:
-        """Write a close frame after everything queued, waiting while the socket is full."""
+        """Write a close frame after everything queued, waiting while the socket is full.
+
+        Args:
+            frame: the close frame; nothing may be written after it.
+
+        Raises:
+            trio.ClosedResourceError: the connection is closed or a close frame was sent.
+            trio.BrokenResourceError: the socket failed.
+        """
         self._check_writable()
         if self.write_listener is not None:
             self.write_listener._before_write()
@@ -392,7 +450,11 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         await self._write_in_order(frame)
 
     async def flush(self) -> None:
-        """Wait until everything queued has reached the socket (or the connection broke)."""
+        """Wait until everything queued has reached the socket.
+
+        Raises:
+            trio.BrokenResourceError: the socket failed while flushing.
+        """
         if self._outbox and not self.closed:
             async with self._writing():
                 await self._flush_locked()
@@ -422,13 +484,16 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         await self._stream.aclose()
 
     def abort_soon(self, goodbye: bytes | None = None) -> None:
-        """Close the stream without a closing handshake, from synchronous code.
+        """Close the stream without a closing handshake, from synchronous code (never blocks).
 
         ``goodbye`` (a close frame) is sent only if that cannot delay the close: on a socket it is
         written if the socket buffer takes it at once, and the socket is closed immediately (the
         peer sees the TCP close even if its buffers are full). Other streams (TLS, in-memory) get
         a background task that tries the goodbye for at most half a second, then closes the
         stream.
+
+        Args:
+            goodbye: a close frame to attempt first, or None.
         """
         if self.closed:
             return
@@ -480,6 +545,13 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
     progress, or it has no socket (TLS, in-memory). When the socket takes only part of the
     frame, or none of it, the rest is queued in order (an empty outbox always admits a frame).
     Recipients whose connection is closed or broken are skipped.
+
+    Args:
+        recipients: objects with a ``transport``, e.g. the hub's clients.
+        frame: the frame (or joined frames) every recipient gets.
+
+    Returns:
+        The recipients that need the slow path.
     """
     pending: list[R] = []
     write = os.write
