@@ -53,6 +53,8 @@ class ServerSpec:
     #: The chat-protocol server of this library, if it has one, and the path it serves on.
     chat_script: str | None = None
     chat_path: str = "/"
+    #: Extra arguments for the chat server.
+    chat_args: tuple[str, ...] = ()
     #: Extra arguments for the idle scenario (trionos turns its heartbeat on there).
     idle_args: tuple[str, ...] = ()
     #: Does it speak WebSocket? The raw TCP ceiling only does newline-framed echo.
@@ -66,6 +68,9 @@ SERVERS: dict[str, ServerSpec] = {
             "trionos",
             "bench/servers/trionos_server.py",
             chat_script="examples/room_chat.py",
+            # The framework, not the example's policies: no per-client rate limit (10 msgs/s by
+            # default) and no history, like the websockets chat server it is compared with.
+            chat_args=("--rate-limit", "0", "--no-history"),
             idle_args=("--heartbeat",),
         ),
         ServerSpec("trio-websocket", "bench/servers/trio_websocket_naive.py"),
@@ -76,6 +81,7 @@ SERVERS: dict[str, ServerSpec] = {
             "bench/servers/websockets_asyncio.py",
             chat_script="bench/servers/websockets_asyncio_chat.py",
         ),
+        ServerSpec("picows", "bench/servers/picows_server.py"),
         ServerSpec("raw-trio-tcp", "bench/servers/raw_trio_tcp.py", websocket=False),
     )
 }
@@ -97,13 +103,21 @@ class Scenario:
     budget_s: float = 60.0  # wall-clock budget of one loadgen run before it is killed
 
 
-ECHO_SERVERS = ("trionos", "trio-websocket", "websockets-trio", "websockets-asyncio", "raw-trio-tcp")
+ECHO_SERVERS = (
+    "trionos",
+    "trio-websocket",
+    "websockets-trio",
+    "websockets-asyncio",
+    "picows",
+    "raw-trio-tcp",
+)
 FANOUT_SERVERS = (
     "trionos",
     "trio-websocket",
     "trio-websocket-channels",
     "websockets-trio",
     "websockets-asyncio",
+    "picows",
 )
 CHAT_SERVERS = ("trionos", "websockets-asyncio")
 LATENCY = (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"))
@@ -226,7 +240,7 @@ def running_server(
     if scenario.kind == "chat":
         if spec.chat_script is None:
             raise ServerFailed(f"{spec.name} has no chat server")
-        script, path, extra = spec.chat_script, spec.chat_path, ()
+        script, path, extra = spec.chat_script, spec.chat_path, spec.chat_args
     else:
         script, extra = spec.script, spec.idle_args if scenario.kind == "idle" else ()
     if not (ROOT / script).exists():

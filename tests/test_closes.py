@@ -192,3 +192,37 @@ async def test_a_long_close_reason_is_cut_to_fit(start_server: ServeFn) -> None:
             await ws.recv()
     assert info.value.code == 4000
     assert info.value.reason == "é" * 61
+
+
+class _EndTimer:
+    """A handler that reads until the connection ends and notes when it ended (virtual time)."""
+
+    def __init__(self) -> None:
+        self.ended_at: float | None = None
+        self.ended = trio.Event()
+
+    async def __call__(self, request: trionos.Request) -> None:
+        ws = await request.accept()
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            self.ended_at = trio.current_time()
+            self.ended.set()
+
+
+async def test_the_idle_deadline_follows_the_last_bytes(autojump_clock: trio.testing.MockClock) -> None:
+    """A peer that talks for 5 minutes, then stops (pongs too), is cut 60 to 60.25 s after its last bytes."""
+    timer = _EndTimer()
+    heartbeat = trionos.Heartbeat(interval=30, timeout=60)
+    async with (
+        open_memory_server(timer, heartbeat=heartbeat) as server,
+        open_raw_peer(server, answer_pings=False) as peer,
+    ):
+        for _ in range(300):
+            await peer.send("tick")
+            await trio.sleep(1)
+        last = trio.current_time() - 1
+        await timer.ended.wait()
+        assert timer.ended_at is not None
+        assert 60 <= timer.ended_at - last <= 60.25

@@ -139,3 +139,45 @@ async def test_drop_oldest_never_drops_the_end_of_a_frame_on_the_wire(pair: Pair
     assert frames[0] == payloads[0]  # partly written before the drops: finished
     assert frames[-1] == payloads[-1]
     assert len(frames) == len(payloads) - transport.dropped_frames
+
+
+async def test_try_write_goes_straight_into_the_socket(pair: Pair) -> None:
+    """With no backlog ``try_write`` writes the whole frame at once, without awaiting."""
+    transport, peer = pair
+    frame = message_frame("hello")
+    assert transport.try_write(frame)
+    assert transport.outbox_bytes == 0
+    assert await peer.receive_some() == frame
+
+
+async def test_try_write_queues_the_tail_of_a_frame_the_socket_cannot_take(pair: Pair) -> None:
+    """A frame larger than the socket buffer is started, its tail queued in order, and flushed."""
+    transport, peer = pair
+    frame = message_frame(b"x" * (4 << 20))
+    assert transport.try_write(frame)
+    assert 0 < transport.outbox_bytes < len(frame)
+    received = bytearray()
+
+    async def read_everything() -> None:
+        while len(received) < len(frame):
+            received.extend(await peer.receive_some(1 << 20))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_everything)
+        await transport.flush()
+    assert transport.outbox_bytes == 0
+    assert bytes(received) == frame
+
+
+async def test_try_write_does_nothing_behind_a_backlog_or_after_close(pair: Pair) -> None:
+    """Behind queued bytes, or once closed, ``try_write`` leaves the frame to ``write``."""
+    transport, _peer = pair
+    big = message_frame(b"x" * (4 << 20))
+    assert transport.try_write(big)
+    backlog = transport.outbox_bytes
+    assert not transport.try_write(message_frame("later"))
+    assert transport.outbox_bytes == backlog
+    await transport.aclose()
+    assert not transport.try_write(message_frame("closed"))
+    with pytest.raises(trio.ClosedResourceError):
+        await transport.write(message_frame("closed"))

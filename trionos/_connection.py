@@ -79,6 +79,13 @@ _FEED_SLICE = 4096
 #: ...and once this many frames were parsed in one go, the parser lets other tasks run.
 _FRAMES_PER_CHECKPOINT = 256
 
+#: A read moves the idle deadline only when it falls short of ``timeout`` seconds ahead, and then
+#: this much further (at most this share of the timeout): a silent peer is timed out between
+#: ``timeout`` and ``timeout`` + 0.25 s after its last bytes, and a busy connection moves its
+#: deadline a few times a second instead of on every message.
+_IDLE_SLACK = 0.25
+_IDLE_SLACK_SHARE = 1 / 64
+
 # Who reads the socket now.
 _RECV = 1
 _SERVICE = 2
@@ -160,23 +167,25 @@ class _Fragments:
 class WebSocket:
     """An open WebSocket connection.
 
-    Obtained from :meth:`Request.accept` on the server or :func:`trionos.connect` on the client.
-    Messages are ``str`` (text frames) or ``bytes`` (binary frames). Iterating with ``async for``
-    yields received messages and stops quietly on a normal close (1000, 1001); any other close
-    raises :class:`ConnectionClosed`.
+    Obtained from :meth:`Request.accept <trionos.Request.accept>` on the server or
+    :func:`trionos.connect` on the client. Messages are ``str`` (text frames) or ``bytes``
+    (binary frames). Iterating with ``async for`` yields received messages and stops quietly on
+    a normal close (1000, 1001); any other close raises :class:`~trionos.ConnectionClosed`.
 
     Bounds: at most ``max_message_size`` bytes per received message, each frame of a fragmented
-    message counting :data:`FRAME_OVERHEAD` bytes more (a larger one closes the connection with
-    1009); invalid UTF-8 closes it with 1007, a protocol violation with 1002. Outgoing data waits
-    in ``send`` while the socket is full, so a sender feels the peer's backpressure. While nobody
-    receives, at most ``max_queue`` messages are read ahead (see the module docstring). Objects
-    are hashable by identity and carry a unique ``id``.
+    message counting 6 bytes more (a larger one closes the connection with 1009); invalid UTF-8
+    closes it with 1007, a protocol violation with 1002. Outgoing data waits in ``send`` while
+    the socket is full, so a sender feels the peer's backpressure. While nobody receives, at
+    most 64 KiB or ``message_queue_size`` messages (at least 256) are read ahead on the
+    handler's behalf, then reading stops (docs/design.md, "Receiving inline"). Objects are
+    hashable by identity and carry a unique ``id``.
     """
 
     # One per open connection, held for its whole life: slots keep it small.
     __slots__ = (
         "_answer_text_ping",
         "_close_timeout",
+        "_drained",
         "_eof",
         "_fragments",
         "_idle_scope",
@@ -232,6 +241,7 @@ class WebSocket:
         self._pending_bytes = 0
         self._fragments: _Fragments | None = None
         self._eof = False
+        self._drained = False
         self._reader = 0
         self._reader_done: trio.Event | None = None
         self._service_scope: trio.CancelScope | None = None
@@ -317,8 +327,15 @@ class WebSocket:
     async def recv(self) -> str | bytes:
         """Receive the next message.
 
-        Messages that arrived before the peer closed are still returned; after them this raises
-        :class:`ConnectionClosed`. Cancelling ``recv`` loses no message.
+        Reads the socket and parses in the caller's own task. Messages that arrived before the
+        peer closed are still returned; after them this raises. A checkpoint even when a message
+        is waiting; cancelling ``recv`` loses no message.
+
+        Returns:
+            The message: ``str`` for a text message, ``bytes`` for a binary one.
+
+        Raises:
+            ConnectionClosed: the connection is closed (its ``code`` and ``reason`` say how).
         """
         return await self._receive(stop_iteration=False)
 
@@ -399,9 +416,28 @@ class WebSocket:
 
     async def _read(self) -> None:
         """Read once and parse what came (the caller owns reading)."""
-        scope = self._idle_scope
+        transport = self._transport
+        sock = transport._socket
         try:
-            data = await self._transport.receive_some(_RECEIVE_SIZE)
+            if sock is None:
+                data = await transport.receive_some(_RECEIVE_SIZE)
+            else:
+                # Transport.receive_some, inlined: one coroutine less on every message. When the
+                # last read emptied the socket, a read now would most likely fail (a syscall and
+                # an exception for nothing): wait for readiness first, which is a checkpoint too.
+                if self._drained:
+                    await trio.lowlevel.wait_readable(sock)
+                else:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                read = transport._read_nowait(sock, _RECEIVE_SIZE)
+                if read is None:
+                    while read is None:
+                        await trio.lowlevel.wait_readable(sock)
+                        read = transport._read_nowait(sock, _RECEIVE_SIZE)
+                elif not self._drained:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                data = read
+                self._drained = len(data) < _RECEIVE_SIZE
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             logger.debug("%r: read failed: %r", self, exc)
             data = b""
@@ -410,8 +446,13 @@ class WebSocket:
             self._protocol.receive_eof()
             self._flush_protocol()
             return
+        scope = self._idle_scope
         if scope is not None:
-            scope.deadline = trio.current_time() + self._idle_timeout
+            # Moving a cancel scope's deadline costs trio a heap update: it is moved only when
+            # it falls short, and then a little further (see _IDLE_SLACK), not on every read.
+            deadline = trio.current_time() + self._idle_timeout
+            if deadline > scope.deadline:
+                scope.deadline = deadline + min(_IDLE_SLACK, self._idle_timeout * _IDLE_SLACK_SHARE)
         if len(data) <= _FEED_SLICE:
             self._feed(data)
             return
@@ -424,7 +465,7 @@ class WebSocket:
                 parsed = 0
             parsed += self._feed(data[start : start + _FEED_SLICE])
 
-    def _feed(self, data: bytes) -> int:
+    def _feed(self, data: bytes | bytearray) -> int:
         """Parse ``data``; queue complete messages and send the core's replies. Frames parsed."""
         protocol = self._protocol
         protocol.receive_data(data)
@@ -463,7 +504,7 @@ class WebSocket:
         elif frame.fin:
             if opcode is _TEXT:
                 try:
-                    message: str | bytes = frame.data.decode()
+                    message: str | bytes = str(frame.data, "utf-8")
                 except UnicodeDecodeError as exc:
                     self._fail(1007, f"invalid UTF-8 at position {exc.start}")
                     return
@@ -559,13 +600,31 @@ class WebSocket:
         scope.deadline = trio.current_time() + timeout
 
     async def recv_json(self) -> Any:
-        """Receive a message and parse it as JSON; bad JSON raises :class:`DecodeError`."""
+        """Receive a message and parse it as JSON.
+
+        Returns:
+            The parsed JSON value.
+
+        Raises:
+            DecodeError: the message is not valid JSON.
+            ConnectionClosed: the connection is closed.
+        """
         return loads_json(await self.recv())
 
     async def recv_message(self, codec: MessageCodec[T]) -> T:
-        """Receive a message and decode it with ``codec``; bad input raises :class:`DecodeError`.
+        """Receive a message and decode it with *codec*.
 
-        The connection stays usable after a :class:`DecodeError`: answer it and read on.
+        The connection stays usable after a :class:`~trionos.DecodeError`: answer it and read on.
+
+        Args:
+            codec: what decodes the message, e.g. a :class:`~trionos.Codec`.
+
+        Returns:
+            The decoded message.
+
+        Raises:
+            DecodeError: *codec* cannot decode the message.
+            ConnectionClosed: the connection is closed.
         """
         return codec.decode(await self.recv())
 
@@ -574,35 +633,100 @@ class WebSocket:
     async def send(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (``bytes``) message.
 
-        Waits while the socket buffer is full. Raises :class:`ConnectionClosed` if the connection
-        is closing or closed. A message handed to ``send`` before ``close()`` goes out before the
-        close frame.
+        When the socket takes the frame at once, ``send`` returns without a task switch;
+        otherwise it waits while the socket buffer is full (the peer's backpressure). A message
+        handed to ``send`` before ``close()`` goes out before the close frame. If cancelled while
+        waiting, the rest of the frame still goes out in order (or the connection is given up).
+
+        Args:
+            message: ``str`` for a text message, ``bytes`` for a binary one.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            TypeError: *message* is neither ``str`` nor ``bytes``.
         """
-        await self.send_frame(message_frame(message, masked=self._is_client))
+        frame = message_frame(message, masked=self._is_client)
+        # The common case without a coroutine more: the socket takes the frame at once.
+        if not self._try_send(frame):
+            await self._send_waiting(frame)
+        elif self._transport.outbox_bytes:
+            await self._wait_sent()
 
     async def send_json(self, obj: Any) -> None:
-        """Send ``obj`` as compact JSON text."""
+        """Send *obj* as compact JSON text.
+
+        Args:
+            obj: a JSON-serialisable value.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
         await self.send(dumps_json(obj))
 
     async def send_message(self, message: T, codec: MessageCodec[T]) -> None:
-        """Encode a typed message with ``codec`` and send it as text."""
+        """Encode a typed message with *codec* and send it as text.
+
+        Args:
+            message: the message to encode.
+            codec: what encodes it, e.g. a :class:`~trionos.Codec`.
+
+        Raises:
+            EncodeError: *codec* cannot encode *message*.
+            ConnectionClosed: the connection is closing or closed.
+        """
         await self.send(codec.encode(message))
 
     async def send_frame(self, frame: bytes) -> None:
-        """Send a frame already encoded by :func:`trionos._frames.message_frame` (used by the hub)."""
+        """Send a complete frame already encoded (used by the hub; waits like :meth:`send`).
+
+        Args:
+            frame: one whole WebSocket frame, masked on the client side.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        if not self._try_send(frame):
+            await self._send_waiting(frame)
+        elif self._transport.outbox_bytes:
+            await self._wait_sent()
+
+    def _try_send(self, frame: bytes) -> bool:
+        """Write ``frame`` now if nothing has to go before it; False if it was not written."""
+        if self._local_close is not None or self._protocol.state is not OPEN:
+            raise self._closed_error()
+        try:
+            if not self._transport.try_write(frame):
+                return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._closed_error() from None
+        self._count_sent(frame)
+        return True
+
+    def _count_sent(self, frame: bytes) -> None:
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.messages_out += 1
+            metrics.bytes_out += len(frame)
+
+    async def _send_waiting(self, frame: bytes) -> None:
+        """Write ``frame`` behind the backlog (or through the stream), waiting while the socket is full."""
         if self.closed:
             raise self._closed_error()
         try:
             await self._transport.write(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._closed_error() from None
-        metrics = self._metrics
-        if metrics is not None:
-            metrics.messages_out += 1
-            metrics.bytes_out += len(frame)
+        self._count_sent(frame)
+
+    async def _wait_sent(self) -> None:
+        """Wait until the tail of a frame the socket took only part of has gone out too."""
+        try:
+            await self._transport.flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._closed_error() from None
 
     def ping_nowait(self) -> None:
-        """Queue a protocol ping unless the connection is closed or its outbox is full."""
+        """Send a protocol ping without waiting; skipped if the connection is closed or its outbox is full."""
         if self.closed:
             return
         frame = encode_frame(OP_PING, b"", masked=True) if self._is_client else _SERVER_PING
@@ -619,10 +743,14 @@ class WebSocket:
         return not self._is_client and protocol.eof_sent
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close with ``code`` and ``reason``, waiting at most ``close_timeout`` for the peer.
+        """Close with *code* and *reason*, waiting at most ``close_timeout`` for the peer.
 
         Messages already handed to ``send`` go out first. Idempotent, and the TCP connection is
         closed even if the caller is cancelled.
+
+        Args:
+            code: the close code (1000 is a normal close).
+            reason: a short text, cut to fit the 125-byte control frame.
         """
         try:
             with trio.move_on_after(self._close_timeout):
@@ -657,6 +785,10 @@ class WebSocket:
 
         For a side that is going away anyway, e.g. a client whose task is being cancelled.
         Bounded by ``close_timeout``.
+
+        Args:
+            code: the close code.
+            reason: a short text, cut to fit the 125-byte control frame.
         """
         if not self.closed:
             self._local_close = (code, reason)
@@ -669,12 +801,15 @@ class WebSocket:
         await trio.aclose_forcefully(self._transport)
 
     def abort(self, code: int, reason: str) -> None:
-        """End a connection whose peer cannot be waited for (dead, or not reading).
+        """End a connection whose peer cannot be waited for (dead, or not reading), without waiting.
 
-        Attempts a close frame only if that cannot delay the close (see ``Transport.abort_soon``),
-        then closes the connection.
-        ``close_code``/``close_reason`` report ``code`` and ``reason``; ``recv`` in other tasks
-        raises :class:`ConnectionClosed` with them.
+        A close frame is attempted only if that cannot delay the close, then the connection is
+        closed. ``close_code``/``close_reason`` report *code* and *reason*; ``recv`` in other
+        tasks raises :class:`~trionos.ConnectionClosed` with them.
+
+        Args:
+            code: the close code to report (and to send, if the socket takes it at once).
+            reason: the close reason.
         """
         if self._local_close is not None or self._transport.closed:
             return

@@ -52,13 +52,30 @@ MIN_COMPRESSED_SIZE = 64
 
 
 def check_compression(compression: str | None) -> None:
-    """Raise :class:`ValueError` unless ``compression`` is one of :data:`COMPRESSION_CHOICES`."""
+    """Check a ``compression=`` argument.
+
+    Args:
+        compression: ``None`` (off) or ``"deflate"``.
+
+    Raises:
+        ValueError: *compression* is anything else.
+    """
     if compression not in COMPRESSION_CHOICES:
         raise ValueError(f"compression must be None or 'deflate', got {compression!r}")
 
 
 def server_extensions(compression: str | None) -> Sequence[ServerExtensionFactory] | None:
-    """What a server offers to negotiate for ``compression``."""
+    """The extension factories a server negotiates with for *compression*.
+
+    Args:
+        compression: ``None`` (off) or ``"deflate"``.
+
+    Returns:
+        None when off; else permessage-deflate without context takeover either way.
+
+    Raises:
+        ValueError: *compression* is not a known choice.
+    """
     check_compression(compression)
     if compression is None:
         return None
@@ -73,7 +90,19 @@ def server_extensions(compression: str | None) -> Sequence[ServerExtensionFactor
 
 
 def client_extensions(compression: str | None) -> Sequence[ClientExtensionFactory] | None:
-    """What a client offers for ``compression`` (it takes whatever context rules the server picks)."""
+    """The extension factories a client offers for *compression*.
+
+    The client takes whatever context rules the server picks.
+
+    Args:
+        compression: ``None`` (off) or ``"deflate"``.
+
+    Returns:
+        None when off; else a permessage-deflate offer.
+
+    Raises:
+        ValueError: *compression* is not a known choice.
+    """
     check_compression(compression)
     if compression is None:
         return None
@@ -97,17 +126,23 @@ class Deflater:
         self._last_result = b""
 
     def compress(self, frame: bytes) -> bytes:
-        """The bytes to send for ``frame`` (one frame, or several joined by the hub's fan-out).
+        """Compress the data frames in *frame* that are worth it.
 
         Each text or binary frame worth it is compressed on its own; the others are kept as
         they are. Anything that is not whole unmasked frames passes unchanged.
+
+        Args:
+            frame: one frame, or several joined by the hub's fan-out.
+
+        Returns:
+            The bytes to send instead (the same object when nothing changed).
         """
         if frame is self._last:
             return self._last_result
         frames = split_frames(frame)
         result = frame
         if frames is not None and any(self._worth_it(first, payload) for first, _, payload in frames):
-            parts = []
+            parts: list[bytes | memoryview] = []
             for first, whole, payload in frames:
                 if self._worth_it(first, payload):
                     opcode = Opcode(first & 0x0F)

@@ -43,7 +43,16 @@ def _mask(payload: bytes, key: bytes) -> bytes:
 
 
 def encode_frame(opcode: int, payload: bytes, *, masked: bool = False) -> bytes:
-    """Return one complete (FIN) frame. Client frames must be ``masked`` (RFC 6455 section 5.3)."""
+    """Encode one complete (FIN) frame.
+
+    Args:
+        opcode: the frame's opcode, e.g. :data:`OP_TEXT`.
+        payload: the frame's payload (control frames: at most 125 bytes).
+        masked: mask the payload with a fresh random key; client frames must be (RFC 6455 5.3).
+
+    Returns:
+        The frame's bytes, header included.
+    """
     size = len(payload)
     mask_bit = _MASK_BIT if masked else 0
     first = _FIN | opcode
@@ -60,7 +69,18 @@ def encode_frame(opcode: int, payload: bytes, *, masked: bool = False) -> bytes:
 
 
 def message_frame(message: str | bytes, *, masked: bool = False) -> bytes:
-    """A text frame for ``str``, a binary frame for ``bytes``."""
+    """Encode *message* as one frame: a text frame for ``str``, a binary frame for ``bytes``.
+
+    Args:
+        message: the message (``bytearray`` and ``memoryview`` count as binary).
+        masked: mask it, as a client must.
+
+    Returns:
+        The frame's bytes.
+
+    Raises:
+        TypeError: *message* is neither text nor bytes.
+    """
     if isinstance(message, str):
         return encode_frame(OP_TEXT, message.encode("utf-8"), masked=masked)
     if isinstance(message, bytes | bytearray | memoryview):
@@ -69,7 +89,15 @@ def message_frame(message: str | bytes, *, masked: bool = False) -> bytes:
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
-    """The body of a close frame; the reason is cut to fit the 125-byte control frame limit."""
+    """Encode the body of a close frame.
+
+    Args:
+        code: the close code.
+        reason: the reason, cut to fit the 125-byte control frame limit (never mid-character).
+
+    Returns:
+        The code in two bytes, then the reason in UTF-8.
+    """
     encoded = reason.encode("utf-8")[:123]
     # Cutting may split a multi-byte character; drop the broken tail rather than send invalid UTF-8.
     encoded = encoded.decode("utf-8", "ignore").encode("utf-8")
@@ -77,16 +105,29 @@ def close_payload(code: int, reason: str = "") -> bytes:
 
 
 def is_close_frame(data: bytes | bytearray | memoryview) -> bool:
-    """True when ``data`` starts with a close frame (used to stop data frames after a close)."""
+    """Tell whether *data* starts with a close frame (used to stop data frames after a close).
+
+    Args:
+        data: the start of one or more frames.
+
+    Returns:
+        True for a close frame.
+    """
     return len(data) > 0 and (data[0] & 0x0F) == OP_CLOSE
 
 
 def split_frames(data: bytes) -> list[tuple[int, memoryview, memoryview]] | None:
-    """The frames in ``data``, one or several unmasked frames built here back to back.
+    """Split *data* into the unmasked frames built here back to back.
 
-    Each is ``(first byte, whole frame, payload)``; None when ``data`` is not whole unmasked
-    frames. The hub's fan-out joins consecutive frames into one write, so a buffer handed to a
-    transport may hold several (:mod:`._deflate` compresses each on its own).
+    The hub's fan-out joins consecutive frames into one write, so a buffer handed to a
+    transport may hold several (the deflater compresses each on its own).
+
+    Args:
+        data: one or several whole unmasked frames.
+
+    Returns:
+        ``(first byte, whole frame, payload)`` for each frame, or None when *data* is not
+        whole unmasked frames.
     """
     view = memoryview(data)
     frames = []

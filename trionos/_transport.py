@@ -46,7 +46,7 @@ class WriteListener(Protocol):
 class ProgressSignal:
     """``wait_for_progress()``: what the hub's ``disconnect`` policy waits on; a new event each time."""
 
-    __slots__ = ()
+    __slots__ = ("_progress",)
     _progress: trio.Event | None
 
     async def wait_for_progress(self) -> None:
@@ -78,7 +78,6 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         "_outbox",
         "_outbox_bytes",
         "_partial_head",
-        "_progress",
         "_socket",
         "_stream",
         "_writer_running",
@@ -129,10 +128,20 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
 
     # --- reading -----------------------------------------------------------------------------
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        """Bytes from the peer (b"" at the end of the stream); a checkpoint even when data is waiting.
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Read bytes from the peer; a checkpoint even when data is waiting.
 
-        Cancelling a read loses no bytes. Raises :class:`trio.BrokenResourceError` on a reset.
+        Cancelling a read loses no bytes.
+
+        Args:
+            max_bytes: the most to return (64 KiB when None).
+
+        Returns:
+            What arrived, or b"" at the end of the stream.
+
+        Raises:
+            trio.BrokenResourceError: the connection was reset.
+            trio.ClosedResourceError: the transport is closed.
         """
         sock = self._socket
         if sock is None:
@@ -220,14 +229,28 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         self._partial_head = sent > 0
 
     def has_room(self, size: int) -> bool:
-        """Whether a frame of ``size`` bytes may be queued now without breaking the bound."""
+        """Tell whether a frame of *size* bytes may be queued now without breaking the bound.
+
+        Args:
+            size: the frame's length in bytes.
+
+        Returns:
+            True when the outbox is empty (one frame always fits) or the frame fits the bound.
+        """
         return not self._outbox or self._outbox_bytes + size <= self.max_outbox_bytes
 
     def write_nowait(self, frame: bytes) -> bool:
-        """Write or queue a complete frame without blocking; False (nothing done) if the outbox is full.
+        """Write or queue a complete frame without blocking.
 
-        Raises :class:`trio.ClosedResourceError` or :class:`trio.BrokenResourceError` when the
-        connection can take no more data.
+        Args:
+            frame: one or more whole frames.
+
+        Returns:
+            False (nothing done) if the outbox is full, else True.
+
+        Raises:
+            trio.ClosedResourceError: the connection is closed or a close frame was sent.
+            trio.BrokenResourceError: the socket failed.
         """
         self._check_writable()
         if self.deflater is not None:
@@ -240,9 +263,20 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         return True
 
     def write_dropping_oldest(self, frame: bytes) -> int:
-        """Write or queue ``frame``, dropping the oldest queued frames to keep the bound.
+        """Write or queue *frame*, dropping the oldest queued frames to keep the bound.
 
-        Returns how many frames were dropped. Never blocks and never refuses the frame.
+        Never blocks and never refuses the frame; the end of a frame already partly on the wire
+        is never dropped.
+
+        Args:
+            frame: one or more whole frames.
+
+        Returns:
+            How many queued frames were dropped.
+
+        Raises:
+            trio.ClosedResourceError: the connection is closed or a close frame was sent.
+            trio.BrokenResourceError: the socket failed.
         """
         self._check_writable()
         if self.deflater is not None:
@@ -331,7 +365,16 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         """Write a complete frame, waiting while the socket is full (backpressure).
 
         The frame goes out after any backlog, in order. Concurrent writers may each add one frame
-        beyond ``max_outbox_bytes`` while they wait; they do not return until it is written.
+        beyond ``max_outbox_bytes`` while they wait; they do not return until it is written. If
+        cancelled while waiting, the rest of the frame stays queued at the front of the outbox
+        (on a socket) or the connection is given up (TLS, in-memory), so no half frame is left.
+
+        Args:
+            frame: one whole frame.
+
+        Raises:
+            trio.ClosedResourceError: the connection is closed or a close frame was sent.
+            trio.BrokenResourceError: the socket failed.
         """
         self._check_writable()
         if self.write_listener is not None:
@@ -340,12 +383,44 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             frame = self.deflater.compress(frame)
         await self._write_in_order(frame)
 
+    def try_write(self, frame: bytes) -> bool:
+        """Write a complete data frame at once if nothing has to go before it; False if nothing was done.
+
+        The fast path of :meth:`write`, without a coroutine: on a socket with no backlog and no
+        other writer, ``frame`` goes straight into the socket, and a tail the socket does not take
+        is queued (check :attr:`outbox_bytes` and wait with :meth:`flush`, as ``write`` does).
+        On False (a backlog, another writer, no socket, or a closed connection) the caller awaits
+        :meth:`write` instead, which also raises for a closed connection.
+
+        Raises:
+            trio.BrokenResourceError: the socket failed.
+            trio.ClosedResourceError: the socket was closed under the connection.
+        """
+        if self._socket is None or self.closed or self.close_sent:
+            return False
+        if self.write_listener is not None:
+            self.write_listener._before_write()  # may queue broadcasts, which go first
+        if self._outbox or self._busy:
+            return False
+        if self.deflater is not None:
+            frame = self.deflater.compress(frame)
+        sent = self._write_some(frame)
+        if sent < len(frame):
+            self._enqueue_rest(frame, sent)
+        return True
+
     def write_control(self, frame: bytes) -> None:
         """Write or queue a pong or close frame from the protocol core, without blocking.
 
         A pong that does not fit into a full outbox is dropped (a peer that pings but does not
         read gets no more than the bound). A close frame is always queued, one frame beyond the
-        bound at most, and nothing may be written after it.
+        bound at most, and nothing may be written after it. Does nothing once closed.
+
+        Args:
+            frame: the control frame the core produced.
+
+        Raises:
+            trio.BrokenResourceError: the socket failed.
         """
         if self.closed or self.close_sent:
             return
@@ -359,7 +434,15 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             self._enqueue(frame)
 
     async def write_close(self, frame: bytes) -> None:
-        """Write a close frame after everything queued, waiting while the socket is full."""
+        """Write a close frame after everything queued, waiting while the socket is full.
+
+        Args:
+            frame: the close frame; nothing may be written after it.
+
+        Raises:
+            trio.ClosedResourceError: the connection is closed or a close frame was sent.
+            trio.BrokenResourceError: the socket failed.
+        """
         self._check_writable()
         if self.write_listener is not None:
             self.write_listener._before_write()
@@ -367,7 +450,11 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         await self._write_in_order(frame)
 
     async def flush(self) -> None:
-        """Wait until everything queued has reached the socket (or the connection broke)."""
+        """Wait until everything queued has reached the socket.
+
+        Raises:
+            trio.BrokenResourceError: the socket failed while flushing.
+        """
         if self._outbox and not self.closed:
             async with self._writing():
                 await self._flush_locked()
@@ -397,13 +484,16 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         await self._stream.aclose()
 
     def abort_soon(self, goodbye: bytes | None = None) -> None:
-        """Close the stream without a closing handshake, from synchronous code.
+        """Close the stream without a closing handshake, from synchronous code (never blocks).
 
         ``goodbye`` (a close frame) is sent only if that cannot delay the close: on a socket it is
         written if the socket buffer takes it at once, and the socket is closed immediately (the
         peer sees the TCP close even if its buffers are full). Other streams (TLS, in-memory) get
         a background task that tries the goodbye for at most half a second, then closes the
         stream.
+
+        Args:
+            goodbye: a close frame to attempt first, or None.
         """
         if self.closed:
             return
@@ -455,6 +545,13 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
     progress, or it has no socket (TLS, in-memory). When the socket takes only part of the
     frame, or none of it, the rest is queued in order (an empty outbox always admits a frame).
     Recipients whose connection is closed or broken are skipped.
+
+    Args:
+        recipients: objects with a ``transport``, e.g. the hub's clients.
+        frame: the frame (or joined frames) every recipient gets.
+
+    Returns:
+        The recipients that need the slow path.
     """
     pending: list[R] = []
     write = os.write
