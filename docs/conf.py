@@ -117,26 +117,6 @@ BARE_NAMES = {
     "st.SearchStrategy": "hypothesis.strategies.SearchStrategy",
 }
 
-# ---- HANDOVER: docstring warnings of files this branch does not own ---------------------------------
-# Each entry is a warning the docs build gives today because of a docstring in trionos/ (owned by
-# other branches, fixed at merge). Empty this list at merge: the build must pass with it empty.
-# `TRIONOS_DOCS_STRICT=1 make docs` builds as if it were empty, to see what is left.
-HANDOVER_NITPICK_IGNORE: list[tuple[str, str]] = [
-    # References to private or unexported names from public docstrings.
-    ("py:meth", "History.recover"),  # trionos/_redis.py:673 RedisBroker.history_recover
-    ("py:data", "Connect"),  # trionos/_reconnect.py:106 and :191 (the private Connect alias)
-    ("py:data", "JITTERS"),  # trionos/_backoff.py:86 Backoff (not exported)
-    ("py:data", "FRAME_OVERHEAD"),  # trionos/_connection.py:174 WebSocket (not exported)
-    ("py:func", "trionos._frames.message_frame"),  # trionos/_connection.py:597 WebSocket.send_frame
-    ("py:func", "trionos._heartbeat.run_keeper"),  # trionos/_server.py:311 Server.run_pinger
-    ("py:mod", "_support"),  # trionos/_server.py:315 Server.run_support
-    # Private types in public signatures (a public method returning or taking one).
-    ("py:class", "trionos._ratelimit.TokenBucket"),  # trionos/_ratelimit.py:61 RateLimit.bucket
-    ("py:class", "Handler"),  # trionos/testing/_machine.py:142 AppStateMachine.open_app (TYPE_CHECKING)
-]
-if not os.environ.get("TRIONOS_DOCS_STRICT"):
-    nitpick_ignore += HANDOVER_NITPICK_IGNORE
-
 # -- HTML ------------------------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"trionos {release}"

@@ -138,8 +138,8 @@ async def _handshake(
     for name, value in options.extra_headers:
         request.headers[name] = value
     protocol.send_request(request)
-    for data in protocol.data_to_send():
-        await transport.write(data)
+    for request_bytes in protocol.data_to_send():
+        await transport.write(request_bytes)
     while True:
         try:
             data = await transport.receive_some(64 * 1024)
