@@ -18,8 +18,11 @@ import argparse
 import resource
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 #: Messages queued per subscriber by the servers that keep a per-subscriber queue.
 SUBSCRIBER_QUEUE = 256
@@ -77,6 +80,29 @@ async def run_trio_until_signalled(start: Callable[..., Awaitable[Any]]) -> None
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break
+
+
+def stop_event() -> asyncio.Event:
+    """An event set on SIGTERM or SIGINT, for the asyncio servers (call it inside the loop)."""
+    import asyncio
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def run_asyncio(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed, else on the stock asyncio loop."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def fail(message: str) -> None:

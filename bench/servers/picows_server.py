@@ -10,10 +10,7 @@ permessage-deflate: ``--compression`` is not offered.
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
-from _common import BACKLOG, announce, parse_args, raise_nofile_limit
+from _common import BACKLOG, announce, parse_args, raise_nofile_limit, run_asyncio, stop_event
 from picows import (
     WSCloseCode,
     WSFrame,
@@ -88,10 +85,7 @@ async def main_async(host: str, port: int) -> None:
             return _Publisher(subscribers)
         return _Refuse()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     server = await ws_create_server(listener_factory, host, port, backlog=BACKLOG)
     async with server:
         announce(server.sockets[0].getsockname()[1])
@@ -101,12 +95,7 @@ async def main_async(host: str, port: int) -> None:
 def main() -> None:
     args = parse_args(__doc__)
     raise_nofile_limit()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main_async(args.host, args.port))
-    else:
-        uvloop.run(main_async(args.host, args.port))
+    run_asyncio(main_async(args.host, args.port))
 
 
 if __name__ == "__main__":

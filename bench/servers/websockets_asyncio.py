@@ -6,10 +6,7 @@ the fastest fan-out websockets offers.
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
-from _common import BACKLOG, announce, parse_args, raise_nofile_limit
+from _common import BACKLOG, announce, parse_args, raise_nofile_limit, run_asyncio, stop_event
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -38,10 +35,7 @@ async def main_async(host: str, port: int, compression: bool = False) -> None:
         except ConnectionClosed:
             pass
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     # --compression: websockets' default permessage-deflate settings.
     deflate = "deflate" if compression else None
     async with serve(handler, host, port, backlog=BACKLOG, compression=deflate) as server:
@@ -52,12 +46,7 @@ async def main_async(host: str, port: int, compression: bool = False) -> None:
 def main() -> None:
     args = parse_args(__doc__, compression=True)
     raise_nofile_limit()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main_async(args.host, args.port, args.compression))
-    else:
-        uvloop.run(main_async(args.host, args.port, args.compression))
+    run_asyncio(main_async(args.host, args.port, args.compression))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ Fan-out uses ``websockets.asyncio.server.broadcast``. Runs on uvloop when it is 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 
-from _common import BACKLOG, announce, parse_args, raise_nofile_limit
+from _common import BACKLOG, announce, parse_args, raise_nofile_limit, run_asyncio, stop_event
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -65,10 +63,7 @@ async def main_async(host: str, port: int) -> None:
             if room is not None:
                 leave(ws, room)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     async with serve(handler, host, port, backlog=BACKLOG, compression=None) as server:
         announce(next(iter(server.sockets)).getsockname()[1])
         await stop.wait()
@@ -77,12 +72,7 @@ async def main_async(host: str, port: int) -> None:
 def main() -> None:
     args = parse_args(__doc__)
     raise_nofile_limit()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main_async(args.host, args.port))
-    else:
-        uvloop.run(main_async(args.host, args.port))
+    run_asyncio(main_async(args.host, args.port))
 
 
 if __name__ == "__main__":
