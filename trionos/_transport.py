@@ -299,7 +299,6 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         self._enqueue(frame)
         return dropped
 
-
     async def _flush_locked(self) -> None:
         while self._outbox:
             frame = self._outbox.popleft()

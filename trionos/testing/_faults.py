@@ -200,7 +200,6 @@ class CuttingProxy:
             finally:
                 self._open.discard(scope)
 
-
     async def _dial(self) -> trio.SocketStream:
         with trio.move_on_after(self.patience):
             while True:

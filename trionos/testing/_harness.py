@@ -370,5 +370,3 @@ def run_program(
     trio.run(main, clock=clock or trio.testing.MockClock(autojump_threshold=0))
     if failure is not None:
         raise failure
-
-

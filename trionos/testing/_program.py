@@ -33,6 +33,7 @@ __all__ = [
 #: What a model returns for one step: client number -> the messages it must receive, in order.
 Deliveries = Mapping[int, Sequence[Any]]
 
+
 @attrs.frozen
 class Connect:
     """Client ``client`` opens a WebSocket to the app."""
