@@ -1,13 +1,13 @@
 """Heartbeats: protocol pings on a schedule, and the idle deadline that ends a silent connection.
 
-Liveness is judged from inbound bytes only (data frames, pongs, pings: any traffic proves the
-peer is alive): every read keeps the connection's idle deadline at least ``timeout`` seconds
-ahead (moving it only when it has fallen short, then 0.25 s further, so a silent peer is cut
-within ``timeout`` + 0.25 s), whatever the handler and the outbox are doing. An endpoint runs one *keeper* task for all of its
-connections rather than one sleeping task each: it pings on the heartbeat schedule, and on every
-tick starts a servicer for each connection nobody has received on since the previous tick, so
-that a connection whose handler does not read still answers pings, notices a close and sees
-its peer's traffic (see :mod:`trionos._connection`).
+Liveness is judged from inbound bytes only (data frames, pongs, pings: any traffic proves the peer
+is alive): every read keeps the connection's idle deadline at least ``timeout`` seconds ahead
+(moving it only when it has fallen short, then 0.25 s further, so a silent peer is cut within
+``timeout`` + 0.25 s), whatever the handler and the outbox are doing. An endpoint runs one *keeper*
+task for all of its connections rather than one sleeping task each: it pings on the heartbeat
+schedule, and on every tick starts a servicer for each connection nobody has received on since the
+previous tick, so that a connection whose handler does not read still answers pings, notices a close
+and sees its peer's traffic (see :mod:`trionos._connection`).
 """
 
 from __future__ import annotations
