@@ -20,10 +20,10 @@ SOURCES := $(shell find trionos -name '*.py' -o -name 'py.typed')
 # What ruff checks and formats.
 PY_PATHS := trionos tests examples bench docs/conf.py noxfile.py
 # The lowest total coverage of trionos/ (lines and branches together, in %) that `make test`
-# accepts. Measured 93.7 % on 2026-12-03 (95.0 % of lines, 88.6 % of branches; Python 3.11, the
+# accepts. Measured 94.1 % on 2026-12-03 (95.4 % of lines, 89.1 % of branches; Python 3.11, the
 # whole suite); kept a little below, so that timing-dependent lines do not fail a run. Raise it as
 # tests are added; never lower it to make a change pass.
-COVERAGE_FLOOR ?= 93
+COVERAGE_FLOOR ?= 93.5
 # Debian packages whose objects.inv the docs link to offline (docs/conf.py, intersphinx).
 DOC_PACKAGES := python3-doc python-hypothesis-doc python-trio-websocket-doc
 
