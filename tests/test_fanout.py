@@ -183,3 +183,49 @@ async def test_a_put_waiting_on_a_full_channel_is_dropped_when_the_fan_out_ends(
                 stop.cancel()
     assert results == [False]
     assert delivery.writes == [(b"stalls", ("slow",))]  # a stalled room is not flushed on the way out
+
+
+async def test_wait_for_room_waits_while_the_channel_and_the_expected_broadcasts_fill_it() -> None:
+    """A producer whose broadcasts arrive later waits for as many free slots as it expects, then goes."""
+    room = Feed[str]("room", 3, SlowClientPolicy.DISCONNECT)
+    room.put_nowait(b"1", ("a",))
+    expected = [1]  # one broadcast of this node is on its way back from the broker
+    went: list[bool] = []
+
+    async def producer() -> None:
+        await room.wait_for_room(lambda: expected[0] + 1)
+        went.append(True)
+
+    async with trio.open_nursery() as nursery:
+        room.put_nowait(b"2", ("a",))  # 2 queued + 1 expected + this one: over 3
+        nursery.start_soon(producer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert went == []
+        room.flush(Recording().deliver_now)  # the fan-out takes both off the channel
+    assert went == [True]
+    assert room.has_room(3) and not room.has_room(4)
+
+
+async def test_a_producer_waiting_for_room_is_released_when_the_fan_out_ends() -> None:
+    """When the fan-out ends, a producer waiting for room goes on (nothing will ever be taken)."""
+    room = Feed[str]("room", 1, SlowClientPolicy.DISCONNECT)
+    delivery = Recording()
+    delivery.slow.add("slow")
+    released: list[bool] = []
+
+    async def producer() -> None:
+        await room.wait_for_room(lambda: 1)
+        released.append(room.stopped)
+
+    async with trio.open_nursery() as outer:
+        with trio.CancelScope() as stop:
+            async with trio.open_nursery() as fan_out:
+                fan_out.start_soon(room.run, delivery.deliver_now, delivery.wait_for_room, lambda: None)
+                room.put_nowait(b"stalls", ("slow",))
+                await trio.testing.wait_all_tasks_blocked()
+                room.put_nowait(b"fills", ("slow",))
+                outer.start_soon(producer)
+                await trio.testing.wait_all_tasks_blocked()
+                assert released == []
+                stop.cancel()
+    assert released == [True]

@@ -310,3 +310,32 @@ async def test_a_cancelled_recovery_leaves_the_shared_read_to_the_others() -> No
     assert results["c"].entries == () and results["c"].position == trionos.Position("e1", 5)
     assert [e.offset for e in results["d"].entries] == [5] and results["d"].complete
     assert [e.offset for e in results["e"].entries] == [1, 2, 3, 4, 5] and not results["e"].complete
+
+
+async def test_a_stalled_member_holds_a_history_room_for_grace_then_readers_miss_nothing(
+    redis: str, prefix: str
+) -> None:
+    """Senders into a Redis history room wait for the room's feed, as in memory: no reader loses a message."""
+    async with open_node(redis, prefix) as a:
+        a.hub.grace = 0.5
+        async with a.connect("ann-1") as (ann, _), a.connect("bob-1") as (bob, _):
+            # bob never reads: his outbox and the room's feed fill, and the room waits for him.
+
+            async def send(sender: int) -> None:
+                for n in range(100):
+                    await a.hub.broadcast("r", Note(f"{sender}-{n}" + "x" * 2000))
+
+            async with trio.open_nursery() as nursery:
+                for sender in range(10):
+                    nursery.start_soon(send, sender)
+                got = await texts(ann, 1000)
+            assert [offset for _, offset in got] == list(range(1, 1001))
+            assert a.hub.metrics.remote_frames_dropped == 0
+            assert a.hub.metrics.slow_client_disconnects == 1
+            with trio.fail_after(PATIENCE):
+                while True:
+                    try:
+                        await bob.recv()
+                    except trionos.ConnectionClosed as closed:
+                        assert closed.code == 1008
+                        break

@@ -102,6 +102,9 @@ class Feed(Generic[C]):
         #: How many broadcasts the write being delivered joins (for the hub's message counter).
         self.batch_messages = 1
         self._wakeup = trio.Event()
+        #: Set (and replaced) when the fan-out takes a broadcast off the channel, while a producer
+        #: waits in :meth:`wait_for_room`.
+        self._freed: trio.Event | None = None
 
     # --- producers ---------------------------------------------------------------------------
 
@@ -148,6 +151,37 @@ class Feed(Generic[C]):
         self._send.send_nowait((frame, recipients))
         self.pending += 1
         self._wakeup.set()
+
+    def has_room(self, more: int) -> bool:
+        """Whether the channel would take *more* broadcasts now without waiting (or has stopped).
+
+        Args:
+            more: how many broadcasts are about to arrive.
+
+        Returns:
+            True when they fit beside what the channel holds, or when the fan-out has stopped.
+        """
+        return self.stopped or self._send.statistics().current_buffer_used + more <= self._queue_size
+
+    async def wait_for_room(self, more: Callable[[], int]) -> None:
+        """Wait until the channel has room for ``more()`` broadcasts (backpressure without a put).
+
+        For a producer whose broadcasts reach the channel later, through :meth:`put_nowait` (a
+        room with its history in a shared broker): it waits here, as :meth:`put` would, for the
+        fan-out to take broadcasts off the channel. It returns without a checkpoint after its last
+        look, so the caller can count its broadcast as expected before another producer looks.
+        Cancelling it is safe (nothing was queued).
+
+        Args:
+            more: how many broadcasts are about to arrive, asked again after each wake-up.
+        """
+        # The checkpoint comes first: once the room is there, return without another await, so
+        # the caller can claim it before any other producer looks.
+        await trio.lowlevel.checkpoint()
+        while not self.has_room(more()):
+            if self._freed is None:
+                self._freed = trio.Event()
+            await self._freed.wait()
 
     def close(self) -> None:
         """No more broadcasts: the fan-out writes what is queued, then ends."""
@@ -203,6 +237,9 @@ class Feed(Generic[C]):
             self._ended = True
             return None
         self.pending -= 1
+        if self._freed is not None:
+            self._freed.set()
+            self._freed = None
         return item
 
     async def run(
@@ -226,6 +263,8 @@ class Feed(Generic[C]):
                 finally:
                     # Synchronous, before the channel closes: nothing can be put in between.
                     self.stopped = True
+                    if self._freed is not None:  # producers waiting for room: nothing will come
+                        self._freed.set()
                     if self._stalled is None:
                         self.flush(deliver_now)
         finally:

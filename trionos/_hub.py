@@ -404,6 +404,12 @@ class Hub:
         # broker published before the replay was read can still be on its way to this node (the
         # subscription and the read are separate connections): those are dropped for the client.
         self._floors: dict[tuple[Client, str], int] = {}
+        # Backpressure for those rooms, whose broadcasts reach the feed later, from the broker:
+        # per room, this node's broadcasts published but not yet delivered back (each holds a slot
+        # of the feed), the offset last delivered, and an event for senders waiting on it.
+        self._in_flight: dict[str, int] = {}
+        self._delivered: dict[str, int] = {}
+        self._delivery: dict[str, trio.Event] = {}
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -928,6 +934,8 @@ class Hub:
             # Closing the feed is how the fan-out task learns it is done; it still delivers
             # what is already queued to the recipients snapshotted at broadcast time.
             self._feeds.pop(room).close()
+            if room not in self._in_flight:
+                self._delivered.pop(room, None)
             if self._shared:
                 self.broker.close_room(room)
 
@@ -985,8 +993,12 @@ class Hub:
 
         In a room with history the message first gets the room's next
         :class:`~trionos.Position` (stamped into it as ``offset_field``) and is kept,
-        remembering *exclude*'s identity. Appending happens before any wait, so a message is in
-        the history from the moment ``broadcast`` is called.
+        remembering *exclude*'s identity. In memory, appending happens before any wait, so a
+        message is in the history from the moment ``broadcast`` is called. When the history is
+        in a shared broker, the broadcast first waits for a slot in the room's feed (counting
+        this node's broadcasts still on their way back), then appends, then holds the slot until
+        its message is delivered here (at most ``grace``): the sender is slowed to the room's
+        pace, as in memory, instead of its messages being dropped.
 
         Once the hub has stopped, the message is dropped and 0 returned (no error), so a goodbye
         broadcast from a handler's ``finally`` during a shutdown needs no special case.
@@ -1058,6 +1070,42 @@ class Hub:
             assert codec is not None
             payload = codec.encode(message)
             member = None if self.offset_field is None else f"{dumps_json(self.offset_field)}:"
+        feed = self._feeds.get(room)
+        if feed is None:
+            position = await self._append_shared(broker, room, payload, exclude, member, bounds)
+        else:
+            # Backpressure, as a local broadcast has it: wait while the room's feed is full (a
+            # slow member holds it for at most ``grace``), counting this node's broadcasts still on
+            # their way back from the broker; then hold a slot until this one is delivered.
+            in_flight = self._in_flight
+            await feed.wait_for_room(lambda: in_flight.get(room, 0) + 1)
+            in_flight[room] = in_flight.get(room, 0) + 1
+            try:
+                position = await self._append_shared(broker, room, payload, exclude, member, bounds)
+                with trio.move_on_after(self.grace):
+                    while self._delivered.get(room, 0) < position.offset and not feed.stopped:
+                        event = self._delivery.get(room)
+                        if event is None:
+                            event = self._delivery[room] = trio.Event()
+                        await event.wait()
+            finally:
+                left = in_flight[room] - 1
+                if left:
+                    in_flight[room] = left
+                else:
+                    del in_flight[room]
+        count = sum(1 for c in self._rooms.member_view(room) if c is not exclude)
+        return Sent(count, position)
+
+    async def _append_shared(
+        self,
+        broker: _HistoryBroker,
+        room: str,
+        payload: str | bytes,
+        exclude: Client | None,
+        member: str | None,
+        bounds: HistoryBounds,
+    ) -> Position:
         position = await broker.history_append(
             room,
             payload,
@@ -1068,8 +1116,7 @@ class Hub:
             epoch=self._new_epoch(),
         )
         self.metrics.history_appended += 1
-        count = sum(1 for c in self._rooms.member_view(room) if c is not exclude)
-        return Sent(count, position)
+        return position
 
     async def broadcast_all(
         self, message: Any, *, exclude: Client | None = None, codec: MessageCodec[Any] | None = None
@@ -1180,7 +1227,9 @@ class Hub:
 
         Never waits, as :meth:`deliver_remote`: a frame that does not fit in the room's feed is
         dropped and counted in ``remote_frames_dropped`` (a client that misses it can recover it
-        by rejoining at its last position). Clients still being replayed to hold it instead.
+        by rejoining at its last position). This node's own senders never cause that: they wait
+        for a slot before publishing and hold it until their message arrives here. Clients still
+        being replayed to hold it instead.
 
         Args:
             room: the room's name.
@@ -1188,6 +1237,10 @@ class Hub:
             exclude: the id of a client that does not receive it.
             offset: the message's offset in the room's history.
         """
+        self._delivered[room] = offset
+        event = self._delivery.pop(room, None)
+        if event is not None:
+            event.set()
         feed = self._feeds.get(room)
         if feed is None:
             return
