@@ -337,5 +337,7 @@ async def test_a_stalled_member_holds_a_history_room_for_grace_then_readers_miss
                     try:
                         await bob.recv()
                     except trionos.ConnectionClosed as closed:
-                        assert closed.code == 1008
+                        # 1008, or a bare end of stream when the close frame found the memory
+                        # pipe to bob (who never reads) full and was dropped.
+                        assert closed.code in (1008, 1006)
                         break
