@@ -7,7 +7,7 @@ tests/conftest.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
@@ -91,19 +91,31 @@ class Registered(dict[str, trionos.Client]):
             await self._changed.wait()
 
 
+async def relay_in_room(
+    hub: trionos.Hub,
+    client: trionos.Client,
+    ws: AsyncIterable[str | bytes],
+    registered: Registered,
+    path: str,
+) -> None:
+    """Join the room "room", register *client* under *path*, relay what *ws* sends there until it
+    closes, then unregister it."""
+    hub.join(client, "room")
+    registered.add(path, client)
+    try:
+        async for message in ws:
+            await hub.broadcast("room", message, exclude=client)
+    finally:
+        registered.pop(path, None)
+
+
 def room_handler(hub: trionos.Hub, registered: Registered) -> Any:
     """Every connection joins the room "room", relays what it sends there, and reads until closed."""
 
     async def handler(req: trionos.Request) -> None:
         ws = await req.accept()
         async with hub.client(ws) as client:
-            hub.join(client, "room")
-            registered.add(req.path, client)
-            try:
-                async for message in ws:
-                    await hub.broadcast("room", message, exclude=client)
-            finally:
-                registered.pop(req.path, None)
+            await relay_in_room(hub, client, ws, registered, req.path)
 
     return handler
 

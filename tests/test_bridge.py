@@ -11,7 +11,7 @@ import trio
 import trio_websocket
 
 import trionos
-from tests.helpers import Registered, read_all
+from tests.helpers import Registered, read_all, relay_in_room
 
 
 @attrs.frozen
@@ -40,13 +40,7 @@ def relay_handler(hub: trionos.Hub, registered: Registered, **options: object) -
     async def handler(request: trio_websocket.WebSocketRequest) -> None:
         connection = await request.accept()
         async with trionos.bridge_trio_websocket(connection, **options) as ws, hub.client(ws) as client:  # type: ignore[arg-type]
-            hub.join(client, "room")
-            registered.add(connection.path, client)
-            try:
-                async for message in ws:
-                    await hub.broadcast("room", message, exclude=client)
-            finally:
-                registered.pop(connection.path, None)
+            await relay_in_room(hub, client, ws, registered, connection.path)
 
     return handler
 

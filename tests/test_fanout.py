@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -25,6 +28,22 @@ class Recording:
     async def wait_for_room(self, client: str, frame: bytes) -> None:
         await self.release.wait()
         self.waits.append((client, frame))
+
+
+@asynccontextmanager
+async def full_and_stalled(room: Feed[str], delivery: Recording) -> AsyncIterator[trio.Nursery]:
+    """Run *room*'s fan-out (a one-slot channel) stalled on "slow" with its channel full; the block
+    gets a nursery that outlives the fan-out, which is cancelled when the block ends."""
+    delivery.slow.add("slow")  # the fan-out waits on "slow" while the channel fills
+    async with trio.open_nursery() as outer:
+        with trio.CancelScope() as stop:
+            async with trio.open_nursery() as fan_out:
+                fan_out.start_soon(room.run, delivery.deliver_now, delivery.wait_for_room, lambda: None)
+                room.put_nowait(b"stalls", ("slow",))
+                await trio.testing.wait_all_tasks_blocked()
+                room.put_nowait(b"fills", ("slow",))
+                yield outer
+                stop.cancel()
 
 
 #: A feed whose fan-out task runs, its recording delivery, and whether the task has ended.
@@ -164,23 +183,15 @@ async def test_a_put_waiting_on_a_full_channel_is_dropped_when_the_fan_out_ends(
     """A broadcast waiting for room when the fan-out ends returns False instead of raising."""
     room = Feed[str]("room", 1, SlowClientPolicy.DISCONNECT)
     delivery = Recording()
-    delivery.slow.add("slow")  # the fan-out waits on "slow" while the channel fills
     results: list[bool] = []
 
     async def put_late() -> None:
         results.append(await room.put(b"late", ("slow",)))
 
-    async with trio.open_nursery() as outer:
-        with trio.CancelScope() as stop:
-            async with trio.open_nursery() as fan_out:
-                fan_out.start_soon(room.run, delivery.deliver_now, delivery.wait_for_room, lambda: None)
-                room.put_nowait(b"stalls", ("slow",))
-                await trio.testing.wait_all_tasks_blocked()
-                room.put_nowait(b"fills", ("slow",))
-                outer.start_soon(put_late)
-                await trio.testing.wait_all_tasks_blocked()
-                assert room.pending == 2
-                stop.cancel()
+    async with full_and_stalled(room, delivery) as outer:
+        outer.start_soon(put_late)
+        await trio.testing.wait_all_tasks_blocked()
+        assert room.pending == 2
     assert results == [False]
     assert delivery.writes == [(b"stalls", ("slow",))]  # a stalled room is not flushed on the way out
 
@@ -210,22 +221,14 @@ async def test_a_producer_waiting_for_room_is_released_when_the_fan_out_ends() -
     """When the fan-out ends, a producer waiting for room goes on (nothing will ever be taken)."""
     room = Feed[str]("room", 1, SlowClientPolicy.DISCONNECT)
     delivery = Recording()
-    delivery.slow.add("slow")
     released: list[bool] = []
 
     async def producer() -> None:
         await room.wait_for_room(lambda: 1)
         released.append(room.stopped)
 
-    async with trio.open_nursery() as outer:
-        with trio.CancelScope() as stop:
-            async with trio.open_nursery() as fan_out:
-                fan_out.start_soon(room.run, delivery.deliver_now, delivery.wait_for_room, lambda: None)
-                room.put_nowait(b"stalls", ("slow",))
-                await trio.testing.wait_all_tasks_blocked()
-                room.put_nowait(b"fills", ("slow",))
-                outer.start_soon(producer)
-                await trio.testing.wait_all_tasks_blocked()
-                assert released == []
-                stop.cancel()
+    async with full_and_stalled(room, delivery) as outer:
+        outer.start_soon(producer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert released == []
     assert released == [True]
