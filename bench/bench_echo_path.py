@@ -1,23 +1,39 @@
 """What the connection layer costs per echoed message, above raw Trio socket I/O.
 
-Run ``python bench/bench_echo_path.py [--messages N] [--rounds R] [--heartbeat]``. One Trio
-process, one socket pair: a client task writes a masked 64-byte text frame, waits for the
-reply, and repeats; the server side is either a ``trionos`` WebSocket (``async for`` and
-``send``, as the echo bench server does) or the same loop on raw ``os.read``/``os.write`` with
-Trio's checkpoints (the floor). The figure is process CPU time per round trip (client and
-server), best of ``--rounds`` alternating runs; the difference is the layer: websockets' parser,
-our framing and bookkeeping, the coroutines in between. No load generator, no second process,
-so it moves much less than ``make bench`` when the machine is shared. ``--heartbeat`` puts the
-connection under an idle deadline (60 s), as ``serve`` does by default.
+Run ``python bench/bench_echo_path.py [--connections N] [--tcp] [--messages M] [--rounds R]
+[--heartbeat]``. One Trio process, ``N`` socket pairs (default 1; Unix socket pairs, or TCP
+connections over 127.0.0.1 with ``--tcp``, as in a server, whose kernel work also cools the
+CPU caches the Python code runs in): on each, a client task writes a masked 64-byte
+text frame, waits for the reply, and repeats; the server side is either a ``trionos`` WebSocket
+(``async for`` and ``send``, as the echo bench server does) or the same loop on raw
+``os.read``/``os.write`` with Trio's checkpoints (the floor). The figure is process CPU time per
+round trip (client and server), best of ``--rounds`` alternating runs; the difference is the
+layer: websockets' parser, our framing and bookkeeping, the coroutines in between.
+
+Three more figures, each from a separate run so that timing them does not slow the others:
+
+- *the sans-I/O core*: CPU time inside websockets' ``Protocol.receive_data`` per frame, timed in
+  place (the parser runs interleaved with the other connections and Trio, as in a server);
+- *the cyclic GC*: collections and their time per round trip in the trionos run (with many
+  connections, every live waiting coroutine is young and is traversed by each collection);
+- the same parse of the same frame in a tight loop, for comparison.
+
+No load generator, no second process, so it moves much less than ``make bench`` when the
+machine is shared. ``--heartbeat`` puts each connection under an idle deadline (60 s), as
+``serve`` does by default; ``--gc-threshold T`` runs everything with the cyclic GC's first
+threshold at ``T`` (``gc.set_threshold``; Python's default is 700).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import trio
@@ -31,6 +47,7 @@ from trionos._transport import Transport
 
 FRAME = encode_frame(OP_TEXT, b"x" * 64, masked=True)
 REPLY = encode_frame(OP_TEXT, b"x" * 64)  # what the server sends back: the same text, unmasked
+WARMUP_ROUND_TRIPS = 2_000
 
 
 async def _client(sock: trio.socket.SocketType, count: int) -> None:
@@ -65,59 +82,154 @@ async def _raw_server(sock: trio.socket.SocketType) -> None:
         os.write(fd, REPLY)
 
 
-async def _run(kind: str, count: int, heartbeat: bool) -> float:
-    left, right = socket.socketpair()
-    server_sock = trio.socket.from_stdlib_socket(left)
-    client_sock = trio.socket.from_stdlib_socket(right)
+def _websocket(sock: trio.socket.SocketType, nursery: trio.Nursery, heartbeat: bool) -> WebSocket:
+    transport = Transport(trio.SocketStream(sock), nursery=nursery)
+    protocol = ServerCore(max_size=1 << 20, logger=ProtocolLog(), state=OPEN)
+    ws = WebSocket(
+        protocol,
+        transport,
+        nursery=nursery,
+        is_client=False,
+        path="/echo",
+        remote=None,
+        request_head=None,
+        close_timeout=1.0,
+        max_message_size=1 << 20,
+    )
+    if heartbeat:
+        ws._watch_idle(trio.CancelScope(), 60.0)
+    return ws
+
+
+async def _all_clients(clients: list[trio.socket.SocketType], count: int) -> None:
     async with trio.open_nursery() as nursery:
-        if kind == "trionos":
-            transport = Transport(trio.SocketStream(server_sock), nursery=nursery)
-            protocol = ServerCore(max_size=1 << 20, logger=ProtocolLog(), state=OPEN)
-            ws = WebSocket(
-                protocol,
-                transport,
-                nursery=nursery,
-                is_client=False,
-                path="/echo",
-                remote=None,
-                request_head=None,
-                close_timeout=1.0,
-                max_message_size=1 << 20,
-            )
-            if heartbeat:
-                ws._watch_idle(trio.CancelScope(), 60.0)
-            nursery.start_soon(_trionos_server, ws)
-        else:
-            nursery.start_soon(_raw_server, server_sock)
-        await _client(client_sock, 2_000)  # warm up
+        for sock in clients:
+            nursery.start_soon(_client, sock, count)
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected (server side, client side) TCP pair on 127.0.0.1, without Nagle's delay."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    for sock in (server, client):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return server, client
+
+
+async def _run(kind: str, connections: int, count: int, heartbeat: bool, tcp: bool = False) -> float:
+    """CPU microseconds per round trip with ``connections`` clients sharing ``count`` round trips."""
+    pairs = [_tcp_pair() if tcp else socket.socketpair() for _ in range(connections)]
+    per_client = max(1, count // connections)
+    async with trio.open_nursery() as nursery:
+        clients = []
+        for left, right in pairs:
+            server_sock = trio.socket.from_stdlib_socket(left)
+            clients.append(trio.socket.from_stdlib_socket(right))
+            if kind == "raw":
+                nursery.start_soon(_raw_server, server_sock)
+            else:
+                nursery.start_soon(_trionos_server, _websocket(server_sock, nursery, heartbeat))
+        await _all_clients(clients, max(1, WARMUP_ROUND_TRIPS // connections))
         start = time.process_time()
-        await _client(client_sock, count)
+        await _all_clients(clients, per_client)
         elapsed = time.process_time() - start
         nursery.cancel_scope.cancel()
-    left.close()
-    right.close()
-    return elapsed / count * 1e6
+    for left, right in pairs:
+        left.close()
+        right.close()
+    return elapsed / (per_client * connections) * 1e6
 
 
-async def _main(count: int, rounds: int, heartbeat: bool) -> None:
+@contextmanager
+def _timing_the_core(totals: list[int]) -> Iterator[None]:
+    """Time every ``receive_data`` of the server core in place: [nanoseconds, calls]."""
+    original = ServerCore.receive_data
+    clock = time.perf_counter_ns
+
+    def timed(self: ServerCore, data: bytes | bytearray) -> None:
+        start = clock()
+        original(self, data)
+        totals[0] += clock() - start
+        totals[1] += 1
+
+    ServerCore.receive_data = timed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ServerCore.receive_data = original  # type: ignore[method-assign]
+
+
+@contextmanager
+def _counting_collections(totals: list[float]) -> Iterator[None]:
+    """Count the cyclic GC's collections and their time: [collections, seconds]."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            totals[0] += 1
+            totals[1] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(callback)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(callback)
+
+
+def _tight_loop_parse(count: int = 100_000) -> float:
+    protocol = ServerCore(max_size=1 << 20, logger=ProtocolLog(), state=OPEN)
+    start = time.perf_counter_ns()
+    for _ in range(count):
+        protocol.receive_data(FRAME)
+        protocol.events_received()
+    return (time.perf_counter_ns() - start) / count / 1000
+
+
+async def _main(connections: int, count: int, rounds: int, heartbeat: bool, tcp: bool) -> None:
     results: dict[str, list[float]] = {"raw": [], "trionos": []}
     for _ in range(rounds):
         for kind in results:
-            results[kind].append(await _run(kind, count, heartbeat))
+            results[kind].append(await _run(kind, connections, count, heartbeat, tcp))
+    core = [0, 0]
+    with _timing_the_core(core):
+        await _run("trionos", connections, count, heartbeat, tcp)
+    collections = [0.0, 0.0]
+    with _counting_collections(collections):
+        await _run("trionos", connections, count, heartbeat, tcp)
     raw, ours = min(results["raw"]), min(results["trionos"])
-    print(f"{count} round trips of a 64-byte text message, best of {rounds}, CPU time per round trip")
-    print(f"  raw trio socket I/O: {raw:6.2f} us")
-    print(f"  trionos WebSocket:   {ours:6.2f} us{' (heartbeat on)' if heartbeat else ''}")
-    print(f"  the layer:           {ours - raw:6.2f} us")
+    round_trips = (count // connections) * connections + WARMUP_ROUND_TRIPS
+    print(
+        f"{count} round trips of a 64-byte text message over {connections} "
+        f"{'TCP connection(s)' if tcp else 'Unix socket pair(s)'}, best of {rounds}, CPU time per round trip"
+    )
+    print(f"  raw trio socket I/O:  {raw:6.2f} us")
+    print(f"  trionos WebSocket:    {ours:6.2f} us{' (heartbeat on)' if heartbeat else ''}")
+    print(f"  the layer:            {ours - raw:6.2f} us")
+    print(f"    of which the sans-I/O core's receive_data, in place: {core[0] / core[1] / 1000:6.2f} us")
+    print(f"    (the same parse in a tight loop:                     {_tight_loop_parse():6.2f} us)")
+    print(
+        f"  cyclic GC in the trionos run (thresholds {gc.get_threshold()}): {collections[0]:.0f} "
+        f"collections, {collections[1] / round_trips * 1e6:.2f} us per round trip"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, default=1, help="socket pairs (default 1)")
+    parser.add_argument(
+        "--messages", type=int, default=20_000, help="round trips per run, all connections together"
+    )
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--tcp", action="store_true", help="TCP over 127.0.0.1 instead of Unix socket pairs")
     parser.add_argument("--heartbeat", action="store_true", help="an idle deadline, as serve() sets")
+    parser.add_argument("--gc-threshold", type=int, help="the cyclic GC's first threshold (default 700)")
     args = parser.parse_args()
-    trio.run(_main, args.messages, args.rounds, args.heartbeat)
+    if args.gc_threshold is not None:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+    trio.run(_main, args.connections, args.messages, args.rounds, args.heartbeat, args.tcp)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ SERVERS: dict[str, ServerSpec] = {
         ),
         ServerSpec("picows", "bench/servers/picows_server.py"),
         ServerSpec("raw-trio-tcp", "bench/servers/raw_trio_tcp.py", websocket=False),
+        ServerSpec("raw-trio-socket", "bench/servers/raw_trio_socket.py", websocket=False),
     )
 }
 
@@ -110,6 +111,7 @@ ECHO_SERVERS = (
     "websockets-asyncio",
     "picows",
     "raw-trio-tcp",
+    "raw-trio-socket",
 )
 FANOUT_SERVERS = (
     "trionos",
@@ -230,7 +232,7 @@ def tail(stream: TextIO, lines: int = 15) -> str:
 
 @contextlib.contextmanager
 def running_server(
-    spec: ServerSpec, scenario: Scenario, *, pinned: bool
+    spec: ServerSpec, scenario: Scenario, *, pinned: bool, gc_threshold: int | None = None
 ) -> Iterator[tuple[subprocess.Popen, int, str, TextIO]]:
     """Start the server for ``scenario``, wait until it listens, yield (process, port, path, stderr).
 
@@ -247,6 +249,9 @@ def running_server(
         raise ServerFailed(f"{script} does not exist")
     port = free_port()
     command = [sys.executable, str(ROOT / script), "--host", "127.0.0.1", "--port", str(port), *extra]
+    if gc_threshold is not None:
+        launcher = str(BENCH / "servers" / "_launch.py")
+        command[1:1] = [launcher, "--gc-threshold", str(gc_threshold)]
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     )
@@ -301,11 +306,18 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(STOP_TIMEOUT)
 
 
-def run_one(spec: ServerSpec, scenario: Scenario, *, pinned: bool) -> dict[str, Any]:
+def run_one(
+    spec: ServerSpec, scenario: Scenario, *, pinned: bool, gc_threshold: int | None = None
+) -> dict[str, Any]:
     """Run ``scenario`` once against a fresh ``spec`` server; return loadgen's result dict."""
     started = time.monotonic()
     try:
-        with running_server(spec, scenario, pinned=pinned) as (process, port, path, err):
+        with running_server(spec, scenario, pinned=pinned, gc_threshold=gc_threshold) as (
+            process,
+            port,
+            path,
+            err,
+        ):
             kind = scenario.kind
             if not spec.websocket:
                 kind, url = "raw-echo", f"tcp://127.0.0.1:{port}"
@@ -555,6 +567,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin server and loadgen to separate cores"
     )
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        help="start every server with this first cyclic-GC threshold (Python's default: 700)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json", help="results JSON")
     parser.add_argument("--chart", type=Path, default=BENCH / "results" / "performance.png", help="chart PNG")
     args = parser.parse_args(argv)
@@ -627,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds = args.idle_rounds if scenario.kind == "idle" else args.rounds
             for round_no in range(rounds):
                 for name in servers:  # alternate: A B C, A B C, ...
-                    result = run_one(SERVERS[name], scenario, pinned=pinned)
+                    result = run_one(SERVERS[name], scenario, pinned=pinned, gc_threshold=args.gc_threshold)
                     runs[name].append(result)
                     value = result.get(scenario.metric)
                     status = f"{fmt(value)} {scenario.unit}" if result.get("ok") else "FAILED"

@@ -6,6 +6,7 @@ Each complete line is sent back as soon as it arrives; a partial line waits for 
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 
 import trio
 from _common import parse_args, raise_nofile_limit, run_trio_until_signalled
@@ -29,17 +30,22 @@ async def echo(stream: trio.SocketStream) -> None:
 
 
 async def serve(
-    host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    host: str,
+    port: int,
+    handler: Callable[[trio.SocketStream], Awaitable[None]] = echo,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_tcp, echo, port, host=host))
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, port, host=host))
         task_status.started(listeners[0].socket.getsockname()[1])
 
 
-def main() -> None:
-    args = parse_args(__doc__)
+def main(handler: Callable[[trio.SocketStream], Awaitable[None]] = echo, description: str = __doc__) -> None:
+    """Serve ``handler`` on every connection (``raw_trio_socket.py`` passes its own)."""
+    args = parse_args(description)
     raise_nofile_limit()
-    trio.run(run_trio_until_signalled, functools.partial(serve, args.host, args.port))
+    trio.run(run_trio_until_signalled, functools.partial(serve, args.host, args.port, handler))
 
 
 if __name__ == "__main__":
