@@ -332,6 +332,9 @@ async def test_a_stalled_member_holds_a_history_room_for_grace_then_readers_miss
             assert [offset for _, offset in got] == list(range(1, 1001))
             assert a.hub.metrics.remote_frames_dropped == 0
             assert a.hub.metrics.slow_client_disconnects == 1
+            # The senders' bookkeeping lasts only while broadcasts are in flight: nothing is left
+            # per room once they are all delivered (rooms come and go; the hub must not grow).
+            assert (a.hub._in_flight, a.hub._delivered, a.hub._delivery) == ({}, {}, {})
             with trio.fail_after(PATIENCE):
                 while True:
                     try:

@@ -406,7 +406,9 @@ class Hub:
         self._floors: dict[tuple[Client, str], int] = {}
         # Backpressure for those rooms, whose broadcasts reach the feed later, from the broker:
         # per room, this node's broadcasts published but not yet delivered back (each holds a slot
-        # of the feed), the offset last delivered, and an event for senders waiting on it.
+        # of the feed), the offset last delivered, and an event for senders waiting on it. The
+        # last two exist only while the first does, so they stay as small as the broadcasts in
+        # flight, however many rooms come and go.
         self._in_flight: dict[str, int] = {}
         self._delivered: dict[str, int] = {}
         self._delivery: dict[str, trio.Event] = {}
@@ -934,8 +936,6 @@ class Hub:
             # Closing the feed is how the fan-out task learns it is done; it still delivers
             # what is already queued to the recipients snapshotted at broadcast time.
             self._feeds.pop(room).close()
-            if room not in self._in_flight:
-                self._delivered.pop(room, None)
             if self._shared:
                 self.broker.close_room(room)
 
@@ -1092,8 +1092,10 @@ class Hub:
                 left = in_flight[room] - 1
                 if left:
                     in_flight[room] = left
-                else:
+                else:  # nobody waits on the room's deliveries any more
                     del in_flight[room]
+                    self._delivered.pop(room, None)
+                    self._delivery.pop(room, None)
         count = sum(1 for c in self._rooms.member_view(room) if c is not exclude)
         return Sent(count, position)
 
@@ -1237,10 +1239,11 @@ class Hub:
             exclude: the id of a client that does not receive it.
             offset: the message's offset in the room's history.
         """
-        self._delivered[room] = offset
-        event = self._delivery.pop(room, None)
-        if event is not None:
-            event.set()
+        if room in self._in_flight:  # a sender here waits for its own message to come back
+            self._delivered[room] = offset
+            event = self._delivery.pop(room, None)
+            if event is not None:
+                event.set()
         feed = self._feeds.get(room)
         if feed is None:
             return
