@@ -187,10 +187,14 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         """Try the socket without blocking; queue any unwritten tail. True if anything was done."""
         if self._socket is None or self._outbox or self._busy:
             return False
+        self._write_now(frame)
+        return True
+
+    def _write_now(self, frame: bytes) -> None:
+        """Write what the socket takes now, queue the rest (a socket, nothing queued, no writer)."""
         sent = self._write_some(frame)
         if sent < len(frame):
             self._enqueue_rest(frame, sent)
-        return True
 
     def _write_some(self, data: bytes | memoryview) -> int:
         """One non-blocking write to the socket; how many bytes it took (0 when full)."""
@@ -403,9 +407,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             return False
         if self.deflater is not None:
             frame = self.deflater.compress(frame)
-        sent = self._write_some(frame)
-        if sent < len(frame):
-            self._enqueue_rest(frame, sent)
+        self._write_now(frame)
         return True
 
     def write_control(self, frame: bytes) -> None:
