@@ -8,13 +8,16 @@ until SIGTERM/SIGINT. Messages may be as large as the suite's largest (16 MiB, i
 from __future__ import annotations
 
 import argparse
-import inspect
 import signal
 import sys
+from pathlib import Path
 
 import trio
 
 import trionos
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))
+from _common import serve_takes  # the bench servers' helpers, found through the path above
 
 #: Autobahn's largest messages are 16 MiB (cases 9.1.6 and 9.2.6).
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -34,7 +37,7 @@ async def echo(request: trionos.Request) -> None:
 
 async def main(port: int, compression: str | None) -> None:
     options: dict[str, object] = {}
-    if "compression" in inspect.signature(trionos.serve).parameters:
+    if serve_takes("compression"):
         options["compression"] = compression
     elif compression is not None:
         sys.exit("this trionos has no compression option")

@@ -117,10 +117,14 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
     return server, client
 
 
-async def _run(kind: str, connections: int, count: int, heartbeat: bool, tcp: bool = False) -> float:
+def _per_client(round_trips: int, connections: int) -> int:
+    return max(1, round_trips // connections)
+
+
+async def _run(kind: str, connections: int, count: int, heartbeat: bool, tcp: bool) -> float:
     """CPU microseconds per round trip with ``connections`` clients sharing ``count`` round trips."""
     pairs = [_tcp_pair() if tcp else socket.socketpair() for _ in range(connections)]
-    per_client = max(1, count // connections)
+    per_client = _per_client(count, connections)
     async with trio.open_nursery() as nursery:
         clients = []
         for left, right in pairs:
@@ -130,7 +134,7 @@ async def _run(kind: str, connections: int, count: int, heartbeat: bool, tcp: bo
                 nursery.start_soon(_raw_server, server_sock)
             else:
                 nursery.start_soon(_trionos_server, _websocket(server_sock, nursery, heartbeat))
-        await _all_clients(clients, max(1, WARMUP_ROUND_TRIPS // connections))
+        await _all_clients(clients, _per_client(WARMUP_ROUND_TRIPS, connections))
         start = time.process_time()
         await _all_clients(clients, per_client)
         elapsed = time.process_time() - start
@@ -200,7 +204,10 @@ async def _main(connections: int, count: int, rounds: int, heartbeat: bool, tcp:
     with _counting_collections(collections):
         await _run("trionos", connections, count, heartbeat, tcp)
     raw, ours = min(results["raw"]), min(results["trionos"])
-    round_trips = (count // connections) * connections + WARMUP_ROUND_TRIPS
+    # What the GC-counting run did in all, warm-up included.
+    round_trips = (
+        _per_client(count, connections) + _per_client(WARMUP_ROUND_TRIPS, connections)
+    ) * connections
     print(
         f"{count} round trips of a 64-byte text message over {connections} "
         f"{'TCP connection(s)' if tcp else 'Unix socket pair(s)'}, best of {rounds}, CPU time per round trip"

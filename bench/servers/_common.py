@@ -48,6 +48,25 @@ def parse_args(description: str, *, heartbeat: bool = False, compression: bool =
     return parser.parse_args()
 
 
+def serve_takes(option: str) -> bool:
+    """Whether the installed trionos's ``serve`` takes the setting *option*.
+
+    Since 0.2 the settings are the fields of ``trionos.ServerOptions`` (serve takes them as
+    ``**keywords``, so its signature does not name them); before, each was a keyword of its own.
+    The bench also runs against older trionos versions, hence both.
+    """
+    import inspect
+
+    import attrs
+
+    import trionos
+
+    options = getattr(trionos, "ServerOptions", None)
+    if options is not None:
+        return option in attrs.fields_dict(options)
+    return option in inspect.signature(trionos.serve).parameters
+
+
 def raise_nofile_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit.
 

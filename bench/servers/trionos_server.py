@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 
 import trio
-from _common import fail, parse_args, raise_nofile_limit, run_trio_until_signalled
+from _common import fail, parse_args, raise_nofile_limit, run_trio_until_signalled, serve_takes
 
 try:
     import trionos
@@ -57,13 +56,9 @@ async def handler(hub: trionos.Hub | None, request: trionos.Request) -> None:
 
 
 def _no_address_limit() -> dict[str, object]:
-    # Every load generator connection comes from 127.0.0.1. Older trionos versions have no
-    # per-address limit (the bench also runs against them); newer ones take it among the
-    # ServerOptions keywords, which are not named in serve's signature.
-    if (
-        hasattr(trionos, "ServerOptions")
-        or "max_connections_per_address" in inspect.signature(trionos.serve).parameters
-    ):
+    # Every load generator connection comes from 127.0.0.1; older trionos versions have no
+    # per-address limit (the bench also runs against them).
+    if serve_takes("max_connections_per_address"):
         return {"max_connections_per_address": None}
     return {}
 
