@@ -57,6 +57,9 @@ from ._server import Handler as Handler
 from ._server import Request as Request
 from ._server import Server as Server
 from ._server import serve as serve
+from ._static import CLIENT_CONTENT_TYPE as CLIENT_CONTENT_TYPE
+from ._static import client_path as client_path
+from ._static import respond_client as respond_client
 
 __version__ = "0.1.0"
 
@@ -94,6 +97,7 @@ __all__ = [
     "Broker",
     "BrokerError",
     "BrokerSink",
+    "CLIENT_CONTENT_TYPE",
     "Client",
     "ClientOptionKeywords",
     "ClientOptions",
@@ -136,10 +140,12 @@ __all__ = [
     "WebSocket",
     "__version__",
     "bridge_trio_websocket",
+    "client_path",
     "connect",
     "connect_with_retry",
     "decode_base64",
     "encode_base64",
+    "respond_client",
     "respond_metrics",
     "run_reconnecting",
     "send_keepalive",
