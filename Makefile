@@ -90,6 +90,7 @@ docs: $(STAMP) docs-inventories
 	$(BIN)/python -m sphinx -E -n -W --keep-going -q -b html -d docs/_build/doctrees docs docs/_build/html
 
 test: $(STAMP) $(DIST_STAMP) redis-server chromium lint types docs
+	node --test tests/js/
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -q
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)

@@ -3,7 +3,8 @@
 ``python examples/room_chat.py [--host H] [--port P] [--heartbeat-interval S] [--heartbeat-timeout S]
 [--redis URL [--redis-presence-ttl S] [--redis-prefix P] [--redis-connect-timeout S]]``
 
-* ``GET /`` serves the chat page (``room_chat.html``); the WebSocket is on the same port.
+* ``GET /`` serves the chat page (``room_chat.html``), ``GET /trionos.js`` the browser client it
+  imports (:func:`trionos.respond_client`); the WebSocket is on the same port.
 * Client -> server: ``join`` (``username``, optional ``room``, default "lobby"), ``chat``, ``leave``.
 * Server -> client: ``welcome`` (the room's users in join order) to the joiner, ``joined`` to the
   others, ``message`` to everyone in the room but the sender, ``left`` when someone leaves,
@@ -174,6 +175,8 @@ def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> Callable[[triono
         if not req.is_upgrade:
             if req.path == "/":
                 await req.respond_html(PAGE)
+            elif req.path == "/trionos.js":  # the browser client the page imports
+                await trionos.respond_client(req)
             elif metrics and req.path == "/metrics":
                 await trionos.respond_metrics(req, hub.metrics)
             else:
