@@ -73,7 +73,7 @@ class ChatServer:
             task_status.started(proxy)
             await trio.sleep_forever()
 
-    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _serve(self, task_status: trio.TaskStatus[trionos.Server]) -> None:
         self.stopped = trio.Event()
         with trio.CancelScope() as self.scope:
             try:
@@ -161,27 +161,56 @@ class Bob:
             trio.from_thread.run_sync(self.done.set, trio_token=self.server.trio.token)
 
 
+IMAGES = Path(__file__).resolve().parents[1] / "docs" / "img"
+
+
+def watch(page: Any, problems: list[str]) -> None:
+    """Note in *problems* every console error or warning, page error, HTTP error and failed request."""
+
+    def console(message: Any) -> None:
+        if message.type in ("error", "warning"):
+            problems.append(message.text)
+
+    def response(answer: Any) -> None:
+        if answer.status >= 400:
+            problems.append(f"{answer.status} {answer.url}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("response", response)
+    page.on("requestfailed", lambda request: problems.append(f"failed {request.url}"))
+
+
+@contextmanager
+def browser_page(tmp_path: Path, problems: list[str], **context_options: Any) -> Iterator[Any]:
+    """A chromium page with a fresh profile, watched for problems (:func:`watch`)."""
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True, **context_options
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            watch(page, problems)
+            yield page
+        finally:
+            context.close()
+
+
+@contextmanager
+def chat_server(**hub_options: Any) -> Iterator[ChatServer]:
+    server = ChatServer(**hub_options)
+    try:
+        yield server
+    finally:
+        server.trio.stop()
+
+
 def test_the_page_chats_recovers_after_a_drop_and_reports_a_partial_recovery(tmp_path: Path) -> None:
     """Join, chat, a cut connection (every missed message shown once), a restart (partial), leave;
     the console stays clean and nothing is requested that 404s (no /favicon.ico)."""
-    server = ChatServer()
     problems: list[str] = []
-    try:
-        with sync_api.sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True
-            )
-            try:
-                page = context.new_page()
-                page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
-                page.on("pageerror", lambda e: problems.append(str(e)))
-                page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
-                page.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
-                run_scenario(page, server, tmp_path)
-            finally:
-                context.close()
-    finally:
-        server.trio.stop()
+    with chat_server() as server, browser_page(tmp_path, problems) as page:
+        run_scenario(page, server, tmp_path)
     assert problems == []
 
 
@@ -230,37 +259,6 @@ def run_scenario(page: Any, server: ChatServer, tmp_path: Path) -> None:
     bob.expect({"type": "left", "username": "ann"})
     expect(log).to_contain_text("You left #tea.")
     bob.close()
-
-
-# -- history, acknowledgements, a path prefix, the phone layout -------------------------------------------
-
-IMAGES = Path(__file__).resolve().parents[1] / "docs" / "img"
-
-
-@contextmanager
-def browser_page(tmp_path: Path, problems: list[str], **context_options: Any) -> Iterator[Any]:
-    """A chromium page (fresh profile) whose console errors, page errors and failed requests land in *problems*."""
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True, **context_options
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
-            yield page
-        finally:
-            context.close()
-
-
-@contextmanager
-def chat_server(**hub_options: Any) -> Iterator[ChatServer]:
-    server = ChatServer(**hub_options)
-    try:
-        yield server
-    finally:
-        server.trio.stop()
 
 
 def join(page: Any, url: str, name: str = "ann", room: str = "tea") -> None:
