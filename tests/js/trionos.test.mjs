@@ -409,3 +409,63 @@ test("unsolicited server messages and errors without an id are events; pongs and
     ],
   );
 });
+
+test("room traffic before the welcome (from the room being left) is not delivered", () => {
+  const env = make();
+  env.client.connect();
+  openAndWelcome(env, { offset: 5 });
+  env.client.join("coffee", { username: "ann" });
+  const ws = env.last();
+  ws.receive({ type: "message", from: "bob", text: "still tea", offset: 6 });
+  ws.receive({ type: "left", username: "bob" });
+  ws.receive({ type: "welcome", users: ["ann"], epoch: "c1", offset: 0, id: ws.json.at(-1).id });
+  ws.receive({ type: "message", from: "cy", text: "coffee", offset: 1 });
+  assert.deepEqual(
+    env.events.filter((e) => e.event === "message").map((e) => e.text),
+    ["coffee"],
+  );
+});
+
+test("close is idempotent and stops every timer; connect while offline tries at once", () => {
+  const env = make();
+  env.client.connect();
+  env.last().open();
+  env.client.close();
+  env.client.close();
+  assert.deepEqual(states(env.events), ["connecting", "open", "closed"]);
+  assert.deepEqual(env.last().closedWith, { code: 1000, reason: "" });
+  assert.equal(env.clock.pending, 0);
+  env.client.connect();
+  env.browser.navigator.onLine = false;
+  env.last().drop(1006);
+  assert.equal(env.client.state, "offline");
+  env.client.connect(); // a Retry button: try anyway
+  assert.equal(env.client.state, "connecting");
+});
+
+test("without a heartbeat no ping is sent and a quiet connection stays", () => {
+  const env = make({ client: { heartbeat: null } });
+  env.client.connect();
+  env.last().open();
+  env.clock.tick(DEFAULTS.heartbeat.interval * 10);
+  env.browser.document.dispatchEvent(new Event("visibilitychange"));
+  assert.deepEqual(env.last().sent, []);
+  assert.equal(env.client.state, "open");
+});
+
+test("without storage (switched off) the client works and forgets on reload", () => {
+  const env = make({ client: { storage: null } });
+  env.client.connect();
+  openAndWelcome(env, { offset: 2 });
+  assert.deepEqual(env.client.position("tea"), { epoch: "e1", offset: 2 });
+  const again = make({ client: { storage: null } });
+  assert.equal(again.client.saved, null);
+});
+
+test("a storage that throws (quota, privacy settings) is survived", () => {
+  const broken = { getItem() { throw new Error("SecurityError"); }, setItem() { throw new Error("QuotaExceeded"); } };
+  const env = make({ storage: broken });
+  env.client.connect();
+  openAndWelcome(env, { offset: 2 });
+  assert.equal(env.client.joined, true);
+});

@@ -95,6 +95,9 @@ export function backoffDelay(attempt, backoff, random) {
   return random() * Math.min(backoff.maximum, backoff.initial * backoff.factor ** attempt);
 }
 
+/** What a room sends its members: delivered only while this client is in the room. */
+const ROOM_TRAFFIC = new Set(["message", "joined", "left"]);
+
 const encoder = new TextEncoder();
 const utf8Length = (/** @type {string} */ text) => encoder.encode(text).length;
 
@@ -229,6 +232,7 @@ export class Socket extends EventTarget {
    * @param {string} [reason]
    */
   close(code = 1000, reason = "") {
+    if (this._state === "closed") return;
     const ws = this._detach();
     if (ws !== null) {
       try {
@@ -452,6 +456,9 @@ export class Socket extends EventTarget {
       if (m.type === "error") entry.reject(new SendError("refused", String(m.reason ?? "refused"), m));
       else entry.resolve(m);
       return;
+    }
+    if (ROOM_TRAFFIC.has(m.type) && (room === null || !room.joined)) {
+      return; // from the room this client left or is switching away from, before the welcome
     }
     if (m.type === "message" && !this._accept(m)) return;
     this._emit("message", m);
