@@ -340,6 +340,7 @@ def test_a_refused_message_is_shown_as_failed_with_the_reason(tmp_path: Path) ->
         expect(failed).to_contain_text("quick 3")
         expect(failed.locator(".reason")).to_have_text("too many messages: slow down")
         expect(failed.locator(".state")).to_have_text("Not sent")
+        expect(failed.get_by_role("button", name="Send again")).to_be_visible()
         expect(page.locator('#log .msg[data-state="sent"]')).to_have_count(2)
     assert problems == []
 
