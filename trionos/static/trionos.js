@@ -95,6 +95,23 @@ export function backoffDelay(attempt, backoff, random) {
   return random() * Math.min(backoff.maximum, backoff.initial * backoff.factor ** attempt);
 }
 
+/** @typedef {import("./trionos").SendErrorKind} SendErrorKind */
+/** @typedef {import("./trionos").ServerMessage} ServerMessage */
+/** @typedef {{resolve: (value: any) => void, reject: (error: SendError) => void}} Waiter */
+/**
+ * A message on its way: queued, or written and waiting for the answer that carries its id.
+ * @typedef {{id: number, text: string, bytes: number, resolve: (value: any) => void,
+ *   reject: (error: SendError) => void, queueable: boolean, answers: string[], timeout: number,
+ *   timer: unknown}} Entry
+ */
+/**
+ * The room this client is in or joining.
+ * @typedef {{name: string, fields: Record<string, unknown>, history: number, joined: boolean,
+ *   request: number|null, resume: boolean, waiters: Waiter[], replay: "since"|"history"|null,
+ *   rejoin: boolean, everJoined: boolean}} RoomState
+ */
+/** @typedef {"retry"|"stable"|"ping"|"dead"} TimerName */
+
 /** What a room sends its members: delivered only while this client is in the room. */
 const ROOM_TRAFFIC = new Set(["message", "joined", "left"]);
 
@@ -134,7 +151,9 @@ export class Socket extends EventTarget {
     this._maxQueuedBytes = o.maxQueuedBytes ?? DEFAULTS.maxQueuedBytes;
     this._retryOn = new Set(o.retryOn ?? RETRY_CLOSE_CODES);
     this._random = o.random ?? Math.random;
+    /** @type {(fn: () => void, ms: number) => unknown} */
     this._setTimeout = o.setTimeout ?? globalThis.setTimeout.bind(globalThis);
+    /** @type {(timer: any) => void} */
     this._clearTimeout = o.clearTimeout ?? globalThis.clearTimeout.bind(globalThis);
     this._now = o.now ?? Date.now;
     this._storage = o.storage === undefined ? defaultStorage() : o.storage;
@@ -148,18 +167,19 @@ export class Socket extends EventTarget {
     /** @type {WebSocket|null} */
     this._ws = null;
     this._attempt = 0;
+    /** @type {Record<TimerName, unknown>} */
     this._timers = { retry: null, stable: null, ping: null, dead: null };
     this._nextId = 1;
-    /** Requests written and waiting for their answer, by id. */
+    /** @type {Map<number|string, Entry>} Requests written and waiting for their answer, by id. */
     this._pending = new Map();
-    /** Messages waiting for the connection (and the room) to be ready, in order. */
+    /** @type {Entry[]} Messages waiting for the connection (and the room) to be ready, in order. */
     this._queue = [];
     this._queuedBytes = 0;
-    /** The room this client is in or joining: {name, fields, history, joined, request, resume}. */
+    /** @type {RoomState|null} */
     this._room = null;
-    /** Per room: {epoch, offset} of the last message seen. */
+    /** @type {Record<string, {epoch: string, offset: number}>} Per room: the last message seen. */
     this._positions = {};
-    /** Set after a reload-resume whose welcome looked complete: {room, after} until the first message. */
+    /** @type {{room: string, after: number}|null} After a reload whose welcome looked complete. */
     this._gapCheck = null;
     const saved = this._load();
     this._positions = saved.positions;
@@ -266,8 +286,19 @@ export class Socket extends EventTarget {
     if (this._room !== null) this._forgetRoom("closed", "joined another room");
     if (!resume) delete this._positions[room];
     this.saved = null;
-    /** @type {any} */
-    const state = { name: room, fields: { ...fields }, history, joined: false, request: null, resume, waiters: [] };
+    /** @type {RoomState} */
+    const state = {
+      name: room,
+      fields: { ...fields },
+      history,
+      joined: false,
+      request: null,
+      resume,
+      waiters: [],
+      replay: null,
+      rejoin: false,
+      everJoined: false,
+    };
     this._room = state;
     this._save();
     const done = new Promise((resolve, reject) => state.waiters.push({ resolve, reject }));
@@ -285,7 +316,7 @@ export class Socket extends EventTarget {
     const wasJoined = this._room.joined;
     this._forgetRoom("closed", "left the room");
     if (!wasJoined || !this._isOpen()) return Promise.resolve(null);
-    return this._request({ type: "leave" }, { queue: false, answers: ["left", "error"] });
+    return this._request({ type: "leave" }, { queue: false, timeout: undefined, answers: ["left", "error"] });
   }
 
   /**
@@ -340,12 +371,16 @@ export class Socket extends EventTarget {
   _detach() {
     const ws = this._ws;
     this._ws = null;
-    for (const name of ["stable", "ping", "dead"]) this._clear(name);
+    for (const name of /** @type {TimerName[]} */ (["stable", "ping", "dead"])) this._clear(name);
     if (ws !== null) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     return ws;
   }
 
-  /** The socket ended (or never opened, or was declared dead): reconnect, or close for good. */
+  /**
+   * The socket ended (or never opened, or was declared dead): reconnect, or close for good.
+   * @param {number} code
+   * @param {string} reason
+   */
   _closed(code, reason) {
     this._detach();
     if (this._room !== null) this._room.joined = false;
@@ -366,6 +401,10 @@ export class Socket extends EventTarget {
     this._scheduleReconnect(code, reason);
   }
 
+  /**
+   * @param {number} code
+   * @param {string} reason
+   */
   _scheduleReconnect(code, reason) {
     if (this._navigator?.onLine === false) {
       this._setState("offline", { code, reason });
@@ -377,7 +416,10 @@ export class Socket extends EventTarget {
     this._arm("retry", delay, () => this._open());
   }
 
-  /** The browser came back online (`online`), or the tab became visible. */
+  /**
+   * The browser came back online (`online`), or the tab became visible.
+   * @param {boolean} online
+   */
   _wake(online) {
     if (this._state === "reconnecting" || (this._state === "offline" && this._navigator?.onLine !== false)) {
       this._open();
@@ -398,6 +440,7 @@ export class Socket extends EventTarget {
     }
   }
 
+  /** @param {boolean} on */
   _listen(on) {
     const method = on ? "addEventListener" : "removeEventListener";
     this._window?.[method]?.("online", this._onOnline);
@@ -434,6 +477,7 @@ export class Socket extends EventTarget {
 
   // -- receiving ----------------------------------------------------------------------------------
 
+  /** @param {unknown} data */
   _receive(data) {
     this._clear("dead"); // any frame proves the server is alive
     if (data === "pong" || typeof data !== "string") return;
@@ -464,7 +508,10 @@ export class Socket extends EventTarget {
     this._emit("message", m);
   }
 
-  /** Position bookkeeping for a "message": false for one already seen. */
+  /**
+   * Position bookkeeping for a "message": false for one already seen.
+   * @param {ServerMessage} m
+   */
   _accept(m) {
     const room = this._room;
     if (room === null || typeof m.offset !== "number") return true;
@@ -484,8 +531,11 @@ export class Socket extends EventTarget {
 
   _sendJoin() {
     const room = this._room;
+    if (room === null) return;
+    /** @type {Record<string, unknown>} */
     const message = { type: "join", room: room.name, ...room.fields };
     const stored = this._positions[room.name];
+    /** @type {"since"|"history"|null} */
     let replay = null;
     if (stored !== undefined && !room.resume) {
       message.since = { epoch: stored.epoch, offset: stored.offset };
@@ -505,6 +555,10 @@ export class Socket extends EventTarget {
     this._write(JSON.stringify(message));
   }
 
+  /**
+   * @param {RoomState} room
+   * @param {ServerMessage} m
+   */
   _joinAnswered(room, m) {
     room.request = null;
     if (m.type === "error") {
@@ -549,6 +603,11 @@ export class Socket extends EventTarget {
     this._flush();
   }
 
+  /**
+   * @param {SendErrorKind} kind
+   * @param {string} reason
+   * @param {string} [name]
+   */
   _forgetRoom(kind, reason, name = this._room?.name) {
     const room = this._room;
     if (room !== null && room.name === name) {
@@ -568,13 +627,29 @@ export class Socket extends EventTarget {
     return this._isOpen() && (this._room === null || this._room.joined);
   }
 
+  /**
+   * @param {Record<string, unknown>} message
+   * @param {{queue: boolean, timeout: number|undefined, answers?: string[]}} how
+   * @returns {Promise<any>}
+   */
   _request(message, { queue, timeout, answers = ["ack", "error"] }) {
     if (this._state === "closed") return Promise.reject(new SendError("closed", "the client is closed"));
     const id = this._nextId++;
     const text = JSON.stringify({ ...message, id });
     const bytes = utf8Length(text);
     return new Promise((resolve, reject) => {
-      const entry = { id, text, bytes, resolve, reject, queueable: queue, answers, timeout: timeout ?? this._ackTimeout, timer: null };
+      /** @type {Entry} */
+      const entry = {
+        id,
+        text,
+        bytes,
+        resolve,
+        reject,
+        queueable: queue,
+        answers,
+        timeout: timeout ?? this._ackTimeout,
+        timer: null,
+      };
       if (this._ready() || (!queue && this._isOpen())) {
         this._transmit(entry);
         return;
@@ -600,6 +675,7 @@ export class Socket extends EventTarget {
     });
   }
 
+  /** @param {Entry} entry */
   _transmit(entry) {
     this._pending.set(entry.id, entry);
     entry.timer = this._setTimeout(() => {
@@ -612,13 +688,17 @@ export class Socket extends EventTarget {
 
   _flush() {
     while (this._queue.length > 0 && this._ready()) {
-      const entry = this._queue.shift();
+      const entry = /** @type {Entry} */ (this._queue.shift());
       this._queuedBytes -= entry.bytes;
       this._clearTimer(entry.timer);
       this._transmit(entry);
     }
   }
 
+  /**
+   * @param {SendErrorKind} kind
+   * @param {string} reason
+   */
   _rejectQueue(kind, reason) {
     const queue = this._queue;
     this._queue = [];
@@ -629,6 +709,10 @@ export class Socket extends EventTarget {
     }
   }
 
+  /**
+   * @param {SendErrorKind} kind
+   * @param {string} reason
+   */
   _failAll(kind, reason) {
     this._rejectQueue(kind, reason);
     const pending = [...this._pending.values()];
@@ -645,6 +729,7 @@ export class Socket extends EventTarget {
     }
   }
 
+  /** @param {string} text */
   _write(text) {
     try {
       this._ws?.send(text);
@@ -655,15 +740,28 @@ export class Socket extends EventTarget {
 
   // -- plumbing -----------------------------------------------------------------------------------
 
+  /**
+   * @param {import("./trionos").State} state
+   * @param {Record<string, unknown>} detail
+   */
   _setState(state, detail) {
     this._state = state;
     this._emit("state", { state, ...detail });
   }
 
+  /**
+   * @param {string} type
+   * @param {unknown} detail
+   */
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
+  /**
+   * @param {TimerName} name
+   * @param {number} ms
+   * @param {() => void} fn
+   */
   _arm(name, ms, fn) {
     this._clear(name);
     this._timers[name] = this._setTimeout(() => {
@@ -672,11 +770,13 @@ export class Socket extends EventTarget {
     }, ms);
   }
 
+  /** @param {TimerName} name */
   _clear(name) {
     this._clearTimer(this._timers[name]);
     this._timers[name] = null;
   }
 
+  /** @param {unknown} timer */
   _clearTimer(timer) {
     if (timer !== null && timer !== undefined) this._clearTimeout(timer);
   }
