@@ -280,7 +280,8 @@ def times(page: Any) -> list[str]:
 
 def test_recent_history_on_a_fresh_join_and_after_a_reload(tmp_path: Path) -> None:
     """A fresh join shows the room's recent messages with their server times, before the join line; a
-    reload after time away shows them again plus what was said meanwhile, each once, in order, same times."""
+    reload after time away shows them again plus what was said meanwhile, each once, in order, same
+    times; a room switch shows the other room's, and switching back tea's again."""
     problems: list[str] = []
     with chat_server() as server, browser_page(tmp_path, problems) as page:
         bob = Bob(server)
@@ -308,19 +309,24 @@ def test_recent_history_on_a_fresh_join_and_after_a_reload(tmp_path: Path) -> No
         page.goto(server.page_url)
         expect(page.locator("#log")).to_contain_text("Back in #tea as ann.", timeout=WAIT_MS)
         expect(page.locator("#log .msg")).to_have_count(6, timeout=WAIT_MS)
-        assert texts(page) == [
-            "earlier 1",
-            "earlier 2",
-            "earlier 3",
-            "hi bob",
-            "while away 1",
-            "while away 2",
-        ]
+        earlier = ["earlier 1", "earlier 2", "earlier 3"]
+        assert texts(page) == [*earlier, "hi bob", "while away 1", "while away 2"]
         assert times(page)[:4] == before  # replayed messages keep the server's time
         expect(page.locator(".sys.warn")).to_have_count(0)
         expect(page.locator("#log .msg.mine")).to_have_count(1)  # our own, from the history
         bob.say("live")
         expect(page.locator("#log .msg", has_text="live")).to_have_count(1, timeout=WAIT_MS)
+
+        # A room switch: the log is the new room's; switching back shows tea's recent history again.
+        page.fill("#room", "coffee")
+        page.click("#joinBtn")
+        expect(page.locator("#log")).to_contain_text("You joined #coffee as ann.", timeout=WAIT_MS)
+        expect(page.locator("#log .msg")).to_have_count(0)
+        page.fill("#room", "tea")
+        page.click("#joinBtn")
+        expect(page.locator("#log")).to_contain_text("You joined #tea as ann.", timeout=WAIT_MS)
+        expect(page.locator("#log .msg")).to_have_count(7, timeout=WAIT_MS)
+        assert texts(page) == [*earlier, "hi bob", "while away 1", "while away 2", "live"]
         bob.close()
     assert problems == []
 
