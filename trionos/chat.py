@@ -78,11 +78,6 @@ _OPTIONAL = {OMIT_IF_DEFAULT: True}
 MessageId: TypeAlias = Union[str, int]  # noqa: UP007
 
 
-def _id() -> MessageId | None:
-    """The optional ``id`` field of every message that takes one (absent from the JSON when None)."""
-    return attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
-
-
 # -- client -> server --------------------------------------------------------------------------------------
 
 
@@ -99,22 +94,22 @@ class Join:
     room: str = "lobby"
     since: _Position | None = attrs.field(default=None, metadata=_OPTIONAL)
     history: int | None = attrs.field(default=None, metadata=_OPTIONAL)
-    id: MessageId | None = _id()
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen
 class Chat:
-    """Say ``text`` to everyone in the room; with an ``id``, the server answers :class:`Ack` or :class:`Error`."""
+    """Say ``text`` to everyone in the room; with an ``id``, the answer is :class:`Ack` or :class:`Error`."""
 
     text: str
-    id: MessageId | None = _id()
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen
 class Leave:
     """Leave the room; the connection stays open. ``id`` comes back on the :class:`Left`."""
 
-    id: MessageId | None = _id()
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 # -- server -> client --------------------------------------------------------------------------------------
@@ -133,7 +128,7 @@ class Welcome:
     epoch: str | None = attrs.field(default=None, metadata=_OPTIONAL)
     offset: int | None = attrs.field(default=None, metadata=_OPTIONAL)
     recovered: bool | None = attrs.field(default=None, metadata=_OPTIONAL)
-    id: MessageId | None = _id()
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen
@@ -170,7 +165,7 @@ class Left:
     """Someone left the room (or their connection ended); to the leaver, with its leave's ``id``."""
 
     username: str
-    id: MessageId | None = _id()
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen
@@ -178,7 +173,7 @@ class Error:
     """The server could not act on a client message; ``reason`` says why, ``id`` which message."""
 
     reason: str
-    id: MessageId | None = _id()
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 ClientMessage: TypeAlias = Join | Chat | Leave
