@@ -35,16 +35,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeAlias
 
-import trio
 from _example import run_server, server_arguments
 
 import trionos
 from trionos.chat import (
     CLIENT_CODEC,
     SERVER_CODEC,
+    Ack,
     Chat,
     Error,
     Join,
@@ -52,6 +54,7 @@ from trionos.chat import (
     Leave,
     Left,
     Message,
+    ServerMessage,
     Welcome,
 )
 
@@ -60,77 +63,62 @@ logger = logging.getLogger("room_chat")
 PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
 
 
-class RoomChat:
-    """One chat session: which room the client is in, under which name."""
+async def page(req: trionos.Request) -> None:
+    """Plain HTTP: the chat page at ``/``, the browser client at ``/trionos.js``, 404 elsewhere."""
+    if req.path == "/":
+        await req.respond_html(PAGE)
+    elif req.path == "/trionos.js":  # the browser client the page imports
+        await trionos.respond_client(req)
+    else:
+        await req.respond_text("Not Found", status=404)
 
-    def __init__(self, hub: trionos.Hub, client: trionos.Client) -> None:
-        self.hub = hub
-        self.client = client
-        self.room: str | None = None
 
-    async def reply(self, message: object) -> None:
-        await self.client.ws.send_message(message, SERVER_CODEC)
+#: The room chat: one handler per client message; rooms, presence, acks and goodbyes are the framework's.
+channels = trionos.Channels(
+    CLIENT_CODEC,
+    SERVER_CODEC,
+    error=Error,
+    joined=lambda member: Joined(member.name),
+    left=lambda member: Left(member.name),
+    name_taken="username {name!r} is already taken in room {room!r}",
+    single_room=True,
+    http=page,
+)
+Session: TypeAlias = trionos.Session[None, ServerMessage]
 
-    async def handle(self, message: Join | Chat | Leave) -> None:
-        match message:
-            case Join(username=username, room=room, since=since):
-                await self.join(username, room, since)
-            case Chat(text=text):
-                if self.room is None:
-                    await self.reply(Error("join a room before sending chat messages"))
-                    return
-                assert self.client.name is not None
-                try:
-                    await self.hub.broadcast(self.room, Message(self.client.name, text), exclude=self.client)
-                except trionos.BrokerError as exc:
-                    # History in Redis, and Redis unreachable: the message got no position and
-                    # reached nobody; say so rather than pretend it was sent.
-                    await self.reply(Error(f"message not sent: {exc}"))
-            case Leave():
-                await self.leave()
 
-    async def join(self, username: str, room: str, since: trionos.Position | None = None) -> None:
-        if not username.strip():
-            await self.reply(Error("username must not be empty"))
-            return
-        taken = await self.hub.presence(room)  # on every node, with a shared broker
-        if self.room == room and self.client.name in taken:
-            taken.remove(self.client.name)  # joining the room it is in again, maybe under a new name
-        if username in taken:
-            await self.reply(Error(f"username {username!r} is already taken in room {room!r}"))
-            return
-        await self.leave()
-        self.client.name = username
-        # The username is who the user is across reconnections: the history never replays a
-        # message to the user who sent it.
-        self.client.identity = username
-        if self.hub.history_bounds(room) is None:
-            self.hub.join(self.client, room)
-            self.room = room
-            await self.reply(Welcome(tuple(await self.hub.presence(room))))
-        else:
-            users = [name for name in await self.hub.presence(room) if name != username] + [username]
+@channels.on(Join)
+async def join(session: Session, message: Join) -> None:
+    if not message.username.strip():
+        raise trionos.Refuse("username must not be empty")
+    await session.join(
+        message.room,
+        name=message.username,
+        # Who the user is across reconnections: the history never replays a message to its sender.
+        identity=message.username,
+        since=message.since,
+        history=message.history,
+        welcome=lambda j: Welcome(j.names, j.epoch, j.offset, j.recovered),
+    )
 
-            def welcome(recovery: trionos.Recovery) -> Welcome:
-                # Written before the replayed messages, in the same step as the join.
-                recovered = None if since is None else recovery.complete
-                return Welcome(users, recovery.position.epoch, recovery.position.offset, recovered)
 
-            try:
-                await self.hub.join_with_history(self.client, room, since=since, welcome=welcome)
-            except trionos.BrokerError as exc:
-                await self.reply(Error(f"cannot join {room!r} now: {exc}"))
-                return
-            self.room = room
-        await self.hub.broadcast(room, Joined(username), exclude=self.client, history=False)
+@channels.on(Chat)
+async def chat(session: Session, message: Chat) -> None:
+    if session.room is None or session.name is None:
+        raise trionos.Refuse("join a room before sending chat messages")
+    now = time.time_ns() // 1_000_000  # the message's time: milliseconds since the Unix epoch
+    try:
+        sent = await session.broadcast(session.room, Message(session.name, message.text, time=now))
+    except trionos.BrokerError as exc:
+        # History in Redis, and Redis unreachable: the message got no position and reached nobody.
+        raise trionos.Refuse(f"message not sent: {exc}") from exc
+    if message.id is not None:
+        await session.reply(Ack(offset=sent.position and sent.position.offset, time=now))
 
-    async def leave(self) -> None:
-        if self.room is None:
-            return
-        room, self.room = self.room, None
-        self.hub.leave(self.client, room)
-        assert self.client.name is not None
-        await self.hub.broadcast(room, Left(self.client.name), history=False)
+
+@channels.on(Leave)
+async def leave(session: Session, message: Leave) -> None:
+    await session.leave()
 
 
 #: The room chat's history: the last 200 messages or 10 minutes per room, whichever is less.
@@ -143,68 +131,13 @@ def make_hub(
     history: trionos.HistoryBounds | None = HISTORY,
     rate_limit: trionos.RateLimit | None = None,
 ) -> trionos.Hub:
-    """The room chat's hub: typed broadcasts, history, and ``left`` for the members of a dead node.
-
-    With a shared ``broker`` (Redis), when a process dies without saying goodbye, one surviving
-    node is told about each of its members and announces ``left`` to the room on every node.
-    ``history=None`` turns the rooms' history off.
-    """
-    hub: trionos.Hub
-
-    async def announce_expired(member: trionos.Member) -> None:
-        if member.name is not None:
-            await hub.broadcast(member.room, Left(member.name), history=False)
-
-    hub = trionos.Hub(
-        codec=SERVER_CODEC,
-        broker=broker,
-        on_member_expired=announce_expired,
-        history=history,
-        rate_limit=rate_limit,
-    )
-    return hub
+    """The room chat's hub: typed broadcasts, history (None: off), ``left`` for a dead node's members."""
+    return channels.new_hub(broker=broker, history=history, rate_limit=rate_limit)
 
 
-def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> Callable[[trionos.Request], Awaitable[None]]:
-    """The room chat's request handler, using ``hub`` for rooms and broadcast.
-
-    With ``metrics``, ``GET /metrics`` answers with ``hub.metrics`` for Prometheus.
-    """
-
-    async def handler(req: trionos.Request) -> None:
-        if not req.is_upgrade:
-            if req.path == "/":
-                await req.respond_html(PAGE)
-            elif req.path == "/trionos.js":  # the browser client the page imports
-                await trionos.respond_client(req)
-            elif metrics and req.path == "/metrics":
-                await trionos.respond_metrics(req, hub.metrics)
-            else:
-                await req.respond_text("Not Found", status=404)
-            return
-        ws = await req.accept(answer_text_ping=True)
-        async with hub.client(ws) as client:
-            session = RoomChat(hub, client)
-            try:
-                async for raw in ws:
-                    if not hub.admit(client):  # over its rate limit
-                        if ws.closed:
-                            break  # closed with 1008: it kept sending while refused
-                        await session.reply(Error("too many messages: slow down"))
-                        continue
-                    try:
-                        message = CLIENT_CODEC.decode(raw)
-                    except trionos.DecodeError as exc:
-                        await session.reply(Error(str(exc)))
-                        continue
-                    await session.handle(message)
-            finally:
-                # Runs on every exit, also when the heartbeat or a shutdown cancelled us:
-                # shield the goodbye and bound it.
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await session.leave()
-
-    return handler
+def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> trionos.Handler:
+    """The room chat's request handler on ``hub``; with ``metrics``, ``GET /metrics`` for Prometheus."""
+    return channels.replace(metrics_path="/metrics" if metrics else None).handler(hub)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,6 +19,7 @@ from trionos._errors import DecodeError, EncodeError
 from trionos.chat import (
     CLIENT_CODEC,
     SERVER_CODEC,
+    Ack,
     Chat,
     Error,
     Join,
@@ -67,6 +68,28 @@ WIRE = [
     ),
     (SERVER_CODEC, Welcome(("a",), "9f2c", 0), '{"type":"welcome","users":["a"],"epoch":"9f2c","offset":0}'),
     (SERVER_CODEC, Message("ann", "hi", 45), '{"type":"message","from":"ann","text":"hi","offset":45}'),
+    # Acknowledgements and time (contract 6): optional fields, absent unless used.
+    (CLIENT_CODEC, Chat("hi", id="m7"), '{"type":"chat","text":"hi","id":"m7"}'),
+    (CLIENT_CODEC, Leave(id=3), '{"type":"leave","id":3}'),
+    (
+        CLIENT_CODEC,
+        Join("ann", history=20, id=1),
+        '{"type":"join","username":"ann","room":"lobby","history":20,"id":1}',
+    ),
+    (
+        SERVER_CODEC,
+        Ack("m7", offset=45, time=1796601600000),
+        '{"type":"ack","id":"m7","offset":45,"time":1796601600000}',
+    ),
+    (SERVER_CODEC, Ack(8, time=5), '{"type":"ack","id":8,"time":5}'),
+    (
+        SERVER_CODEC,
+        Message("a", "hi", 45, 9),
+        '{"type":"message","from":"a","text":"hi","offset":45,"time":9}',
+    ),
+    (SERVER_CODEC, Error("no", id="m7"), '{"type":"error","reason":"no","id":"m7"}'),
+    (SERVER_CODEC, Welcome(("a",), id=1), '{"type":"welcome","users":["a"],"id":1}'),
+    (SERVER_CODEC, Left("a", id="x"), '{"type":"left","username":"a","id":"x"}'),
 ]
 
 
@@ -84,6 +107,7 @@ def test_tags_of_both_directions() -> None:
         "welcome": Welcome,
         "joined": Joined,
         "message": Message,
+        "ack": Ack,
         "left": Left,
         "error": Error,
     }
@@ -117,9 +141,9 @@ def test_each_codec_only_speaks_its_direction() -> None:
     """The client codec refuses server messages and the server codec refuses client messages."""
     with pytest.raises(EncodeError, match="accepts Join, Chat, Leave"):
         CLIENT_CODEC.encode(Message("ann", "hi"))
-    with pytest.raises(EncodeError, match="accepts Welcome, Joined, Message, Left, Error"):
+    with pytest.raises(EncodeError, match="accepts Welcome, Joined, Message, Ack, Left, Error"):
         SERVER_CODEC.encode(Chat("hi"))
-    with pytest.raises(DecodeError, match=r"unknown type 'chat' \(expected one of: error, joined, left"):
+    with pytest.raises(DecodeError, match=r"unknown type 'chat' \(expected one of: ack, error, joined, left"):
         SERVER_CODEC.decode('{"type":"chat","text":"hi"}')
 
 
@@ -157,14 +181,15 @@ def test_messages_are_frozen() -> None:
 
 
 def test_public_names_are_sorted_and_complete() -> None:
-    """chat.__all__ is sorted and names every message class, both unions and both codecs."""
+    """chat.__all__ is sorted and names every message class, both unions, the id type and both codecs."""
     assert chat.__all__ == sorted(chat.__all__)
     classes = {
         name
         for name, value in vars(chat).items()
         if isinstance(value, type) and attrs.has(value) and not name.startswith("_")
     }
-    assert classes | {"ClientMessage", "ServerMessage", "CLIENT_CODEC", "SERVER_CODEC"} == set(chat.__all__)
+    names = {"ClientMessage", "ServerMessage", "MessageId", "CLIENT_CODEC", "SERVER_CODEC"}
+    assert classes | names == set(chat.__all__)
 
 
 def test_json_schema_describes_the_wire_format() -> None:
@@ -352,3 +377,16 @@ def test_the_json_schema_documents_the_history_fields() -> None:
     jsonschema.validate({"type": "join", "username": "a", "since": {"epoch": "e", "offset": 1}}, client)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"type": "join", "username": "a", "since": {"epoch": "e"}}, client)
+
+
+def test_an_id_is_a_string_or_an_integer_and_nothing_else() -> None:
+    """``id`` keeps its JSON type (no coercion either way); a boolean, float or object is refused."""
+    assert CLIENT_CODEC.decode('{"type":"chat","text":"x","id":"5"}') == Chat("x", id="5")
+    assert CLIENT_CODEC.decode('{"type":"chat","text":"x","id":5}') == Chat("x", id=5)
+    for bad in ("true", "1.5", "{}", "[1]"):
+        with pytest.raises(DecodeError, match="'chat' field 'id' must be a string or an integer or null"):
+            CLIENT_CODEC.decode(f'{{"type":"chat","text":"x","id":{bad}}}')
+    schema = CLIENT_CODEC.json_schema()
+    jsonschema.validate({"type": "chat", "text": "x", "id": 5}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"type": "chat", "text": "x", "id": True}, schema)

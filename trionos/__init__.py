@@ -14,6 +14,13 @@ from ._binary import encode_base64 as encode_base64
 from ._broker import Broker as Broker
 from ._broker import BrokerSink as BrokerSink
 from ._broker import Member as Member
+from ._channels import Channels as Channels
+from ._channels import CloseConnection as CloseConnection
+from ._channels import Joining as Joining
+from ._channels import Presence as Presence
+from ._channels import Refuse as Refuse
+from ._channels import Reject as Reject
+from ._channels import Session as Session
 from ._client import connect as connect
 from ._codec import Codec as Codec
 from ._connection import MessageCodec as MessageCodec
@@ -98,9 +105,11 @@ __all__ = [
     "BrokerError",
     "BrokerSink",
     "CLIENT_CONTENT_TYPE",
+    "Channels",
     "Client",
     "ClientOptionKeywords",
     "ClientOptions",
+    "CloseConnection",
     "Codec",
     "ConnectTimeout",
     "ConnectionClosed",
@@ -114,6 +123,7 @@ __all__ = [
     "HistoryBounds",
     "HistoryEntry",
     "Hub",
+    "Joining",
     "LocalBroker",
     "Member",
     "MessageCodec",
@@ -121,6 +131,7 @@ __all__ = [
     "MetricsCollector",
     "Position",
     "Positions",
+    "Presence",
     "RETRY_CLOSE_CODES",
     "RandomSource",
     "RateLimit",
@@ -128,11 +139,14 @@ __all__ = [
     "Recovery",
     "RedisBroker",
     "RefusalReason",
+    "Refuse",
+    "Reject",
     "Request",
     "Sent",
     "Server",
     "ServerOptionKeywords",
     "ServerOptions",
+    "Session",
     "SlowClientPolicy",
     "TokenBucket",
     "TrionosDeprecationWarning",

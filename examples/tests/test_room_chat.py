@@ -104,7 +104,7 @@ async def test_chat_in_a_room(trionos_client: ClientFactory) -> None:
     await expect_message(bob, Welcome(("ann", "bob")), codec=SERVER_CODEC)
     await expect_message(ann, {"type": "joined", "username": "bob"})
     await ann.send_json({"type": "chat", "text": "hi bob"})
-    await expect_message(bob, Message("ann", "hi bob"), codec=SERVER_CODEC)
+    await expect_message(bob, Message("ann", "hi bob", time=ANY), codec=SERVER_CODEC)
     await bob.send_json({"type": "leave"})
     await expect_message(ann, {"type": "left", "username": "bob"})
 
@@ -172,7 +172,7 @@ async def test_a_silent_member_times_out_after_a_minute(
 
 def said(text: str, offset: int, by: str = "ann") -> dict[str, Any]:
     """A chat message as a member receives it from a room with history."""
-    return {"type": "message", "from": by, "text": text, "offset": offset}
+    return {"type": "message", "from": by, "text": text, "offset": offset, "time": ANY}
 
 
 def welcomed(users: list[str], epoch: Any, offset: int, **recovered: bool) -> dict[str, Any]:
@@ -235,7 +235,7 @@ class ChatModel:
         if client not in self.seats:
             return {client: [ERROR]}
         room, name = self.seats[client]
-        said = {"type": "message", "from": name, "text": message["text"]}
+        said = {"type": "message", "from": name, "text": message["text"], "time": ANY}
         return {other: [said] for other, _ in self.rooms[room] if other != client}
 
     def _leave(self, client: int) -> dict[int, list[Any]]:

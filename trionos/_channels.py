@@ -1,0 +1,736 @@
+"""Channels: the application layer over :class:`~trionos.Hub` (typed handlers, authorization, presence, acks).
+
+Every room app used to write the same loop: upgrade, accept, register with the hub, apply the
+rate limit, decode, answer a :exc:`~trionos.DecodeError`, dispatch, and say goodbye in a shielded,
+bounded ``finally``. :class:`Channels` owns that loop; the app declares its protocol once (the
+inbound codec, the outbound codec, how to word an error) and registers one handler per message
+class. The anchors are Phoenix Channels (``join/3`` that may refuse with a reason, ``handle_in``
+per event, replies that carry the push's ``ref``, Presence with metadata and diffs),
+socket.io (connect-time ``auth``, acknowledgements) and Centrifugo (commands with ids).
+
+The parts, in the order a connection meets them:
+
+* ``connect(request) -> state``: sees the upgrade :class:`~trionos.Request` before it is accepted
+  and returns the connection's state (the user), or raises :exc:`Reject` (status, headers, body).
+* Inbound messages: rate limit (``Hub(rate_limit=...)``), decode (an undecodable one is answered
+  with the app's error and never reaches a handler), then the handler registered with
+  :meth:`Channels.on` for its class, called with the :class:`Session` and the message.
+* A message may carry an id (the ``id`` attribute of its class): while its handler runs,
+  :meth:`Session.reply` and the error it causes carry the id back.
+* A handler that raises :exc:`Refuse` answers the message with the app's error (its reason); any
+  other exception is logged and answered with an error ("internal error"); the connection stays
+  open unless the handler raised :exc:`CloseConnection`.
+* :meth:`Session.join`: the ``join`` hook (may :exc:`Refuse`), then the membership, the welcome
+  (with the room's presence and, with history, what was missed), and the ``joined`` presence diff
+  to the others; :meth:`Session.leave` and the end of the connection send ``left``; so do the
+  members of a node that died (``Hub(on_member_expired=...)``, wired by :meth:`Channels.new_hub`).
+
+A :class:`Channels` is an application object the runner serves (``lifespan`` yields the handler
+while its hub runs; ``ready`` is False while the hub's broker is unreachable).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
+
+import attrs
+import trio
+
+from ._broker import Member
+from ._connection import MessageCodec
+from ._errors import BrokerError, ConnectionClosed, DecodeError, TrionosError
+from ._history import Position, Recovery
+from ._hub import Client, Hub, Sent
+from ._server import Handler, Request
+
+__all__ = ["Channels", "CloseConnection", "Joining", "Presence", "Refuse", "Reject", "Session"]
+
+logger = logging.getLogger("trionos.channels")
+
+S = TypeVar("S")  # the connection's state
+I = TypeVar("I")  # noqa: E741 (the inbound union, beside O for outbound)
+O = TypeVar("O")  # noqa: E741 (the outbound union)
+M = TypeVar("M")  # one message class
+
+#: What a message id may be on the wire: a string or an integer, echoed verbatim.
+MessageId = str | int
+
+#: The reason sent for a handler's unexpected exception (the details go to the log, not the peer).
+INTERNAL_ERROR = "internal error"
+
+#: Bounds the goodbye (``left`` to each room) of a connection that ends, also when cancelled.
+_GOODBYE_SECONDS = 1.0
+
+
+class Reject(TrionosError):
+    """Raised by a ``connect`` hook: refuse the WebSocket upgrade with an HTTP response.
+
+    The client sees :exc:`~trionos.ConnectionRejected` with this status, headers and body.
+
+    Args:
+        status: the HTTP status (401 asks for credentials, 403 refuses them).
+        body: the response body.
+        headers: more response headers, e.g. ``[("WWW-Authenticate", 'Bearer realm="chat"')]``.
+    """
+
+    def __init__(self, status: int = 403, body: str = "", *, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(f"upgrade refused with HTTP {status}: {body!r}")
+        self.status = status
+        self.body = body
+        self.headers = tuple(headers)
+
+
+class Refuse(TrionosError):
+    """Raised by a handler or a ``join`` hook: answer the message with the app's error and do nothing else.
+
+    Args:
+        reason: what the client is told.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CloseConnection(TrionosError):
+    """Raised by a handler: close the connection with this code and reason (after its goodbye).
+
+    Args:
+        code: the WebSocket close code (default 1008, policy violation).
+        reason: the close reason.
+    """
+
+    def __init__(self, code: int = 1008, reason: str = "") -> None:
+        super().__init__(f"close {code}: {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+@attrs.frozen
+class Presence:
+    """One member of a room as the others see it: its name and its metadata.
+
+    Args:
+        name: the member's name in the room (a username).
+        meta: what the app says about it (set on join, changed with :meth:`Session.update`),
+            JSON-ready values only.
+    """
+
+    name: str
+    meta: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+
+
+@attrs.frozen
+class Joining:
+    """What a welcome is made from: the room's members (the joiner last) and the history's answer.
+
+    Args:
+        room: the room joined.
+        members: who is in the room now, on every node, in join order, the joiner last.
+        recovery: with history, the room's position and what is replayed; None without history.
+        since: the position the client asked to recover from (None: none asked).
+    """
+
+    room: str
+    members: tuple[Presence, ...]
+    recovery: Recovery | None = None
+    since: Position | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The members' names, in join order."""
+        return tuple(member.name for member in self.members)
+
+    @property
+    def epoch(self) -> str | None:
+        """The room history's epoch (None without history)."""
+        return None if self.recovery is None else self.recovery.position.epoch
+
+    @property
+    def offset(self) -> int | None:
+        """The room history's latest offset (None without history)."""
+        return None if self.recovery is None else self.recovery.position.offset
+
+    @property
+    def recovered(self) -> bool | None:
+        """With ``since``: whether nothing was lost (None when no recovery was asked for)."""
+        return None if self.recovery is None or self.since is None else self.recovery.complete
+
+
+@runtime_checkable
+class _Connected(Protocol):
+    """A broker that knows whether it can reach its server (:class:`~trionos.RedisBroker`)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+
+def _message_id(message: object) -> MessageId | None:
+    """The id a client tagged *message* with (its ``id`` attribute), or None."""
+    value: object = getattr(message, "id", None)
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def _with_id(message: O, message_id: MessageId | None) -> O:
+    """*message* carrying *message_id*, when its class has an ``id`` field that is unset."""
+    if message_id is None or not attrs.has(type(message)):
+        return message
+    cls: Any = type(message)
+    if getattr(message, "id", 0) is not None or "id" not in attrs.fields_dict(cls):
+        return message
+    evolved: O = attrs.evolve(message, id=message_id)  # type: ignore[misc]
+    return evolved
+
+
+class Session(Generic[S, O]):
+    """One connection served by :class:`Channels`: its state, its rooms, and how to answer it.
+
+    Every handler of the connection gets the same session. Make one by serving a
+    :class:`Channels`, not directly.
+
+    Attributes:
+        state: what the ``connect`` hook returned for this connection (the user).
+        client: the hub's :class:`~trionos.Client` (its ``ws``, ``id``, ``name``, ``identity``).
+        hub: the hub the connection is registered with.
+    """
+
+    def __init__(self, channels: Channels[S, Any, O], hub: Hub, client: Client, state: S) -> None:
+        self.channels = channels
+        self.hub = hub
+        self.client = client
+        self.state = state
+        #: The message being handled (None between messages).
+        self.message: object = None
+        #: The id of the message being handled (None when it carried none).
+        self.message_id: MessageId | None = None
+        #: Per room joined: this connection's presence there.
+        self._presence: dict[str, Presence] = {}
+
+    def __repr__(self) -> str:
+        return f"<trionos.Session {self.client.id} rooms={list(self._presence)} state={self.state!r}>"
+
+    @property
+    def rooms(self) -> list[str]:
+        """The rooms this connection is in, in the order it joined them."""
+        return list(self._presence)
+
+    @property
+    def room(self) -> str | None:
+        """The room this connection joined first (its only room with ``single_room``), or None."""
+        return next(iter(self._presence), None)
+
+    @property
+    def name(self) -> str | None:
+        """This connection's name (the last it joined a room with), or None before it joined one."""
+        return self.client.name
+
+    def presence_in(self, room: str) -> Presence | None:
+        """This connection's presence in *room* (None when it is not a member)."""
+        return self._presence.get(room)
+
+    async def send(self, message: O) -> None:
+        """Send *message* to this connection (encoded with the outbound codec), as it is."""
+        await self.client.ws.send_message(message, self.channels.outbound)
+
+    async def reply(self, message: O) -> None:
+        """Send *message* to this connection, carrying the id of the message being handled.
+
+        The id goes into the message's ``id`` field when its class has one and it is unset.
+        """
+        await self.send(_with_id(message, self.message_id))
+
+    async def error(self, reason: str) -> None:
+        """Answer the message being handled with the app's error (carrying its id)."""
+        await self.reply(self.channels.error(reason))
+
+    async def broadcast(self, room: str, message: O, *, echo: bool = False, history: bool = True) -> Sent:
+        """Send *message* to *room*'s members on every node, but this connection unless ``echo``.
+
+        See :meth:`Hub.broadcast <trionos.Hub.broadcast>` (its waits, history and errors).
+
+        Returns:
+            What the hub's broadcast returns: the local recipients and the message's position.
+        """
+        return await self.hub.broadcast(room, message, exclude=None if echo else self.client, history=history)
+
+    async def presence(self, room: str) -> list[Presence]:
+        """Who is in *room* now, on every node, in join order, with the metadata this node knows."""
+        names = await self.hub.presence(room)
+        return self.channels.presence_of(room, names)
+
+    async def join(
+        self,
+        room: str,
+        *,
+        name: str,
+        meta: Mapping[str, Any] | None = None,
+        identity: str | None = None,
+        since: Position | None = None,
+        history: int | None = None,
+        welcome: Callable[[Joining], O] | None = None,
+    ) -> None:
+        """Join *room* as *name*: authorize, enter, welcome, and tell the others.
+
+        In order: the app's ``authorize`` hook, given the message being handled (it may raise
+        :exc:`Refuse`: then nothing else happens, nobody is told); the name check (with
+        ``Channels(name_taken=...)``, a name already in the room on any node is refused); with
+        ``Channels(single_room=True)`` the room the connection is in is left (``left`` to its
+        members); the membership (with the room's
+        history: at ``since``, or ``history`` messages back, the welcome first, then what was
+        missed, then live traffic); the welcome (``welcome(joining)``, sent with the id of the
+        message being handled); and ``joined`` (the presence diff) to the room's other members.
+
+        Args:
+            room: the room's name.
+            name: this connection's name in the room (what presence lists).
+            meta: its metadata there (see :class:`Presence`).
+            identity: who the client is across reconnections (the history never replays a
+                message to the identity that sent it); default: unchanged.
+            since: the position to recover from (rooms with history only).
+            history: how many of the room's last messages to send after the welcome.
+            welcome: makes the welcome from the :class:`Joining`; None sends none.
+
+        Raises:
+            Refuse: the hook refused, the name is taken, or a shared broker cannot answer.
+        """
+        channels = self.channels
+        if channels.authorize is not None:
+            await channels.authorize(self, room, self.message)
+        presence = Presence(name, meta or {})
+        current = self._presence.get(room)
+        names = await self.hub.presence(room)
+        if current is not None and current.name in names:
+            names.remove(current.name)  # rejoining its own room, maybe under a new name
+        if channels.name_taken is not None and name in names:
+            raise Refuse(channels.name_taken.format(name=name, room=room))
+        if channels.single_room:
+            for other in list(self._presence):
+                await self.leave(other, reply=False)
+        elif current is not None:
+            await self.leave(room, reply=False)
+        client = self.client
+        client.name = name
+        if identity is not None:
+            client.identity = identity
+        members = (*channels.presence_of(room, [n for n in names if n != name]), presence)
+        channels.register(room, client.id, presence)
+        try:
+            await self._enter(room, members, since, history, welcome)
+        except BaseException:
+            channels.unregister(room, client.id)
+            raise
+        self._presence[room] = presence
+        if channels.joined is not None:
+            await self.hub.broadcast(room, channels.joined(presence), exclude=client, history=False)
+
+    async def _enter(
+        self,
+        room: str,
+        members: tuple[Presence, ...],
+        since: Position | None,
+        history: int | None,
+        welcome: Callable[[Joining], O] | None,
+    ) -> None:
+        hub, client = self.hub, self.client
+        if hub.history_bounds(room) is None:
+            hub.join(client, room)
+            # Read after joining: with a shared broker this waits until the membership is
+            # registered cluster-wide, so whoever is told "joined" next sees it in the presence.
+            members = tuple(self.channels.presence_of(room, await hub.presence(room)))
+            if welcome is not None:
+                await self.reply(welcome(Joining(room, members)))
+            return
+        if since is None and history:
+            since = _last(hub.position(room), history)
+            asked = None
+        else:
+            asked = since
+
+        def welcome_message(recovery: Recovery) -> Any:
+            # Written before the replayed messages, in the same step as the join.
+            assert welcome is not None
+            return _with_id(welcome(Joining(room, members, recovery, asked)), self.message_id)
+
+        try:
+            await hub.join_with_history(
+                client, room, since=since, welcome=None if welcome is None else welcome_message
+            )
+        except BrokerError as exc:
+            raise Refuse(f"cannot join {room!r} now: {exc}") from exc
+
+    async def leave(self, room: str | None = None, *, reply: bool = True) -> bool:
+        """Leave *room* (default: every room) and send ``left`` to its members on every node.
+
+        With ``reply`` and a message id being handled, this connection gets the ``left`` too,
+        carrying the id.
+
+        Returns:
+            True when it was in a room it left.
+        """
+        rooms = list(self._presence) if room is None else [room] if room in self._presence else []
+        for name in rooms:
+            presence = self._presence.pop(name)
+            self.hub.leave(self.client, name)
+            self.channels.unregister(name, self.client.id)
+            left = self.channels.left
+            if left is not None:
+                await self.hub.broadcast(name, left(presence), history=False)
+                if reply and self.message_id is not None:
+                    await self.reply(left(presence))
+        return bool(rooms)
+
+    async def update(self, room: str, meta: Mapping[str, Any]) -> None:
+        """Replace this connection's metadata in *room* and send ``updated`` to every member.
+
+        Raises:
+            Refuse: the connection is not in *room*.
+        """
+        current = self._presence.get(room)
+        if current is None:
+            raise Refuse(f"not in room {room!r}")
+        presence = self._presence[room] = Presence(current.name, meta)
+        self.channels.register(room, self.client.id, presence)
+        if self.channels.updated is not None:
+            await self.hub.broadcast(room, self.channels.updated(presence), history=False)
+
+
+def _last(position: Position | None, count: int) -> Position | None:
+    """The position ``count`` messages before *position* (the history replays what follows it)."""
+    if position is None:
+        return None
+    return Position(position.epoch, max(0, position.offset - count))
+
+
+#: What a handler registered with :meth:`Channels.on` is: the session and the message.
+MessageHandler = Callable[[Session[S, O], M], Awaitable[None]]
+
+
+class Channels(Generic[S, I, O]):
+    """A room application: typed handlers, connect and join authorization, presence, acknowledgements.
+
+    ::
+
+        channels = Channels(CLIENT_CODEC, SERVER_CODEC, error=Error, connect=authenticate)
+
+        @channels.on(Chat)
+        async def chat(session: Session[User, ServerMessage], message: Chat) -> None:
+            ...
+
+    Serve it with the runner (it is an application object: :meth:`lifespan` and :meth:`ready`),
+    or bind it to a hub you run yourself with :meth:`handler`.
+
+    Args:
+        inbound: decodes what clients send (a :class:`~trionos.Codec` of the inbound union).
+        outbound: encodes what the server sends (also the hub's broadcast codec).
+        error: makes the app's error message from a reason.
+        connect: sees each upgrade request before it is accepted and returns the connection's
+            state, or raises :exc:`Reject`; default: every upgrade is accepted, state None.
+        authorize: the ``join`` hook, ``(session, room, message)``: returns to admit, raises
+            :exc:`Refuse` to refuse with a reason.
+        joined: makes the presence diff sent to a room's other members when someone joins
+            (None: none is sent); ``left`` and ``updated`` likewise, for a member that left (or
+            whose connection ended, or whose node died) and a member whose metadata changed.
+        name_taken: with it, a name may appear once per room (across nodes): a join under a
+            taken name is refused with this text, formatted with ``name`` and ``room``.
+        single_room: a connection is in one room at a time: joining another leaves the first.
+        http: answers plain HTTP requests (default: 404, and the metrics at ``metrics_path``).
+        metrics_path: serve the hub's counters there in the Prometheus text format (needs
+            ``trionos[prometheus]``); None: not served.
+        rate_limited: the reason sent for a message over the hub's rate limit.
+        answer_text_ping: answer the raw text ``ping`` with ``pong`` (browsers' heartbeat).
+        hub: makes the hub :meth:`lifespan` runs (default: :meth:`new_hub` with no options).
+    """
+
+    @overload
+    def __init__(
+        self: Channels[None, I, O],
+        inbound: MessageCodec[I],
+        outbound: MessageCodec[O],
+        *,
+        error: Callable[[str], O],
+        connect: None = None,
+        authorize: Callable[[Session[None, O], str, Any], Awaitable[None]] | None = None,
+        joined: Callable[[Presence], O] | None = None,
+        left: Callable[[Presence], O] | None = None,
+        updated: Callable[[Presence], O] | None = None,
+        name_taken: str | None = None,
+        single_room: bool = False,
+        http: Handler | None = None,
+        metrics_path: str | None = None,
+        rate_limited: str = "too many messages: slow down",
+        answer_text_ping: bool = True,
+        hub: Callable[[], Hub] | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        inbound: MessageCodec[I],
+        outbound: MessageCodec[O],
+        *,
+        error: Callable[[str], O],
+        connect: Callable[[Request], Awaitable[S]],
+        authorize: Callable[[Session[S, O], str, Any], Awaitable[None]] | None = None,
+        joined: Callable[[Presence], O] | None = None,
+        left: Callable[[Presence], O] | None = None,
+        updated: Callable[[Presence], O] | None = None,
+        name_taken: str | None = None,
+        single_room: bool = False,
+        http: Handler | None = None,
+        metrics_path: str | None = None,
+        rate_limited: str = "too many messages: slow down",
+        answer_text_ping: bool = True,
+        hub: Callable[[], Hub] | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        inbound: MessageCodec[I],
+        outbound: MessageCodec[O],
+        *,
+        error: Callable[[str], O],
+        connect: Callable[[Request], Awaitable[S]] | None = None,
+        authorize: Callable[[Any, str, Any], Awaitable[None]] | None = None,
+        joined: Callable[[Presence], O] | None = None,
+        left: Callable[[Presence], O] | None = None,
+        updated: Callable[[Presence], O] | None = None,
+        name_taken: str | None = None,
+        single_room: bool = False,
+        http: Handler | None = None,
+        metrics_path: str | None = None,
+        rate_limited: str = "too many messages: slow down",
+        answer_text_ping: bool = True,
+        hub: Callable[[], Hub] | None = None,
+    ) -> None:
+        self.inbound = inbound
+        self.outbound = outbound
+        self.error = error
+        self.connect = connect
+        self.authorize = authorize
+        self.joined = joined
+        self.left = left
+        self.updated = updated
+        self.name_taken = name_taken
+        self.single_room = single_room
+        self.http = http
+        self.metrics_path = metrics_path
+        self.rate_limited = rate_limited
+        self.answer_text_ping = answer_text_ping
+        self._make_hub = hub if hub is not None else self.new_hub
+        self._handlers: dict[type, MessageHandler[S, O, Any]] = {}
+        #: Per room, per local client id: its presence (names come from the hub; metadata from here).
+        self._members: dict[str, dict[str, Presence]] = {}
+        self._running: Hub | None = None
+
+    def __repr__(self) -> str:
+        names = ", ".join(cls.__name__ for cls in self._handlers)
+        return f"<trionos.Channels handling {names or 'nothing'}>"
+
+    # --- the app's declarations ---------------------------------------------------------------
+
+    def on(self, cls: type[M]) -> Callable[[MessageHandler[S, O, M]], MessageHandler[S, O, M]]:
+        """Register the decorated coroutine function as the handler of messages of class *cls*.
+
+        Raises:
+            ValueError: *cls* has a handler already.
+        """
+
+        def register(handler: MessageHandler[S, O, M]) -> MessageHandler[S, O, M]:
+            if cls in self._handlers:
+                raise ValueError(f"{cls.__name__} already has a handler: {self._handlers[cls]!r}")
+            self._handlers[cls] = handler
+            return handler
+
+        return register
+
+    def new_hub(self, **options: Any) -> Hub:
+        """A :class:`~trionos.Hub` for this app: its codec, and ``left`` for the members of a dead node.
+
+        Args:
+            options: more :class:`~trionos.Hub` arguments (``broker``, ``history``, ``rate_limit``...).
+        """
+        hub: Hub
+
+        async def announce_expired(member: Member) -> None:
+            if member.name is not None and self.left is not None:
+                await hub.broadcast(member.room, self.left(Presence(member.name)), history=False)
+
+        hub = Hub(codec=self.outbound, on_member_expired=announce_expired, **options)
+        return hub
+
+    def replace(self, **changes: Any) -> Channels[S, I, O]:
+        """The same app (the same handlers) with some constructor settings changed.
+
+        ``app.replace(hub=lambda: app.new_hub(broker=broker))`` serves the app on another hub.
+
+        Args:
+            changes: keyword arguments of the constructor (``hub``, ``metrics_path``, ...).
+
+        Raises:
+            TypeError: a name is not a keyword argument of the constructor.
+        """
+        unknown = sorted(set(changes) - _SETTINGS)
+        if unknown:
+            raise TypeError(f"Channels has no setting {unknown[0]!r}; settings: {sorted(_SETTINGS)}")
+        copy = object.__new__(Channels)
+        copy.__dict__.update(self.__dict__)
+        copy._members = {}
+        copy._running = None
+        for name, value in changes.items():
+            if name == "hub":
+                copy._make_hub = value if value is not None else copy.new_hub
+            else:
+                setattr(copy, name, value)
+        return copy
+
+    # --- the application object (contract: trionos.App, trionos.SupportsReadiness) -----------
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[Handler]:
+        """Run this app's hub for the block and yield the request handler that uses it.
+
+        Raises:
+            BrokerError: on entering, the hub's shared broker cannot connect.
+        """
+        async with self._make_hub() as hub:
+            self._running = hub
+            try:
+                yield self.handler(hub)
+            finally:
+                self._running = None
+
+    def ready(self) -> bool:
+        """False until :meth:`lifespan` runs the hub, and while its broker cannot reach its server."""
+        hub = self._running
+        if hub is None:
+            return False
+        broker = hub.broker
+        return broker.connected if isinstance(broker, _Connected) else True
+
+    # --- presence bookkeeping (what this node knows about its own members) -------------------
+
+    def register(self, room: str, client_id: str, presence: Presence) -> None:
+        """Record a local member's presence in *room* (done by :meth:`Session.join`)."""
+        self._members.setdefault(room, {})[client_id] = presence
+
+    def unregister(self, room: str, client_id: str) -> None:
+        """Forget a local member's presence in *room* (done by :meth:`Session.leave`)."""
+        members = self._members.get(room)
+        if members is not None:
+            members.pop(client_id, None)
+            if not members:
+                del self._members[room]
+
+    def presence_of(self, room: str, names: Iterable[str]) -> list[Presence]:
+        """*names* (members of *room*) with the metadata this node knows (none for remote members)."""
+        known = {p.name: p for p in self._members.get(room, {}).values()}
+        return [known.get(name) or Presence(name) for name in names]
+
+    # --- serving ------------------------------------------------------------------------------
+
+    def handler(self, hub: Hub) -> Handler:
+        """The request handler serving this app with *hub* (a running hub made by :meth:`new_hub`)."""
+
+        async def handle(request: Request) -> None:
+            if not request.is_upgrade:
+                await self._answer_http(request, hub)
+                return
+            state: Any = None
+            if self.connect is not None:
+                try:
+                    state = await self.connect(request)
+                except Reject as refusal:
+                    await request.reject(refusal.status, refusal.body, headers=refusal.headers)
+                    return
+            ws = await request.accept(answer_text_ping=self.answer_text_ping)
+            async with hub.client(ws) as client:
+                session: Session[S, O] = Session(self, hub, client, state)
+                try:
+                    await self._serve(session)
+                finally:
+                    # Runs on every exit, also when the heartbeat or a shutdown cancelled us:
+                    # shield the goodbye and bound it.
+                    session.message = session.message_id = None
+                    with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_SECONDS):
+                        await session.leave()
+
+        return handle
+
+    async def _answer_http(self, request: Request, hub: Hub) -> None:
+        if self.metrics_path is not None and request.path == self.metrics_path:
+            from ._prometheus import respond_metrics
+
+            await respond_metrics(request, hub.metrics)
+        elif self.http is not None:
+            await self.http(request)
+        else:
+            await request.respond_text("Not Found", status=404)
+
+    async def _serve(self, session: Session[S, O]) -> None:
+        hub, client = session.hub, session.client
+        ws = client.ws
+        decode = self.inbound.decode
+        async for raw in ws:
+            if not hub.admit(client):  # over its rate limit
+                if ws.closed:
+                    return  # closed with 1008: it kept sending while refused
+                session.message_id = _peek_id(decode, raw)
+                await session.error(self.rate_limited)
+                continue
+            try:
+                message = decode(raw)
+            except DecodeError as exc:
+                session.message_id = None
+                await session.error(str(exc))
+                continue
+            session.message, session.message_id = message, _message_id(message)
+            handler = self._handlers.get(type(message))
+            if handler is None:
+                await session.error(f"{type(message).__name__} messages are not handled here")
+                continue
+            try:
+                await handler(session, message)
+            except Refuse as refusal:
+                await session.error(refusal.reason)
+            except CloseConnection as close:
+                await session.leave()
+                await ws.close(close.code, close.reason)
+                return
+            except ConnectionClosed:
+                raise
+            except Exception:
+                # The isolation boundary of one message: the handler's bug is logged and answered,
+                # and the connection (and the room) go on.
+                logger.exception("handler %r failed on %r from %r", handler, message, client)
+                await session.error(INTERNAL_ERROR)
+
+
+#: The constructor's settings that :meth:`Channels.replace` may change.
+_SETTINGS = frozenset(
+    {
+        "error",
+        "connect",
+        "authorize",
+        "joined",
+        "left",
+        "updated",
+        "name_taken",
+        "single_room",
+        "http",
+        "metrics_path",
+        "rate_limited",
+        "answer_text_ping",
+        "hub",
+    }
+)
+
+
+def _peek_id(decode: Callable[[Any], object], raw: object) -> MessageId | None:
+    """The id of a message refused before dispatch (None when it does not decode or has none)."""
+    try:
+        return _message_id(decode(raw))
+    except DecodeError:
+        return None
