@@ -14,6 +14,7 @@ from ._binary import encode_base64 as encode_base64
 from ._broker import Broker as Broker
 from ._broker import BrokerSink as BrokerSink
 from ._broker import Member as Member
+from ._broker import PresenceDiff as PresenceDiff
 from ._client import connect as connect
 from ._codec import Codec as Codec
 from ._connection import MessageCodec as MessageCodec
@@ -117,6 +118,7 @@ __all__ = [
     "MetricsCollector",
     "Position",
     "Positions",
+    "PresenceDiff",
     "RETRY_CLOSE_CODES",
     "RandomSource",
     "RateLimit",
