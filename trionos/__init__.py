@@ -14,6 +14,7 @@ from ._binary import encode_base64 as encode_base64
 from ._broker import Broker as Broker
 from ._broker import BrokerSink as BrokerSink
 from ._broker import Member as Member
+from ._broker import PresenceDiff as PresenceDiff
 from ._channels import Channels as Channels
 from ._channels import CloseConnection as CloseConnection
 from ._channels import Joining as Joining
@@ -128,6 +129,7 @@ __all__ = [
     "Position",
     "Positions",
     "Presence",
+    "PresenceDiff",
     "RETRY_CLOSE_CODES",
     "RandomSource",
     "RateLimit",

@@ -30,8 +30,8 @@ import math
 import secrets
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol, Self, cast
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from typing import Any, Self
 
 import trio
 
@@ -39,17 +39,21 @@ from ._broker import (
     Broker,
     BrokerSink,
     Member,
+    PresenceDiff,
     encode_envelope,
+    merge_members,
     merge_presence,
     new_node_id,
     single_start_error,
 )
 from ._connection import MessageCodec, WebSocket
+from ._errors import BrokerError
 from ._fanout import Feed, SlowClientPolicy
 from ._frames import message_frame
 from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
 from ._json import dumps as dumps_json
 from ._metrics import Metrics
+from ._presence import PresenceBook, PresenceWatcher
 from ._ratelimit import RateLimit, RateVerdict, TokenBucket
 from ._rooms import Rooms
 from ._transport import write_each
@@ -66,30 +70,6 @@ _MAX_HELD = 10_000
 SLOW_CLIENT_CLOSE_CODE = 1008
 #: The close code sent to a client that kept sending over its rate limit (policy violation).
 RATE_LIMIT_CLOSE_CODE = 1008
-
-
-class _HistoryBroker(Protocol):
-    """What a shared broker that keeps rooms' histories adds to :class:`~trionos.Broker`.
-
-    :class:`~trionos.RedisBroker` is one; the hub calls these only for a room with history when
-    its broker is shared.
-    """
-
-    async def history_append(
-        self,
-        room: str,
-        payload: str | bytes,
-        *,
-        exclude_id: str | None,
-        exclude_identity: str | None,
-        bounds: HistoryBounds,
-        offset_member: str | None,
-        epoch: str,
-    ) -> Position: ...
-
-    async def history_recover(
-        self, room: str, since: Position | None, identity: str | None, *, bounds: HistoryBounds, epoch: str
-    ) -> Recovery: ...
 
 
 class LocalBroker:
@@ -145,13 +125,14 @@ class LocalBroker:
             room: the room.
         """
 
-    def add_member(self, room: str, client_id: str, name: str | None) -> None:
+    def add_member(self, room: str, client_id: str, name: str | None, meta: Mapping[str, Any]) -> None:
         """Do nothing: the hub's own rooms are the whole membership.
 
         Args:
             room: the room.
             client_id: the member's client id.
             name: the member's name.
+            meta: the member's presence metadata.
         """
 
     def remove_member(self, room: str, client_id: str) -> None:
@@ -161,6 +142,43 @@ class LocalBroker:
             room: the room.
             client_id: the member's client id.
         """
+
+    async def history_append(
+        self,
+        room: str,
+        payload: str | bytes,
+        *,
+        exclude_id: str | None,
+        exclude_identity: str | None,
+        bounds: HistoryBounds,
+        offset_member: str | None,
+        epoch: str,
+    ) -> Position:
+        """Refuse: a hub alone keeps its rooms' histories in its own memory and never calls this.
+
+        Raises:
+            BrokerError: always (``shared`` is False).
+        """
+        await trio.lowlevel.checkpoint()
+        raise BrokerError(f"{self!r} is not shared: the hub keeps room {room!r}'s history in memory")
+
+    async def history_recover(
+        self,
+        room: str,
+        since: Position | None,
+        identity: str | None,
+        *,
+        bounds: HistoryBounds,
+        epoch: str,
+        last: int | None = None,
+    ) -> Recovery:
+        """Refuse, as :meth:`history_append` does.
+
+        Raises:
+            BrokerError: always (``shared`` is False).
+        """
+        await trio.lowlevel.checkpoint()
+        raise BrokerError(f"{self!r} is not shared: the hub keeps room {room!r}'s history in memory")
 
     async def presence(self, room: str) -> list[Member] | None:
         """Answer that there is no cluster-wide registry.
@@ -343,6 +361,8 @@ class Hub:
             pass the server's to see both in one place): broadcast messages and bytes out,
             frames dropped, slow-client disconnects, rate-limit refusals, remote frames dropped,
             and history appends, trims, replays and recoveries.
+        max_presence_meta_bytes: the largest presence metadata a member may have (:meth:`join`,
+            :meth:`update_presence`), in bytes of compact UTF-8 JSON.
 
     Raises:
         BrokerError: on entering (or from :meth:`run`, before ``started``), a shared broker
@@ -363,6 +383,7 @@ class Hub:
         offset_field: str | None = "offset",
         new_epoch: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
+        max_presence_meta_bytes: int = 1024,
     ) -> None:
         #: The broker this hub reports to (a private :class:`~trionos.LocalBroker` by default).
         self.broker: Broker = broker if broker is not None else LocalBroker()
@@ -412,6 +433,7 @@ class Hub:
         self._in_flight: dict[str, int] = {}
         self._delivered: dict[str, int] = {}
         self._delivery: dict[str, trio.Event] = {}
+        self._presence = PresenceBook(self.broker, max_presence_meta_bytes)
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -547,8 +569,7 @@ class Hub:
                 self._floors.pop((client, room), None)
         for room in self._rooms.drop(client):
             self._snapshots.pop(room, None)
-            if self._shared:
-                self.broker.remove_member(room, client.id)
+            self._presence.left(room, client.id, client.name)
             self._room_emptied_check(room)
         if not self._clients and self._all_feed is not None:
             self._all_feed.close()
@@ -642,33 +663,58 @@ class Hub:
             return None
         return self._history.room(room, bounds).position
 
-    def join(self, client: Client, room: str) -> bool:
+    def join(self, client: Client, room: str, *, meta: Mapping[str, Any] | None = None) -> bool:
         """Add *client* to *room*, creating the room (and its fan-out task) if needed. Never awaits.
 
         With a shared broker, the membership is registered cluster-wide in the background (under
-        the client's current name); :meth:`presence` waits for that.
+        the client's current name, with *meta*); :meth:`presence` waits for that. A new member
+        is reported to the presence watchers (:meth:`watch_presence`) at once, as a join, and
+        through the broker to the other nodes' watchers.
 
         Args:
             client: a client registered with this hub.
             room: the room's name.
+            meta: the member's presence metadata: a mapping of JSON values, at most
+                ``max_presence_meta_bytes`` of JSON (ignored when it is a member already: see
+                :meth:`update_presence`).
 
         Returns:
             True if it was not a member already.
 
         Raises:
-            ValueError: *client* is not registered with this hub.
+            ValueError: *client* is not registered with this hub, or *meta* is too large.
+            TypeError: *meta* is not a mapping.
+            EncodeError: *meta* holds something JSON cannot.
             RuntimeError: the hub is not running.
         """
         if self._clients.get(client.id) is not client:
             raise ValueError(f"{client!r} is not registered with this hub")
+        checked = self._presence.check(meta)
         if room not in self._feeds:
             self._start_room(room)
         joined = self._rooms.join(client, room)
         if joined:
             self._snapshots.pop(room, None)
-            if self._shared:
-                self.broker.add_member(room, client.id, client.name)
+            self._presence.joined(room, client.id, client.name, checked)
         return joined
+
+    def update_presence(self, client: Client, room: str, meta: Mapping[str, Any] | None) -> None:
+        """Replace *client*'s presence metadata in *room*; watchers everywhere get an update. Never awaits.
+
+        Args:
+            client: a member of *room* on this hub.
+            room: the room's name.
+            meta: the new metadata (None: none), bounded as in :meth:`join`.
+
+        Raises:
+            ValueError: *client* is not a member of *room*, or *meta* is too large.
+            TypeError: *meta* is not a mapping.
+            EncodeError: *meta* holds something JSON cannot.
+        """
+        checked = self._presence.check(meta)
+        if room not in self._rooms.rooms_view(client):
+            raise ValueError(f"{client!r} is not a member of room {room!r}")
+        self._presence.updated(room, client.id, client.name, checked)
 
     async def join_with_history(
         self,
@@ -676,10 +722,16 @@ class Hub:
         room: str,
         *,
         since: Position | None = None,
+        last: int | None = None,
         welcome: Callable[[Recovery], Any] | None = None,
         codec: MessageCodec[Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> Recovery:
         """Join *client* to *room* at a position: the welcome, what it missed, then live messages.
+
+        Or, with *last*, a fresh view: the welcome, the room's last *last* messages (oldest first,
+        every one of them: a fresh view has not seen its own either), then live messages, with
+        the same seam.
 
         In one step with no checkpoint (nothing else runs in between): the room's history is read,
         the client joins, and the message ``welcome(recovery)`` (if given; encoded like a
@@ -698,8 +750,12 @@ class Hub:
             room: the room's name; it must keep a history.
             since: the last position the client saw; None joins at the room's latest position
                 (nothing is replayed).
+            last: instead of *since*: how many of the room's last messages to replay (at most
+                the history's ``max_messages``; 0 replays nothing). Counted in
+                ``messages_replayed``, not as a recovery.
             welcome: makes the first message the client gets from the recovery.
             codec: encodes the welcome when it is not ``str``/``bytes`` (default: the hub's).
+            meta: the member's presence metadata, as in :meth:`join`.
 
         Returns:
             The :class:`~trionos.Recovery` (also given to *welcome*): the room's latest
@@ -707,7 +763,8 @@ class Hub:
             are skipped) and whether the recovery is complete.
 
         Raises:
-            ValueError: the room keeps no history, or the client is not registered.
+            ValueError: the room keeps no history, the client is not registered, *since* and
+                *last* are both given, *last* is negative, or *meta* is too large.
             BrokerError: a shared broker cannot answer.
         """
         bounds = self.history_bounds(room)
@@ -715,10 +772,19 @@ class Hub:
             raise ValueError(f"room {room!r} keeps no history: pass Hub(history=...) or set_room_history()")
         if self._clients.get(client.id) is not client:
             raise ValueError(f"{client!r} is not registered with this hub")
+        if last is not None:
+            if since is not None:
+                raise ValueError(f"pass since or last, not both: got since={since!r}, last={last!r}")
+            if isinstance(last, bool) or not isinstance(last, int) or last < 0:
+                raise ValueError(f"last must be an integer of at least 0, got {last!r}")
+            last = min(last, bounds.max_messages)
         if self._shared:
-            return await self._join_shared(client, room, since, welcome, codec, bounds)
+            return await self._join_shared(client, room, since, last, welcome, codec, bounds, meta)
         history = self._history.room(room, bounds)
-        if since is None:
+        if last is not None:
+            recovery = history.last(last, trio.current_time())
+            self.metrics.messages_replayed += len(recovery.entries)
+        elif since is None:
             recovery = Recovery(history.position, (), True)
         else:
             recovery = history.recover(since, trio.current_time(), client.identity)
@@ -726,7 +792,7 @@ class Hub:
         frames = [e.frame for e in recovery.entries]
         if welcome is not None:
             frames.insert(0, self.encode(welcome(recovery), codec))
-        joined = self.join(client, room)
+        joined = self.join(client, room, meta=meta)
         await self._queue_replay(client, room, frames, joined)
         return recovery
 
@@ -743,9 +809,11 @@ class Hub:
         client: Client,
         room: str,
         since: Position | None,
+        last: int | None,
         welcome: Callable[[Recovery], Any] | None,
         codec: MessageCodec[Any] | None,
         bounds: HistoryBounds,
+        meta: Mapping[str, Any] | None,
     ) -> Recovery:
         """join_with_history with the history in the broker: join, hold live frames, read, replay.
 
@@ -753,13 +821,18 @@ class Hub:
         held back until the broker has answered: then the welcome, the missed entries and the
         held frames that are not among them (by offset) are queued, in that order.
         """
-        broker = cast(_HistoryBroker, self.broker)
-        joined = self.join(client, room)
+        broker = self.broker
+        joined = self.join(client, room, meta=meta)
         held = self._pending[client] = []
         try:
-            recovery = await broker.history_recover(
-                room, since, client.identity, bounds=bounds, epoch=self._new_epoch()
-            )
+            if last is None:
+                recovery = await broker.history_recover(
+                    room, since, client.identity, bounds=bounds, epoch=self._new_epoch()
+                )
+            else:
+                recovery = await broker.history_recover(
+                    room, None, client.identity, bounds=bounds, epoch=self._new_epoch(), last=last
+                )
         except BaseException:
             self._pending.pop(client, None)
             if joined:
@@ -775,6 +848,8 @@ class Hub:
         )
         if since is not None:
             self._count_recovery(recovery)
+        elif last is not None:
+            self.metrics.messages_replayed += len(recovery.entries)
         frames = [e.frame for e in recovery.entries]
         if welcome is not None:
             frames.insert(0, self.encode(welcome(recovery), codec))
@@ -835,8 +910,7 @@ class Hub:
         left = self._rooms.leave(client, room)
         if left:
             self._snapshots.pop(room, None)
-            if self._shared:
-                self.broker.remove_member(room, client.id)
+            self._presence.left(room, client.id, client.name)
             self._room_emptied_check(room)
         return left
 
@@ -850,6 +924,82 @@ class Hub:
             A new list of its :class:`~trionos.Client` objects, in join order.
         """
         return self._rooms.members(room)
+
+    async def presence_state(self, room: str) -> list[Member]:
+        """The members of *room* with their metadata, in join order (Phoenix's ``Presence.list``).
+
+        Unlike :meth:`presence`, members without a name are listed too. With a shared broker:
+        the members on every node, as :meth:`presence` reads them (this node's with their
+        current name and metadata; the others' as their node registered them).
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            A new list of :class:`~trionos.Member` records (``seq`` is 0 without a shared broker).
+        """
+        local = [self._presence.member(room, c.id, c.name) for c in self._rooms.member_view(room)]
+        if not self._shared:
+            await trio.lowlevel.checkpoint()
+            return local
+        return merge_members(self._node_id, local, await self.broker.presence(room))
+
+    def watch_presence(self, watcher: PresenceWatcher) -> AbstractContextManager[None]:
+        """Call *watcher* with every presence change while the ``with`` block runs.
+
+        ``with hub.watch_presence(on_diff):``. *watcher* gets a :class:`~trionos.PresenceDiff`
+        for each join, leave and metadata update made on this node (synchronously, inside
+        :meth:`join`, :meth:`leave` and the like, after the change) and, with a shared broker,
+        for those made on other nodes in the rooms this node has members in, including the
+        leaves of members of a node that died. It must not await or block; what it raises is
+        logged and dropped. To tell this node's members, it can call
+        :meth:`broadcast_local_nowait`.
+
+        Args:
+            watcher: called with each diff.
+
+        Returns:
+            A context manager: the watcher is called from entering until leaving it.
+        """
+        return self._presence.watch(watcher)
+
+    def broadcast_local_nowait(
+        self,
+        room: str,
+        message: Any,
+        *,
+        exclude: Client | None = None,
+        codec: MessageCodec[Any] | None = None,
+    ) -> int:
+        """Send *message* to this node's members of *room* but *exclude*, without waiting.
+
+        For what every node sends its own members (a presence diff each node received, say): it
+        is not published to other nodes and not kept in history. The frame joins the room's feed
+        without waiting: when the feed is full it is dropped and counted in
+        ``remote_frames_dropped``, as a frame from another node is.
+
+        Args:
+            room: the room's name.
+            message: ``str``, ``bytes`` or anything the codec encodes.
+            exclude: a member that does not receive it.
+            codec: the codec for this message (default: the hub's).
+
+        Returns:
+            The number of recipients it was queued for (0 when it was dropped, or the room has
+            no local member).
+
+        Raises:
+            TypeError: *message* needs a codec and there is none.
+            EncodeError: the codec cannot encode *message*.
+        """
+        frame = self.encode(message, codec)
+        feed = self._feeds.get(room)
+        if feed is None or self._stopped:
+            return 0
+        recipients = self._recipients(room, exclude)
+        if self._pending:
+            recipients = self._divert(recipients, frame, None)
+        return len(recipients) if self._put_remote(feed, frame, recipients) else 0
 
     async def presence(self, room: str) -> list[str]:
         """The names of the members of *room*, in join order (clients without a name are skipped).
@@ -1059,7 +1209,7 @@ class Hub:
     ) -> Sent:
         """A broadcast into a room whose history is in the broker: the broker assigns the offset
         and delivers it to every node, this one included (:meth:`deliver_history`)."""
-        broker = cast(_HistoryBroker, self.broker)
+        broker = self.broker
         payload: str | bytes
         if isinstance(message, str | bytes):
             payload, member = message, None
@@ -1101,7 +1251,7 @@ class Hub:
 
     async def _append_shared(
         self,
-        broker: _HistoryBroker,
+        broker: Broker,
         room: str,
         payload: str | bytes,
         exclude: Client | None,
@@ -1208,12 +1358,13 @@ class Hub:
         view = self._rooms.member_view(room)
         return tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
 
-    def _put_remote(self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]) -> None:
+    def _put_remote(self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]) -> bool:
         """Queue a frame from the broker without waiting; drop and count it when the room is full."""
         if not recipients:
-            return
+            return False
         try:
             feed.put_nowait(frame, recipients)
+            return True
         except trio.WouldBlock:
             self.metrics.remote_frames_dropped += 1
             dropped = self.metrics.remote_frames_dropped
@@ -1223,6 +1374,7 @@ class Hub:
                 )
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the hub is shutting down
+        return False
 
     def deliver_history(self, room: str, frame: bytes, exclude: str | None, offset: int) -> None:
         """Deliver a message of a room with history that the broker ordered (any node's, ours too).
@@ -1263,6 +1415,7 @@ class Hub:
         Args:
             member: the member that expired.
         """
+        self._presence.expired(member)
         callback = self.on_member_expired
         if callback is None:
             return
@@ -1270,6 +1423,14 @@ class Hub:
             await callback(member)
         except Exception:  # one application callback must not stop the broker's reaper
             logger.exception("on_member_expired(%r) failed", member)
+
+    def deliver_presence(self, diff: PresenceDiff) -> None:
+        """Give a presence change another node published to this hub's watchers (never waits).
+
+        Args:
+            diff: the change.
+        """
+        self._presence.deliver(diff)
 
     def _deliver_now(
         self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]
