@@ -23,9 +23,10 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from ._metrics import Metrics
 from ._server import Handler
 
-__all__ = ["App", "AppError", "LifespanApp", "SupportsReadiness", "app_lifespan", "load_app"]
+__all__ = ["App", "AppError", "LifespanApp", "SupportsReadiness", "app_lifespan", "app_metrics", "load_app"]
 
 
 @runtime_checkable
@@ -74,10 +75,13 @@ class LifespanApp:
             connection and exited after the last one.
         readiness: optional; called for each readiness check (``--health``): False answers 503.
             Without it the app is ready whenever it serves.
+        metrics: optional; the server counts its connections into this
+            :class:`~trionos.Metrics` too, so that one object (e.g. the hub's) has them all.
     """
 
     factory: Callable[[], AbstractAsyncContextManager[Handler]]
     readiness: Callable[[], bool] | None = None
+    metrics: Metrics | None = None
 
     def lifespan(self) -> AbstractAsyncContextManager[Handler]:
         """The factory's context manager (see :class:`App`)."""
@@ -95,6 +99,12 @@ class AppError(Exception):
 @asynccontextmanager
 async def _plain(handler: Handler) -> AsyncIterator[Handler]:
     yield handler
+
+
+def app_metrics(app: object) -> Metrics | None:
+    """The :class:`~trionos.Metrics` *app* wants the server to count into, if it names one."""
+    metrics = getattr(app, "metrics", None) if isinstance(app, App) else None
+    return metrics if isinstance(metrics, Metrics) else None
 
 
 def app_lifespan(app: App | Handler) -> AbstractAsyncContextManager[Handler]:

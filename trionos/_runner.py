@@ -30,7 +30,7 @@ from typing import NoReturn, Unpack
 import attrs
 import trio
 
-from ._app import App, AppError, SupportsReadiness, app_lifespan, load_app
+from ._app import App, AppError, SupportsReadiness, app_lifespan, app_metrics, load_app
 from ._errors import BrokerError
 from ._health import health_handler
 from ._listen import bind_socket, listen_fds, socket_url
@@ -202,7 +202,11 @@ async def _serve_app(
         if settings.health is not None:
             handler = health_handler(settings.health, handler, functools.partial(drain.ready, app))
         async with trio.open_nursery() as nursery:
-            await nursery.start(functools.partial(serve, None, handler, sock=sock, options=settings.options))
+            await nursery.start(
+                functools.partial(
+                    serve, None, handler, sock=sock, options=settings.options, metrics=app_metrics(app)
+                )
+            )
             drain.serving = True
             logger.info("%s listening on %s", who, url)
             if on_ready is not None:

@@ -100,6 +100,8 @@ class Supervisor:
         self._live: set[_Worker] = set()
         self._payload = pickle.dumps(attrs.evolve(settings, workers=1, fd=None))
         self._nursery: trio.Nursery | None = None
+        self._starting = settings.workers
+        self._all_started = trio.Event()
 
     async def spawn(self, slot: _Slot) -> _Worker | None:
         """Start a worker for *slot* and wait until it serves; None if it exited first.
@@ -146,13 +148,16 @@ class Supervisor:
         self._live.discard(worker)
         await worker.channel.aclose()
 
-    async def keep(
-        self, slot: _Slot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
+    def _slot_started(self) -> None:
+        self._starting -= 1
+        if not self._starting:
+            self._all_started.set()
+
+    async def keep(self, slot: _Slot) -> None:
         """Keep a worker serving in *slot* until the supervisor stops.
 
-        Reports started once the first worker serves (or the run is stopping). A first worker that
-        cannot start stops the whole run (the app cannot start: :exc:`StartupError`); later
+        Counts as started once its first worker serves (or the run is stopping). A first worker
+        that cannot start stops the whole run (the app cannot start: :exc:`StartupError`); later
         deaths are restarted with back-off.
         """
         first = True
@@ -170,10 +175,10 @@ class Supervisor:
             slot.worker = worker
             if first:
                 first = False
-                task_status.started()
+                self._slot_started()
             await self._watch(slot, worker)
         if first:
-            task_status.started()
+            self._slot_started()
 
     async def _watch(self, slot: _Slot, worker: _Worker) -> None:
         """Wait until *slot*'s worker exits: expected (a stop, a rolling restart) or a death."""
@@ -252,8 +257,10 @@ class Supervisor:
                 self._nursery = nursery
                 nursery.start_soon(self._on_signals, signals)
                 async with trio.open_nursery() as workers:
+                    # Started side by side; the line below waits for every first worker.
                     for slot in self.slots:
-                        await workers.start(self.keep, slot)
+                        workers.start_soon(self.keep, slot)
+                    await self._all_started.wait()
                     if not self.stopping:
                         self.started = True
                         logger.info("trionos listening on %s with %d workers", url, len(self.slots))
