@@ -136,6 +136,11 @@ def build_parser(prog: str = "trionos") -> argparse.ArgumentParser:
         "--fd", type=int, metavar="N", help="serve on this inherited listening socket (systemd: LISTEN_FDS)"
     )
     where.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT, so that independent processes can share the port (Linux)",
+    )
+    where.add_argument(
         "--workers", type=_positive, default=1, metavar="N", help="worker processes [default: 1]"
     )
     logs = parser.add_argument_group("logging and health")
@@ -202,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         uds=args.uds,
         fd=args.fd,
         workers=args.workers,
+        reuse_port=args.reuse_port,
         app_dir=args.app_dir,
         options=options,
         health=args.health,

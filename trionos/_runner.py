@@ -63,6 +63,7 @@ class RunSettings:
         uds: a Unix socket path to bind instead.
         fd: an inherited listening socket's descriptor to serve on instead.
         workers: how many worker processes (1: serve in this process).
+        reuse_port: bind with ``SO_REUSEPORT``, so that independent processes can share the port.
         options: the server's settings.
         health: the health endpoints' path prefix, or None for none.
         log_level: the root logger's level name, or None to leave logging alone.
@@ -76,6 +77,7 @@ class RunSettings:
     uds: str | None = None
     fd: int | None = None
     workers: int = 1
+    reuse_port: bool = False
     options: ServerOptions = attrs.field(factory=lambda: ServerOptions(access_log=True))
     health: str | None = None
     log_level: str | None = "info"
@@ -132,7 +134,7 @@ def listening_socket(settings: RunSettings) -> socket.socket:
         return sock
     where = settings.uds if settings.uds is not None else f"{settings.host or '*'}:{settings.port}"
     try:
-        return bind_socket(settings.host, settings.port, uds=settings.uds)
+        return bind_socket(settings.host, settings.port, uds=settings.uds, reuse_port=settings.reuse_port)
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
         raise StartupError(f"cannot listen on {where}: {reason}") from exc
@@ -278,6 +280,7 @@ def run(
     uds: str | None = None,
     fd: int | None = None,
     workers: int = 1,
+    reuse_port: bool = False,
     app_dir: str | None = None,
     options: ServerOptions | None = None,
     health: str | None = None,
@@ -298,6 +301,8 @@ def run(
         fd: serve on this inherited listening socket instead (systemd's socket activation,
             ``LISTEN_FDS``, is used without it).
         workers: worker processes that share the listening socket (1: serve in this process).
+        reuse_port: bind with ``SO_REUSEPORT`` (Linux), so that independently started trionos
+            processes can listen on the same port; ``workers`` does not need it.
         app_dir: put this directory first on ``sys.path`` before importing *app*.
         options: the server's settings (:class:`~trionos.ServerOptions`); the access log is on
             unless they say otherwise.
@@ -321,6 +326,7 @@ def run(
         uds=uds,
         fd=fd,
         workers=workers,
+        reuse_port=reuse_port,
         options=resolve(options, keywords, base=base, caller="run"),
         health=health,
         log_level=log_level,
