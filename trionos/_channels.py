@@ -44,6 +44,7 @@ from ._connection import MessageCodec
 from ._errors import BrokerError, ConnectionClosed, DecodeError, TrionosError
 from ._history import Position, Recovery
 from ._hub import Client, Hub, Sent
+from ._metrics import Metrics
 from ._server import Handler, Request
 
 __all__ = ["Channels", "CloseConnection", "Joining", "Presence", "Refuse", "Reject", "Session"]
@@ -441,7 +442,9 @@ class Channels(Generic[S, I, O]):
             ``trionos[prometheus]``); None: not served.
         rate_limited: the reason sent for a message over the hub's rate limit.
         answer_text_ping: answer the raw text ``ping`` with ``pong`` (browsers' heartbeat).
-        hub: makes the hub :meth:`lifespan` runs (default: :meth:`new_hub` with no options).
+        hub: makes the hub :meth:`lifespan` runs (default: :meth:`new_hub` with ``metrics``).
+        metrics: the :class:`~trionos.Metrics` the runner's server counts into as well (give the
+            same one to the hub, so that ``/metrics`` shows connections and rooms together).
     """
 
     @overload
@@ -463,6 +466,7 @@ class Channels(Generic[S, I, O]):
         rate_limited: str = "too many messages: slow down",
         answer_text_ping: bool = True,
         hub: Callable[[], Hub] | None = None,
+        metrics: Metrics | None = None,
     ) -> None: ...
 
     @overload
@@ -484,6 +488,7 @@ class Channels(Generic[S, I, O]):
         rate_limited: str = "too many messages: slow down",
         answer_text_ping: bool = True,
         hub: Callable[[], Hub] | None = None,
+        metrics: Metrics | None = None,
     ) -> None: ...
 
     def __init__(
@@ -504,6 +509,7 @@ class Channels(Generic[S, I, O]):
         rate_limited: str = "too many messages: slow down",
         answer_text_ping: bool = True,
         hub: Callable[[], Hub] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.inbound = inbound
         self.outbound = outbound
@@ -519,7 +525,9 @@ class Channels(Generic[S, I, O]):
         self.metrics_path = metrics_path
         self.rate_limited = rate_limited
         self.answer_text_ping = answer_text_ping
-        self._make_hub = hub if hub is not None else self.new_hub
+        #: The counters the server adds its own to (the runner reads it); the default hub counts into it.
+        self.metrics = metrics
+        self._make_hub = hub if hub is not None else self._default_hub
         self._handlers: dict[type, MessageHandler[S, O, Any]] = {}
         #: Per room, per local client id: its presence (names come from the hub; metadata from here).
         self._members: dict[str, dict[str, Presence]] = {}
@@ -561,6 +569,9 @@ class Channels(Generic[S, I, O]):
         hub = Hub(codec=self.outbound, on_member_expired=announce_expired, **options)
         return hub
 
+    def _default_hub(self) -> Hub:
+        return self.new_hub() if self.metrics is None else self.new_hub(metrics=self.metrics)
+
     def replace(self, **changes: Any) -> Channels[S, I, O]:
         """The same app (the same handlers) with some constructor settings changed.
 
@@ -581,7 +592,7 @@ class Channels(Generic[S, I, O]):
         copy._running = None
         for name, value in changes.items():
             if name == "hub":
-                copy._make_hub = value if value is not None else copy.new_hub
+                copy._make_hub = value if value is not None else copy._default_hub
             else:
                 setattr(copy, name, value)
         return copy
@@ -724,6 +735,7 @@ _SETTINGS = frozenset(
         "rate_limited",
         "answer_text_ping",
         "hub",
+        "metrics",
     }
 )
 
