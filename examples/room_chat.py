@@ -76,8 +76,8 @@ channels = trionos.Channels(
     CLIENT_CODEC,
     SERVER_CODEC,
     error=Error,
-    joined=lambda member: Joined(member.name),
-    left=lambda member: Left(member.name),
+    joined=lambda member: Joined(member.name or ""),  # (a nameless member is never announced)
+    left=lambda member: Left(member.name or ""),
     name_taken="username {name!r} is already taken in room {room!r}",
     single_room=True,
     http=page,
@@ -111,7 +111,7 @@ async def chat(session: Session, message: Chat) -> None:
         # History in Redis, and Redis unreachable: the message got no position and reached nobody.
         raise trionos.Refuse(f"message not sent: {exc}") from exc
     if message.id is not None:
-        await session.reply(Ack(offset=sent.position and sent.position.offset, time=now))
+        await session.reply(Ack(offset=sent.position.offset if sent.position else None, time=now))
 
 
 @channels.on(Leave)

@@ -21,7 +21,6 @@ from ._broker import PresenceDiff as PresenceDiff
 from ._channels import Channels as Channels
 from ._channels import CloseConnection as CloseConnection
 from ._channels import Joining as Joining
-from ._channels import Presence as Presence
 from ._channels import Refuse as Refuse
 from ._channels import Reject as Reject
 from ._channels import Session as Session
@@ -134,7 +133,6 @@ __all__ = [
     "MetricsCollector",
     "Position",
     "Positions",
-    "Presence",
     "PresenceDiff",
     "RETRY_CLOSE_CODES",
     "RandomSource",
