@@ -388,10 +388,10 @@ class _PresenceRelay:
 
     def __call__(self, diff: PresenceDiff) -> None:
         channels, hub = self._channels, self._hub
-        for render, members in (
-            (channels.left, diff.leaves),
-            (channels.joined, diff.joins),
-            (channels.updated, diff.updates),
+        for render, members, joins in (
+            (channels.left, diff.leaves, False),
+            (channels.joined, diff.joins, True),
+            (channels.updated, diff.updates, False),
         ):
             if render is None:
                 continue
@@ -399,7 +399,8 @@ class _PresenceRelay:
                 if member.name is None:
                     continue
                 # A joiner learns the room from its welcome, not from its own "joined".
-                exclude = hub.get(member.client_id) if member.node_id == hub.node_id else None
+                local = joins and member.node_id == hub.node_id
+                exclude = hub.get(member.client_id) if local else None
                 hub.broadcast_local_nowait(diff.room, render(member), exclude=exclude)
 
 
