@@ -259,7 +259,7 @@ async def send(ws: trionos.WebSocket, message: Inbound) -> None:
 
 
 async def test_a_refused_connect_reaches_the_client_with_its_status_headers_and_body() -> None:
-    """Over a real socket: no or a wrong cookie gets 401 with WWW-Authenticate; the hook's state is per user."""
+    """Over a real socket: no or a wrong cookie gets 401 with WWW-Authenticate; a good one connects."""
     async with app.lifespan() as handler, open_loopback_server(handler) as server:
         for settings in ({}, cookie("t-nobody")):
             with pytest.raises(trionos.ConnectionRejected) as refused:
