@@ -24,7 +24,7 @@ from trionos._broker import (
 )
 from trionos._frames import message_frame
 from trionos._history import HistoryBounds, Position, Recovery
-from trionos._hub import LocalBroker
+from trionos._local_broker import LocalBroker
 from trionos.testing import expect_message, expect_silence, open_memory_server, slow_consumer
 
 # --- envelope -------------------------------------------------------------------------------------

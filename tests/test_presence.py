@@ -21,7 +21,7 @@ from trionos._broker import (
     is_presence_envelope,
     merge_members,
 )
-from trionos._hub import LocalBroker
+from trionos._local_broker import LocalBroker
 from trionos._presence import PresenceBook
 from trionos.testing import MemoryServer, expect_message, expect_silence, open_memory_server
 

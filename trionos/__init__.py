@@ -45,10 +45,10 @@ from ._history import Recovery as Recovery
 from ._http import Headers as Headers
 from ._hub import Client as Client
 from ._hub import Hub as Hub
-from ._hub import LocalBroker as LocalBroker
 from ._hub import Sent as Sent
 from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
+from ._local_broker import LocalBroker as LocalBroker
 from ._metrics import Metrics as Metrics
 from ._metrics import RefusalReason as RefusalReason
 from ._options import ClientOptionKeywords as ClientOptionKeywords
