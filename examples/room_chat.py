@@ -203,8 +203,9 @@ def make_app(args: argparse.Namespace) -> trionos.Channels[None, ClientMessage, 
     )
     # One Metrics for server and hub: /metrics shows connections and rooms together.
     metrics = trionos.Metrics()
+    broker = make_broker(args)  # now: without the redis extra, the ImportError is the last word
     return channels.replace(
-        hub=lambda: make_hub(make_broker(args), history=history, rate_limit=limit, metrics=metrics),
+        hub=lambda: make_hub(broker, history=history, rate_limit=limit, metrics=metrics),
         metrics=metrics,
         metrics_path="/metrics" if args.metrics else None,
     )
