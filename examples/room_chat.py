@@ -18,7 +18,14 @@ app takes the flags below that are not the server's from ``ROOM_CHAT_ARGS`` (e.g
   ``since`` (``{"epoch": ..., "offset": N}``) and gets ``welcome`` with ``recovered`` (false when
   something may be missing), then every ``message`` after ``N`` that it missed, then live traffic.
   A user's identity across reconnections is the username: a message is never replayed to the
-  user who sent it. ``joined``/``left`` are presence, not history.
+  user who sent it. ``joined``/``left`` are presence, not history. A ``join`` with ``history``
+  (a count, instead of ``since``) gets the room's last messages after the welcome.
+* ``message`` carries ``time``: the server's clock when it accepted the chat (integer ms since the
+  Unix epoch), kept on replay. ``join``, ``chat`` and ``leave`` may carry an ``id`` (string or
+  integer): a chat with one is answered ``ack`` (its ``offset`` and ``time``), and the ``welcome``,
+  ``left`` or ``error`` a message caused carries its id. See :mod:`trionos.chat`.
+* Built on :class:`trionos.Channels`: one handler per client message; decoding, errors, the rate
+  limit, presence (``joined``/``left``, also for a node that died) and goodbyes are the framework's.
 * The raw text ``ping`` is answered with ``pong`` (an application-level heartbeat for browsers).
 * ``--rate-limit N`` (default 10) messages per second per client, in bursts of up to 2N: a message
   over the limit gets an ``error`` and is not acted on; a client that sends 50 more while refused
