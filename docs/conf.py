@@ -107,6 +107,8 @@ nitpick_ignore = [
 nitpick_ignore_regex = [
     # Type variables (``T``) of generic methods: a signature shows them, there is nothing to link to.
     (r"py:(class|obj)", r"trionos\.(testing\.)?_\w+\.T"),
+    # Channels[S, I, O]: its state, inbound and outbound type variables, and a handler's message M.
+    (r"py:(class|obj)", r"(trionos\._channels\.)?[SIOM]"),
 ]
 
 #: Names in annotations that autodoc sees as bare strings (imported under ``TYPE_CHECKING`` in the

@@ -1,7 +1,10 @@
 """Room chat: the typed chat protocol with rooms, and a page to use it from a browser.
 
-``python examples/room_chat.py [--host H] [--port P] [--heartbeat-interval S] [--heartbeat-timeout S]
-[--redis URL [--redis-presence-ttl S] [--redis-prefix P] [--redis-connect-timeout S]]``
+``python examples/room_chat.py [--host H] [--port P] [--workers N] [--heartbeat-interval S]
+[--heartbeat-timeout S] [--redis URL [--redis-presence-ttl S] [--redis-prefix P]
+[--redis-connect-timeout S]]``, or with the command: ``trionos examples.room_chat:app``, whose
+app takes the flags below that are not the server's from ``ROOM_CHAT_ARGS`` (e.g.
+``ROOM_CHAT_ARGS="--redis redis://127.0.0.1:6379" trionos examples.room_chat:app --workers 2``).
 
 * ``GET /`` serves the chat page (``room_chat.html``), ``GET /trionos.js`` the browser client it
   imports (:func:`trionos.respond_client`); the WebSocket is on the same port.
@@ -16,13 +19,22 @@
   ``since`` (``{"epoch": ..., "offset": N}``) and gets ``welcome`` with ``recovered`` (false when
   something may be missing), then every ``message`` after ``N`` that it missed, then live traffic.
   A user's identity across reconnections is the username: a message is never replayed to the
-  user who sent it. ``joined``/``left`` are presence, not history.
+  user who sent it. ``joined``/``left`` are presence, not history. A ``join`` with ``history``
+  (a count, instead of ``since``) gets the room's last messages after the welcome.
+* ``message`` carries ``time``: the server's clock when it accepted the chat (integer ms since the
+  Unix epoch), kept on replay. ``join``, ``chat`` and ``leave`` may carry an ``id`` (string or
+  integer): a chat with one is answered ``ack`` (its ``offset`` and ``time``), and the ``welcome``,
+  ``left`` or ``error`` a message caused carries its id. See :mod:`trionos.chat`.
+* Built on :class:`trionos.Channels`: one handler per client message; decoding, errors, the rate
+  limit, presence (``joined``/``left``, also for a node that died) and goodbyes are the framework's.
 * The raw text ``ping`` is answered with ``pong`` (an application-level heartbeat for browsers).
 * ``--rate-limit N`` (default 10) messages per second per client, in bursts of up to 2N: a message
   over the limit gets an ``error`` and is not acted on; a client that sends 50 more while refused
   is closed with 1008. ``--rate-limit 0`` switches the limit off.
 * ``--metrics`` serves the hub's counters at ``GET /metrics`` in the Prometheus text format (needs
   ``pip install trionos[prometheus]``); see docs/metrics.md.
+* ``--workers N`` serves with N worker processes on the one port (see docs/running.md); without
+  ``--redis`` each worker has rooms of its own.
 * ``--redis redis://127.0.0.1:6379`` makes rooms span every process started with the same Redis:
   messages, ``joined``/``left`` and ``welcome`` (everyone in the room, on every node, in join
   order) work across processes, usernames are unique per room across them, and the members of a
@@ -33,14 +45,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
+import os
+import shlex
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeAlias
-
-from _example import run_server, server_arguments
 
 import trionos
 from trionos.chat import (
@@ -48,6 +57,7 @@ from trionos.chat import (
     SERVER_CODEC,
     Ack,
     Chat,
+    ClientMessage,
     Error,
     Join,
     Joined,
@@ -57,8 +67,6 @@ from trionos.chat import (
     ServerMessage,
     Welcome,
 )
-
-logger = logging.getLogger("room_chat")
 
 PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
 
@@ -78,8 +86,8 @@ channels = trionos.Channels(
     CLIENT_CODEC,
     SERVER_CODEC,
     error=Error,
-    joined=lambda member: Joined(member.name),
-    left=lambda member: Left(member.name),
+    joined=lambda member: Joined(member.name or ""),  # (a nameless member is never announced)
+    left=lambda member: Left(member.name or ""),
     name_taken="username {name!r} is already taken in room {room!r}",
     single_room=True,
     http=page,
@@ -113,7 +121,7 @@ async def chat(session: Session, message: Chat) -> None:
         # History in Redis, and Redis unreachable: the message got no position and reached nobody.
         raise trionos.Refuse(f"message not sent: {exc}") from exc
     if message.id is not None:
-        await session.reply(Ack(offset=sent.position and sent.position.offset, time=now))
+        await session.reply(Ack(offset=sent.position.offset if sent.position else None, time=now))
 
 
 @channels.on(Leave)
@@ -130,9 +138,10 @@ def make_hub(
     *,
     history: trionos.HistoryBounds | None = HISTORY,
     rate_limit: trionos.RateLimit | None = None,
+    metrics: trionos.Metrics | None = None,
 ) -> trionos.Hub:
     """The room chat's hub: typed broadcasts, history (None: off), ``left`` for a dead node's members."""
-    return channels.new_hub(broker=broker, history=history, rate_limit=rate_limit)
+    return channels.new_hub(broker=broker, history=history, rate_limit=rate_limit, metrics=metrics)
 
 
 def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> trionos.Handler:
@@ -140,8 +149,15 @@ def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> trionos.Handler:
     return channels.replace(metrics_path="/metrics" if metrics else None).handler(hub)
 
 
+#: The flags that are the server's (given to trionos.run), not the app's.
+SERVER_FLAGS = ("host", "port", "workers", "heartbeat_interval", "heartbeat_timeout")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = server_arguments("Room chat with typed JSON messages.")
+    parser = argparse.ArgumentParser(description="Room chat with typed JSON messages.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds between pings")
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=60.0, help="seconds of silence before close"
@@ -183,8 +199,8 @@ def make_broker(args: argparse.Namespace) -> trionos.Broker | None:
     )
 
 
-def main() -> None:
-    args = parse_args()
+def make_app(args: argparse.Namespace) -> trionos.Channels[None, ClientMessage, ServerMessage]:
+    """The room chat as an app for :func:`trionos.run`: its hub lives as long as the server."""
     limit = (
         trionos.RateLimit(args.rate_limit, burst=max(1, int(2 * args.rate_limit)))
         if args.rate_limit
@@ -195,28 +211,42 @@ def main() -> None:
         if args.no_history
         else trionos.HistoryBounds(max_messages=args.history_messages, max_age=args.history_seconds)
     )
-    hub = make_hub(make_broker(args), history=history, rate_limit=limit)
+    # One Metrics for server and hub: /metrics shows connections and rooms together.
+    metrics = trionos.Metrics()
+    broker = make_broker(args)  # now: without the redis extra, the ImportError is the last word
+    return channels.replace(
+        hub=lambda: make_hub(broker, history=history, rate_limit=limit, metrics=metrics),
+        metrics=metrics,
+        metrics_path="/metrics" if args.metrics else None,
+    )
+
+
+#: What ``trionos examples.room_chat:app`` serves: the app flags given in ``ROOM_CHAT_ARGS``.
+app = make_app(parse_args(shlex.split(os.environ.get("ROOM_CHAT_ARGS", ""))))
+
+
+def main() -> None:
+    args = parse_args()
     heartbeat = trionos.Heartbeat(interval=args.heartbeat_interval, timeout=args.heartbeat_timeout)
-
-    async def with_hub(run: Callable[[], Awaitable[None]]) -> None:
-        async with hub:
-            await run()
-
-    failures: list[trionos.BrokerError] = []
-    try:
-        run_server(
-            args,
-            make_handler(hub, metrics=args.metrics),
-            around=with_hub,
-            heartbeat=heartbeat,
-            # One Metrics for server and hub: /metrics shows connections and rooms together.
-            metrics=hub.metrics,
-        )
-    except* trionos.BrokerError as group:
-        failures.extend(e for e in group.exceptions if isinstance(e, trionos.BrokerError))
-    if failures:
-        logger.error("%s", failures[0])
-        sys.exit(1)
+    target: trionos.App | str = make_app(args)
+    if args.workers > 1:
+        # Every worker imports the module: hand it the app's flags through the environment.
+        app_flags = [
+            f"--{name.replace('_', '-')}={value}"
+            for name, value in vars(args).items()
+            if name not in SERVER_FLAGS and not isinstance(value, bool) and value is not None
+        ]
+        app_flags += [f"--{name.replace('_', '-')}" for name, value in vars(args).items() if value is True]
+        os.environ["ROOM_CHAT_ARGS"] = shlex.join(app_flags)
+        target = "room_chat:app"
+    trionos.run(
+        target,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        app_dir=str(Path(__file__).parent),
+        heartbeat=heartbeat,
+    )
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ async def test_waiting_for_room_writes_at_once_when_the_outbox_has_room(
     async with trionos.connect(server.url + "/reader") as ws:
         await registered.wait_for("/reader")
         with trio.testing.assert_no_checkpoints():
-            await hub._wait_for_room(registered["/reader"], hub.encode("caught up"))
+            await hub._delivery.wait_for_room(registered["/reader"], hub.encode("caught up"))
         assert await ws.recv() == "caught up"
     assert hub.slow_clients_dropped == 0
 

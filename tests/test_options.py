@@ -48,6 +48,7 @@ def test_server_options_defaults_are_the_documented_ones() -> None:
         "max_outbox_bytes": 1024 * 1024,
         "message_queue_size": 1,
         "compression": None,
+        "access_log": False,
     }
 
 

@@ -7,6 +7,9 @@ all with structured concurrency: every task has an owner, every queue a bound.
 
 import typing as _typing
 
+from ._app import App as App
+from ._app import LifespanApp as LifespanApp
+from ._app import SupportsReadiness as SupportsReadiness
 from ._backoff import Backoff as Backoff
 from ._backoff import RandomSource as RandomSource
 from ._binary import decode_base64 as decode_base64
@@ -14,10 +17,10 @@ from ._binary import encode_base64 as encode_base64
 from ._broker import Broker as Broker
 from ._broker import BrokerSink as BrokerSink
 from ._broker import Member as Member
+from ._broker import PresenceDiff as PresenceDiff
 from ._channels import Channels as Channels
 from ._channels import CloseConnection as CloseConnection
 from ._channels import Joining as Joining
-from ._channels import Presence as Presence
 from ._channels import Refuse as Refuse
 from ._channels import Reject as Reject
 from ._channels import Session as Session
@@ -42,10 +45,10 @@ from ._history import Recovery as Recovery
 from ._http import Headers as Headers
 from ._hub import Client as Client
 from ._hub import Hub as Hub
-from ._hub import LocalBroker as LocalBroker
 from ._hub import Sent as Sent
 from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
+from ._local_broker import LocalBroker as LocalBroker
 from ._metrics import Metrics as Metrics
 from ._metrics import RefusalReason as RefusalReason
 from ._options import ClientOptionKeywords as ClientOptionKeywords
@@ -60,6 +63,7 @@ from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import Positions as Positions
 from ._reconnect import connect_with_retry as connect_with_retry
 from ._reconnect import run_reconnecting as run_reconnecting
+from ._runner import run as run
 from ._server import Handler as Handler
 from ._server import Request as Request
 from ._server import Server as Server
@@ -99,6 +103,7 @@ _DEPRECATED: dict[str, tuple[str, str]] = {
 __getattr__ = _module_getattr(__name__, _LAZY, _DEPRECATED)
 
 __all__ = [
+    "App",
     "Backoff",
     "BridgedWebSocket",
     "Broker",
@@ -124,6 +129,7 @@ __all__ = [
     "HistoryEntry",
     "Hub",
     "Joining",
+    "LifespanApp",
     "LocalBroker",
     "Member",
     "MessageCodec",
@@ -131,7 +137,7 @@ __all__ = [
     "MetricsCollector",
     "Position",
     "Positions",
-    "Presence",
+    "PresenceDiff",
     "RETRY_CLOSE_CODES",
     "RandomSource",
     "RateLimit",
@@ -148,6 +154,7 @@ __all__ = [
     "ServerOptions",
     "Session",
     "SlowClientPolicy",
+    "SupportsReadiness",
     "TokenBucket",
     "TrionosDeprecationWarning",
     "TrionosError",
@@ -161,6 +168,7 @@ __all__ = [
     "encode_base64",
     "respond_client",
     "respond_metrics",
+    "run",
     "run_reconnecting",
     "send_keepalive",
     "serve",

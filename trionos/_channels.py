@@ -20,10 +20,13 @@ The parts, in the order a connection meets them:
 * A handler that raises :exc:`Refuse` answers the message with the app's error (its reason); any
   other exception is logged and answered with an error ("internal error"); the connection stays
   open unless the handler raised :exc:`CloseConnection`.
-* :meth:`Session.join`: the ``join`` hook (may :exc:`Refuse`), then the membership, the welcome
-  (with the room's presence and, with history, what was missed), and the ``joined`` presence diff
-  to the others; :meth:`Session.leave` and the end of the connection send ``left``; so do the
-  members of a node that died (``Hub(on_member_expired=...)``, wired by :meth:`Channels.new_hub`).
+* :meth:`Session.join`: the ``authorize`` hook (may :exc:`Refuse`), then the membership (with
+  its presence metadata), and the welcome (with the room's members and, with history, what was
+  missed or its last messages).
+* Presence: every join, leave and metadata update in a room, on any node (and the leaves of the
+  members of a node that died), reaches the room's members as the app's ``joined``, ``left`` and
+  ``updated`` messages: each node tells its own members what its hub's presence watcher reports
+  (:meth:`Hub.watch_presence <trionos.Hub.watch_presence>`), so no app code announces anything.
 
 A :class:`Channels` is an application object the runner serves (``lifespan`` yields the handler
 while its hub runs; ``ready`` is False while the hub's broker is unreachable).
@@ -33,20 +36,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 import attrs
-import trio
 
-from ._broker import Member
+from ._broker import Member, PresenceDiff
 from ._connection import MessageCodec
 from ._errors import BrokerError, ConnectionClosed, DecodeError, TrionosError
 from ._history import Position, Recovery
 from ._hub import Client, Hub, Sent
+from ._metrics import Metrics
 from ._server import Handler, Request
 
-__all__ = ["Channels", "CloseConnection", "Joining", "Presence", "Refuse", "Reject", "Session"]
+__all__ = ["Channels", "CloseConnection", "Joining", "Refuse", "Reject", "Session"]
 
 logger = logging.getLogger("trionos.channels")
 
@@ -60,9 +63,6 @@ MessageId = str | int
 
 #: The reason sent for a handler's unexpected exception (the details go to the log, not the peer).
 INTERNAL_ERROR = "internal error"
-
-#: Bounds the goodbye (``left`` to each room) of a connection that ends, also when cancelled.
-_GOODBYE_SECONDS = 1.0
 
 
 class Reject(TrionosError):
@@ -110,39 +110,26 @@ class CloseConnection(TrionosError):
 
 
 @attrs.frozen
-class Presence:
-    """One member of a room as the others see it: its name and its metadata.
-
-    Args:
-        name: the member's name in the room (a username).
-        meta: what the app says about it (set on join, changed with :meth:`Session.update`),
-            JSON-ready values only.
-    """
-
-    name: str
-    meta: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
-
-
-@attrs.frozen
 class Joining:
     """What a welcome is made from: the room's members (the joiner last) and the history's answer.
 
     Args:
         room: the room joined.
-        members: who is in the room now, on every node, in join order, the joiner last.
+        members: who is in the room now, on every node, in join order (the joiner last), as
+            :class:`~trionos.Member` records with their metadata.
         recovery: with history, the room's position and what is replayed; None without history.
         since: the position the client asked to recover from (None: none asked).
     """
 
     room: str
-    members: tuple[Presence, ...]
+    members: tuple[Member, ...]
     recovery: Recovery | None = None
     since: Position | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The members' names, in join order."""
-        return tuple(member.name for member in self.members)
+        """The members' names, in join order (members without a name are left out)."""
+        return tuple(member.name for member in self.members if member.name is not None)
 
     @property
     def epoch(self) -> str | None:
@@ -206,30 +193,25 @@ class Session(Generic[S, O]):
         self.message: object = None
         #: The id of the message being handled (None when it carried none).
         self.message_id: MessageId | None = None
-        #: Per room joined: this connection's presence there.
-        self._presence: dict[str, Presence] = {}
 
     def __repr__(self) -> str:
-        return f"<trionos.Session {self.client.id} rooms={list(self._presence)} state={self.state!r}>"
+        return f"<trionos.Session {self.client.id} rooms={self.rooms} state={self.state!r}>"
 
     @property
     def rooms(self) -> list[str]:
         """The rooms this connection is in, in the order it joined them."""
-        return list(self._presence)
+        return self.hub.rooms_of(self.client)
 
     @property
     def room(self) -> str | None:
         """The room this connection joined first (its only room with ``single_room``), or None."""
-        return next(iter(self._presence), None)
+        rooms = self.hub.rooms_of(self.client)
+        return rooms[0] if rooms else None
 
     @property
     def name(self) -> str | None:
         """This connection's name (the last it joined a room with), or None before it joined one."""
         return self.client.name
-
-    def presence_in(self, room: str) -> Presence | None:
-        """This connection's presence in *room* (None when it is not a member)."""
-        return self._presence.get(room)
 
     async def send(self, message: O) -> None:
         """Send *message* to this connection (encoded with the outbound codec), as it is."""
@@ -256,10 +238,9 @@ class Session(Generic[S, O]):
         """
         return await self.hub.broadcast(room, message, exclude=None if echo else self.client, history=history)
 
-    async def presence(self, room: str) -> list[Presence]:
-        """Who is in *room* now, on every node, in join order, with the metadata this node knows."""
-        names = await self.hub.presence(room)
-        return self.channels.presence_of(room, names)
+    async def presence(self, room: str) -> list[Member]:
+        """Who is in *room* now, on every node, in join order, with their metadata."""
+        return await self.hub.presence_state(room)
 
     async def join(
         self,
@@ -272,136 +253,155 @@ class Session(Generic[S, O]):
         history: int | None = None,
         welcome: Callable[[Joining], O] | None = None,
     ) -> None:
-        """Join *room* as *name*: authorize, enter, welcome, and tell the others.
+        """Join *room* as *name*: authorize, enter, and welcome (the others are told by presence).
 
         In order: the app's ``authorize`` hook, given the message being handled (it may raise
         :exc:`Refuse`: then nothing else happens, nobody is told); the name check (with
         ``Channels(name_taken=...)``, a name already in the room on any node is refused); with
-        ``Channels(single_room=True)`` the room the connection is in is left (``left`` to its
-        members); the membership (with the room's
-        history: at ``since``, or ``history`` messages back, the welcome first, then what was
-        missed, then live traffic); the welcome (``welcome(joining)``, sent with the id of the
-        message being handled); and ``joined`` (the presence diff) to the room's other members.
+        ``Channels(single_room=True)`` the room the connection is in is left; the membership,
+        with *meta*; and the welcome, ``welcome(joining)``, sent with the id of the message
+        being handled. In a room with history the welcome comes first, then what was missed
+        since ``since`` (or the last ``history`` messages), then live traffic, with no gap and
+        no duplicate. The room's members on every node get the app's ``joined`` message.
 
         Args:
             room: the room's name.
             name: this connection's name in the room (what presence lists).
-            meta: its metadata there (see :class:`Presence`).
+            meta: its presence metadata there (a JSON object, bounded by the hub's
+                ``max_presence_meta_bytes``).
             identity: who the client is across reconnections (the history never replays a
                 message to the identity that sent it); default: unchanged.
             since: the position to recover from (rooms with history only).
-            history: how many of the room's last messages to send after the welcome.
+            history: instead of ``since``: how many of the room's last messages to send after
+                the welcome (at most the history's ``max_messages``); ignored with ``since``.
             welcome: makes the welcome from the :class:`Joining`; None sends none.
 
         Raises:
-            Refuse: the hook refused, the name is taken, or a shared broker cannot answer.
+            Refuse: the hook refused, the name is taken, the metadata or ``history`` is out of
+                bounds, or a shared broker cannot answer.
         """
-        channels = self.channels
+        channels, hub, client = self.channels, self.hub, self.client
         if channels.authorize is not None:
             await channels.authorize(self, room, self.message)
-        presence = Presence(name, meta or {})
-        current = self._presence.get(room)
-        names = await self.hub.presence(room)
-        if current is not None and current.name in names:
-            names.remove(current.name)  # rejoining its own room, maybe under a new name
-        if channels.name_taken is not None and name in names:
+        if history is not None and history < 0:
+            raise Refuse(f"history must be a count of at least 0, got {history}")
+        others = [m for m in await hub.presence_state(room) if not _is(m, hub, client)]
+        if channels.name_taken is not None and any(m.name == name for m in others):
             raise Refuse(channels.name_taken.format(name=name, room=room))
-        if channels.single_room:
-            for other in list(self._presence):
-                await self.leave(other, reply=False)
-        elif current is not None:
-            await self.leave(room, reply=False)
-        client = self.client
+        for current in hub.rooms_of(client):
+            if channels.single_room or current == room:
+                hub.leave(client, current)  # the presence watchers tell its members
         client.name = name
         if identity is not None:
             client.identity = identity
-        members = (*channels.presence_of(room, [n for n in names if n != name]), presence)
-        channels.register(room, client.id, presence)
         try:
-            await self._enter(room, members, since, history, welcome)
-        except BaseException:
-            channels.unregister(room, client.id)
-            raise
-        self._presence[room] = presence
-        if channels.joined is not None:
-            await self.hub.broadcast(room, channels.joined(presence), exclude=client, history=False)
+            if hub.history_bounds(room) is None:
+                hub.join(client, room, meta=meta)
+                # Read after joining: with a shared broker this waits until the membership is
+                # registered cluster-wide, so the welcome lists what the others see.
+                members = tuple(await hub.presence_state(room))
+                if welcome is not None:
+                    await self.reply(welcome(Joining(room, members)))
+                return
+            joiner = Member(room, hub.node_id, client.id, name, meta=dict(meta or {}))
+            joining = Joining(room, (*others, joiner), since=since)
 
-    async def _enter(
-        self,
-        room: str,
-        members: tuple[Presence, ...],
-        since: Position | None,
-        history: int | None,
-        welcome: Callable[[Joining], O] | None,
-    ) -> None:
-        hub, client = self.hub, self.client
-        if hub.history_bounds(room) is None:
-            hub.join(client, room)
-            # Read after joining: with a shared broker this waits until the membership is
-            # registered cluster-wide, so whoever is told "joined" next sees it in the presence.
-            members = tuple(self.channels.presence_of(room, await hub.presence(room)))
-            if welcome is not None:
-                await self.reply(welcome(Joining(room, members)))
-            return
-        if since is None and history:
-            since = _last(hub.position(room), history)
-            asked = None
-        else:
-            asked = since
+            def welcome_message(recovery: Recovery) -> Any:
+                # Written before the replayed messages, in the same step as the join.
+                assert welcome is not None
+                return _with_id(welcome(attrs.evolve(joining, recovery=recovery)), self.message_id)
 
-        def welcome_message(recovery: Recovery) -> Any:
-            # Written before the replayed messages, in the same step as the join.
-            assert welcome is not None
-            return _with_id(welcome(Joining(room, members, recovery, asked)), self.message_id)
-
-        try:
             await hub.join_with_history(
-                client, room, since=since, welcome=None if welcome is None else welcome_message
+                client,
+                room,
+                since=since,
+                last=history if since is None else None,
+                welcome=None if welcome is None else welcome_message,
+                meta=meta,
             )
+        except ValueError as exc:  # metadata too large
+            raise Refuse(str(exc)) from exc
         except BrokerError as exc:
             raise Refuse(f"cannot join {room!r} now: {exc}") from exc
 
-    async def leave(self, room: str | None = None, *, reply: bool = True) -> bool:
-        """Leave *room* (default: every room) and send ``left`` to its members on every node.
+    async def leave(self, room: str | None = None) -> bool:
+        """Leave *room* (default: every room); its members on every node get the app's ``left``.
 
-        With ``reply`` and a message id being handled, this connection gets the ``left`` too,
-        carrying the id.
+        With a message id being handled, this connection gets the ``left`` too, carrying the id.
 
         Returns:
             True when it was in a room it left.
         """
-        rooms = list(self._presence) if room is None else [room] if room in self._presence else []
+        hub, client = self.hub, self.client
+        rooms = hub.rooms_of(client) if room is None else [room] if room in hub.rooms_of(client) else []
         for name in rooms:
-            presence = self._presence.pop(name)
-            self.hub.leave(self.client, name)
-            self.channels.unregister(name, self.client.id)
-            left = self.channels.left
-            if left is not None:
-                await self.hub.broadcast(name, left(presence), history=False)
-                if reply and self.message_id is not None:
-                    await self.reply(left(presence))
+            hub.leave(client, name)
+        render = self.channels.left
+        if rooms and render is not None and self.message_id is not None and client.name is not None:
+            await self.reply(render(Member(rooms[-1], hub.node_id, client.id, client.name)))
         return bool(rooms)
 
-    async def update(self, room: str, meta: Mapping[str, Any]) -> None:
-        """Replace this connection's metadata in *room* and send ``updated`` to every member.
+    def update(self, room: str, meta: Mapping[str, Any] | None) -> None:
+        """Replace this connection's presence metadata in *room*; every member gets ``updated``.
 
         Raises:
-            Refuse: the connection is not in *room*.
+            Refuse: the connection is not in *room*, or *meta* is too large.
         """
-        current = self._presence.get(room)
-        if current is None:
-            raise Refuse(f"not in room {room!r}")
-        presence = self._presence[room] = Presence(current.name, meta)
-        self.channels.register(room, self.client.id, presence)
-        if self.channels.updated is not None:
-            await self.hub.broadcast(room, self.channels.updated(presence), history=False)
+        try:
+            self.hub.update_presence(self.client, room, meta)
+        except ValueError as exc:
+            raise Refuse(str(exc)) from exc
 
 
-def _last(position: Position | None, count: int) -> Position | None:
-    """The position ``count`` messages before *position* (the history replays what follows it)."""
-    if position is None:
-        return None
-    return Position(position.epoch, max(0, position.offset - count))
+def _is(member: Member, hub: Hub, client: Client) -> bool:
+    """Whether *member* is *client*'s membership (on this node)."""
+    return member.client_id == client.id and member.node_id == hub.node_id
+
+
+class _PresenceRelay:
+    """Tells this node's members of a room every presence change there, as the app's messages.
+
+    One per hub an app is served on, watching while the app has connections on it (with no
+    connection there is nobody on this node to tell). The hub calls it synchronously, and it
+    never waits: each message joins the room's feed with ``broadcast_local_nowait`` (dropped and
+    counted when the feed is full, as a frame from another node would be).
+    """
+
+    def __init__(self, channels: Channels[Any, Any, Any], hub: Hub) -> None:
+        self._channels = channels
+        self._hub = hub
+        self._users = 0
+        self._stack = ExitStack()
+
+    def acquire(self) -> None:
+        if self._users == 0:
+            self._stack.enter_context(self._hub.watch_presence(self))
+        self._users += 1
+
+    def release(self) -> bool:
+        """Drop one user; True when it was the last (the relay stopped watching)."""
+        self._users -= 1
+        if self._users:
+            return False
+        self._stack.close()
+        return True
+
+    def __call__(self, diff: PresenceDiff) -> None:
+        channels, hub = self._channels, self._hub
+        for render, members, joins in (
+            (channels.left, diff.leaves, False),
+            (channels.joined, diff.joins, True),
+            (channels.updated, diff.updates, False),
+        ):
+            if render is None:
+                continue
+            for member in members:
+                if member.name is None:
+                    continue
+                # A joiner learns the room from its welcome, not from its own "joined".
+                local = joins and member.node_id == hub.node_id
+                exclude = hub.get(member.client_id) if local else None
+                hub.broadcast_local_nowait(diff.room, render(member), exclude=exclude)
 
 
 #: What a handler registered with :meth:`Channels.on` is: the session and the message.
@@ -430,9 +430,10 @@ class Channels(Generic[S, I, O]):
             state, or raises :exc:`Reject`; default: every upgrade is accepted, state None.
         authorize: the ``join`` hook, ``(session, room, message)``: returns to admit, raises
             :exc:`Refuse` to refuse with a reason.
-        joined: makes the presence diff sent to a room's other members when someone joins
-            (None: none is sent); ``left`` and ``updated`` likewise, for a member that left (or
-            whose connection ended, or whose node died) and a member whose metadata changed.
+        joined: makes the message a room's other members get when someone joins, from its
+            :class:`~trionos.Member` record (None: none is sent); ``left`` and ``updated``
+            likewise, for a member that left (or whose connection ended, or whose node died)
+            and a member whose metadata changed (every member, itself included, gets that).
         name_taken: with it, a name may appear once per room (across nodes): a join under a
             taken name is refused with this text, formatted with ``name`` and ``room``.
         single_room: a connection is in one room at a time: joining another leaves the first.
@@ -441,7 +442,9 @@ class Channels(Generic[S, I, O]):
             ``trionos[prometheus]``); None: not served.
         rate_limited: the reason sent for a message over the hub's rate limit.
         answer_text_ping: answer the raw text ``ping`` with ``pong`` (browsers' heartbeat).
-        hub: makes the hub :meth:`lifespan` runs (default: :meth:`new_hub` with no options).
+        hub: makes the hub :meth:`lifespan` runs (default: :meth:`new_hub` with ``metrics``).
+        metrics: the :class:`~trionos.Metrics` the runner's server counts into as well (give the
+            same one to the hub, so that ``/metrics`` shows connections and rooms together).
     """
 
     @overload
@@ -453,9 +456,9 @@ class Channels(Generic[S, I, O]):
         error: Callable[[str], O],
         connect: None = None,
         authorize: Callable[[Session[None, O], str, Any], Awaitable[None]] | None = None,
-        joined: Callable[[Presence], O] | None = None,
-        left: Callable[[Presence], O] | None = None,
-        updated: Callable[[Presence], O] | None = None,
+        joined: Callable[[Member], O] | None = None,
+        left: Callable[[Member], O] | None = None,
+        updated: Callable[[Member], O] | None = None,
         name_taken: str | None = None,
         single_room: bool = False,
         http: Handler | None = None,
@@ -463,6 +466,7 @@ class Channels(Generic[S, I, O]):
         rate_limited: str = "too many messages: slow down",
         answer_text_ping: bool = True,
         hub: Callable[[], Hub] | None = None,
+        metrics: Metrics | None = None,
     ) -> None: ...
 
     @overload
@@ -474,9 +478,9 @@ class Channels(Generic[S, I, O]):
         error: Callable[[str], O],
         connect: Callable[[Request], Awaitable[S]],
         authorize: Callable[[Session[S, O], str, Any], Awaitable[None]] | None = None,
-        joined: Callable[[Presence], O] | None = None,
-        left: Callable[[Presence], O] | None = None,
-        updated: Callable[[Presence], O] | None = None,
+        joined: Callable[[Member], O] | None = None,
+        left: Callable[[Member], O] | None = None,
+        updated: Callable[[Member], O] | None = None,
         name_taken: str | None = None,
         single_room: bool = False,
         http: Handler | None = None,
@@ -484,6 +488,7 @@ class Channels(Generic[S, I, O]):
         rate_limited: str = "too many messages: slow down",
         answer_text_ping: bool = True,
         hub: Callable[[], Hub] | None = None,
+        metrics: Metrics | None = None,
     ) -> None: ...
 
     def __init__(
@@ -494,9 +499,9 @@ class Channels(Generic[S, I, O]):
         error: Callable[[str], O],
         connect: Callable[[Request], Awaitable[S]] | None = None,
         authorize: Callable[[Any, str, Any], Awaitable[None]] | None = None,
-        joined: Callable[[Presence], O] | None = None,
-        left: Callable[[Presence], O] | None = None,
-        updated: Callable[[Presence], O] | None = None,
+        joined: Callable[[Member], O] | None = None,
+        left: Callable[[Member], O] | None = None,
+        updated: Callable[[Member], O] | None = None,
         name_taken: str | None = None,
         single_room: bool = False,
         http: Handler | None = None,
@@ -504,6 +509,7 @@ class Channels(Generic[S, I, O]):
         rate_limited: str = "too many messages: slow down",
         answer_text_ping: bool = True,
         hub: Callable[[], Hub] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.inbound = inbound
         self.outbound = outbound
@@ -519,10 +525,11 @@ class Channels(Generic[S, I, O]):
         self.metrics_path = metrics_path
         self.rate_limited = rate_limited
         self.answer_text_ping = answer_text_ping
-        self._make_hub = hub if hub is not None else self.new_hub
+        #: The counters the server adds its own to (the runner reads it); the default hub counts into it.
+        self.metrics = metrics
+        self._make_hub = hub if hub is not None else self._default_hub
         self._handlers: dict[type, MessageHandler[S, O, Any]] = {}
-        #: Per room, per local client id: its presence (names come from the hub; metadata from here).
-        self._members: dict[str, dict[str, Presence]] = {}
+        self._relays: dict[Hub, _PresenceRelay] = {}
         self._running: Hub | None = None
 
     def __repr__(self) -> str:
@@ -547,19 +554,15 @@ class Channels(Generic[S, I, O]):
         return register
 
     def new_hub(self, **options: Any) -> Hub:
-        """A :class:`~trionos.Hub` for this app: its codec, and ``left`` for the members of a dead node.
+        """A :class:`~trionos.Hub` for this app: its broadcasts encoded with the outbound codec.
 
         Args:
             options: more :class:`~trionos.Hub` arguments (``broker``, ``history``, ``rate_limit``...).
         """
-        hub: Hub
+        return Hub(codec=self.outbound, **options)
 
-        async def announce_expired(member: Member) -> None:
-            if member.name is not None and self.left is not None:
-                await hub.broadcast(member.room, self.left(Presence(member.name)), history=False)
-
-        hub = Hub(codec=self.outbound, on_member_expired=announce_expired, **options)
-        return hub
+    def _default_hub(self) -> Hub:
+        return self.new_hub() if self.metrics is None else self.new_hub(metrics=self.metrics)
 
     def replace(self, **changes: Any) -> Channels[S, I, O]:
         """The same app (the same handlers) with some constructor settings changed.
@@ -577,11 +580,11 @@ class Channels(Generic[S, I, O]):
             raise TypeError(f"Channels has no setting {unknown[0]!r}; settings: {sorted(_SETTINGS)}")
         copy = object.__new__(Channels)
         copy.__dict__.update(self.__dict__)
-        copy._members = {}
+        copy._relays = {}
         copy._running = None
         for name, value in changes.items():
             if name == "hub":
-                copy._make_hub = value if value is not None else copy.new_hub
+                copy._make_hub = value if value is not None else copy._default_hub
             else:
                 setattr(copy, name, value)
         return copy
@@ -597,9 +600,11 @@ class Channels(Generic[S, I, O]):
         """
         async with self._make_hub() as hub:
             self._running = hub
+            self._acquire_relay(hub)
             try:
                 yield self.handler(hub)
             finally:
+                self._release_relay(hub)
                 self._running = None
 
     def ready(self) -> bool:
@@ -610,24 +615,17 @@ class Channels(Generic[S, I, O]):
         broker = hub.broker
         return broker.connected if isinstance(broker, _Connected) else True
 
-    # --- presence bookkeeping (what this node knows about its own members) -------------------
+    # --- presence ----------------------------------------------------------------------------
 
-    def register(self, room: str, client_id: str, presence: Presence) -> None:
-        """Record a local member's presence in *room* (done by :meth:`Session.join`)."""
-        self._members.setdefault(room, {})[client_id] = presence
+    def _acquire_relay(self, hub: Hub) -> None:
+        relay = self._relays.get(hub)
+        if relay is None:
+            relay = self._relays[hub] = _PresenceRelay(self, hub)
+        relay.acquire()
 
-    def unregister(self, room: str, client_id: str) -> None:
-        """Forget a local member's presence in *room* (done by :meth:`Session.leave`)."""
-        members = self._members.get(room)
-        if members is not None:
-            members.pop(client_id, None)
-            if not members:
-                del self._members[room]
-
-    def presence_of(self, room: str, names: Iterable[str]) -> list[Presence]:
-        """*names* (members of *room*) with the metadata this node knows (none for remote members)."""
-        known = {p.name: p for p in self._members.get(room, {}).values()}
-        return [known.get(name) or Presence(name) for name in names]
+    def _release_relay(self, hub: Hub) -> None:
+        if self._relays[hub].release():
+            del self._relays[hub]
 
     # --- serving ------------------------------------------------------------------------------
 
@@ -646,16 +644,14 @@ class Channels(Generic[S, I, O]):
                     await request.reject(refusal.status, refusal.body, headers=refusal.headers)
                     return
             ws = await request.accept(answer_text_ping=self.answer_text_ping)
-            async with hub.client(ws) as client:
-                session: Session[S, O] = Session(self, hub, client, state)
-                try:
-                    await self._serve(session)
-                finally:
-                    # Runs on every exit, also when the heartbeat or a shutdown cancelled us:
-                    # shield the goodbye and bound it.
-                    session.message = session.message_id = None
-                    with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_SECONDS):
-                        await session.leave()
+            # Watching presence outlives the client: its own leaving (whatever ends the
+            # connection: close, disconnect, heartbeat, cancellation) is told to its rooms.
+            self._acquire_relay(hub)
+            try:
+                async with hub.client(ws) as client:
+                    await self._serve(Session(self, hub, client, state))
+            finally:
+                self._release_relay(hub)
 
         return handle
 
@@ -696,7 +692,6 @@ class Channels(Generic[S, I, O]):
             except Refuse as refusal:
                 await session.error(refusal.reason)
             except CloseConnection as close:
-                await session.leave()
                 await ws.close(close.code, close.reason)
                 return
             except ConnectionClosed:
@@ -724,6 +719,7 @@ _SETTINGS = frozenset(
         "rate_limited",
         "answer_text_ping",
         "hub",
+        "metrics",
     }
 )
 

@@ -173,6 +173,8 @@ class ServerOptions:
             on either side, so a broadcast is compressed once for all compressed recipients and an
             idle connection keeps no zlib state; ``None`` (the default, which keeps idle
             connections smallest) offers nothing. Messages under 64 bytes go out uncompressed.
+        access_log: write one INFO line to the ``trionos.access`` logger per HTTP request and per
+            WebSocket session when it ends (False; the ``trionos`` command turns it on).
 
     Raises:
         TypeError: a setting has the wrong type (e.g. a string for a number).
@@ -190,6 +192,7 @@ class ServerOptions:
     max_outbox_bytes: int = attrs.field(default=1024 * 1024, validator=positive_int)
     message_queue_size: int = attrs.field(default=1, validator=positive_int)
     compression: str | None = attrs.field(default=None, validator=_compression)
+    access_log: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen(kw_only=True)
@@ -249,6 +252,7 @@ class ServerOptionKeywords(TypedDict, total=False):
     max_outbox_bytes: int
     message_queue_size: int
     compression: str | None
+    access_log: bool
 
 
 class ClientOptionKeywords(TypedDict, total=False):

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -70,9 +70,11 @@ from ._broker import (
     Member,
     decode_envelope,
     decode_history_envelope,
+    decode_presence_envelope,
     encode_history_head,
     envelope_origin,
     is_history_envelope,
+    is_presence_envelope,
     new_node_id,
     single_start_error,
 )
@@ -246,6 +248,10 @@ class RedisBroker:
         """
         channel = self._all_channel if room is None else self._room_channels.get(room) or self._channel(room)
         try:
+            if not self._link.connected and self._link.client is not None:
+                # Known unreachable: the publisher would drop it anyway, and it leaves noticing
+                # the way back to the heartbeat and the syncer, which restore the subscriptions.
+                raise trio.WouldBlock
             self._send.send_nowait((channel, envelope))
         except (trio.WouldBlock, trio.ClosedResourceError):
             self._dropped(1)
@@ -271,9 +277,9 @@ class RedisBroker:
             del self._channel_rooms[channel]
             self._wake()
 
-    def add_member(self, room: str, client_id: str, name: str | None) -> None:
-        """Register a local membership in the shared presence (by the syncer, in join order)."""
-        self._presence.add(room, client_id, name)
+    def add_member(self, room: str, client_id: str, name: str | None, meta: Mapping[str, Any]) -> None:
+        """Register a local membership (or its new metadata) in the shared presence (by the syncer)."""
+        self._presence.add(room, client_id, name, meta)
         self._wake()
 
     def remove_member(self, room: str, client_id: str) -> None:
@@ -369,28 +375,37 @@ class RedisBroker:
         return position
 
     async def history_recover(
-        self, room: str, since: Position | None, identity: str | None, *, bounds: HistoryBounds, epoch: str
+        self,
+        room: str,
+        since: Position | None,
+        identity: str | None,
+        *,
+        bounds: HistoryBounds,
+        epoch: str,
+        last: int | None = None,
     ) -> Recovery:
-        """What a client at *since* missed in *room*, read from Redis.
+        """What a client at *since* missed in *room*, or its last *last* messages, read from Redis.
 
         Waits first (up to ``operation_timeout``) until this node's subscriptions are in place,
         so that every message after the answer reaches this node live.
 
         Args:
             room: the room (it has a history).
-            since: the client's last position; None reads nothing (the latest position only).
-            identity: entries that excluded this identity are left out.
+            since: the client's last position; None reads nothing (the latest position only),
+                unless *last* is given.
+            identity: entries that excluded this identity are left out (with *since*).
             bounds: the room's history bounds (the age bound trims before reading).
             epoch: the epoch to start the room's history with if Redis has none.
+            last: read the room's last *last* messages instead, every one (*since* is None).
 
         Returns:
-            The room's latest position, the missed entries, and whether they are all of them.
+            The room's latest position, the entries, and whether they are all that was asked.
 
         Raises:
             BrokerError: as :meth:`history_append`.
         """
         await self._until_synced()
-        return await self._history.recover(room, since, identity, bounds=bounds, epoch=epoch)
+        return await self._history.recover(room, since, identity, bounds=bounds, epoch=epoch, last=last)
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -573,6 +588,9 @@ class RedisBroker:
                 continue
             if envelope_origin(data) == own:
                 continue
+            if is_presence_envelope(data):
+                self._read_presence(channel, data, sink)
+                continue
             if channel == all_channel:
                 room = None
             else:
@@ -586,6 +604,17 @@ class RedisBroker:
                 continue
             self.received += 1
             sink.deliver_remote(room, envelope.frame, envelope.exclude)
+
+    def _read_presence(self, channel: bytes, data: bytes, sink: BrokerSink) -> None:
+        room = self._channel_rooms.get(channel)
+        if room is None:
+            return  # in flight when the room's last local member left
+        try:
+            diff = decode_presence_envelope(room, data)
+        except BrokerError as exc:
+            logger.warning("ignoring a message on %r: %s", channel, exc)
+            return
+        sink.deliver_presence(diff)
 
     def _read_history(self, channel: bytes, data: bytes, sink: BrokerSink) -> None:
         room = self._channel_rooms.get(channel)

@@ -45,6 +45,7 @@ milliseconds since the Unix epoch (UTC); a replayed message keeps its original t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypeAlias, Union
 
 import attrs
@@ -112,6 +113,11 @@ class Leave:
     id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
+def _names(users: Iterable[str]) -> tuple[str, ...]:
+    """Welcome's ``users`` as a tuple (a typed converter: ``converter=tuple`` types as ``Iterable[Any]``)."""
+    return tuple(users)
+
+
 # -- server -> client --------------------------------------------------------------------------------------
 
 
@@ -124,7 +130,7 @@ class Welcome:
     ``offset`` are the room's latest position, and ``recovered`` answers a join with ``since``.
     """
 
-    users: tuple[str, ...] = attrs.field(converter=tuple)
+    users: tuple[str, ...] = attrs.field(converter=_names)
     epoch: str | None = attrs.field(default=None, metadata=_OPTIONAL)
     offset: int | None = attrs.field(default=None, metadata=_OPTIONAL)
     recovered: bool | None = attrs.field(default=None, metadata=_OPTIONAL)
