@@ -19,6 +19,7 @@ from ._broker import BrokerSink as BrokerSink
 from ._broker import Member as Member
 from ._broker import PresenceDiff as PresenceDiff
 from ._channels import Channels as Channels
+from ._channels import ChannelSettings as ChannelSettings
 from ._channels import CloseConnection as CloseConnection
 from ._channels import Joining as Joining
 from ._channels import Refuse as Refuse
@@ -106,6 +107,7 @@ __all__ = [
     "Broker",
     "BrokerError",
     "BrokerSink",
+    "ChannelSettings",
     "Channels",
     "Client",
     "ClientOptionKeywords",

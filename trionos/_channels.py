@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import ExitStack, asynccontextmanager
-from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
+from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack, overload, runtime_checkable
 
 import attrs
 
@@ -49,7 +49,7 @@ from ._hub import Client, Hub, Sent
 from ._metrics import Metrics
 from ._server import Handler, Request
 
-__all__ = ["Channels", "CloseConnection", "Joining", "Refuse", "Reject", "Session"]
+__all__ = ["ChannelSettings", "Channels", "CloseConnection", "Joining", "Refuse", "Reject", "Session"]
 
 logger = logging.getLogger("trionos.channels")
 
@@ -408,6 +408,26 @@ class _PresenceRelay:
 MessageHandler = Callable[[Session[S, O], M], Awaitable[None]]
 
 
+class ChannelSettings(TypedDict, Generic[O], total=False):
+    """The settings of :class:`Channels` besides its protocol and hooks, as keywords.
+
+    What ``Channels(..., **settings)`` and :meth:`Channels.replace` take; see :class:`Channels`
+    for each.
+    """
+
+    joined: Callable[[Member], O] | None
+    left: Callable[[Member], O] | None
+    updated: Callable[[Member], O] | None
+    name_taken: str | None
+    single_room: bool
+    http: Handler | None
+    metrics_path: str | None
+    rate_limited: str
+    answer_text_ping: bool
+    hub: Callable[[], Hub] | None
+    metrics: Metrics | None
+
+
 class Channels(Generic[S, I, O]):
     """A room application: typed handlers, connect and join authorization, presence, acknowledgements.
 
@@ -456,17 +476,7 @@ class Channels(Generic[S, I, O]):
         error: Callable[[str], O],
         connect: None = None,
         authorize: Callable[[Session[None, O], str, Any], Awaitable[None]] | None = None,
-        joined: Callable[[Member], O] | None = None,
-        left: Callable[[Member], O] | None = None,
-        updated: Callable[[Member], O] | None = None,
-        name_taken: str | None = None,
-        single_room: bool = False,
-        http: Handler | None = None,
-        metrics_path: str | None = None,
-        rate_limited: str = "too many messages: slow down",
-        answer_text_ping: bool = True,
-        hub: Callable[[], Hub] | None = None,
-        metrics: Metrics | None = None,
+        **settings: Unpack[ChannelSettings[O]],
     ) -> None: ...
 
     @overload
@@ -478,17 +488,7 @@ class Channels(Generic[S, I, O]):
         error: Callable[[str], O],
         connect: Callable[[Request], Awaitable[S]],
         authorize: Callable[[Session[S, O], str, Any], Awaitable[None]] | None = None,
-        joined: Callable[[Member], O] | None = None,
-        left: Callable[[Member], O] | None = None,
-        updated: Callable[[Member], O] | None = None,
-        name_taken: str | None = None,
-        single_room: bool = False,
-        http: Handler | None = None,
-        metrics_path: str | None = None,
-        rate_limited: str = "too many messages: slow down",
-        answer_text_ping: bool = True,
-        hub: Callable[[], Hub] | None = None,
-        metrics: Metrics | None = None,
+        **settings: Unpack[ChannelSettings[O]],
     ) -> None: ...
 
     def __init__(
@@ -499,35 +499,26 @@ class Channels(Generic[S, I, O]):
         error: Callable[[str], O],
         connect: Callable[[Request], Awaitable[S]] | None = None,
         authorize: Callable[[Any, str, Any], Awaitable[None]] | None = None,
-        joined: Callable[[Member], O] | None = None,
-        left: Callable[[Member], O] | None = None,
-        updated: Callable[[Member], O] | None = None,
-        name_taken: str | None = None,
-        single_room: bool = False,
-        http: Handler | None = None,
-        metrics_path: str | None = None,
-        rate_limited: str = "too many messages: slow down",
-        answer_text_ping: bool = True,
-        hub: Callable[[], Hub] | None = None,
-        metrics: Metrics | None = None,
+        **settings: Unpack[ChannelSettings[O]],
     ) -> None:
         self.inbound = inbound
         self.outbound = outbound
         self.error = error
         self.connect = connect
         self.authorize = authorize
-        self.joined = joined
-        self.left = left
-        self.updated = updated
-        self.name_taken = name_taken
-        self.single_room = single_room
-        self.http = http
-        self.metrics_path = metrics_path
-        self.rate_limited = rate_limited
-        self.answer_text_ping = answer_text_ping
+        self.joined: Callable[[Member], O] | None = None
+        self.left: Callable[[Member], O] | None = None
+        self.updated: Callable[[Member], O] | None = None
+        self.name_taken: str | None = None
+        self.single_room = False
+        self.http: Handler | None = None
+        self.metrics_path: str | None = None
+        self.rate_limited = "too many messages: slow down"
+        self.answer_text_ping = True
         #: The counters the server adds its own to (the runner reads it); the default hub counts into it.
-        self.metrics = metrics
-        self._make_hub = hub if hub is not None else self._default_hub
+        self.metrics: Metrics | None = None
+        self._make_hub: Callable[[], Hub] = self._default_hub
+        self._configure(settings)
         self._handlers: dict[type, MessageHandler[S, O, Any]] = {}
         self._relays: dict[Hub, _PresenceRelay] = {}
         self._running: Hub | None = None
@@ -564,30 +555,34 @@ class Channels(Generic[S, I, O]):
     def _default_hub(self) -> Hub:
         return self.new_hub() if self.metrics is None else self.new_hub(metrics=self.metrics)
 
-    def replace(self, **changes: Any) -> Channels[S, I, O]:
-        """The same app (the same handlers) with some constructor settings changed.
+    def replace(self, **changes: Unpack[ChannelSettings[O]]) -> Channels[S, I, O]:
+        """The same app (the same handlers and hooks) with some settings changed.
 
         ``app.replace(hub=lambda: app.new_hub(broker=broker))`` serves the app on another hub.
 
         Args:
-            changes: keyword arguments of the constructor (``hub``, ``metrics_path``, ...).
+            changes: any of :class:`ChannelSettings`.
 
         Raises:
-            TypeError: a name is not a keyword argument of the constructor.
+            TypeError: a name is not one of the settings.
         """
-        unknown = sorted(set(changes) - _SETTINGS)
-        if unknown:
-            raise TypeError(f"Channels has no setting {unknown[0]!r}; settings: {sorted(_SETTINGS)}")
-        copy = object.__new__(Channels)
+        copy: Channels[S, I, O] = object.__new__(Channels)
         copy.__dict__.update(self.__dict__)
         copy._relays = {}
         copy._running = None
-        for name, value in changes.items():
-            if name == "hub":
-                copy._make_hub = value if value is not None else copy._default_hub
-            else:
-                setattr(copy, name, value)
+        copy._configure(changes)
         return copy
+
+    def _configure(self, settings: ChannelSettings[O]) -> None:
+        unknown = sorted(set(settings) - set(ChannelSettings.__annotations__))
+        if unknown:
+            names = sorted(ChannelSettings.__annotations__)
+            raise TypeError(f"Channels has no setting {unknown[0]!r}; settings: {names}")
+        for name, value in settings.items():
+            if name == "hub":
+                self._make_hub = value if value is not None else self._default_hub  # type: ignore[assignment]
+            else:
+                setattr(self, name, value)
 
     # --- the application object (contract: trionos.App, trionos.SupportsReadiness) -----------
 
@@ -701,27 +696,6 @@ class Channels(Generic[S, I, O]):
                 # and the connection (and the room) go on.
                 logger.exception("handler %r failed on %r from %r", handler, message, client)
                 await session.error(INTERNAL_ERROR)
-
-
-#: The constructor's settings that :meth:`Channels.replace` may change.
-_SETTINGS = frozenset(
-    {
-        "error",
-        "connect",
-        "authorize",
-        "joined",
-        "left",
-        "updated",
-        "name_taken",
-        "single_room",
-        "http",
-        "metrics_path",
-        "rate_limited",
-        "answer_text_ping",
-        "hub",
-        "metrics",
-    }
-)
 
 
 def _peek_id(decode: Callable[[Any], object], raw: object) -> MessageId | None:
