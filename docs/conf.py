@@ -108,7 +108,7 @@ nitpick_ignore_regex = [
     # Type variables (``T``) of generic methods: a signature shows them, there is nothing to link to.
     (r"py:(class|obj)", r"trionos\.(testing\.)?_\w+\.T"),
     # Channels[S, I, O]: its state, inbound and outbound type variables, and a handler's message M.
-    (r"py:(class|obj)", r"(trionos\._channels\.)?[SIOM]"),
+    (r"py:(class|obj)", r"(trionos\._(channels|session)\.)?[SIOM]"),
 ]
 
 #: Names in annotations that autodoc sees as bare strings (imported under ``TYPE_CHECKING`` in the

@@ -20,11 +20,6 @@ from ._broker import Member as Member
 from ._broker import PresenceDiff as PresenceDiff
 from ._channels import Channels as Channels
 from ._channels import ChannelSettings as ChannelSettings
-from ._channels import CloseConnection as CloseConnection
-from ._channels import Joining as Joining
-from ._channels import Refuse as Refuse
-from ._channels import Reject as Reject
-from ._channels import Session as Session
 from ._client import connect as connect
 from ._codec import Codec as Codec
 from ._connection import MessageCodec as MessageCodec
@@ -69,6 +64,11 @@ from ._server import Handler as Handler
 from ._server import Request as Request
 from ._server import Server as Server
 from ._server import serve as serve
+from ._session import CloseConnection as CloseConnection
+from ._session import Joining as Joining
+from ._session import Refuse as Refuse
+from ._session import Reject as Reject
+from ._session import Session as Session
 
 __version__ = "0.1.0"
 
