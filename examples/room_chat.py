@@ -51,6 +51,7 @@ from trionos.chat import (
     Leave,
     Left,
     Message,
+    ServerMessage,
     Welcome,
 )
 
@@ -67,7 +68,7 @@ class RoomChat:
         self.client = client
         self.room: str | None = None
 
-    async def reply(self, message: object) -> None:
+    async def reply(self, message: ServerMessage) -> None:
         await self.client.ws.send_message(message, SERVER_CODEC)
 
     async def handle(self, message: Join | Chat | Leave) -> None:

@@ -51,12 +51,13 @@ async def test_300_clients_by_50_messages_nothing_lost(hub: trionos.Hub, start_s
 
 async def run_flood(
     hub: trionos.Hub, start_server: ServeFn, *, total: int, size: int
-) -> tuple[Registered, list[list[int]], trionos.Client, trio.SocketStream]:
+) -> tuple[Registered, list[list[int]], trionos.WebSocket, trio.SocketStream]:
     registered = Registered()
     server = await start_server(room_handler(hub, registered), max_outbox_bytes=256 * 1024)
     stalled = await raw_websocket_peer(server.port, "/stalled")  # it never reads
     await registered.wait_for("/stalled")
-    stalled_client = registered["/stalled"]
+    stalled_ws = registered["/stalled"].ws
+    assert isinstance(stalled_ws, trionos.WebSocket)
     results: list[list[int]] = []
 
     async def reader(ready: trio.Event) -> None:
@@ -78,7 +79,7 @@ async def run_flood(
         payload = b"x" * (size - 4)
         for i in range(total):
             await hub.broadcast("room", i.to_bytes(4, "big") + payload)
-    return registered, results, stalled_client, stalled
+    return registered, results, stalled_ws, stalled
 
 
 async def test_stalled_client_is_disconnected_while_others_get_48_mib(
@@ -89,12 +90,12 @@ async def test_stalled_client_is_disconnected_while_others_get_48_mib(
     hub = await nursery.start(trionos.Hub(grace=1.0).run)
     size = 64 * 1024
     total = 48 * 1024 * 1024 // size
-    _, results, stalled_client, stalled = await run_flood(hub, start_server, total=total, size=size)
+    _, results, stalled_ws, stalled = await run_flood(hub, start_server, total=total, size=size)
     assert results == [list(range(total))] * 2
-    assert stalled_client.ws.close_code == 1008
-    assert "slow client" in (stalled_client.ws.close_reason or "")
+    assert stalled_ws.close_code == 1008
+    assert "slow client" in (stalled_ws.close_reason or "")
     assert hub.slow_clients_dropped == 1
-    assert stalled_client.ws._transport.peak_outbox_bytes <= 256 * 1024 + size + 16
+    assert stalled_ws.transport.peak_outbox_bytes <= 256 * 1024 + size + 16
     with trio.fail_after(10):  # the peer sees the TCP connection end after the buffered bytes
         while await stalled.receive_some(1 << 20):
             pass
@@ -108,13 +109,13 @@ async def test_drop_oldest_never_waits_and_keeps_the_bound(
     hub = await nursery.start(trionos.Hub(policy="drop_oldest", grace=0.5).run)
     size = 64 * 1024
     total = 16 * 1024 * 1024 // size
-    _, results, stalled_client, stalled = await run_flood(hub, start_server, total=total, size=size)
+    _, results, stalled_ws, stalled = await run_flood(hub, start_server, total=total, size=size)
     for seen in results:
         assert seen == sorted(set(seen)) and seen[-1] == total - 1
-    assert not stalled_client.ws.closed
-    assert stalled_client.ws._transport.dropped_frames > 0
-    assert hub.metrics.frames_dropped >= stalled_client.ws._transport.dropped_frames  # readers may drop too
-    assert stalled_client.ws._transport.peak_outbox_bytes <= 256 * 1024 + size + 16
+    assert not stalled_ws.closed
+    assert stalled_ws.transport.dropped_frames > 0
+    assert hub.metrics.frames_dropped >= stalled_ws.transport.dropped_frames  # readers may drop too
+    assert stalled_ws.transport.peak_outbox_bytes <= 256 * 1024 + size + 16
     assert hub.slow_clients_dropped == 0
     await stalled.aclose()
 
@@ -161,6 +162,7 @@ async def test_a_broadcast_arrives_before_a_direct_send_made_after_it(
             hub.join(client, "room")
             registered.add(req.path, client)
             async for message in ws:
+                assert isinstance(message, str)
                 await hub.broadcast("room", f"room:{message}")
                 await ws.send(f"direct:{message}")
                 await registered["/b"].ws.send(f"to-b:{message}")

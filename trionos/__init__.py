@@ -37,6 +37,8 @@ from ._http import Headers as Headers
 from ._hub import Client as Client
 from ._hub import Hub as Hub
 from ._hub import Sent as Sent
+from ._hub_protocols import HubConnection as HubConnection
+from ._hub_protocols import HubTransport as HubTransport
 from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
 from ._local_broker import LocalBroker as LocalBroker
@@ -111,6 +113,8 @@ __all__ = [
     "HistoryBounds",
     "HistoryEntry",
     "Hub",
+    "HubConnection",
+    "HubTransport",
     "LocalBroker",
     "Member",
     "MessageCodec",

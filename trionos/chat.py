@@ -31,6 +31,7 @@ traffic. Only chat messages are history; ``joined``/``left`` are presence and ar
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypeAlias
 
 import attrs
@@ -89,6 +90,11 @@ class Leave:
 # -- server -> client --------------------------------------------------------------------------------------
 
 
+def _names(users: Iterable[str]) -> tuple[str, ...]:
+    """Welcome's ``users`` as a tuple (a typed converter: ``converter=tuple`` types as ``Iterable[Any]``)."""
+    return tuple(users)
+
+
 @attrs.frozen
 class Welcome:
     """Sent to a client that joined: who is in the room now, itself included.
@@ -98,7 +104,7 @@ class Welcome:
     ``offset`` are the room's latest position, and ``recovered`` answers a join with ``since``.
     """
 
-    users: tuple[str, ...] = attrs.field(converter=tuple)
+    users: tuple[str, ...] = attrs.field(converter=_names)
     epoch: str | None = attrs.field(default=None, metadata=_OPTIONAL)
     offset: int | None = attrs.field(default=None, metadata=_OPTIONAL)
     recovered: bool | None = attrs.field(default=None, metadata=_OPTIONAL)
