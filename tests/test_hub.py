@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trio
@@ -268,3 +270,48 @@ def test_memory_broker_is_a_deprecated_alias_of_local_broker() -> None:
     assert alias is trionos.LocalBroker
     assert "MemoryBroker" not in trionos.__all__
     assert isinstance(trionos.Hub().broker, trionos.LocalBroker)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"grace": -1}, ValueError, "Hub grace must be a positive, finite number of seconds, got -1"),
+        ({"grace": 0}, ValueError, "Hub grace must be a positive, finite number of seconds, got 0"),
+        (
+            {"grace": float("inf")},
+            ValueError,
+            "Hub grace must be a positive, finite number of seconds, got inf",
+        ),
+        ({"grace": "2"}, TypeError, "Hub grace must be a number of seconds, got '2'"),
+        ({"room_queue_size": 0}, ValueError, "Hub room_queue_size must be at least 1, got 0"),
+        ({"room_queue_size": 2.5}, TypeError, "Hub room_queue_size must be a whole number, got 2.5"),
+        ({"max_presence_meta_bytes": 0}, ValueError, "Hub max_presence_meta_bytes must be at least 1, got 0"),
+        ({"policy": "wait"}, ValueError, "'wait' is not a valid SlowClientPolicy"),
+    ],
+)
+def test_the_hubs_own_settings_are_checked(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Hub refuses a grace, queue size or metadata bound that cannot work, saying what it got."""
+    with pytest.raises(error, match=re.escape(message)):
+        trionos.Hub(**options)
+    hub = trionos.Hub(grace=1)
+    assert hub.grace == 1.0 and hub.room_queue_size == 64
+    with pytest.raises(ValueError, match="Hub grace must be a positive"):
+        hub.grace = -1
+    hub.grace = 0.5
+    assert hub.grace == 0.5
+
+
+async def test_a_local_broker_refuses_history_calls() -> None:
+    """LocalBroker is not shared: asked for a shared history anyway, it raises BrokerError."""
+    broker = trionos.LocalBroker(node_id="n")
+    bounds = trionos.HistoryBounds()
+    with pytest.raises(trionos.BrokerError, match="is not shared"):
+        await broker.history_append(
+            "r", "x", exclude_id=None, exclude_identity=None, bounds=bounds, offset_member=None, epoch="e"
+        )
+    with pytest.raises(trionos.BrokerError, match="is not shared"):
+        await broker.history_recover("r", None, None, bounds=bounds, epoch="e", last=3)
+    broker.add_member("r", "c", "ann", {})
+    broker.remove_member("r", "c")
