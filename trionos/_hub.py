@@ -48,9 +48,9 @@ from ._connection import MessageCodec
 from ._delivery import SlowClientDelivery
 from ._fanout import Feed, SlowClientPolicy
 from ._frames import message_frame
-from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
+from ._history import HistoryBounds, Position, Recovery
+from ._hub_history import HubHistory
 from ._hub_protocols import HubConnection, HubTransport, T
-from ._json import dumps as dumps_json
 from ._local_broker import LocalBroker
 from ._metrics import Metrics
 from ._presence import PresenceBook, PresenceWatcher
@@ -158,17 +158,6 @@ class Sent(int):
 
     def __repr__(self) -> str:
         return f"Sent({int(self)}, position={self.position!r})"
-
-
-def _bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
-    """The history bounds *value* stands for (True: the defaults; None or False: no history)."""
-    if value is True:
-        return HistoryBounds()
-    if value is None or value is False:
-        return None
-    if isinstance(value, HistoryBounds):
-        return value
-    raise TypeError(f"history must be a HistoryBounds, True, False or None, got {value!r}")
 
 
 def _grace(value: object) -> float:
@@ -293,12 +282,9 @@ class Hub:
         )
         self._stopped = False
         self._cm: AbstractAsyncContextManager[Hub, bool | None] | None = None
-        self.offset_field = offset_field
-        self._history_bounds = _bounds(history)
-        self._room_history: dict[str, HistoryBounds | None] = {}
-        self._new_epoch = new_epoch or (lambda: secrets.token_hex(4))
-        self._history = History(self._history_bounds or HistoryBounds(), new_epoch=self._new_epoch)
-        self._shared_history = SharedHistory[AnyClient](self.broker, self.metrics, self._new_epoch, grace)
+        new_epoch = new_epoch or (lambda: secrets.token_hex(4))
+        self._history = HubHistory(history, offset_field, new_epoch, self.metrics)
+        self._shared_history = SharedHistory[AnyClient](self.broker, self.metrics, new_epoch, grace)
         # The clients being replayed to from a shared history (checked on every broadcast).
         self._held = self._shared_history.held
         self._presence = PresenceBook(self.broker, max_presence_meta_bytes)
@@ -328,6 +314,11 @@ class Hub:
     @grace.setter
     def grace(self, value: float) -> None:
         self._delivery.grace = self._shared_history.grace = _grace(value)
+
+    @property
+    def offset_field(self) -> str | None:
+        """The member a codec-encoded message into a room with history carries its offset in."""
+        return self._history.offset_field
 
     @property
     def fan_out_tasks(self) -> int:
@@ -516,9 +507,7 @@ class Hub:
         Raises:
             TypeError: *history* is none of those.
         """
-        bounds = self._room_history[room] = _bounds(history)
-        if bounds is None:
-            self._history.drop(room)
+        self._history.set(room, history)
 
     def history_bounds(self, room: str) -> HistoryBounds | None:
         """The bounds of *room*'s history.
@@ -529,7 +518,7 @@ class Hub:
         Returns:
             The :class:`~trionos.HistoryBounds`, or None when the room keeps no history.
         """
-        return self._room_history.get(room, self._history_bounds)
+        return self._history.bounds(room)
 
     def position(self, room: str) -> Position | None:
         """The latest position in *room*'s history.
@@ -541,10 +530,7 @@ class Hub:
             The :class:`~trionos.Position` of its last message (offset 0 before the first), or
             None when the room keeps no history.
         """
-        bounds = self.history_bounds(room)
-        if bounds is None:
-            return None
-        return self._history.room(room, bounds).position
+        return self._history.position(room)
 
     def join(self, client: AnyClient, room: str, *, meta: Mapping[str, Any] | None = None) -> bool:
         """Add *client* to *room*, creating the room (and its fan-out task) if needed. Never awaits.
@@ -677,20 +663,10 @@ class Hub:
                     self.leave(client, room)
                 raise
         else:  # read and join with no checkpoint in between
-            history = self._history.room(room, bounds)
-            if last is not None:
-                recovery = history.last(last, trio.current_time())
-            elif since is None:
-                recovery = Recovery(history.position, (), True)
-            else:
-                recovery = history.recover(since, trio.current_time(), client.identity)
-        metrics = self.metrics
-        metrics.messages_replayed += len(recovery.entries)
-        if since is not None:
-            if recovery.complete:
-                metrics.recoveries_complete += 1
-            else:
-                metrics.recoveries_partial += 1
+            recovery = self._history.read(
+                room, bounds, since=since, last=last, identity=client.identity, now=trio.current_time()
+            )
+        self._history.count(recovery, since)
         frames = [e.frame for e in recovery.entries]
         if welcome is not None:
             frames.insert(0, self.encode(welcome(recovery), codec))
@@ -917,22 +893,15 @@ class Hub:
         """
         if isinstance(message, str | bytes):
             return message_frame(message)
+        return message_frame(self._codec_for(message, codec).encode(message))
+
+    def _codec_for(self, message: Any, codec: MessageCodec[Any] | None) -> MessageCodec[Any]:
         codec = codec or self.codec
         if codec is None:
             raise TypeError(
                 f"cannot broadcast a {type(message).__name__} without a codec: pass codec= or Hub(codec=...)"
             )
-        return message_frame(codec.encode(message))
-
-    def _encode_at(self, message: Any, codec: MessageCodec[Any] | None, offset: int) -> bytes:
-        """Encode ``message`` with its offset stamped in (codec-encoded JSON objects only)."""
-        field = self.offset_field
-        if field is None or isinstance(message, str | bytes):
-            return self.encode(message, codec)
-        codec = codec or self.codec
-        if codec is None:
-            return self.encode(message, codec)  # raises the usual TypeError
-        return message_frame(stamp_offset(codec.encode(message), field, offset))
+        return codec
 
     async def broadcast(
         self,
@@ -979,21 +948,19 @@ class Hub:
             EncodeError: the codec cannot encode *message*.
             BrokerError: the room's history is in a shared broker that cannot answer.
         """
-        bounds = self._room_history.get(room, self._history_bounds) if history else None
+        bounds = self._history.bounds(room) if history else None
         if bounds is None:
             frame = self.encode(message, codec)
             position = None
-        elif self._shared:
-            return await self._broadcast_shared(room, message, exclude, codec, bounds)
         else:
-            kept = self._history.room(room, bounds)
-            frame = self._encode_at(message, codec, kept.offset + 1)
-            entry, trimmed = self._history.append(
-                room, frame, None if exclude is None else exclude.identity, trio.current_time()
+            if not isinstance(message, str | bytes):
+                codec = self._codec_for(message, codec)
+            if self._shared:
+                return await self._broadcast_shared(room, message, exclude, codec, bounds)
+            identity = None if exclude is None else exclude.identity
+            frame, position = self._history.append(
+                room, bounds, message, codec, identity, trio.current_time()
             )
-            position = Position(kept.epoch, entry.offset)
-            self.metrics.history_appended += 1
-            self.metrics.history_trimmed += trimmed
         if self._shared:
             exclude_id = None if exclude is None else exclude.id
             self.broker.publish(room, encode_envelope(self._node_id, exclude_id, frame))
@@ -1018,18 +985,7 @@ class Hub:
     ) -> Sent:
         """A broadcast into a room whose history is in the broker: the broker assigns the offset
         and delivers it to every node, this one included (:meth:`deliver_history`)."""
-        payload: str | bytes
-        member = None
-        if isinstance(message, str | bytes):
-            payload = message
-        else:
-            codec = codec or self.codec
-            if codec is None:
-                self.encode(message, codec)  # raises the usual TypeError
-            assert codec is not None
-            payload = codec.encode(message)
-            if self.offset_field is not None:
-                member = f"{dumps_json(self.offset_field)}:"
+        payload, member = self._history.payload(message, codec)
         position = await self._shared_history.broadcast(
             room,
             payload,
