@@ -31,7 +31,7 @@ import secrets
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
-from typing import Any, Generic, Self, TypeAlias, TypeVar
+from typing import Any, Self
 
 import trio
 
@@ -49,115 +49,22 @@ from ._delivery import SlowClientDelivery
 from ._fanout import Feed, SlowClientPolicy
 from ._frames import message_frame
 from ._history import HistoryBounds, Position, Recovery
+from ._hub_client import AnyClient, C, Client, ClientRegistry, Sent
 from ._hub_history import HubHistory
-from ._hub_protocols import HubConnection, HubTransport, T
 from ._local_broker import LocalBroker
 from ._metrics import Metrics
 from ._presence import PresenceBook, PresenceWatcher
-from ._ratelimit import RateLimit, RateVerdict, TokenBucket
+from ._ratelimit import RateLimit, RateVerdict
 from ._room_feeds import RoomFeeds
 from ._rooms import Rooms
 from ._shared_history import SharedHistory
 
-__all__ = ["Client", "Hub", "Sent", "SlowClientPolicy"]
+__all__ = ["Hub", "SlowClientPolicy"]
 
 logger = logging.getLogger("trionos.hub")
 
 #: The close code sent to a client that kept sending over its rate limit (policy violation).
 RATE_LIMIT_CLOSE_CODE = 1008
-
-
-class Client(Generic[T]):
-    """A registered connection: what :meth:`Hub.client <trionos.Hub.client>` returns and yields.
-
-    Hashable by object identity. Make one with :meth:`Hub.client <trionos.Hub.client>`, not
-    directly. Generic in its connection's type (``T``, a :class:`~trionos.HubConnection`):
-    ``hub.client(ws)`` of a :class:`~trionos.WebSocket` is a ``Client[WebSocket]``, which a bare
-    ``Client`` annotation means too; the hub's own methods take any ``Client[HubConnection]``.
-
-    Args:
-        hub: the hub it registers with.
-        ws: its connection.
-        client_id: its id, unique in the hub while registered.
-        name: the application's label for it (a username, say): what :meth:`Hub.presence
-            <trionos.Hub.presence>` lists (with a shared broker, other nodes see the name it had
-            when it joined a room).
-        identity: who the client is across reconnections (default: ``client_id``, which is per
-            connection). A room's history remembers the identity a broadcast excluded and never
-            replays that message to the same identity.
-    """
-
-    def __init__(
-        self, hub: Hub, ws: T, client_id: str, name: str | None, identity: str | None = None
-    ) -> None:
-        self.hub = hub
-        self.ws = ws
-        #: The connection's byte stream, for the broadcast fast path.
-        self.transport: HubTransport = ws.transport
-        self.id = client_id
-        self.name = name
-        #: Its message rate limit's state, made at its first :meth:`Hub.admit`.
-        self._bucket: TokenBucket | None = None
-        #: Who the client is across reconnections (a username, a session token): see the class doc.
-        self.identity = identity if identity is not None else client_id
-
-    def __repr__(self) -> str:
-        return f"<trionos.Client {self.id} name={self.name!r}>"
-
-    @property
-    def rooms(self) -> list[str]:
-        """The rooms this client is in, in the order it joined them."""
-        return self.hub.rooms_of(self)
-
-    def before_write(self) -> None:
-        """Called by its transport before a direct write (a ``send``): queued broadcasts go out first.
-
-        Part of :class:`~trionos.HubTransport`'s contract: a transport calls its
-        ``write_listener``'s ``before_write()`` before any write of its own.
-        """
-        self.hub._flush_rooms_of(self)
-
-    # The name trionos' own Transport calls (its WriteListener protocol).
-    _before_write = before_write
-
-    # ``hub.client(ws)`` returns the client itself, registered for the ``async with`` block: a
-    # separate registration object would be one more allocation held by every connection.
-
-    async def __aenter__(self) -> Self:
-        self.hub._register(self)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.hub._unregister(self)
-
-
-#: What the hub's methods take: a client of any connection type.
-AnyClient: TypeAlias = "Client[HubConnection]"
-#: The connection type of the client :meth:`Hub.client` makes.
-C = TypeVar("C", bound=HubConnection)
-
-
-class Sent(int):
-    """What :meth:`Hub.broadcast <trionos.Hub.broadcast>` returns: the local recipients and the position.
-
-    An ``int`` (the count, as before history existed) with one more attribute, ``position``.
-
-    Args:
-        count: the number of local recipients.
-        position: the :class:`~trionos.Position` the message got in the room's history, or None
-            when the room keeps no history.
-    """
-
-    position: Position | None = None
-
-    def __new__(cls, count: int, position: Position | None = None) -> Sent:
-        sent = super().__new__(cls, count)
-        if position is not None:
-            sent.position = position
-        return sent
-
-    def __repr__(self) -> str:
-        return f"Sent({int(self)}, position={self.position!r})"
 
 
 def _grace(value: object) -> float:
@@ -269,8 +176,9 @@ class Hub:
         self._node_id = self.broker.node_id
         self.codec = codec
         self._rooms: Rooms[AnyClient] = Rooms()
-        self._clients: dict[str, AnyClient] = {}
-        self._clients_view = types.MappingProxyType(self._clients)
+        self._clients = ClientRegistry(
+            check_running=self._require_nursery, flush=self._flush_rooms_of, left=self._left
+        )
         self._nursery: trio.Nursery | None = None
         #: The per-client message rate limit that :meth:`admit` applies (None: no limit).
         self.rate_limit = rate_limit
@@ -430,30 +338,17 @@ class Hub:
             RuntimeError: on entering, the hub is not running, or this client is registered
                 already.
         """
-        return Client(self, ws, client_id or ws.id, name, identity)
+        return Client(self, self._clients, ws, client_id or ws.id, name, identity)
 
-    def _register(self, client: AnyClient) -> None:
-        self._require_nursery()
-        if client.id in self._clients:
-            if self._clients[client.id] is client:
-                raise RuntimeError(f"{client!r} is already registered: enter hub.client(ws) once")
-            raise ValueError(f"a client with id {client.id!r} is already registered")
-        self._clients[client.id] = client
-        # A direct write on this connection first writes what its rooms have queued, so a
-        # broadcast made before a send still arrives before it (see _fanout).
-        client.transport.write_listener = client
-
-    def _unregister(self, client: AnyClient) -> None:
-        self._flush_rooms_of(client)  # what it was sent before it left still goes out first
-        client.transport.write_listener = None
-        del self._clients[client.id]
+    def _left(self, client: AnyClient) -> None:
+        """*client* unregistered: it leaves every room at once."""
         self._delivery.forget(client)
         self._shared_history.forget(client, self._rooms.rooms_of(client))
         for room in self._rooms.drop(client):
             self._feeds.changed(room)
             self._presence.left(room, client.id, client.name)
             self._room_emptied_check(room)
-        if not self._clients:
+        if not len(self._clients):
             self._feeds.close_all_clients()
 
     def _flush_rooms_of(self, client: AnyClient) -> None:
@@ -467,7 +362,7 @@ class Hub:
         :meth:`client`). Take ``dict(hub.clients)`` for a snapshot to keep across an ``await``:
         iterating the view while a client registers or leaves raises :class:`RuntimeError`.
         """
-        return self._clients_view
+        return self._clients.view
 
     def get(self, client_id: str) -> AnyClient | None:
         """The registered client with this id.
@@ -835,9 +730,9 @@ class Hub:
         if limit is None:
             return True
         now = trio.current_time()
-        bucket = client._bucket
+        bucket = client.bucket
         if bucket is None:
-            bucket = client._bucket = limit.bucket(now)
+            bucket = client.bucket = limit.bucket(now)
         verdict = bucket.take(now)
         if verdict is RateVerdict.ACCEPT:
             return True
@@ -1026,7 +921,7 @@ class Hub:
             await trio.lowlevel.checkpoint()
             return 0
         all_feed = self._feeds.all_clients(self._require_nursery())
-        recipients = tuple(c for c in self._clients.values() if c is not exclude)
+        recipients = tuple(c for c in self._clients.view.values() if c is not exclude)
         if recipients and await all_feed.put(frame, recipients):
             return len(recipients)
         return 0
@@ -1048,10 +943,10 @@ class Hub:
         """
         feed: Feed[AnyClient] | None
         if room is None:
-            if not self._clients or self._nursery is None:
+            if not len(self._clients) or self._nursery is None:
                 return
             feed = self._feeds.all_clients(self._nursery)
-            recipients = tuple(c for c in self._clients.values() if c.id != exclude)
+            recipients = tuple(c for c in self._clients.view.values() if c.id != exclude)
         else:
             feed = self._feeds.get(room)
             if feed is None:
