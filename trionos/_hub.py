@@ -1,8 +1,12 @@
-"""The hub: registered clients, rooms, one feed per room, and the fan-out.
+"""The hub: the rooms API over the objects that do each job.
 
-A room's *feed* (:class:`._fanout.Feed`, held in ``Hub._feeds``; ``Hub._all_feed`` serves
-``broadcast_all``) is its bounded memory channel of broadcasts plus the state of the task that
-fans them out: one structure, one name, here and in the docs.
+:class:`Hub` keeps the lifetime (its nursery, its broker) and the public API: registering
+clients (:mod:`._hub_client`), joining and leaving rooms, broadcasting, presence
+(:mod:`._presence`) and history (:mod:`._hub_history`, :mod:`._shared_history`). The rooms'
+feeds and their fan-out tasks are :mod:`._room_feeds`'s, and writing to slow clients is
+:mod:`._delivery`'s. A room's *feed* (:class:`._fanout.Feed`) is its bounded memory channel of
+broadcasts plus the state of the task that fans them out: one structure, one name, here and in
+the docs.
 
 Broadcast path: ``broadcast()`` encodes the message into one WebSocket frame, snapshots the
 room's recipients and puts both on the room's feed (waiting when it is full: that is how a fast

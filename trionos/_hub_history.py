@@ -7,7 +7,7 @@ are used here. A codec-encoded message (a JSON object) carries its offset as ``o
 stamped here in memory, by the broker's append otherwise (the member prefix :meth:`payload`
 gives it).
 
-No trio: the time is passed in.
+It never reads a clock: the time is passed in.
 """
 
 from __future__ import annotations
