@@ -16,6 +16,7 @@ from typing import Any
 
 from ._broker import (
     BrokerSink,
+    HistoryEnvelope,
     decode_envelope,
     decode_history_envelope,
     decode_presence_envelope,
@@ -67,50 +68,28 @@ class Reader:
                 continue  # subscription acknowledgements
             data = message["data"]
             channel = message["channel"]
-            if is_history_envelope(data):
-                # Every node delivers history messages from here, its own included: Redis gave
-                # them their offsets in this order.
-                self._read_history(channel, data, sink)
-                continue
-            if envelope_origin(data) == own:
-                continue
-            if is_presence_envelope(data):
-                self._read_presence(channel, data, sink)
-                continue
-            if channel == all_channel:
-                room = None
-            else:
-                room = rooms.get(channel)
-                if room is None:
-                    continue  # in flight when the room's last local member left
+            room = rooms.get(channel)
+            if room is None and channel != all_channel:
+                continue  # in flight when the room's last local member left
             try:
-                envelope = decode_envelope(data)
+                if is_history_envelope(data):
+                    # Every node delivers history messages from here, its own included: Redis
+                    # gave them their offsets in this order.
+                    if room is not None:
+                        self._deliver_history(room, decode_history_envelope(data), sink)
+                elif envelope_origin(data) == own:
+                    continue
+                elif is_presence_envelope(data):
+                    if room is not None:
+                        sink.deliver_presence(decode_presence_envelope(room, data))
+                else:
+                    envelope = decode_envelope(data)
+                    self.received += 1
+                    sink.deliver_remote(room, envelope.frame, envelope.exclude)
             except BrokerError as exc:
                 logger.warning("ignoring a message on %r: %s", channel, exc)
-                continue
-            self.received += 1
-            sink.deliver_remote(room, envelope.frame, envelope.exclude)
 
-    def _read_presence(self, channel: bytes, data: bytes, sink: BrokerSink) -> None:
-        room = self._channel_rooms.get(channel)
-        if room is None:
-            return  # in flight when the room's last local member left
-        try:
-            diff = decode_presence_envelope(room, data)
-        except BrokerError as exc:
-            logger.warning("ignoring a message on %r: %s", channel, exc)
-            return
-        sink.deliver_presence(diff)
-
-    def _read_history(self, channel: bytes, data: bytes, sink: BrokerSink) -> None:
-        room = self._channel_rooms.get(channel)
-        if room is None:
-            return
-        try:
-            envelope = decode_history_envelope(data)
-        except BrokerError as exc:
-            logger.warning("ignoring a message on %r: %s", channel, exc)
-            return
+    def _deliver_history(self, room: str, envelope: HistoryEnvelope, sink: BrokerSink) -> None:
         self.received += 1
         last = self._last_offsets.get(room)
         if last is not None and last[0] == envelope.epoch and envelope.offset > last[1] + 1:
