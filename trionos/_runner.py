@@ -291,14 +291,19 @@ def serve_process(
 
     Raises:
         StartupError: the app could not start (a missing dependency, an unreachable broker).
+        Exception: what the app raised, unwrapped from the nurseries' exception groups.
     """
     try:
         trio.run(_main, app, settings, sock, on_ready, extra)
-    except BaseException as exc:
+    except Exception as exc:
         error = _startup_error(exc)
-        if error is None:
-            raise
-        raise error from None
+        if error is not None:
+            raise error from None
+        # The app's own failure: its traceback, without the nurseries' groups around it.
+        leaf: BaseException = exc
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        raise leaf from None
 
 
 def _fail(message: str) -> NoReturn:
