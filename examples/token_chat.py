@@ -232,13 +232,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _module_app() -> trionos.Channels[User, ClientMessage, ServerMessage] | None:
-    secret = os.environ.get("TOKEN_CHAT_SECRET")
-    return None if not secret else make_app(secret)
+def _no_secret() -> trionos.Hub:
+    raise RuntimeError("examples.token_chat:app needs its signing key in TOKEN_CHAT_SECRET")
 
 
-#: What ``TOKEN_CHAT_SECRET=S trionos examples.token_chat:app`` serves (None without a secret).
-app = _module_app()
+#: What ``TOKEN_CHAT_SECRET=S trionos examples.token_chat:app`` serves; without the variable it
+#: refuses to start (the runner exits with status 1 and that message, before listening).
+_SECRET = os.environ.get("TOKEN_CHAT_SECRET")
+app = make_app(_SECRET) if _SECRET else make_app("-").replace(hub=_no_secret)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +34,17 @@ def test_issue_prints_a_token_and_a_missing_secret_is_a_usage_error() -> None:
     missing = run_script("--issue", "ann")
     assert missing.returncode == 2
     assert "--secret (or TOKEN_CHAT_SECRET) is required" in missing.stderr
+
+
+def test_the_command_refuses_to_serve_the_module_app_without_a_secret() -> None:
+    """``trionos examples.token_chat:app`` without TOKEN_CHAT_SECRET exits with 1 and says what is missing."""
+    env = {key: value for key, value in os.environ.items() if key != "TOKEN_CHAT_SECRET"}
+    done = subprocess.run(
+        [sys.executable, "-m", "trionos", "examples.token_chat:app", "--port", "0"],
+        capture_output=True, text=True, timeout=60, cwd=SCRIPT.parents[1], env=env,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "needs its signing key in TOKEN_CHAT_SECRET" in done.stderr
 
 
 async def test_the_served_chat_takes_a_token_from_the_command_line(tmp_path: Path) -> None:

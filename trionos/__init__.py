@@ -19,11 +19,7 @@ from ._broker import BrokerSink as BrokerSink
 from ._broker import Member as Member
 from ._broker import PresenceDiff as PresenceDiff
 from ._channels import Channels as Channels
-from ._channels import CloseConnection as CloseConnection
-from ._channels import Joining as Joining
-from ._channels import Refuse as Refuse
-from ._channels import Reject as Reject
-from ._channels import Session as Session
+from ._channels import ChannelSettings as ChannelSettings
 from ._client import connect as connect
 from ._codec import Codec as Codec
 from ._connection import MessageCodec as MessageCodec
@@ -43,9 +39,11 @@ from ._history import HistoryEntry as HistoryEntry
 from ._history import Position as Position
 from ._history import Recovery as Recovery
 from ._http import Headers as Headers
-from ._hub import Client as Client
 from ._hub import Hub as Hub
-from ._hub import Sent as Sent
+from ._hub_client import Client as Client
+from ._hub_client import Sent as Sent
+from ._hub_protocols import HubConnection as HubConnection
+from ._hub_protocols import HubTransport as HubTransport
 from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
 from ._local_broker import LocalBroker as LocalBroker
@@ -68,6 +66,11 @@ from ._server import Handler as Handler
 from ._server import Request as Request
 from ._server import Server as Server
 from ._server import serve as serve
+from ._session import CloseConnection as CloseConnection
+from ._session import Joining as Joining
+from ._session import Refuse as Refuse
+from ._session import Reject as Reject
+from ._session import Session as Session
 from ._static import CLIENT_CONTENT_TYPE as CLIENT_CONTENT_TYPE
 from ._static import client_path as client_path
 from ._static import respond_client as respond_client
@@ -110,6 +113,7 @@ __all__ = [
     "BrokerError",
     "BrokerSink",
     "CLIENT_CONTENT_TYPE",
+    "ChannelSettings",
     "Channels",
     "Client",
     "ClientOptionKeywords",
@@ -128,6 +132,8 @@ __all__ = [
     "HistoryBounds",
     "HistoryEntry",
     "Hub",
+    "HubConnection",
+    "HubTransport",
     "Joining",
     "LifespanApp",
     "LocalBroker",
