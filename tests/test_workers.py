@@ -54,7 +54,7 @@ async def answering_pid(port: int) -> int:
 async def test_connections_land_on_both_workers() -> None:
     """With --workers 2, connections are served by both worker processes (two different pids)."""
     async with two_workers() as (command, pids):
-        assert "each worker has its own rooms" in command.log()
+        await command.expect("each worker has its own rooms")
         seen: set[int] = set()
 
         async def one() -> None:
