@@ -25,6 +25,7 @@ app takes the flags below that are not the server's from ``ROOM_CHAT_ARGS`` (e.g
   is closed with 1008. ``--rate-limit 0`` switches the limit off.
 * ``--metrics`` serves the hub's counters at ``GET /metrics`` in the Prometheus text format (needs
   ``pip install trionos[prometheus]``); see docs/metrics.md.
+* Under the command with ``--health PATH``, ``PATH/ready`` answers 503 while Redis is unreachable.
 * ``--workers N`` serves with N worker processes on the one port (see docs/running.md); without
   ``--redis`` each worker has rooms of its own.
 * ``--redis redis://127.0.0.1:6379`` makes rooms span every process started with the same Redis:
@@ -247,7 +248,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_broker(args: argparse.Namespace) -> trionos.Broker | None:
+def make_broker(args: argparse.Namespace) -> trionos.RedisBroker | None:
     """The broker the command line asks for: Redis with ``--redis``, else none (one process)."""
     if not args.redis:
         return None
@@ -273,14 +274,24 @@ def make_app(args: argparse.Namespace) -> trionos.LifespanApp:
     )
     # One Metrics for server and hub: /metrics shows connections and rooms together.
     metrics = trionos.Metrics()
+    # The running lifespan's Redis broker, if any: the app is ready while Redis answers.
+    brokers: list[trionos.RedisBroker] = []
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[trionos.Handler]:
-        hub = make_hub(make_broker(args), history=history, rate_limit=limit, metrics=metrics)
+        broker = make_broker(args)
+        hub = make_hub(broker, history=history, rate_limit=limit, metrics=metrics)
         async with hub:
-            yield make_handler(hub, metrics=args.metrics)
+            brokers.extend([broker] if broker is not None else [])
+            try:
+                yield make_handler(hub, metrics=args.metrics)
+            finally:
+                brokers.clear()
 
-    return trionos.LifespanApp(lifespan, metrics=metrics)
+    def ready() -> bool:
+        return all(broker.connected for broker in brokers)
+
+    return trionos.LifespanApp(lifespan, readiness=ready, metrics=metrics)
 
 
 #: What ``trionos examples.room_chat:app`` serves: the app flags given in ``ROOM_CHAT_ARGS``.
