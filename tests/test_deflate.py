@@ -267,7 +267,7 @@ def test_a_context_takeover_deflater_compresses_better_and_keeps_no_copy() -> No
 
 
 async def test_context_takeover_survives_a_full_socket_and_dropped_frames(nursery: trio.Nursery) -> None:
-    """Frames queued behind a full socket are compressed only on their way out, so drops keep the stream decodable."""
+    """Frames behind a full socket are compressed on their way out: drops keep the stream decodable."""
     left, right = trio.socket.socketpair()
     left.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
     transport = Transport(trio.SocketStream(left), nursery=nursery, max_outbox_bytes=20_000)
