@@ -144,14 +144,25 @@ class Deflater:
 
     __slots__ = ("_encoder", "_last", "_last_result", "_window_bits", "context_takeover")
 
-    def __init__(self, window_bits: int, *, context_takeover: bool = False) -> None:
+    def __init__(
+        self, window_bits: int, *, context_takeover: bool = False, encoder: PerMessageDeflate | None = None
+    ) -> None:
+        """Make a compress-once Deflater, or one that keeps its context.
+
+        Args:
+            window_bits: the window the peer accepted.
+            context_takeover: keep the compression context from message to message.
+            encoder: with ``context_takeover``, the connection's negotiated extension, whose own
+                compressor (made by websockets at the handshake, and otherwise unused: the core
+                compresses no control frame) is then the only one the connection holds. Without
+                it, a compressor is made on the first message worth compressing.
+        """
         #: Whether this compressor keeps its context from message to message.
         self.context_takeover = context_takeover
         self._window_bits = window_bits
-        # Without context takeover every message starts a fresh compressor; with it, the one
-        # compressor is made on the first message worth compressing (an idle connection holds none).
+        # Without context takeover every message starts a fresh compressor.
         self._encoder: PerMessageDeflate | None = (
-            None
+            encoder
             if context_takeover
             else PerMessageDeflate(True, True, 15, window_bits, {"memLevel": MEM_LEVEL})
         )

@@ -211,7 +211,7 @@ class Request:
                 transport.deflater = (
                     server._deflater(bits)
                     if extension.local_no_context_takeover
-                    else Deflater(bits, context_takeover=True)
+                    else Deflater(bits, context_takeover=True, encoder=extension)
                 )
         for data in protocol.data_to_send():
             if data:
