@@ -45,15 +45,18 @@ DIFFERENTIAL = settings(
 )
 
 
-def core(server: bool, *, fast: bool, deflate: bool) -> MessageCore:
-    """An open core of either role; with ``deflate``, permessage-deflate as negotiated."""
+def core(server: bool, *, fast: bool, deflate: bool, takeover: bool = False) -> MessageCore:
+    """An open core of either role; with ``deflate``, permessage-deflate as negotiated.
+
+    ``takeover``: the peer keeps its compression context (the core's decompressor keeps its own).
+    """
     made: MessageCore
     if server:
         made = ServerCore(max_size=MAX_SIZE, logger=ProtocolLog(), state=OPEN)
     else:
         made = ClientCore(parse_uri("ws://peer/"), max_size=MAX_SIZE, logger=ProtocolLog(), state=OPEN)
     if deflate:
-        made.extensions = [PerMessageDeflate(True, True, 15, 15)]
+        made.extensions = [PerMessageDeflate(not takeover, True, 15, 15)]
     made.fast_path = fast
     return made
 
@@ -233,9 +236,9 @@ def observe(made: MessageCore) -> dict[str, Any]:
     }
 
 
-def run_both(server: bool, deflate: bool, data: bytes, cuts: list[int]) -> None:
-    fast = core(server, fast=True, deflate=deflate)
-    reference = core(server, fast=False, deflate=deflate)
+def run_both(server: bool, deflate: bool, data: bytes, cuts: list[int], takeover: bool = False) -> None:
+    fast = core(server, fast=True, deflate=deflate, takeover=takeover)
+    reference = core(server, fast=False, deflate=deflate, takeover=takeover)
     for start, stop in zip([0, *cuts], [*cuts, len(data)], strict=True):
         chunk: bytes | bytearray = data[start:stop]
         if not chunk:
@@ -253,11 +256,11 @@ def run_both(server: bool, deflate: bool, data: bytes, cuts: list[int]) -> None:
 
 
 @DIFFERENTIAL
-@given(st.booleans(), st.booleans(), st.data())
-def test_the_fast_path_is_the_core(server: bool, deflate: bool, data: st.DataObject) -> None:
+@given(st.booleans(), st.sampled_from(["off", "deflate", "takeover"]), st.data())
+def test_the_fast_path_is_the_core(server: bool, compression: str, data: st.DataObject) -> None:
     """Any frames, cut anywhere, either role: the fast path and the core alone agree after every read."""
     stream, cuts = data.draw(streams(peer_masks=server))
-    run_both(server, deflate, stream, cuts)
+    run_both(server, compression != "off", stream, cuts, takeover=compression == "takeover")
 
 
 @DIFFERENTIAL
