@@ -10,6 +10,7 @@ import argparse
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Unpack
 
 import trio
 
@@ -32,12 +33,18 @@ async def _stop_on_signal(cancel_scope: trio.CancelScope) -> None:
             return
 
 
+class ServeKeywords(trionos.ServerOptionKeywords, total=False):
+    """What :func:`run_server` passes on to :func:`trionos.serve` besides the handler."""
+
+    metrics: trionos.Metrics | None
+
+
 def run_server(
     args: argparse.Namespace,
     handler: trionos._server.Handler,
     *,
     around: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None = None,
-    **serve_options: object,
+    **serve_options: Unpack[ServeKeywords],
 ) -> None:
     """Serve ``handler`` on ``args.host:args.port`` until Ctrl-C or SIGTERM.
 

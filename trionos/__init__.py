@@ -7,6 +7,9 @@ all with structured concurrency: every task has an owner, every queue a bound.
 
 import typing as _typing
 
+from ._app import App as App
+from ._app import LifespanApp as LifespanApp
+from ._app import SupportsReadiness as SupportsReadiness
 from ._backoff import Backoff as Backoff
 from ._backoff import RandomSource as RandomSource
 from ._binary import decode_base64 as decode_base64
@@ -14,6 +17,9 @@ from ._binary import encode_base64 as encode_base64
 from ._broker import Broker as Broker
 from ._broker import BrokerSink as BrokerSink
 from ._broker import Member as Member
+from ._broker import PresenceDiff as PresenceDiff
+from ._channels import Channels as Channels
+from ._channels import ChannelSettings as ChannelSettings
 from ._client import connect as connect
 from ._codec import Codec as Codec
 from ._connection import MessageCodec as MessageCodec
@@ -33,12 +39,14 @@ from ._history import HistoryEntry as HistoryEntry
 from ._history import Position as Position
 from ._history import Recovery as Recovery
 from ._http import Headers as Headers
-from ._hub import Client as Client
 from ._hub import Hub as Hub
-from ._hub import LocalBroker as LocalBroker
-from ._hub import Sent as Sent
+from ._hub_client import Client as Client
+from ._hub_client import Sent as Sent
+from ._hub_protocols import HubConnection as HubConnection
+from ._hub_protocols import HubTransport as HubTransport
 from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
+from ._local_broker import LocalBroker as LocalBroker
 from ._metrics import Metrics as Metrics
 from ._metrics import RefusalReason as RefusalReason
 from ._options import ClientOptionKeywords as ClientOptionKeywords
@@ -53,10 +61,16 @@ from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import Positions as Positions
 from ._reconnect import connect_with_retry as connect_with_retry
 from ._reconnect import run_reconnecting as run_reconnecting
+from ._runner import run as run
 from ._server import Handler as Handler
 from ._server import Request as Request
 from ._server import Server as Server
 from ._server import serve as serve
+from ._session import CloseConnection as CloseConnection
+from ._session import Joining as Joining
+from ._session import Refuse as Refuse
+from ._session import Reject as Reject
+from ._session import Session as Session
 
 __version__ = "0.1.0"
 
@@ -89,14 +103,18 @@ _DEPRECATED: dict[str, tuple[str, str]] = {
 __getattr__ = _module_getattr(__name__, _LAZY, _DEPRECATED)
 
 __all__ = [
+    "App",
     "Backoff",
     "BridgedWebSocket",
     "Broker",
     "BrokerError",
     "BrokerSink",
+    "ChannelSettings",
+    "Channels",
     "Client",
     "ClientOptionKeywords",
     "ClientOptions",
+    "CloseConnection",
     "Codec",
     "ConnectTimeout",
     "ConnectionClosed",
@@ -110,6 +128,10 @@ __all__ = [
     "HistoryBounds",
     "HistoryEntry",
     "Hub",
+    "HubConnection",
+    "HubTransport",
+    "Joining",
+    "LifespanApp",
     "LocalBroker",
     "Member",
     "MessageCodec",
@@ -117,6 +139,7 @@ __all__ = [
     "MetricsCollector",
     "Position",
     "Positions",
+    "PresenceDiff",
     "RETRY_CLOSE_CODES",
     "RandomSource",
     "RateLimit",
@@ -124,12 +147,16 @@ __all__ = [
     "Recovery",
     "RedisBroker",
     "RefusalReason",
+    "Refuse",
+    "Reject",
     "Request",
     "Sent",
     "Server",
     "ServerOptionKeywords",
     "ServerOptions",
+    "Session",
     "SlowClientPolicy",
+    "SupportsReadiness",
     "TokenBucket",
     "TrionosDeprecationWarning",
     "TrionosError",
@@ -141,6 +168,7 @@ __all__ = [
     "decode_base64",
     "encode_base64",
     "respond_metrics",
+    "run",
     "run_reconnecting",
     "send_keepalive",
     "serve",

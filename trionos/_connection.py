@@ -181,6 +181,11 @@ class WebSocket:
         self.remote = remote
         self._request_head = request_head
 
+    @property
+    def transport(self) -> Transport:
+        """The connection's byte stream, as the hub writes broadcasts to it (see ``HubTransport``)."""
+        return self._transport
+
     def __repr__(self) -> str:
         side = "client" if self._is_client else "server"
         state = f"closed {self.close_code}" if self.closed else "open"
@@ -203,6 +208,16 @@ class WebSocket:
     def subprotocol(self) -> str | None:
         """The subprotocol agreed in the handshake, if any."""
         return self._protocol.subprotocol
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes read from the network since the handshake (frames, headers and control frames)."""
+        return self._transport.bytes_in
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes written to the network since the handshake (the 101 response, every frame)."""
+        return self._transport.bytes_out
 
     @property
     def closed(self) -> bool:

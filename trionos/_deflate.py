@@ -12,8 +12,8 @@ and buys two things:
 With ``compression_context_takeover=True`` both sides keep their compression context for the
 connection's life (windows of :data:`SERVER_MAX_WINDOW_BITS` both ways, as websockets' defaults):
 no compressor is built per message and similar messages compress better, at the price of the
-zlib state each connection keeps (made on its first compressed message) and of one compression
-per recipient for a broadcast. A context-takeover :class:`Deflater` must see every data frame
+zlib state each connection keeps (the negotiated extension's, made by websockets at the
+handshake) and of one compression per recipient for a broadcast. A context-takeover :class:`Deflater` must see every data frame
 exactly once and in the order they go out: the transport compresses them on their way into the
 socket, never before queueing (a queued frame may still be dropped).
 

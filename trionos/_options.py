@@ -176,9 +176,11 @@ class ServerOptions:
         compression_context_takeover: with ``compression="deflate"``, negotiate context takeover
             on both sides (False, the default): each connection keeps one compressor and one
             decompressor for its life (windows of 4 KiB), so a stream of similar messages
-            compresses better and faster, at about 40 KiB of zlib state per connection that has
-            sent a compressed message, and a broadcast is compressed once per recipient instead
-            of once. docs/performance.md says which to pick when.
+            compresses better and faster, at about 30 KiB of zlib state per connection from the
+            handshake on (as websockets' default compression), and a broadcast is compressed once
+            per recipient instead of once. docs/performance.md says which to pick when.
+        access_log: write one INFO line to the ``trionos.access`` logger per HTTP request and per
+            WebSocket session when it ends (False; the ``trionos`` command turns it on).
 
     Raises:
         TypeError: a setting has the wrong type (e.g. a string for a number).
@@ -199,6 +201,7 @@ class ServerOptions:
     compression_context_takeover: bool = attrs.field(
         default=False, validator=attrs.validators.instance_of(bool)
     )
+    access_log: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen(kw_only=True)
@@ -260,6 +263,7 @@ class ServerOptionKeywords(TypedDict, total=False):
     message_queue_size: int
     compression: str | None
     compression_context_takeover: bool
+    access_log: bool
 
 
 class ClientOptionKeywords(TypedDict, total=False):

@@ -42,6 +42,10 @@ class WriteListener(Protocol):
 
     def _before_write(self) -> None: ...
 
+    def before_write(self) -> None:
+        """The same, for transports outside this module (the trio-websocket bridge)."""
+        ...
+
 
 class ProgressSignal:
     """``wait_for_progress()``: what the hub's ``disconnect`` policy waits on; a new event each time."""
@@ -81,6 +85,8 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         "_socket",
         "_stream",
         "_writer_running",
+        "bytes_in",
+        "bytes_out",
         "close_sent",
         "closed",
         "deflater",
@@ -125,6 +131,9 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         self.dropped_frames = 0
         #: The most bytes the outbox ever held (to check the bound in tests and benchmarks).
         self.peak_outbox_bytes = 0
+        #: Bytes read from and written to the stream so far (for the access log).
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -145,7 +154,9 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         """
         sock = self._socket
         if sock is None:
-            return await self._stream.receive_some(max_bytes)
+            received = await self._stream.receive_some(max_bytes)
+            self.bytes_in += len(received)
+            return received
         # Straight from the descriptor, with trio's checkpoint rules: SocketStream's layers would
         # keep three more suspended frames on every idle connection.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -164,11 +175,13 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         if fd < 0:
             raise trio.ClosedResourceError("the connection is closed")
         try:
-            return os.read(fd, max_bytes or _DEFAULT_RECEIVE_SIZE)
+            data = os.read(fd, max_bytes or _DEFAULT_RECEIVE_SIZE)
         except BlockingIOError:
             return None
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+        self.bytes_in += len(data)
+        return data
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -219,12 +232,14 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             self._broken()
             raise trio.ClosedResourceError("the connection is closed")
         try:
-            return os.write(fd, data)
+            sent = os.write(fd, data)
         except BlockingIOError:
             return 0
         except OSError as exc:
             self._broken()
             raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+        self.bytes_out += sent
+        return sent
 
     def _broken(self) -> None:
         # The peer is gone; the connection's next read sees the same fault and ends it.
@@ -345,6 +360,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
                 except trio.Cancelled:
                     self.abort_soon()
                     raise
+                self.bytes_out += len(data)
                 return
             view = memoryview(data)
             while True:
@@ -551,7 +567,9 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
 
 
 class _HasTransport(Protocol):
-    transport: Transport
+    # Any HubTransport: only trionos' own Transport gets the direct write.
+    @property
+    def transport(self) -> object: ...
 
 
 R = TypeVar("R", bound=_HasTransport)
@@ -578,6 +596,9 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
     write = os.write
     for recipient in recipients:
         transport = recipient.transport
+        if type(transport) is not Transport:  # another transport (the bridge's): its own queue
+            pending.append(recipient)
+            continue
         if transport.closed or transport.close_sent:
             continue
         sock = transport._socket
