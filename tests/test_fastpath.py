@@ -35,7 +35,7 @@ from trionos._frames import encode_frame, message_frame
 #: The message size limit of the cores under test: small, so that oversized frames are common.
 MAX_SIZE = 200
 
-EXAMPLES = max(400, settings.default.max_examples)
+EXAMPLES = max(400, settings().max_examples)
 
 DIFFERENTIAL = settings(
     max_examples=EXAMPLES,

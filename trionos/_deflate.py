@@ -13,9 +13,10 @@ With ``compression_context_takeover=True`` both sides keep their compression con
 connection's life (windows of :data:`SERVER_MAX_WINDOW_BITS` both ways, as websockets' defaults):
 no compressor is built per message and similar messages compress better, at the price of the
 zlib state each connection keeps (the negotiated extension's, made by websockets at the
-handshake) and of one compression per recipient for a broadcast. A context-takeover :class:`Deflater` must see every data frame
-exactly once and in the order they go out: the transport compresses them on their way into the
-socket, never before queueing (a queued frame may still be dropped).
+handshake) and of one compression per recipient for a broadcast. A context-takeover
+:class:`Deflater` must see every data frame exactly once and in the order they go out: the
+transport compresses them on their way into the socket, never before queueing (a queued frame
+may still be dropped).
 
 Compression and decompression run through websockets' public ``PerMessageDeflate`` extension;
 the frame bytes are ours (:mod:`._frames`). Pure: no I/O, no trio.
@@ -136,9 +137,9 @@ class Deflater:
 
     Without context takeover (the default) one Deflater serves every connection with the same
     window, and the result for the last frame is kept, so a broadcast written to many recipients
-    is compressed once. With ``context_takeover`` there is one per connection, holding its
-    compressor from the first compressed message on; it must see each data frame exactly once,
-    in the order they go out. Control frames, short payloads and frames that are not ours pass
+    is compressed once. With ``context_takeover`` there is one per connection, compressing with
+    the connection's own compressor; it must see each data frame exactly once, in the order they
+    go out. Control frames, short payloads and frames that are not ours pass
     unchanged.
     """
 
