@@ -391,3 +391,16 @@ def test_frame_size_is_the_length_of_the_frame(payload: bytes, masked: bool) -> 
 def test_the_fast_path_imports_no_trio() -> None:
     """trionos._fastpath is pure: importing it (and what it imports) loads no trio."""
     assert imports_loaded("trionos._fastpath", ("trio",)) == []
+
+
+def test_frame_remainder_says_what_the_parser_still_needs() -> None:
+    """After the start of a large frame, frame_remainder is the rest of it; at a boundary, 0."""
+    made = ClientCore(parse_uri("ws://peer/"), max_size=1 << 20, logger=ProtocolLog(), state=OPEN)
+    whole = message_frame(b"z" * 100_000)
+    made.feed(whole[:4096])
+    assert made.frame_remainder == len(whole) - 4096
+    made.feed(whole[4096:50_000])
+    assert made.frame_remainder == len(whole) - 50_000
+    made.feed(whole[50_000:])
+    assert made.frame_remainder == 0
+    assert made.inbox == [b"z" * 100_000]

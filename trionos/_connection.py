@@ -398,12 +398,19 @@ class WebSocket:
             return
         # Bound the CPU one connection takes before others run: a read full of tiny frames is
         # parsed a slice at a time, yielding between slices (shielded: the bytes are ours now).
+        # The rest of a large frame the parser is inside holds no frame boundary, so no tiny
+        # frames: it goes in one piece.
+        protocol = self._protocol
         parsed = 0
-        for start in range(0, len(data), _FEED_SLICE):
+        start = 0
+        end = len(data)
+        while start < end:
             if parsed >= _FRAMES_PER_CHECKPOINT:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 parsed = 0
-            parsed += self._feed(data[start : start + _FEED_SLICE])
+            stop = start + max(_FEED_SLICE, protocol.frame_remainder)
+            parsed += self._feed(data if start == 0 and stop >= end else data[start:stop])
+            start = stop
 
     def _feed(self, data: bytes | bytearray) -> int:
         """Parse ``data``; queue complete messages and send the core's replies. Frames parsed."""

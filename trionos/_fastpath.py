@@ -197,6 +197,11 @@ class MessageCore(SansIOProtocol):
         self._owed = 0
         self._partial_head = b""
 
+    @property
+    def frame_remainder(self) -> int:
+        """Bytes the parser still needs to finish the frame it is inside (0 at a boundary, or not known)."""
+        return self._owed
+
     # --- the fast path -----------------------------------------------------------------------
 
     def feed(self, data: bytes | bytearray) -> int:
