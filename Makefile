@@ -92,6 +92,7 @@ docs: $(STAMP) docs-inventories
 test: $(STAMP) $(DIST_STAMP) redis-server chromium lint types docs
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)
 	cd examples/tests && ../../$(DIST)/bin/pytest -q .
 
@@ -102,6 +103,7 @@ test-all: $(STAMP) redis-server chromium
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py --chart docs/img/performance.png
+	$(BIN)/python bench/bench_workers.py
 
 # Autobahn|Testsuite (not part of `make test`): every case, compression off and on. wstest is
 # Python 2.7 code; ../shared/autobahn/setup_wstest.sh builds it into WSTEST_DIR when missing.

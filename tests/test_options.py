@@ -49,6 +49,7 @@ def test_server_options_defaults_are_the_documented_ones() -> None:
         "message_queue_size": 1,
         "compression": None,
         "compression_context_takeover": False,
+        "access_log": False,
     }
 
 

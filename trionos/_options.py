@@ -179,6 +179,8 @@ class ServerOptions:
             compresses better and faster, at about 40 KiB of zlib state per connection that has
             sent a compressed message, and a broadcast is compressed once per recipient instead
             of once. docs/performance.md says which to pick when.
+        access_log: write one INFO line to the ``trionos.access`` logger per HTTP request and per
+            WebSocket session when it ends (False; the ``trionos`` command turns it on).
 
     Raises:
         TypeError: a setting has the wrong type (e.g. a string for a number).
@@ -199,6 +201,7 @@ class ServerOptions:
     compression_context_takeover: bool = attrs.field(
         default=False, validator=attrs.validators.instance_of(bool)
     )
+    access_log: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen(kw_only=True)
@@ -260,6 +263,7 @@ class ServerOptionKeywords(TypedDict, total=False):
     message_queue_size: int
     compression: str | None
     compression_context_takeover: bool
+    access_log: bool
 
 
 class ClientOptionKeywords(TypedDict, total=False):
