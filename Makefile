@@ -12,6 +12,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 # A second environment with trionos installed from a built wheel, not from the source tree:
 # examples/tests run there to prove that a plain `pip install trionos` is enough for the plugin.
 DIST   ?= .venv-dist
@@ -29,11 +30,20 @@ DOC_PACKAGES := python3-doc python-hypothesis-doc python-trio-websocket-doc
 
 .PHONY: run test test-all fmt lint types docs docs-inventories bench autobahn redis-server chromium clean
 
+# Two levels of install in one .venv: `make run` needs only trionos itself (its runtime
+# dependencies: the room chat uses no extra), so a fresh clone serves the page after a small
+# install; every other target needs the development extra (test, docs and lint tools, every
+# optional feature the suite covers), installed on top the first time one of them runs.
+$(RUN_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	@touch $(RUN_STAMP)
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,redis,docs,dev]'
-	@touch $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP) $(RUN_STAMP)
 
 # The Redis tests need a real redis-server; install it when missing (CI runs as root).
 redis-server:
@@ -62,7 +72,7 @@ docs-inventories:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/python examples/room_chat.py --host $(HOST) --port $(PORT)
 
 $(DIST_STAMP): pyproject.toml $(SOURCES)

@@ -19,6 +19,7 @@ from typing import Any, TypedDict, TypeVar
 import attrs
 
 from ._deflate import check_compression
+from ._forwarded import TrustedProxies, split_entries
 
 __all__ = [
     "ClientOptionKeywords",
@@ -81,6 +82,12 @@ def _optional_positive_int(instance: object, attribute: attrs.Attribute[Any], va
 
 def _compression(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     check_compression(value)
+
+
+def _trusted_proxies(
+    instance: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
+) -> None:
+    TrustedProxies.parse(value)
 
 
 def _heartbeat(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -158,10 +165,14 @@ class ServerOptions:
         handshake_timeout: seconds a client has to send its request head (10); a slower one is
             dropped.
         max_connections: open connections (10,000); further ones are answered with 503.
-        max_connections_per_address: open connections from one remote host (1,000); further ones
+        max_connections_per_address: open connections from one client address; further ones
             are answered with 503 and counted as
-            :attr:`RefusalReason.PER_ADDRESS <trionos.RefusalReason.PER_ADDRESS>`. ``None``: no
-            per-address limit.
+            :attr:`RefusalReason.PER_ADDRESS <trionos.RefusalReason.PER_ADDRESS>`. ``None`` (the
+            default): no per-address limit, since a load test from one machine or an office
+            behind one NAT is one address; ``docs/deploy.md`` recommends a value for a public
+            server. The address is the forwarded client's for a trusted proxy (see
+            *forwarded_allow_ips*), so for those connections the limit applies once the request
+            head is read.
         close_timeout: seconds a closing handshake may take (5), also under a shutdown; then the
             connection is cut.
         max_outbox_bytes: bytes queued per connection while its socket is full (1 MiB); see the
@@ -173,6 +184,14 @@ class ServerOptions:
             on either side, so a broadcast is compressed once for all compressed recipients and an
             idle connection keeps no zlib state; ``None`` (the default, which keeps idle
             connections smallest) offers nothing. Messages under 64 bytes go out uncompressed.
+        forwarded_allow_ips: the reverse proxies whose ``X-Forwarded-For``, ``Forwarded`` and
+            ``X-Forwarded-Proto`` headers are believed (uvicorn's setting and syntax): IP
+            addresses and networks, as a list or one comma-separated string
+            (``"10.0.0.0/8,192.168.1.1"``), or ``"*"`` for every peer (also a Unix socket's).
+            A request from one of them takes its :attr:`Request.remote <trionos.Request.remote>`
+            and :attr:`Request.scheme <trionos.Request.scheme>` from those headers; from anyone
+            else the headers are ignored. The loopback addresses by default (``127.0.0.1,::1``:
+            a proxy on the same host); ``()`` trusts no one. See ``docs/deploy.md``.
 
     Raises:
         TypeError: a setting has the wrong type (e.g. a string for a number).
@@ -185,11 +204,14 @@ class ServerOptions:
     max_head_size: int = attrs.field(default=16 * 1024, validator=positive_int)
     handshake_timeout: float = attrs.field(default=10.0, validator=positive_seconds)
     max_connections: int = attrs.field(default=10_000, validator=positive_int)
-    max_connections_per_address: int | None = attrs.field(default=1_000, validator=_optional_positive_int)
+    max_connections_per_address: int | None = attrs.field(default=None, validator=_optional_positive_int)
     close_timeout: float = attrs.field(default=5.0, validator=positive_seconds)
     max_outbox_bytes: int = attrs.field(default=1024 * 1024, validator=positive_int)
     message_queue_size: int = attrs.field(default=1, validator=positive_int)
     compression: str | None = attrs.field(default=None, validator=_compression)
+    forwarded_allow_ips: tuple[str, ...] = attrs.field(
+        default=("127.0.0.1", "::1"), converter=split_entries, validator=_trusted_proxies
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -249,6 +271,7 @@ class ServerOptionKeywords(TypedDict, total=False):
     max_outbox_bytes: int
     message_queue_size: int
     compression: str | None
+    forwarded_allow_ips: str | Iterable[str]
 
 
 class ClientOptionKeywords(TypedDict, total=False):
