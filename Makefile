@@ -121,6 +121,7 @@ test-all: $(STAMP) redis-server chromium nginx
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py --chart docs/img/performance.png
+	$(BIN)/python bench/bench_workers.py
 
 # Autobahn|Testsuite (not part of `make test`): every case, compression off and on. wstest is
 # Python 2.7 code; ../shared/autobahn/setup_wstest.sh builds it into WSTEST_DIR when missing.

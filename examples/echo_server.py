@@ -1,4 +1,6 @@
-"""An echo server: ``python examples/echo_server.py [--host H] [--port P]``.
+"""An echo server: ``trionos examples.echo_server:app`` or ``python examples/echo_server.py``.
+
+``python examples/echo_server.py [--host H] [--port P] [--per-address N]``.
 
 A plain GET returns "WebSocket endpoint"; text ``m`` is answered with ``Echo: m``; a binary
 message is echoed back unchanged. ``--per-address N`` caps the connections one client address
@@ -8,7 +10,7 @@ one machine is never refused.
 
 from __future__ import annotations
 
-from _example import run_server, server_arguments
+import argparse
 
 import trionos
 
@@ -22,10 +24,16 @@ async def handler(req: trionos.Request) -> None:
         await req.respond_text("WebSocket endpoint")
 
 
+#: What ``trionos examples.echo_server:app`` serves: a plain handler is an app.
+app = handler
+
+
 if __name__ == "__main__":
-    parser = server_arguments(__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.add_argument(
         "--per-address", type=int, default=None, help="connections per client address (default: no limit)"
     )
     args = parser.parse_args()
-    run_server(args, handler, max_connections_per_address=args.per_address)
+    trionos.run(app, host=args.host, port=args.port, max_connections_per_address=args.per_address)

@@ -1,7 +1,10 @@
 """Room chat: the typed chat protocol with rooms, and a page to use it from a browser.
 
-``python examples/room_chat.py [--host H] [--port P] [--heartbeat-interval S] [--heartbeat-timeout S]
-[--redis URL [--redis-presence-ttl S] [--redis-prefix P] [--redis-connect-timeout S]]``
+``python examples/room_chat.py [--host H] [--port P] [--workers N] [--heartbeat-interval S]
+[--heartbeat-timeout S] [--redis URL [--redis-presence-ttl S] [--redis-prefix P]
+[--redis-connect-timeout S]]``, or with the command: ``trionos examples.room_chat:app``, whose
+app takes the flags below that are not the server's from ``ROOM_CHAT_ARGS`` (e.g.
+``ROOM_CHAT_ARGS="--redis redis://127.0.0.1:6379" trionos examples.room_chat:app --workers 2``).
 
 * ``GET /`` serves the chat page (``room_chat.html``); the WebSocket is on the same port.
 * Client -> server: ``join`` (``username``, optional ``room``, default "lobby"), ``chat``, ``leave``.
@@ -22,6 +25,8 @@
   is closed with 1008. ``--rate-limit 0`` switches the limit off.
 * ``--metrics`` serves the hub's counters at ``GET /metrics`` in the Prometheus text format (needs
   ``pip install trionos[prometheus]``); see docs/metrics.md.
+* ``--workers N`` serves with N worker processes on the one port (see docs/running.md); without
+  ``--redis`` each worker has rooms of its own.
 * ``--redis redis://127.0.0.1:6379`` makes rooms span every process started with the same Redis:
   messages, ``joined``/``left`` and ``welcome`` (everyone in the room, on every node, in join
   order) work across processes, usernames are unique per room across them, and the members of a
@@ -32,13 +37,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-from collections.abc import Awaitable, Callable
+import os
+import shlex
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
-from _example import run_server, server_arguments
 
 import trionos
 from trionos.chat import (
@@ -53,8 +58,6 @@ from trionos.chat import (
     Message,
     Welcome,
 )
-
-logger = logging.getLogger("room_chat")
 
 PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
 
@@ -141,6 +144,7 @@ def make_hub(
     *,
     history: trionos.HistoryBounds | None = HISTORY,
     rate_limit: trionos.RateLimit | None = None,
+    metrics: trionos.Metrics | None = None,
 ) -> trionos.Hub:
     """The room chat's hub: typed broadcasts, history, and ``left`` for the members of a dead node.
 
@@ -160,6 +164,7 @@ def make_hub(
         on_member_expired=announce_expired,
         history=history,
         rate_limit=rate_limit,
+        metrics=metrics,
     )
     return hub
 
@@ -204,8 +209,15 @@ def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> Callable[[triono
     return handler
 
 
+#: The flags that are the server's (given to trionos.run), not the app's.
+SERVER_FLAGS = ("host", "port", "workers", "heartbeat_interval", "heartbeat_timeout")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = server_arguments("Room chat with typed JSON messages.")
+    parser = argparse.ArgumentParser(description="Room chat with typed JSON messages.")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds between pings")
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=60.0, help="seconds of silence before close"
@@ -247,8 +259,8 @@ def make_broker(args: argparse.Namespace) -> trionos.Broker | None:
     )
 
 
-def main() -> None:
-    args = parse_args()
+def make_app(args: argparse.Namespace) -> trionos.LifespanApp:
+    """The room chat as an app for :func:`trionos.run`: its hub lives as long as the server."""
     limit = (
         trionos.RateLimit(args.rate_limit, burst=max(1, int(2 * args.rate_limit)))
         if args.rate_limit
@@ -259,28 +271,44 @@ def main() -> None:
         if args.no_history
         else trionos.HistoryBounds(max_messages=args.history_messages, max_age=args.history_seconds)
     )
-    hub = make_hub(make_broker(args), history=history, rate_limit=limit)
-    heartbeat = trionos.Heartbeat(interval=args.heartbeat_interval, timeout=args.heartbeat_timeout)
+    # One Metrics for server and hub: /metrics shows connections and rooms together.
+    metrics = trionos.Metrics()
 
-    async def with_hub(run: Callable[[], Awaitable[None]]) -> None:
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[trionos.Handler]:
+        hub = make_hub(make_broker(args), history=history, rate_limit=limit, metrics=metrics)
         async with hub:
-            await run()
+            yield make_handler(hub, metrics=args.metrics)
 
-    failures: list[trionos.BrokerError] = []
-    try:
-        run_server(
-            args,
-            make_handler(hub, metrics=args.metrics),
-            around=with_hub,
-            heartbeat=heartbeat,
-            # One Metrics for server and hub: /metrics shows connections and rooms together.
-            metrics=hub.metrics,
-        )
-    except* trionos.BrokerError as group:
-        failures.extend(e for e in group.exceptions if isinstance(e, trionos.BrokerError))
-    if failures:
-        logger.error("%s", failures[0])
-        sys.exit(1)
+    return trionos.LifespanApp(lifespan, metrics=metrics)
+
+
+#: What ``trionos examples.room_chat:app`` serves: the app flags given in ``ROOM_CHAT_ARGS``.
+app = make_app(parse_args(shlex.split(os.environ.get("ROOM_CHAT_ARGS", ""))))
+
+
+def main() -> None:
+    args = parse_args()
+    heartbeat = trionos.Heartbeat(interval=args.heartbeat_interval, timeout=args.heartbeat_timeout)
+    target: trionos.App | str = make_app(args)
+    if args.workers > 1:
+        # Every worker imports the module: hand it the app's flags through the environment.
+        app_flags = [
+            f"--{name.replace('_', '-')}={value}"
+            for name, value in vars(args).items()
+            if name not in SERVER_FLAGS and not isinstance(value, bool) and value is not None
+        ]
+        app_flags += [f"--{name.replace('_', '-')}" for name, value in vars(args).items() if value is True]
+        os.environ["ROOM_CHAT_ARGS"] = shlex.join(app_flags)
+        target = "room_chat:app"
+    trionos.run(
+        target,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        app_dir=str(Path(__file__).parent),
+        heartbeat=heartbeat,
+    )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def test_server_options_defaults_are_the_documented_ones() -> None:
         "message_queue_size": 1,
         "compression": None,
         "forwarded_allow_ips": ("127.0.0.1", "::1"),
+        "access_log": False,
     }
 
 

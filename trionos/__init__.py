@@ -7,6 +7,9 @@ all with structured concurrency: every task has an owner, every queue a bound.
 
 import typing as _typing
 
+from ._app import App as App
+from ._app import LifespanApp as LifespanApp
+from ._app import SupportsReadiness as SupportsReadiness
 from ._backoff import Backoff as Backoff
 from ._backoff import RandomSource as RandomSource
 from ._binary import decode_base64 as decode_base64
@@ -53,6 +56,7 @@ from ._reconnect import RETRY_CLOSE_CODES as RETRY_CLOSE_CODES
 from ._reconnect import Positions as Positions
 from ._reconnect import connect_with_retry as connect_with_retry
 from ._reconnect import run_reconnecting as run_reconnecting
+from ._runner import run as run
 from ._server import Handler as Handler
 from ._server import Request as Request
 from ._server import Server as Server
@@ -89,6 +93,7 @@ _DEPRECATED: dict[str, tuple[str, str]] = {
 __getattr__ = _module_getattr(__name__, _LAZY, _DEPRECATED)
 
 __all__ = [
+    "App",
     "Backoff",
     "BridgedWebSocket",
     "Broker",
@@ -110,6 +115,7 @@ __all__ = [
     "HistoryBounds",
     "HistoryEntry",
     "Hub",
+    "LifespanApp",
     "LocalBroker",
     "Member",
     "MessageCodec",
@@ -130,6 +136,7 @@ __all__ = [
     "ServerOptionKeywords",
     "ServerOptions",
     "SlowClientPolicy",
+    "SupportsReadiness",
     "TokenBucket",
     "TrionosDeprecationWarning",
     "TrionosError",
@@ -141,6 +148,7 @@ __all__ = [
     "decode_base64",
     "encode_base64",
     "respond_metrics",
+    "run",
     "run_reconnecting",
     "send_keepalive",
     "serve",

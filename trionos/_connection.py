@@ -280,6 +280,16 @@ class WebSocket:
         return self._protocol.subprotocol
 
     @property
+    def bytes_received(self) -> int:
+        """Bytes read from the network since the handshake (frames, headers and control frames)."""
+        return self._transport.bytes_in
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes written to the network since the handshake (the 101 response, every frame)."""
+        return self._transport.bytes_out
+
+    @property
     def closed(self) -> bool:
         """True once the connection is closing or closed."""
         return (

@@ -192,6 +192,8 @@ class ServerOptions:
             and :attr:`Request.scheme <trionos.Request.scheme>` from those headers; from anyone
             else the headers are ignored. The loopback addresses by default (``127.0.0.1,::1``:
             a proxy on the same host); ``()`` trusts no one. See ``docs/deploy.md``.
+        access_log: write one INFO line to the ``trionos.access`` logger per HTTP request and per
+            WebSocket session when it ends (False; the ``trionos`` command turns it on).
 
     Raises:
         TypeError: a setting has the wrong type (e.g. a string for a number).
@@ -212,6 +214,7 @@ class ServerOptions:
     forwarded_allow_ips: tuple[str, ...] = attrs.field(
         default=("127.0.0.1", "::1"), converter=split_entries, validator=_trusted_proxies
     )
+    access_log: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen(kw_only=True)
@@ -272,6 +275,7 @@ class ServerOptionKeywords(TypedDict, total=False):
     message_queue_size: int
     compression: str | None
     forwarded_allow_ips: str | Iterable[str]
+    access_log: bool
 
 
 class ClientOptionKeywords(TypedDict, total=False):

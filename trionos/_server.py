@@ -12,6 +12,7 @@ upgrade, whose handshake websockets' Sans-I/O ``ServerProtocol`` completes -> a
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,6 +24,7 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.http11 import Request as HandshakeRequest
 from websockets.typing import LoggerLike, Subprotocol
 
+from ._access_log import log_access
 from ._connection import ProtocolLog, ServerCore, WebSocket
 from ._deflate import Deflater, server_extensions
 from ._errors import ConnectionClosed, HandshakeError
@@ -31,6 +33,7 @@ from ._heartbeat import run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
 from ._json import dumps as dumps_json
 from ._lazy import TrionosDeprecationWarning
+from ._listen import open_listeners
 from ._metrics import Metrics, RefusalReason
 from ._options import ServerOptionKeywords, ServerOptions, resolve
 from ._support import SupportNursery, TaskSpawner
@@ -58,10 +61,12 @@ def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
         stream = stream.transport_stream
     if isinstance(stream, trio.SocketStream):
         try:
-            host, port, *_ = stream.socket.getpeername()
+            address = stream.socket.getpeername()
         except OSError:
             return None
-        return str(host), int(port)
+        if not isinstance(address, tuple):  # a Unix socket's peer has no address
+            return None
+        return str(address[0]), int(address[1])
     return None
 
 
@@ -83,7 +88,9 @@ class Request:
         "_stream",
         "answered",
         "remote",
+        "response_bytes",
         "scheme",
+        "status",
         "websocket",
     )
 
@@ -115,6 +122,10 @@ class Request:
         #: ``"https"`` when the client reached us (or the first trusted proxy) over TLS, else
         #: ``"http"`` (a WebSocket upgrade over ``https`` is ``wss://``).
         self.scheme = client.scheme
+        #: The status of the HTTP response sent, if one was (for the access log).
+        self.status: int | None = None
+        #: The size of the HTTP response sent, in bytes (for the access log).
+        self.response_bytes = 0
 
     def __repr__(self) -> str:
         return f"<trionos.Request {self.method} {self._head.target!r} upgrade={self.is_upgrade}>"
@@ -270,6 +281,7 @@ class Request:
         assert self._reader is not None
         payload = body.encode("utf-8") if isinstance(body, str) else body
         data = self._reader.response(status, payload, content_type=content_type, headers=headers)
+        self.status, self.response_bytes = status, len(data)
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -472,6 +484,7 @@ class Server:
             counted = peer[0]
         self.active_streams += 1
         metrics.connections_open += 1
+        started = trio.current_time()
         scope = trio.CancelScope(shield=True)
         self._scopes.add(scope)
         request: Request | None = None
@@ -512,6 +525,8 @@ class Server:
             if request is not None and request.websocket is not None:
                 metrics.websockets_open -= 1
                 metrics.closed(request.websocket.close_code or 1006)
+            if request is not None and self.options.access_log:
+                log_access(request, trio.current_time() - started)
             if self.shutting_down and not self.active_streams:
                 self._finished.set()
 
@@ -622,10 +637,14 @@ async def _send_and_close(stream: trio.abc.Stream, data: bytes) -> None:
 
 
 async def serve(
-    port: int,
+    port: int | None,
     handler: Handler,
     *,
     host: str | None = None,
+    sock: socket.socket | None = None,
+    fd: int | None = None,
+    uds: str | None = None,
+    reuse_port: bool = False,
     ssl_context: ssl.SSLContext | None = None,
     options: ServerOptions | None = None,
     metrics: Metrics | None = None,
@@ -645,10 +664,17 @@ async def serve(
     handed to ``send`` are written before the close frame.
 
     Args:
-        port: the TCP port; 0 picks a free one.
+        port: the TCP port; 0 picks a free one; ``None`` with *sock*, *fd* or *uds*.
         handler: ``async def handler(request)``, called with each connection's
             :class:`~trionos.Request`.
         host: the address to listen on; ``None`` listens on every interface.
+        sock: serve on this listening socket, made by someone else (e.g. a supervisor that
+            shares it between processes); it is closed when ``serve`` returns.
+        fd: serve on the listening socket with this file descriptor (systemd's socket
+            activation passes 3).
+        uds: listen on this Unix socket path (for a proxy on the same host).
+        reuse_port: bind *port* with ``SO_REUSEPORT``, so that several processes can listen on
+            it (docs/design.md says why :func:`~trionos.run`'s workers share one socket instead).
         ssl_context: serve TLS (``https://`` and ``wss://``) with these settings; ``None`` serves
             plain TCP.
         options: the server's settings (see :class:`~trionos.ServerOptions`).
@@ -662,15 +688,19 @@ async def serve(
             of *options*.
 
     Raises:
-        OSError: the port cannot be bound.
-        TypeError: both *options* and option keywords were given, or an unknown keyword.
+        OSError: the port cannot be bound, or *fd* is not a stream socket.
+        TypeError: both *options* and option keywords were given, or an unknown keyword; more
+            than one of *sock*, *fd* and *uds*, or none of them and no port.
         ValueError: an option is out of range.
     """
     server = Server(handler, options=options, metrics=metrics, **keywords)
     listeners: list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]
-    listeners = list(await trio.open_tcp_listeners(port, host=host))
+    listeners = await open_listeners(port, host, sock=sock, fd=fd, uds=uds, reuse_port=reuse_port)
     sockname = listeners[0].socket.getsockname()
-    server.host, server.port = str(sockname[0]), int(sockname[1])
+    if isinstance(sockname, tuple):
+        server.host, server.port = str(sockname[0]), int(sockname[1])
+    else:
+        server.host = str(sockname)  # a Unix socket's path
     if ssl_context is not None:
         listeners = [trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners]
         server.secure = True

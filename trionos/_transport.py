@@ -81,6 +81,8 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         "_socket",
         "_stream",
         "_writer_running",
+        "bytes_in",
+        "bytes_out",
         "close_sent",
         "closed",
         "deflater",
@@ -125,6 +127,9 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         self.dropped_frames = 0
         #: The most bytes the outbox ever held (to check the bound in tests and benchmarks).
         self.peak_outbox_bytes = 0
+        #: Bytes read from and written to the stream so far (for the access log).
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -145,7 +150,9 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         """
         sock = self._socket
         if sock is None:
-            return await self._stream.receive_some(max_bytes)
+            received = await self._stream.receive_some(max_bytes)
+            self.bytes_in += len(received)
+            return received
         # Straight from the descriptor, with trio's checkpoint rules: SocketStream's layers would
         # keep three more suspended frames on every idle connection.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -164,11 +171,13 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         if fd < 0:
             raise trio.ClosedResourceError("the connection is closed")
         try:
-            return os.read(fd, max_bytes or _DEFAULT_RECEIVE_SIZE)
+            data = os.read(fd, max_bytes or _DEFAULT_RECEIVE_SIZE)
         except BlockingIOError:
             return None
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+        self.bytes_in += len(data)
+        return data
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -204,12 +213,14 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             self._broken()
             raise trio.ClosedResourceError("the connection is closed")
         try:
-            return os.write(fd, data)
+            sent = os.write(fd, data)
         except BlockingIOError:
             return 0
         except OSError as exc:
             self._broken()
             raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+        self.bytes_out += sent
+        return sent
 
     def _broken(self) -> None:
         # The peer is gone; the connection's next read sees the same fault and ends it.
@@ -324,6 +335,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
                 except trio.Cancelled:
                     self.abort_soon()
                     raise
+                self.bytes_out += len(data)
                 return
             view = memoryview(data)
             while True:
