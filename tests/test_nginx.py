@@ -82,10 +82,12 @@ def site_config(*, https_port: int, http_port: int, app_port: int, cert: Path, k
     return text
 
 
-async def _collect(stream: trio.abc.ReceiveStream, into: list[bytes], marker: bytes, seen: trio.Event) -> None:
+async def _collect(
+    stream: trio.abc.ReceiveStream, into: list[bytes], marker: bytes, seen: trio.Event
+) -> None:
     """Read a process's output to its end, setting *seen* once *marker* has appeared."""
     async for chunk in stream:
-        into.append(chunk)
+        into.append(bytes(chunk))
         if marker in b"".join(into):
             seen.set()
 
@@ -97,6 +99,9 @@ class Stack:
         self.https_port = https_port
         self.http_port = http_port
         self.client_context = client_context
+        #: What the trionos command wrote to stderr (its log, the access log included), complete
+        #: once the ``async with`` block has ended.
+        self.app_output: list[bytes] = []
 
     async def open_tls(self) -> trio.SSLStream[trio.SocketStream]:
         """A TLS connection to nginx from the client's address."""
@@ -136,7 +141,8 @@ async def nginx_in_front_of_trionos(tmp_path: Path) -> AsyncIterator[Stack]:
     app_command += ["--forwarded-allow-ips", "127.0.0.1"]
     nginx_command = [str(NGINX), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr"]
     nginx_command += ["-g", "daemon off;"]
-    app_output: list[bytes] = []
+    stack = Stack(https_port, http_port, client_context)
+    app_output = stack.app_output
     nginx_output: list[bytes] = []
     async with trio.open_nursery() as nursery:
         app = await trio.lowlevel.open_process(
@@ -164,7 +170,7 @@ async def nginx_in_front_of_trionos(tmp_path: Path) -> AsyncIterator[Stack]:
                     await started.wait()
                     waiter.cancel_scope.cancel()
             assert nginx.returncode is None, b"".join(nginx_output).decode(errors="replace")
-            yield Stack(https_port, http_port, client_context)
+            yield stack
         finally:
             for process in (nginx, app):
                 if process.returncode is None:
@@ -196,6 +202,8 @@ async def test_websocket_session_through_nginx(tmp_path: Path) -> None:
             assert await ws.recv() == large
             await ws.send("big 700000")
             assert await ws.recv() == "x" * 700_000
+    # The command's access log names the client too.
+    assert f'{CLIENT}:0 "WS /" 1000'.encode() in b"".join(stack.app_output)
 
 
 async def test_plain_requests_through_nginx(tmp_path: Path) -> None:
@@ -210,7 +218,9 @@ async def test_plain_requests_through_nginx(tmp_path: Path) -> None:
         assert json.loads(body) == {"remote": [CLIENT, 0], "scheme": "https"}
         plain = await trio.open_tcp_stream("127.0.0.1", stack.http_port)
         async with plain:
-            await plain.send_all(b"GET /room?x=1 HTTP/1.1\r\nHost: chat.example.com\r\nConnection: close\r\n\r\n")
+            await plain.send_all(
+                b"GET /room?x=1 HTTP/1.1\r\nHost: chat.example.com\r\nConnection: close\r\n\r\n"
+            )
             redirect = await read_all(plain)
         assert redirect.startswith(b"HTTP/1.1 301")
         assert b"Location: https://chat.example.com/room?x=1\r\n" in redirect

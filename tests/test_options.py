@@ -114,7 +114,7 @@ S, C, H = ServerOptions, ClientOptions, Heartbeat
             S,
             {"forwarded_allow_ips": "10.0.0.0/8,proxy.example"},
             ValueError,
-            "forwarded_allow_ips entries must be IP addresses, networks (10.0.0.0/8) or '*', got 'proxy.example'",
+            "networks (10.0.0.0/8) or '*', got 'proxy.example'",
         ),
         (
             S,

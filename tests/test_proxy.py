@@ -7,6 +7,9 @@ connects from 127.0.0.2 (any 127/8 address is loopback on Linux).
 from __future__ import annotations
 
 import json
+import logging
+from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
@@ -115,3 +118,30 @@ async def test_forging_does_not_escape_the_per_address_limit(start_server: Serve
         # The trusted proxy's own connections are not counted with the untrusted client's.
         seen = body(await get(server.port, b"X-Forwarded-For: 198.51.100.7\r\n"))
         assert isinstance(seen, dict) and seen["remote"] == ["198.51.100.7", 0]
+
+
+async def test_access_log_names_the_forwarded_client(
+    start_server: ServeFn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The access log writes the client a trusted proxy forwards for, not the proxy."""
+    caplog.set_level(logging.INFO, logger="trionos.access")
+    server = await start_server(who, access_log=True)
+    await get(server.port, b"X-Forwarded-For: 198.51.100.7\r\n")
+    with trio.fail_after(10):
+        while server.active_streams:
+            await trio.testing.wait_all_tasks_blocked()
+    lines = [r.getMessage() for r in caplog.records if r.name == "trionos.access"]
+    assert len(lines) == 1 and lines[0].startswith('198.51.100.7:0 "GET /" 200'), lines
+
+
+@pytest.mark.parametrize(("allow", "remote"), [("*", ["198.51.100.7", 0]), ("127.0.0.1,::1", None)])
+async def test_unix_socket_peer_is_trusted_only_with_star(
+    nursery: trio.Nursery, tmp_path: Path, allow: str, remote: list[object] | None
+) -> None:
+    """A Unix socket's peer has no address: only forwarded_allow_ips="*" believes its headers."""
+    path = str(tmp_path / "app.sock")
+    await nursery.start(partial(trionos.serve, None, who, uds=path, forwarded_allow_ips=allow))
+    stream = await trio.open_unix_socket(path)
+    async with stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: test\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n")
+        assert body(await read_all(stream)) == {"remote": remote, "scheme": "http"}
