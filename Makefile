@@ -111,6 +111,7 @@ docs: $(STAMP) docs-inventories
 test: $(STAMP) $(DIST_STAMP) redis-server chromium nginx lint types docs
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)
 	cd examples/tests && ../../$(DIST)/bin/pytest -q .
 

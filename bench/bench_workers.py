@@ -18,6 +18,11 @@ and how the server CPU split between the workers (how evenly connections were sp
 Broadcast (``--subscribers``, default 1,000): the same app on Redis (``BENCH_REDIS``, a private
 redis-server), one worker against two, subscribers spread over both; deliveries/s.
 
+Restart (``--restart-check``): clients open connection after connection (a GET each) while the
+server replaces its processes: ``w2`` by SIGHUP (the rolling restart), ``reuseport`` by starting
+a third process and then stopping the first, the way independently started processes would be
+replaced. Reported: requests answered and connections refused or reset during the replacement.
+
 Nothing is pinned to a core: two workers need both. Linux only (``/proc``).
 
     python bench/bench_workers.py                 # echo and broadcast, 3 rounds
@@ -31,9 +36,11 @@ import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -102,6 +109,16 @@ class Server:
                 return
         raise RuntimeError("trionos did not start in time")
 
+    def follow(self) -> list[bytes]:
+        """Keep reading every process's log in threads; the lines, as they come."""
+        lines: list[bytes] = []
+        for process in self.processes:
+            assert process.stderr is not None
+            threading.Thread(
+                target=lambda s=process.stderr: lines.extend(iter(s.readline, b"")), daemon=True
+            ).start()
+        return lines
+
     def cpu(self) -> dict[int, float]:
         return {pid: cpu_seconds(pid) for pid in self.pids}
 
@@ -162,6 +179,64 @@ def load(server: Server, scenario: str, arguments: Sequence[str]) -> dict[str, A
     return result
 
 
+def hammer(port: int, stop: threading.Event, counts: dict[str, int]) -> None:
+    """GET / on a new connection each time until *stop*; count answers, and failures by kind."""
+    while not stop.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                head = sock.recv(64)
+            outcome = "answered" if head.startswith(b"HTTP/1.1 200") else f"answer {head[:12]!r}"
+        except OSError as exc:
+            outcome = type(exc).__name__
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+
+def restart_check(mode: str, env: dict[str, str], clients: int = 4) -> dict[str, int]:
+    """Replace every serving process under connection load; how many connections failed."""
+    with serving(mode, env) as server:
+        lines = server.follow()
+        stop, counts = threading.Event(), {"answered": 0}
+        threads = [threading.Thread(target=hammer, args=(server.port, stop, counts)) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # load before the replacement (a benchmark's pacing, not a synchronisation)
+        if mode == "w2":
+            server.processes[0].send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 60
+            while not any(b"rolling restart done" in line for line in list(lines)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the rolling restart did not finish")
+                time.sleep(0.05)
+        else:
+            for _ in range(2):  # replace both: start a new process, then stop an old one
+                old = server.processes.pop(0)
+                server.start(1, port=server.port, reuse_port=True, env=env)
+                old.send_signal(signal.SIGTERM)
+                old.wait(20)
+        time.sleep(0.5)  # load after it
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return counts
+
+
+def restarts(env: dict[str, str], rounds: int) -> dict[str, list[dict[str, int]]]:
+    """The restart check, *rounds* times per mode; prints each and returns the counts."""
+    results: dict[str, list[dict[str, int]]] = {"w2": [], "reuseport": []}
+    for round_no in range(rounds):
+        for mode, runs in results.items():
+            counts = restart_check(mode, env)
+            runs.append(counts)
+            failed = {kind: count for kind, count in counts.items() if kind != "answered"}
+            print(
+                f"  restart round {round_no + 1} {mode:<10} {counts['answered']} answered, "
+                f"{sum(failed.values())} failed {failed}",
+                flush=True,
+            )
+    return results
+
+
 def median(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [run[key] for run in runs if run.get("ok", True) and isinstance(run.get(key), int | float)]
     return statistics.median(values) if values else None
@@ -201,6 +276,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--modes", default="w1,w2,reuseport", help="echo modes (default w1,w2,reuseport)")
     parser.add_argument("--subscribers", type=int, default=1000, help="broadcast subscribers (default 1000)")
     parser.add_argument("--broadcast-modes", default="w1,w2", help="broadcast modes (default w1,w2)")
+    parser.add_argument("--restart-check", action="store_true", help="only the restart check")
     parser.add_argument("--no-broadcast", action="store_true", help="skip the broadcast over Redis")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "workers.json")
     return parser.parse_args(argv)
@@ -213,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_before": os.getloadavg(),
         "config": {k: str(v) for k, v in vars(args).items()},
     }
+    if args.restart_check:
+        restarts(env, args.rounds)
+        return 0
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     echo: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     # warmup 0: the server's CPU is read over the whole load run, so nothing unmeasured is added.
@@ -249,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"broadcast to {args.subscribers:,} over Redis", list(fanout), fanout, "deliveries_per_s"
         )
         report["broadcast_redis"] = {"summary": summary, "runs": fanout}
+    report["restart"] = restarts(env, args.rounds)
     report["load_after"] = os.getloadavg()
     print(f"\nload average before {report['load_before']}, after {report['load_after']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -117,11 +117,13 @@ async def open_command(argv: Sequence[str], env: dict[str, str] | None = None) -
             process.kill()
 
 
-async def run_to_end(argv: Sequence[str], within: float = START_TIMEOUT) -> tuple[int, str]:
-    """Run *argv* to its end; its exit status and stderr."""
+async def run_to_end(
+    argv: Sequence[str], within: float = START_TIMEOUT, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run *argv* (in *env*) to its end; its exit status and stderr."""
     with trio.fail_after(within):
         result = await trio.run_process(
-            list(argv), cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False
+            list(argv), cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False, env=env
         )
     return result.returncode, result.stderr.decode(errors="replace")
 

@@ -11,11 +11,12 @@ import shlex
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import trio
 
 import trionos
-from tests.command import WORKER, Command, http_get, open_command, python_m
+from tests.command import WORKER, Command, http_get, open_command, python_m, run_to_end
 from tests.redis_server import unique_prefix
 
 #: Patience for a message between two workers through Redis on a loaded machine.
@@ -136,6 +137,38 @@ async def test_sighup_replaces_both_workers_without_refusing_a_connection() -> N
         assert {await answering_pid(command.port) for _ in range(4)} <= set(new.values())
         command.signal(signal.SIGTERM)
         assert await command.wait() == 0, command.log()
+
+
+async def test_a_crash_loop_backs_off_and_recovers(tmp_path: Path) -> None:
+    """A worker that cannot start again is retried after growing delays; once it can, it serves."""
+    fail = tmp_path / "fail"
+    argv = python_m("tests.command_apps:flaky", "--port", "0", "--workers", "2")
+    async with open_command(argv, env={**os.environ, "FAIL_FILE": str(fail)}) as command:
+        pids = await worker_pids(command, 2)
+        await command.started()
+        fail.touch()
+        os.kill(pids[0], signal.SIGKILL)
+        await command.expect(r"worker 0 \(pid \d+\) died: signal SIGKILL")
+        delays = []
+        for _ in range(2):
+            await command.expect(r"worker 0 \(pid \d+\) exited before serving: exit status 1")
+            delays.append(float((await command.expect(r"restarting worker 0 in ([\d.]+) s")).group(1)))
+        assert delays[1] > delays[0]  # backing off
+        assert await answering_pid(command.port) == pids[1]  # the other worker serves meanwhile
+        fail.unlink()
+        await command.expect(r"worker 0 serving \(pid \d+\)")
+        command.signal(signal.SIGTERM)
+        assert await command.wait() == 0, command.log()
+
+
+async def test_an_app_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None:
+    """If a first worker cannot start, the supervisor stops every worker and exits with status 1."""
+    fail = tmp_path / "fail"
+    fail.touch()
+    argv = python_m("tests.command_apps:flaky", "--port", "0", "--workers", "2")
+    status, stderr = await run_to_end(argv, env={**os.environ, "FAIL_FILE": str(fail)})
+    assert status == 1, stderr
+    assert "could not start" in stderr
 
 
 @asynccontextmanager

@@ -33,9 +33,9 @@ import trio
 from ._app import App, AppError, SupportsReadiness, app_lifespan, app_metrics, load_app
 from ._errors import BrokerError
 from ._health import health_handler
-from ._listen import bind_socket, listen_fds, socket_url
+from ._listen import bind_socket, listen_fds, open_listeners, socket_url
 from ._options import ServerOptionKeywords, ServerOptions, resolve
-from ._server import Handler, serve
+from ._server import Handler, Server
 
 __all__ = ["LOG_FORMAT", "Drain", "RunSettings", "StartupError", "configure_logging", "run", "serve_process"]
 
@@ -45,6 +45,8 @@ logger = logging.getLogger("trionos.run")
 LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 
 _LEVELS = ("critical", "error", "warning", "info", "debug")
+#: Seconds between looks at the requests still in flight during a drain.
+_IN_FLIGHT_POLL = 0.01
 
 
 class StartupError(Exception):
@@ -203,21 +205,53 @@ async def _serve_app(
     async with app_lifespan(app) as handler:
         if settings.health is not None:
             handler = health_handler(settings.health, handler, functools.partial(drain.ready, app))
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                functools.partial(
-                    serve, None, handler, sock=sock, options=settings.options, metrics=app_metrics(app)
-                )
-            )
+        server = Server(handler, options=settings.options, metrics=app_metrics(app))
+
+        def serving() -> None:
             drain.serving = True
             logger.info("%s listening on %s", who, url)
             if on_ready is not None:
                 on_ready()
-            await drain.requested.wait()
-            # Cancelling serve is the drain: 503 for new connections, 1001 for open WebSockets,
-            # each with close_timeout to finish (see Server.shutdown).
-            nursery.cancel_scope.cancel()
+
+        await _serve_until_drained(server, sock, drain, serving)
     logger.info("%s stopped", who)
+
+
+async def _serve_until_drained(
+    server: Server, sock: socket.socket, drain: Drain, serving: Callable[[], None]
+) -> None:
+    """Serve on *sock* until a drain is asked for, then drain in order.
+
+    The order makes a drain refuse nothing: first the process stops accepting (with workers, the
+    others take the connections still queued on the shared socket); then requests already
+    accepted finish (at most ``close_timeout``); then :meth:`Server.shutdown` closes every
+    WebSocket with 1001. ``serve``'s own cancellation does the last two at once, so a connection
+    accepted at that moment would be answered with 503.
+    """
+    listeners = await open_listeners(None, None, sock=sock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run_support)
+        try:
+            nursery.start_soon(server.run_pinger)
+            async with trio.open_nursery() as handlers:
+                async with trio.open_nursery() as acceptor:
+                    await acceptor.start(
+                        functools.partial(
+                            trio.serve_listeners, server.handle_stream, listeners, handler_nursery=handlers
+                        )
+                    )
+                    serving()
+                    await drain.requested.wait()
+                    acceptor.cancel_scope.cancel()  # closes the listeners
+                with trio.move_on_after(server.options.close_timeout):
+                    # A bounded look every few milliseconds: the server has no event for "only
+                    # WebSockets are left", and a drain happens once.
+                    while server.active_streams > len(server.connections):  # noqa: ASYNC110
+                        await trio.sleep(_IN_FLIGHT_POLL)
+                server.shutdown()
+        finally:
+            server.shutdown()
+            nursery.cancel_scope.cancel()  # the pinger; run_support returns once all ended
 
 
 async def _main(
@@ -257,14 +291,19 @@ def serve_process(
 
     Raises:
         StartupError: the app could not start (a missing dependency, an unreachable broker).
+        Exception: what the app raised, unwrapped from the nurseries' exception groups.
     """
     try:
         trio.run(_main, app, settings, sock, on_ready, extra)
-    except BaseException as exc:
+    except Exception as exc:
         error = _startup_error(exc)
-        if error is None:
-            raise
-        raise error from None
+        if error is not None:
+            raise error from None
+        # The app's own failure: its traceback, without the nurseries' groups around it.
+        leaf: BaseException = exc
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        raise leaf from None
 
 
 def _fail(message: str) -> NoReturn:

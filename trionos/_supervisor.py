@@ -43,6 +43,8 @@ logger = logging.getLogger("trionos.supervisor")
 
 #: A worker that served this many seconds resets its slot's restart delay.
 HEALTHY_AFTER = 10.0
+#: Seconds a worker that gave up starting has to exit by itself before it is killed.
+_EXIT_GRACE = 5.0
 _RESTART_DELAYS = Backoff(initial=0.5, maximum=10.0, jitter="equal")
 
 
@@ -127,8 +129,11 @@ class Supervisor:
                 await self._reap(worker, signal.SIGKILL)
             raise
         if answer != READY:
+            # It closed its end: it is exiting, and says why on its way out.
+            with trio.move_on_after(_EXIT_GRACE):
+                await worker.process.wait()
             await self._reap(worker, signal.SIGKILL)
-            if not worker.retiring:
+            if not self.stopping:
                 logger.error(
                     "worker %d (pid %d) exited before serving: %s",
                     slot.number,
