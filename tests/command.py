@@ -16,6 +16,8 @@ from pathlib import Path
 
 import trio
 
+from tests.helpers import read_all
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The console script pip installed next to the interpreter.
 SCRIPT = Path(sys.executable).parent / "trionos"
@@ -133,8 +135,6 @@ async def http_get(port: int, path: str = "/") -> tuple[int, str]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
+        data = await read_all(stream)
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -131,7 +132,8 @@ async def test_load_app_finds_handlers_and_apps() -> None:
         assert served is handler
     async with app_lifespan(handler) as served:
         assert served is handler
-    assert load_app("tests.test_cli:app.factory") is lifespan
+    nested: object = load_app("tests.test_cli:app.factory")
+    assert nested is lifespan
 
 
 def test_load_app_says_what_is_wrong() -> None:
@@ -148,3 +150,21 @@ def test_load_app_says_what_is_wrong() -> None:
         app_lifespan(42)  # type: ignore[arg-type]
     with pytest.raises(ModuleNotFoundError):  # the module exists; what it imports does not
         load_app("tests.command_missing_extra:handler")
+
+
+def test_run_refuses_bad_worker_settings() -> None:
+    """run(workers=N) needs MODULE:ATTR (each worker imports it) and N >= 1."""
+    with pytest.raises(TypeError, match="MODULE:ATTR"):
+        trionos.run(handler, workers=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        trionos.run("tests.test_cli:handler", workers=0)
+
+
+def test_run_cannot_start_is_status_1(tmp_path: Path) -> None:
+    """A log config that is not JSON, or an unknown level: run() exits with status 1 before binding."""
+    bad = tmp_path / "logging.json"
+    bad.write_text("{not json")
+    for keywords in ({"log_config": str(bad)}, {"log_level": "loud"}):
+        with pytest.raises(SystemExit) as exit_:
+            trionos.run(handler, port=0, **keywords)  # type: ignore[arg-type]
+        assert exit_.value.code == 1

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 import trionos
+from tests.helpers import read_all
 from trionos._listen import bind_socket, listen_fds, socket_url
 
 
@@ -23,10 +24,7 @@ async def get(stream: trio.abc.Stream) -> bytes:
     """One GET over *stream*; the whole response."""
     async with stream:
         await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
-    return data
+        return await read_all(stream)
 
 
 async def test_serve_on_a_socket_made_elsewhere(nursery: trio.Nursery) -> None:

@@ -7,8 +7,8 @@ answers a plain GET with its process id, so a test knows which worker answered.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +17,7 @@ import trio
 
 import trionos
 from tests.command import WORKER, Command, http_get, open_command, python_m, run_to_end
+from tests.helpers import close_code
 from tests.redis_server import unique_prefix
 
 #: Patience for a message between two workers through Redis on a loaded machine.
@@ -81,11 +82,7 @@ async def test_sigterm_drains_every_worker() -> None:
                     await ws.send("hello")
                     assert await ws.recv() == "hello"
                     opened.release()
-                    try:
-                        while True:
-                            await ws.recv()
-                    except trionos.ConnectionClosed as closed:
-                        codes.append(closed.code)
+                    codes.append(await close_code(ws))
 
             for _ in range(6):
                 nursery.start_soon(client)
@@ -183,10 +180,10 @@ async def member(url: str, name: str, users: list[str]) -> AsyncIterator[trionos
 
 
 async def test_room_chat_on_two_workers_is_one_chat_through_redis(redis: str, prefix: str) -> None:
-    """examples.room_chat:app --workers 2 with Redis: users on different workers chat in one room."""
-    room_chat_args = shlex.join(["--redis", redis, "--redis-prefix", unique_prefix(prefix), "--no-history"])
-    argv = python_m("examples.room_chat:app", "--port", "0", "--workers", "2")
-    async with open_command(argv, env={**os.environ, "ROOM_CHAT_ARGS": room_chat_args}) as command:
+    """examples/room_chat.py --workers 2 --redis URL: users on different workers chat in one room."""
+    argv = [sys.executable, "examples/room_chat.py", "--port", "0", "--workers", "2", "--redis", redis]
+    argv += ["--redis-prefix", unique_prefix(prefix), "--no-history"]
+    async with open_command(argv) as command:
         pids = await worker_pids(command, 2)
         url = (await command.started()).replace("http", "ws")
         # A stopped worker cannot accept: the other one takes the connection.

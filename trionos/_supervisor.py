@@ -167,17 +167,23 @@ class Supervisor:
         """
         first = True
         while not self.stopping:
-            worker = await self.spawn(slot)
-            if worker is None:
-                if self.stopping:
-                    break
-                if first:
-                    raise StartupError(f"worker {slot.number} could not start (its log above says why)")
-                delay = slot.delays.next_delay()
-                logger.warning("restarting worker %d in %.1f s", slot.number, delay)
-                await trio.sleep(delay)
-                continue
-            slot.worker = worker
+            worker = slot.worker
+            if worker is None or worker.process.returncode is not None:
+                worker = await self.spawn(slot)
+                if worker is None:
+                    if self.stopping:
+                        break
+                    if first:
+                        raise StartupError(f"worker {slot.number} could not start (its log above says why)")
+                    delay = slot.delays.next_delay()
+                    logger.warning("restarting worker %d in %.1f s", slot.number, delay)
+                    await trio.sleep(delay)
+                    continue
+                # A rolling restart may have filled the slot meanwhile: then this one goes.
+                if slot.worker is not None and slot.worker.process.returncode is None:
+                    await self._reap(worker, signal.SIGTERM)
+                    continue
+                slot.worker = worker
             if first:
                 first = False
                 self._slot_started()
