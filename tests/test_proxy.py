@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+import trustme
 
 import trionos
 from tests.helpers import ServeFn, read_all
@@ -145,3 +147,20 @@ async def test_unix_socket_peer_is_trusted_only_with_star(
     async with stream:
         await stream.send_all(b"GET / HTTP/1.1\r\nHost: test\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n")
         assert body(await read_all(stream)) == {"remote": remote, "scheme": "http"}
+
+
+async def test_scheme_over_tls_is_https_unless_a_trusted_proxy_says_otherwise(start_server: ServeFn) -> None:
+    """Over TLS the scheme is https; X-Forwarded-Proto is read from trusted proxies only."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    server = await start_server(who, ssl_context=server_context, forwarded_allow_ips="127.0.0.1")
+    for local_address, scheme in ((UNTRUSTED, "https"), ("127.0.0.1", "http")):
+        tcp = await trio.open_tcp_stream("127.0.0.1", server.port, local_address=local_address)
+        stream = trio.SSLStream(tcp, client_context, server_hostname="127.0.0.1", https_compatible=True)
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: test\r\nX-Forwarded-Proto: http\r\n\r\n")
+            seen = body(await read_all(stream))
+        assert isinstance(seen, dict) and seen["scheme"] == scheme
