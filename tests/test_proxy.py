@@ -19,6 +19,7 @@ import trustme
 
 import trionos
 from tests.helpers import ServeFn, read_all
+from trionos._cli import parse
 
 UNTRUSTED = "127.0.0.2"
 
@@ -164,3 +165,14 @@ async def test_scheme_over_tls_is_https_unless_a_trusted_proxy_says_otherwise(st
             await stream.send_all(b"GET / HTTP/1.1\r\nHost: test\r\nX-Forwarded-Proto: http\r\n\r\n")
             seen = body(await read_all(stream))
         assert isinstance(seen, dict) and seen["scheme"] == scheme
+
+
+@pytest.mark.parametrize(
+    ("flag", "trusted"),
+    [("*", ("*",)), ("10.0.0.0/8, 127.0.0.1", ("10.0.0.0/8", "127.0.0.1")), ("", ())],
+)
+def test_the_command_takes_forwarded_allow_ips(flag: str, trusted: tuple[str, ...]) -> None:
+    """--forwarded-allow-ips takes uvicorn's comma-separated list; '' trusts no one."""
+    _, options = parse(["tests.proxied_app:app", "--forwarded-allow-ips", flag])
+    assert options.forwarded_allow_ips == trusted
+    assert parse(["tests.proxied_app:app"])[1].forwarded_allow_ips == ("127.0.0.1", "::1")
