@@ -32,6 +32,7 @@ PURE_MODULES = [
     "_strict",
     "_wire",
     "_backoff",
+    "_forwarded",
     "_options",
     "_deflate",
     "_broker",

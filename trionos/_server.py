@@ -28,6 +28,7 @@ from ._access_log import log_access
 from ._connection import ProtocolLog, ServerCore, WebSocket
 from ._deflate import Deflater, server_extensions
 from ._errors import ConnectionClosed, HandshakeError
+from ._forwarded import ForwardedClient, TrustedProxies, forwarded_client
 from ._heartbeat import run_keeper
 from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
 from ._json import dumps as dumps_json
@@ -88,6 +89,7 @@ class Request:
         "answered",
         "remote",
         "response_bytes",
+        "scheme",
         "status",
         "websocket",
     )
@@ -100,6 +102,7 @@ class Request:
         server: Server,
         nursery: TaskSpawner,
         handler_scope: trio.CancelScope,
+        client: ForwardedClient,
     ) -> None:
         self._head = head
         self._reader: RequestReader | None = reader
@@ -111,8 +114,14 @@ class Request:
         self.websocket: WebSocket | None = None
         #: True once the request was answered (HTTP response, rejection, or accepted upgrade).
         self.answered = False
-        #: The peer's ``(host, port)``, or None for in-memory connections.
-        self.remote = _peer_address(stream)
+        #: The client's ``(host, port)``, or None for in-memory connections: the peer's address,
+        #: or, when the peer is a trusted proxy (:attr:`ServerOptions.forwarded_allow_ips
+        #: <trionos.ServerOptions.forwarded_allow_ips>`), the client it forwards for (port 0 when
+        #: the proxy does not say).
+        self.remote = client.address
+        #: ``"https"`` when the client reached us (or the first trusted proxy) over TLS, else
+        #: ``"http"`` (a WebSocket upgrade over ``https`` is ``wss://``).
+        self.scheme = client.scheme
         #: The status of the HTTP response sent, if one was (for the access log).
         self.status: int | None = None
         #: The size of the HTTP response sent, in bytes (for the access log).
@@ -362,8 +371,10 @@ class Server:
         self._deflaters: dict[int, Deflater] = {}
         #: The counters this server increments (see :class:`~trionos.Metrics`).
         self.metrics = Metrics() if metrics is None else metrics
-        # Open connections per remote host, for max_connections_per_address (no entry at zero).
+        # Open connections per client host, for max_connections_per_address (no entry at zero).
         self._per_address: dict[str, int] = {}
+        # Whose forwarding headers are believed (forwarded_allow_ips, parsed once).
+        self._trusted = TrustedProxies.parse(self.options.forwarded_allow_ips)
         #: The open WebSockets (read it, do not change it).
         self.connections: set[WebSocket] = set()
         #: How many connections are being served (HTTP or WebSocket).
@@ -470,15 +481,16 @@ class Server:
             metrics.refused(RefusalReason.CAPACITY)
             await _send_and_close(stream, render_error(503, "too many connections"))
             return
-        address = _peer_address(stream)
-        host = None if address is None else address[0]
-        if host is not None and self.options.max_connections_per_address is not None:
-            if self._per_address.get(host, 0) >= self.options.max_connections_per_address:
-                metrics.refused(RefusalReason.PER_ADDRESS)
-                logger.debug("refused %s: %d connections from it already", host, self._per_address[host])
-                await _send_and_close(stream, render_error(503, "too many connections from your address"))
+        peer = _peer_address(stream)
+        # A trusted proxy's connections are counted under the client it forwards for, which
+        # only its request head says; everyone else's under their own address, at once.
+        proxied = self._trusted.trusts(None if peer is None else peer[0])
+        counted: str | None = None
+        if peer is not None and not proxied:
+            if not self._admit_address(peer[0]):
+                await self._refuse_address(stream, peer[0])
                 return
-            self._per_address[host] = self._per_address.get(host, 0) + 1
+            counted = peer[0]
         self.active_streams += 1
         metrics.connections_open += 1
         started = trio.current_time()
@@ -488,7 +500,14 @@ class Server:
         try:
             failed = False
             with scope:
-                request = await self._read_request(stream, scope)
+                request = await self._read_request(stream, scope, peer)
+                client = None if request is None or request.remote is None else request.remote[0]
+                if proxied and client is not None:
+                    if self._admit_address(client):
+                        counted = client
+                    else:
+                        await self._refuse_address(stream, client)
+                        request = None
                 if request is not None:
                     try:
                         await self.handler(request)
@@ -510,12 +529,8 @@ class Server:
                 await trio.aclose_forcefully(stream)
             self.active_streams -= 1
             metrics.connections_open -= 1
-            if host is not None and self.options.max_connections_per_address is not None:
-                left = self._per_address[host] - 1
-                if left:
-                    self._per_address[host] = left
-                else:
-                    del self._per_address[host]
+            if counted is not None:
+                self._release_address(counted)
             if request is not None and request.websocket is not None:
                 metrics.websockets_open -= 1
                 metrics.closed(request.websocket.close_code or 1006)
@@ -524,7 +539,32 @@ class Server:
             if self.shutting_down and not self.active_streams:
                 self._finished.set()
 
-    async def _read_request(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> Request | None:
+    def _admit_address(self, host: str) -> bool:
+        """Count one more connection from *host*; False (nothing counted) when it has its limit."""
+        limit = self.options.max_connections_per_address
+        if limit is None:
+            return True  # no limit: nothing to count
+        held = self._per_address.get(host, 0)
+        if held >= limit:
+            return False
+        self._per_address[host] = held + 1
+        return True
+
+    def _release_address(self, host: str) -> None:
+        left = self._per_address.get(host, 0) - 1
+        if left > 0:
+            self._per_address[host] = left
+        else:
+            self._per_address.pop(host, None)
+
+    async def _refuse_address(self, stream: trio.abc.Stream, host: str) -> None:
+        self.metrics.refused(RefusalReason.PER_ADDRESS)
+        logger.debug("refused %s: %d connections from it already", host, self._per_address.get(host, 0))
+        await _send_and_close(stream, render_error(503, "too many connections from your address"))
+
+    async def _read_request(
+        self, stream: trio.abc.Stream, scope: trio.CancelScope, peer: tuple[str, int] | None
+    ) -> Request | None:
         """Read and vet the request head; None once the connection was answered or dropped."""
         reader = RequestReader(max_head_size=self.options.max_head_size)
         head: RequestHead | None = None
@@ -535,7 +575,7 @@ class Server:
                     if head is not None:
                         break
             except HttpError as exc:
-                logger.debug("bad request from %s: %s", _peer_address(stream), exc.detail)
+                logger.debug("bad request from %s: %s", peer, exc.detail)
                 self.metrics.refused(
                     RefusalReason.HEAD_TOO_LARGE if exc.status == 431 else RefusalReason.BAD_REQUEST
                 )
@@ -548,7 +588,7 @@ class Server:
                 self.metrics.refused(RefusalReason.HANDSHAKE_TIMEOUT)
             return None
         if head.is_upgrade and (error := head.handshake_error()) is not None:
-            logger.debug("bad upgrade from %s: %s", _peer_address(stream), error.detail)
+            logger.debug("bad upgrade from %s: %s", peer, error.detail)
             self.metrics.refused(RefusalReason.BAD_REQUEST)
             await _send_and_close(stream, render_error(error.status, error.detail))
             return None
@@ -558,7 +598,8 @@ class Server:
             await _send_and_close(stream, render_error(403, "origin not allowed"))
             return None
         assert self._support is not None  # handle_stream checked
-        return Request(head, reader, stream, self, self._support, scope)
+        client = forwarded_client(peer, self._trusted, head.headers, secure=self.secure)
+        return Request(head, reader, stream, self, self._support, scope, client)
 
     async def _after_handler(self, request: Request, scope: trio.CancelScope, *, failed: bool) -> None:
         if failed:
