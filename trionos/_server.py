@@ -30,7 +30,7 @@ from ._deflate import Deflater, server_extensions
 from ._errors import ConnectionClosed, HandshakeError
 from ._forwarded import ForwardedClient, TrustedProxies, forwarded_client
 from ._heartbeat import run_keeper
-from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
+from ._http import Headers, HttpError, RequestHead, RequestReader, render_error, upgrade_head_error
 from ._json import dumps as dumps_json
 from ._lazy import TrionosDeprecationWarning
 from ._listen import open_listeners
@@ -240,7 +240,7 @@ class Request:
             # _read_request vetted the head, so this is a handshake websockets refused for a
             # reason of its own: the client got the response, the handler gets the error.
             raise HandshakeError(
-                f"WebSocket handshake refused with {response.status_code}: {response.body!r}"
+                f"WebSocket handshake refused with {response.status_code}: {response.body[:120]!r}"
             )
         ws = WebSocket(
             protocol,
@@ -514,6 +514,9 @@ class Server:
                     except ConnectionClosed as exc:
                         # The peer went away or broke the protocol: an ordinary network event.
                         logger.info("%r ended: %s", request, exc)
+                    except HandshakeError as exc:
+                        # The client got its 4xx already (accept() sent it): one line, no traceback.
+                        logger.info("%r refused: %s", request, exc)
                     except Exception:
                         logger.exception("handler failed for %r", request)
                         failed = True
@@ -587,9 +590,11 @@ class Server:
             if reader.received:  # an empty connection is no refusal (e.g. a port probe)
                 self.metrics.refused(RefusalReason.HANDSHAKE_TIMEOUT)
             return None
-        if head.is_upgrade and (error := head.handshake_error()) is not None:
+        if head.is_upgrade and (error := self._upgrade_error(head, reader)) is not None:
             logger.debug("bad upgrade from %s: %s", peer, error.detail)
-            self.metrics.refused(RefusalReason.BAD_REQUEST)
+            self.metrics.refused(
+                RefusalReason.HEAD_TOO_LARGE if error.status == 431 else RefusalReason.BAD_REQUEST
+            )
             await _send_and_close(stream, render_error(error.status, error.detail))
             return None
         origins = self.options.origins
@@ -600,6 +605,12 @@ class Server:
         assert self._support is not None  # handle_stream checked
         client = forwarded_client(peer, self._trusted, head.headers, secure=self.secure)
         return Request(head, reader, stream, self, self._support, scope, client)
+
+    def _upgrade_error(self, head: RequestHead, reader: RequestReader) -> HttpError | None:
+        """What is wrong with an upgrade request for us or for websockets' core, if anything."""
+        return head.handshake_error() or upgrade_head_error(
+            reader.head_bytes, extensions=self.options.compression is not None
+        )
 
     async def _after_handler(self, request: Request, scope: trio.CancelScope, *, failed: bool) -> None:
         if failed:
