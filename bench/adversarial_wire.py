@@ -77,9 +77,9 @@ async def _serve(scenario: str) -> None:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
+def frame(opcode: int, payload: bytes) -> bytes:
     """A masked client frame (websockets' own serialiser)."""
-    return Frame(Opcode(opcode), payload, rsv1=rsv1).serialize(mask=True)
+    return Frame(Opcode(opcode), payload).serialize(mask=True)
 
 
 def upgrade(path: str, extra: str = "") -> bytes:
@@ -161,7 +161,9 @@ def bomb(size: int) -> bytes:
     compressor = zlib.compressobj(9, zlib.DEFLATED, -12)
     body = compressor.compress(b"\0" * size) + compressor.flush(zlib.Z_SYNC_FLUSH)
     assert body.endswith(b"\x00\x00\xff\xff")
-    return frame(0x2, body[:-4], rsv1=True)
+    data = bytearray(frame(0x2, body[:-4]))
+    data[0] |= 0x40  # RSV1: compressed
+    return bytes(data)
 
 
 DEFLATE = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
 import trio
 
+from websockets.utils import accept_key
+
 import trionos
-from tests.helpers import ServeFn, echo_handler, read_all
+from tests.helpers import ServeFn, echo_handler, raw_websocket_peer, read_all
+from trionos._fastpath import frame_size
+from trionos._frames import OP_BINARY, OP_CLOSE, close_payload, encode_frame
 
 UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -51,3 +56,80 @@ async def test_heads_the_websocket_core_refuses_get_a_4xx_and_no_traceback(
     async with trionos.connect(server.url) as ws:  # and the server keeps serving
         await ws.send("still here")
         assert await ws.recv() == "Echo: still here"
+
+
+async def _read_until_close_frame(stream: trio.abc.Stream) -> None:
+    """Read (and drop) frames until one is a close frame (the test peers send small ones)."""
+    data = b""
+    while True:
+        chunk = await stream.receive_some(65536)
+        assert chunk, "closed before a close frame"
+        data += chunk
+        pos = 0
+        while len(data) - pos >= 2:
+            size = frame_size(data, pos)
+            if size < 0 or len(data) - pos < size:
+                break
+            if data[pos] & 0x0F == OP_CLOSE:
+                return
+            pos += size
+        data = data[pos:]
+
+
+async def test_data_after_the_server_sent_its_close_is_discarded(start_server: ServeFn) -> None:
+    """Frames a client sends while the server waits for its close reply are not queued (#25, 1)."""
+    results: list[str] = []
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        await ws.close(1000, "bye")
+        try:
+            results.append(repr(await ws.recv()))
+        except trionos.ConnectionClosed as exc:
+            results.append(f"closed {exc.code}")
+
+    server = await start_server(handler)
+    stream = await raw_websocket_peer(server.port)
+    async with stream:
+        await _read_until_close_frame(stream)
+        flood = encode_frame(OP_BINARY, b"x" * 65536, masked=True)
+        for _ in range(20):
+            await stream.send_all(flood)
+        await stream.send_all(encode_frame(OP_CLOSE, close_payload(1000), masked=True))
+        await read_all(stream)
+    with trio.fail_after(5):
+        while not results:
+            await trio.sleep(0.01)
+    assert results == ["closed 1000"]
+    assert server.metrics.messages_in == 0
+
+
+async def test_data_after_the_client_sent_its_close_is_discarded(nursery: trio.Nursery) -> None:
+    """A server that answers the client's close with data frames cannot fill the client (#25, 1)."""
+
+    async def peer(stream: trio.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some(4096)
+        key = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept_key(key).encode()
+        )
+        await _read_until_close_frame(stream)
+        for _ in range(20):
+            await stream.send_all(encode_frame(OP_BINARY, b"y" * 65536))
+        await stream.send_all(encode_frame(OP_CLOSE, close_payload(1000)))
+        await stream.aclose()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, peer, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    async with trionos.connect(f"ws://127.0.0.1:{port}/") as ws:
+        await ws.close()
+        with pytest.raises(trionos.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.code == 1000

@@ -152,10 +152,11 @@ class MessageCore(SansIOProtocol):
 
     Feed bytes with :meth:`feed`; complete messages (``str`` or ``bytes``) are appended to
     :attr:`inbox` in the order they arrived, and the core's replies (pongs, a close frame) wait
-    in :meth:`data_to_send` as usual. Two rules of trionos on top of websockets':
+    in :meth:`data_to_send` as usual. Three rules of trionos on top of websockets':
 
     * a close frame may arrive inside a fragmented message (RFC 6455 5.4, 5.5.1): it is answered
       and the unfinished message dropped, where websockets fails with 1002 (Autobahn 7.1.5);
+    * data frames that arrive after our close frame was sent are discarded, not queued;
     * a fragmented message costs :data:`FRAME_OVERHEAD` bytes more per frame toward
       ``max_message_size`` (1009 beyond it), and invalid UTF-8 in a text message fails the
       connection with 1007 at the frame that has it.
@@ -359,6 +360,10 @@ class MessageCore(SansIOProtocol):
             self._data_frame(frame)
 
     def _data_frame(self, frame: Frame) -> None:
+        if self.close_sent is not None:
+            # Once our close frame is out, nobody will read data: it is discarded, not queued
+            # (a peer that keeps sending while we wait for its close would fill memory).
+            return
         opcode = frame.opcode
         self.bytes_in += len(frame.data)
         fragments = self._fragments
