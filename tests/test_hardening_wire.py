@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import zlib
 
 import pytest
 import trio
-
 from websockets.utils import accept_key
 
 import trionos
 from tests.helpers import ServeFn, echo_handler, raw_websocket_peer, read_all
 from trionos._fastpath import frame_size
 from trionos._frames import OP_BINARY, OP_CLOSE, close_payload, encode_frame
+from trionos._inflation import InflationBudget
 
 UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -79,6 +80,7 @@ async def _read_until_close_frame(stream: trio.abc.Stream) -> None:
 async def test_data_after_the_server_sent_its_close_is_discarded(start_server: ServeFn) -> None:
     """Frames a client sends while the server waits for its close reply are not queued (#25, 1)."""
     results: list[str] = []
+    done = trio.Event()
 
     async def handler(req: trionos.Request) -> None:
         ws = await req.accept()
@@ -87,6 +89,7 @@ async def test_data_after_the_server_sent_its_close_is_discarded(start_server: S
             results.append(repr(await ws.recv()))
         except trionos.ConnectionClosed as exc:
             results.append(f"closed {exc.code}")
+        done.set()
 
     server = await start_server(handler)
     stream = await raw_websocket_peer(server.port)
@@ -98,8 +101,7 @@ async def test_data_after_the_server_sent_its_close_is_discarded(start_server: S
         await stream.send_all(encode_frame(OP_CLOSE, close_payload(1000), masked=True))
         await read_all(stream)
     with trio.fail_after(5):
-        while not results:
-            await trio.sleep(0.01)
+        await done.wait()
     assert results == ["closed 1000"]
     assert server.metrics.messages_in == 0
 
@@ -133,3 +135,85 @@ async def test_data_after_the_client_sent_its_close_is_discarded(nursery: trio.N
         with pytest.raises(trionos.ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.code == 1000
+
+
+def bomb(size: int) -> bytes:
+    """A masked, compressed (RSV1) binary frame whose payload inflates to *size* zero bytes."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -12)
+    body = compressor.compress(b"\0" * size) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    frame = bytearray(encode_frame(OP_BINARY, body[:-4], masked=True))  # without 00 00 ff ff
+    frame[0] |= 0x40
+    return bytes(frame)
+
+
+async def deflate_peer(port: int) -> trio.SocketStream:
+    """A raw client that negotiated permessage-deflate (no context takeover, as the server asks)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(UPGRADE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(1)
+    assert head.startswith(b"HTTP/1.1 101") and b"permessage-deflate" in head
+    return stream
+
+
+async def test_one_read_of_small_bombs_inflates_no_more_than_the_read_ahead(start_server: ServeFn) -> None:
+    """A 64 KiB read of ~1 KiB frames that each inflate to ~1 MiB is not inflated whole (#25, 4)."""
+    sent = trio.Event()
+    inflated: list[int] = []
+    metrics = trionos.Metrics()
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        await sent.wait()
+        assert len(await ws.recv()) == 1024 * 1024 - 64
+        inflated.append(metrics.bytes_in)
+        await ws.close()
+
+    server = await start_server(handler, compression="deflate", metrics=metrics)
+    one = bomb(1024 * 1024 - 64)
+    stream = await deflate_peer(server.port)
+    async with stream:
+        await stream.send_all(one * (65536 // len(one)))
+        sent.set()
+        with trio.fail_after(10):
+            await _read_until_close_frame(stream)
+            await stream.send_all(encode_frame(OP_CLOSE, close_payload(1000), masked=True))
+            await read_all(stream)
+    # Before: the whole read (63 frames, ~63 MiB) was inflated and queued behind the first one.
+    assert inflated and inflated[0] <= 2 * 1024 * 1024
+
+
+async def test_inflation_over_the_budget_pauses_reading(start_server: ServeFn) -> None:
+    """A connection that inflates faster than max_inflate_rate waits, and is counted (#25, 4)."""
+    received: list[int] = []
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        for _ in range(6):
+            received.append(len(await ws.recv()))
+
+    server = await start_server(handler, compression="deflate", max_inflate_rate=1024 * 1024)
+    stream = await deflate_peer(server.port)
+    async with stream:
+        await stream.send_all(bomb(512 * 1024) * 6)  # 3 MiB inflated, the burst is 2 MiB
+        with trio.fail_after(10):
+            await _read_until_close_frame(stream)
+            await stream.send_all(encode_frame(OP_CLOSE, close_payload(1000), masked=True))
+            await read_all(stream)
+    assert received == [512 * 1024] * 6
+    assert server.metrics.inflation_waits >= 1
+
+
+def test_the_inflation_budget_is_a_token_bucket_of_added_bytes() -> None:
+    """Bytes inflation added are charged; a debt is paid back at the rate; nothing added costs nothing."""
+    budget = InflationBudget(1000, now=0.0)
+    budget.spend(-500, now=0.0)  # uncompressed traffic: the messages are smaller than the wire bytes
+    assert budget.delay(0.0) == 0 and not budget.exhausted()
+    budget.spend(2500, now=0.0)
+    assert budget.exhausted()
+    assert budget.delay(0.0) == pytest.approx(0.5)
+    assert budget.delay(0.5) == 0 and not budget.exhausted()
+    assert budget.delay(100.0) == 0
+    budget.spend(2000, now=100.0)  # refilled to the burst (2000), not beyond
+    assert not budget.exhausted()

@@ -50,6 +50,7 @@ def test_server_options_defaults_are_the_documented_ones() -> None:
         "compression": None,
         "compression_context_takeover": False,
         "forwarded_allow_ips": ("127.0.0.1", "::1"),
+        "max_inflate_rate": 32 * 1024 * 1024,
         "access_log": False,
     }
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 from websockets.exceptions import InvalidState
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.protocol import CLOSED, OPEN
 
 from ._errors import ConnectionClosed
@@ -34,6 +35,7 @@ from ._fastpath import FRAME_OVERHEAD, ClientCore, MessageCore, ProtocolLog, Ser
 from ._frames import OP_CLOSE as _OP_CLOSE
 from ._frames import OP_PING, close_payload, encode_frame, message_frame
 from ._http import Headers, RequestHead
+from ._inflation import DEFAULT_INFLATE_RATE, InflationBudget
 from ._json import dumps as dumps_json
 from ._json import loads as loads_json
 from ._metrics import Metrics
@@ -68,6 +70,12 @@ _RECEIVE_SIZE = 64 * 1024
 _FEED_SLICE = 4096
 #: ...and once this many frames were parsed in one go, the parser lets other tasks run.
 _FRAMES_PER_CHECKPOINT = 256
+#: On a connection that inflates (permessage-deflate), reads are fed in slices of this size: ~1 MiB
+#: inflated at most per slice (deflate's ratio is ~1,030:1), and the read-ahead bound is checked
+#: after each, so one read cannot queue more than the bound and one slice's worth...
+_INFLATE_SLICE = 1024
+#: ...and other tasks run whenever this many bytes were inflated since they last did.
+_INFLATED_PER_CHECKPOINT = 256 * 1024
 
 #: A read moves the idle deadline only when it falls short of ``timeout`` seconds ahead, and then
 #: this much further (at most this share of the timeout): a silent peer is timed out between
@@ -115,6 +123,7 @@ class WebSocket:
         "_idle_scope",
         "_idle_timeout",
         "_inbox",
+        "_inflation",
         "_is_client",
         "_local_close",
         "_max_message_size",
@@ -131,6 +140,7 @@ class WebSocket:
         "_service_scope",
         "_taken",
         "_transport",
+        "_unfed",
         "id",
         "remote",
     )
@@ -150,6 +160,7 @@ class WebSocket:
         max_queue: int = 1,
         answer_text_ping: bool = False,
         metrics: Metrics | None = None,
+        inflate_rate: float = DEFAULT_INFLATE_RATE,
     ) -> None:
         self._protocol = protocol
         self._metrics = metrics
@@ -174,6 +185,12 @@ class WebSocket:
         self._seen_epoch = -1
         self._idle_scope: trio.CancelScope | None = None
         self._idle_timeout = math.inf
+        # Only a connection that inflates has a budget, and feeds its reads in small slices;
+        # bytes of a read held back at the read-ahead bound or the budget wait in ``_unfed``.
+        self._inflation: InflationBudget | None = None
+        if any(isinstance(extension, PerMessageDeflate) for extension in protocol.extensions):
+            self._inflation = InflationBudget(inflate_rate, trio.current_time())
+        self._unfed: bytes | bytearray = b""
         #: A unique, opaque identifier (12 hex digits).
         self.id: str = secrets.token_hex(6)
         self._path = path
@@ -351,6 +368,14 @@ class WebSocket:
 
     async def _read(self) -> None:
         """Read once and parse what came (the caller owns reading)."""
+        if self._inflation is not None:
+            if self._unfed:  # the rest of the last read comes first
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data, self._unfed = self._unfed, b""
+                await self._feed_inflating(data)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            await self._wait_for_inflation_budget()
         transport = self._transport
         sock = transport._socket
         try:
@@ -388,6 +413,9 @@ class WebSocket:
             deadline = trio.current_time() + self._idle_timeout
             if deadline > scope.deadline:
                 scope.deadline = deadline + min(_IDLE_SLACK, self._idle_timeout * _IDLE_SLACK_SHARE)
+        if self._inflation is not None:
+            await self._feed_inflating(data)
+            return
         if len(data) <= _FEED_SLICE:
             self._feed(data)
             return
@@ -399,6 +427,39 @@ class WebSocket:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 parsed = 0
             parsed += self._feed(data[start : start + _FEED_SLICE])
+
+    async def _wait_for_inflation_budget(self) -> None:
+        """Before reading: wait while inflation has used up this connection's budget."""
+        assert self._inflation is not None
+        delay = self._inflation.delay(trio.current_time())
+        if delay > 0:
+            if self._metrics is not None:
+                self._metrics.inflation_waits += 1
+            await trio.sleep(delay)
+
+    async def _feed_inflating(self, data: bytes | bytearray) -> None:
+        """Parse a read on a connection that inflates, a slice at a time, within its bounds.
+
+        Stops at the read-ahead bound or when the inflation budget is spent; the rest of
+        ``data`` waits in ``_unfed`` for the next read (so TCP pushes back meanwhile).
+        """
+        budget = self._inflation
+        assert budget is not None
+        inbox = self._inbox
+        inflated = 0
+        for start in range(0, len(data), _INFLATE_SLICE):
+            if inflated >= _INFLATED_PER_CHECKPOINT:
+                await trio.lowlevel.cancel_shielded_checkpoint()  # shielded: the bytes are ours
+                inflated = 0
+            piece = data[start : start + _INFLATE_SLICE]
+            before = len(inbox)
+            self._feed(piece)
+            added = sum(len(message) for message in inbox[before:]) - len(piece)
+            budget.spend(added, trio.current_time())
+            inflated += max(added, 0)
+            if budget.exhausted() or self._read_ahead_full():
+                self._unfed = data[start + _INFLATE_SLICE :]
+                return
 
     def _feed(self, data: bytes | bytearray) -> int:
         """Parse ``data``; queue complete messages and send the core's replies. Frames parsed."""

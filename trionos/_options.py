@@ -20,6 +20,7 @@ import attrs
 
 from ._deflate import check_compression
 from ._forwarded import TrustedProxies, split_entries
+from ._inflation import DEFAULT_INFLATE_RATE
 
 __all__ = [
     "ClientOptionKeywords",
@@ -198,6 +199,12 @@ class ServerOptions:
             and :attr:`Request.scheme <trionos.Request.scheme>` from those headers; from anyone
             else the headers are ignored. The loopback addresses by default (``127.0.0.1,::1``:
             a proxy on the same host); ``()`` trusts no one. See ``docs/deploy.md``.
+        max_inflate_rate: with ``compression="deflate"``, the bytes per second that inflation
+            may add on one connection (32 MiB/s, in bursts of twice that): the messages' size
+            minus the compressed bytes they came in. A connection over it stops reading until
+            it is back within it (TCP pushes back on the peer) and is counted in
+            :attr:`Metrics.inflation_waits <trionos.Metrics.inflation_waits>`; docs/bounds.md
+            says why.
         access_log: write one INFO line to the ``trionos.access`` logger per HTTP request and per
             WebSocket session when it ends (False; the ``trionos`` command turns it on).
 
@@ -223,6 +230,7 @@ class ServerOptions:
     forwarded_allow_ips: tuple[str, ...] = attrs.field(
         default=("127.0.0.1", "::1"), converter=split_entries, validator=_trusted_proxies
     )
+    max_inflate_rate: int = attrs.field(default=DEFAULT_INFLATE_RATE, validator=positive_int)
     access_log: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
@@ -286,6 +294,7 @@ class ServerOptionKeywords(TypedDict, total=False):
     compression: str | None
     compression_context_takeover: bool
     forwarded_allow_ips: str | Iterable[str]
+    max_inflate_rate: int
     access_log: bool
 
 

@@ -50,6 +50,7 @@ _HELP = {
     "slow_client_disconnects": "Clients closed with 1008 by the disconnect slow-client policy.",
     "rate_limited": "Inbound messages refused by a per-connection rate limit.",
     "heartbeat_timeouts": "Connections ended because the peer was silent past the heartbeat timeout.",
+    "inflation_waits": "Times a connection paused reading because inflation used up its budget.",
     "remote_frames_dropped": "Frames from other nodes dropped because a room's feed was full.",
     "broker_publish_dropped": "Envelopes the broker could not publish (queue full or unreachable).",
     "broker_reconnects": "Times the broker reconnected after losing its server.",

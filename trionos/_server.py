@@ -255,6 +255,7 @@ class Request:
             max_queue=options.message_queue_size,
             answer_text_ping=answer_text_ping,
             metrics=server.metrics,
+            inflate_rate=options.max_inflate_rate,
         )
         if reader.trailing:
             ws._feed(reader.trailing)
