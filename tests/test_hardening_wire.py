@@ -13,7 +13,8 @@ from websockets.utils import accept_key
 import trionos
 from tests.helpers import ServeFn, echo_handler, raw_websocket_peer, read_all
 from trionos._fastpath import frame_size
-from trionos._frames import OP_BINARY, OP_CLOSE, close_payload, encode_frame
+from trionos._connection import PING_LIMIT
+from trionos._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, close_payload, encode_frame
 from trionos._inflation import InflationBudget
 
 UPGRADE = (
@@ -217,3 +218,61 @@ def test_the_inflation_budget_is_a_token_bucket_of_added_bytes() -> None:
     assert budget.delay(100.0) == 0
     budget.spend(2000, now=100.0)  # refilled to the burst (2000), not beyond
     assert not budget.exhausted()
+
+
+async def _frames_until_close(stream: trio.abc.Stream) -> list[tuple[int, bytes]]:
+    """Every frame the server sends until its close frame, as (opcode, payload); the close last."""
+    frames: list[tuple[int, bytes]] = []
+    data = b""
+    with trio.fail_after(10):
+        while True:
+            chunk = await stream.receive_some(65536)
+            assert chunk, f"closed before a close frame, after {frames!r}"
+            data += chunk
+            while (size := frame_size(data, 0)) > 0 and len(data) >= size:
+                head = 4 if data[1] & 0x7F == 126 else 2
+                frames.append((data[0] & 0x0F, data[head:size]))
+                data = data[size:]
+                if frames[-1][0] == OP_CLOSE:
+                    return frames
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["protocol-pings", "text-pings"])
+async def test_a_ping_flood_is_closed_with_1008(start_server: ServeFn, text: bool) -> None:
+    """Pings count against a budget: a burst is answered, a flood is closed like a chat flood (#25, 11)."""
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept(answer_text_ping=True)
+        async for _ in ws:
+            pass
+
+    server = await start_server(handler)
+    stream = await raw_websocket_peer(server.port)
+    ping = encode_frame(OP_TEXT, b"ping", masked=True) if text else encode_frame(OP_PING, b"", masked=True)
+    async with stream:
+        await stream.send_all(ping * (PING_LIMIT.burst + PING_LIMIT.close_after + 10))
+        frames = await _frames_until_close(stream)
+    pongs = [opcode for opcode, _ in frames if opcode in (OP_PONG, OP_TEXT)]
+    # The burst is answered (a protocol ping's pong comes from the core even over the budget).
+    assert len(pongs) >= PING_LIMIT.burst
+    assert frames[-1] == (OP_CLOSE, close_payload(1008, "too many pings"))
+    assert server.metrics.rate_limited == PING_LIMIT.close_after
+
+
+async def test_pings_within_the_budget_are_answered(start_server: ServeFn) -> None:
+    """A burst of pings within the budget gets every pong and keeps the connection (#25, 11)."""
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept(answer_text_ping=True)
+        await ws.send(await ws.recv())
+
+    server = await start_server(handler)
+    stream = await raw_websocket_peer(server.port)
+    async with stream:
+        burst = encode_frame(OP_PING, b"", masked=True) + encode_frame(OP_TEXT, b"ping", masked=True)
+        await stream.send_all(burst * (PING_LIMIT.burst // 2) + encode_frame(OP_TEXT, b"hi", masked=True))
+        frames = await _frames_until_close(stream)
+    assert [payload for opcode, payload in frames if opcode == OP_TEXT] == [b"pong"] * 10 + [b"hi"]
+    assert len([opcode for opcode, _ in frames if opcode == OP_PONG]) == 10
+    assert frames[-1] == (OP_CLOSE, close_payload(1000))
+    assert server.metrics.rate_limited == 0

@@ -39,11 +39,13 @@ from ._inflation import DEFAULT_INFLATE_RATE, InflationBudget
 from ._json import dumps as dumps_json
 from ._json import loads as loads_json
 from ._metrics import Metrics
+from ._ratelimit import RateLimit, RateVerdict, TokenBucket
 from ._support import TaskSpawner
 from ._transport import Transport
 
 __all__ = [
     "FRAME_OVERHEAD",
+    "PING_LIMIT",
     "READ_AHEAD_BYTES",
     "ClientCore",
     "MessageCodec",
@@ -55,6 +57,10 @@ __all__ = [
 logger = logging.getLogger("trionos.connection")
 
 T = TypeVar("T")
+
+#: Pings a peer may send (protocol pings, and text ``"ping"`` where it is answered): 2 per second
+#: in bursts of 20; a peer that sends 20 more in a row beyond that is closed with 1008.
+PING_LIMIT = RateLimit(rate=2.0, burst=20, close_after=20)
 
 #: Server frames are not masked, so every server ping is the same bytes.
 _SERVER_PING = encode_frame(OP_PING, b"")
@@ -131,6 +137,7 @@ class WebSocket:
         "_metrics",
         "_nursery",
         "_path",
+        "_pings",
         "_protocol",
         "_reader",
         "_reader_done",
@@ -191,6 +198,8 @@ class WebSocket:
         if any(isinstance(extension, PerMessageDeflate) for extension in protocol.extensions):
             self._inflation = InflationBudget(inflate_rate, trio.current_time())
         self._unfed: bytes | bytearray = b""
+        # Pings (protocol and answered text ones) against PING_LIMIT, from the first one on.
+        self._pings: TokenBucket | None = None
         #: A unique, opaque identifier (12 hex digits).
         self.id: str = secrets.token_hex(6)
         self._path = path
@@ -473,6 +482,9 @@ class WebSocket:
             self._metrics.bytes_in += protocol.bytes_in
             protocol.bytes_in = 0
         if protocol.core_fed:
+            if protocol.pings_received:
+                self._charge_pings(protocol.pings_received)
+                protocol.pings_received = 0
             self._flush_protocol()
         return frames
 
@@ -480,15 +492,47 @@ class WebSocket:
         """Count the messages from ``inbox[before]`` on; answer text pings if asked to."""
         inbox = self._inbox
         if self._answer_text_ping:
+            pings = 0
             for index in range(len(inbox) - 1, before - 1, -1):
                 if inbox[index] == "ping":
                     del inbox[index]
+                    pings += 1
+            for _ in range(pings):  # each pong goes out before a close for the pings after it
+                if self._charge_pings(1):
                     self._write_or_drop(message_frame("pong", masked=self._is_client))
         metrics = self._metrics
         if metrics is not None:
             metrics.messages_in += len(inbox) - before
             metrics.bytes_in += self._protocol.bytes_in
             self._protocol.bytes_in = 0
+
+    def _charge_pings(self, count: int) -> int:
+        """Count *count* pings against :data:`PING_LIMIT`; how many are within it.
+
+        A text ping over the limit gets no pong (a protocol ping's pong is the core's, sent
+        anyway); once ``close_after`` pings in a row were over it, the connection is failed with
+        1008, as a chat flood is closed.
+        """
+        if self._protocol.state is not OPEN:
+            return 0  # closing: nothing more is answered or counted
+        bucket = self._pings
+        now = trio.current_time()
+        if bucket is None:
+            bucket = self._pings = PING_LIMIT.bucket(now)
+        within = 0
+        for _ in range(count):
+            verdict = bucket.take(now)
+            if verdict is RateVerdict.ACCEPT:
+                within += 1
+                continue
+            if self._metrics is not None:
+                self._metrics.rate_limited += 1
+            if verdict is RateVerdict.CLOSE:
+                logger.info("%r: closing, too many pings", self)
+                self._protocol.fail(1008, "too many pings")
+                self._flush_protocol()
+                break
+        return within
 
     def _flush_protocol(self) -> None:
         """Send what the core wants sent: pongs, a close frame (b"" asks to end the stream)."""

@@ -72,6 +72,7 @@ _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
 _CLOSE = Opcode.CLOSE
+_PING = Opcode.PING
 
 # The first byte of a frame the fast path takes: FIN, no reserved bit, text or binary.
 _FIN_TEXT = 0x81
@@ -177,6 +178,7 @@ class MessageCore(SansIOProtocol):
         "core_fed",
         "fast_path",
         "inbox",
+        "pings_received",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -190,6 +192,8 @@ class MessageCore(SansIOProtocol):
         self.core_fed = False
         #: Whether :meth:`feed` may take frames itself (read once the connection is open).
         self.fast_path = True
+        #: Protocol pings received (the caller may reset it; they only reach the core).
+        self.pings_received = 0
         self._fast: bool | None = None
         self._limit = sys.maxsize
         self._fragments: _Fragments | None = None
@@ -351,7 +355,9 @@ class MessageCore(SansIOProtocol):
     def recv_frame(self, frame: Frame) -> None:
         """websockets' frame handling, then trionos' message assembly for data frames."""
         opcode = frame.opcode
-        if opcode is _CLOSE and self.current_size is not None:
+        if opcode is _PING:
+            self.pings_received += 1
+        elif opcode is _CLOSE and self.current_size is not None:
             # A close inside a fragmented message is answered (see the class docstring).
             self.current_size = None
             self._fragments = None
