@@ -12,8 +12,8 @@ from websockets.utils import accept_key
 
 import trionos
 from tests.helpers import ServeFn, echo_handler, raw_websocket_peer, read_all
-from trionos._fastpath import frame_size
 from trionos._connection import PING_LIMIT
+from trionos._fastpath import frame_size
 from trionos._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, close_payload, encode_frame
 from trionos._inflation import InflationBudget
 
