@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 import trio
+import trio.testing
 from websockets.utils import accept_key
 
 import trionos
@@ -276,3 +277,35 @@ async def test_pings_within_the_budget_are_answered(start_server: ServeFn) -> No
     assert len([opcode for opcode, _ in frames if opcode == OP_PONG]) == 10
     assert frames[-1] == (OP_CLOSE, close_payload(1000))
     assert server.metrics.rate_limited == 0
+
+
+async def test_silent_connections_cannot_keep_a_real_client_out(start_server: ServeFn) -> None:
+    """At capacity, the oldest connection without a head is evicted for a newcomer (#25, 12)."""
+    server = await start_server(echo_handler, max_connections=5)
+    silent = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(5)]
+    await trio.testing.wait_all_tasks_blocked(0.05)
+    assert server.metrics.handshakes_open == 5
+    async with trionos.connect(server.url) as ws:
+        await ws.send("through")
+        assert await ws.recv() == "Echo: through"
+    assert await read_all(silent[0]) == b""  # the oldest was let go, without a word
+    await trio.testing.wait_all_tasks_blocked(0.05)
+    assert server.metrics.handshakes_evicted == 1
+    assert server.metrics.silent_connections == 1
+    assert server.metrics.handshakes_open == 4
+    assert server.metrics.connections_refused == {}
+    for stream in silent:
+        await stream.aclose()
+
+
+async def test_a_connection_that_never_sends_a_byte_is_counted(start_server: ServeFn) -> None:
+    """A connection that times out without a byte is counted as silent, not as a refusal (#25, 12)."""
+    server = await start_server(echo_handler, handshake_timeout=0.2)
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with stream:
+        with trio.fail_after(5):
+            assert await read_all(stream) == b""
+    await trio.testing.wait_all_tasks_blocked(0.05)
+    assert server.metrics.silent_connections == 1
+    assert server.metrics.handshakes_open == 0
+    assert server.metrics.connections_refused == {}

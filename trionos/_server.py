@@ -384,6 +384,9 @@ class Server:
         self.shutting_down = False
         # Each connection's one scope (for shutdown to cancel).
         self._scopes: set[trio.CancelScope] = set()
+        # The handshake timeouts of connections whose request head has not arrived yet, oldest
+        # first (dicts keep insertion order): at capacity, the oldest is evicted for a newcomer.
+        self._handshaking: dict[trio.CancelScope, None] = {}
         self._support: SupportNursery | None = None
         self._finished = trio.Event()
         #: The address of the first listener (set by :func:`~trionos.serve`).
@@ -478,7 +481,9 @@ class Server:
             raise RuntimeError("Server.run_support() is not running (serve() starts it)")
         metrics = self.metrics
         metrics.connections_accepted += 1
-        if self.shutting_down or self.active_streams >= self.options.max_connections:
+        if self.shutting_down or (
+            self.active_streams >= self.options.max_connections and not self._evict_a_handshake()
+        ):
             metrics.refused(RefusalReason.CAPACITY)
             await _send_and_close(stream, render_error(503, "too many connections"))
             return
@@ -543,6 +548,21 @@ class Server:
             if self.shutting_down and not self.active_streams:
                 self._finished.set()
 
+    def _evict_a_handshake(self) -> bool:
+        """At capacity: end the oldest connection still without a request head; False if none.
+
+        So connections that never send their head cannot keep a client that does out: each
+        newcomer takes the place of the oldest of them. The evicted one ends at once, its slot
+        freed as its task finishes (until then the server holds one connection more).
+        """
+        if not self._handshaking:
+            return False
+        oldest = next(iter(self._handshaking))
+        del self._handshaking[oldest]
+        oldest.cancel()
+        self.metrics.handshakes_evicted += 1
+        return True
+
     def _admit_address(self, host: str) -> bool:
         """Count one more connection from *host*; False (nothing counted) when it has its limit."""
         limit = self.options.max_connections_per_address
@@ -572,7 +592,10 @@ class Server:
         """Read and vet the request head; None once the connection was answered or dropped."""
         reader = RequestReader(max_head_size=self.options.max_head_size)
         head: RequestHead | None = None
-        with trio.move_on_after(self.options.handshake_timeout):
+        metrics = self.metrics
+        with trio.move_on_after(self.options.handshake_timeout) as waiting:
+            self._handshaking[waiting] = None
+            metrics.handshakes_open += 1
             try:
                 while True:
                     head = reader.feed(await stream.receive_some(_RECEIVE_SIZE))
@@ -587,9 +610,14 @@ class Server:
                 return None
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
+            finally:
+                metrics.handshakes_open -= 1
+                evicted = self._handshaking.pop(waiting, waiting) is waiting
         if head is None:
-            if reader.received:  # an empty connection is no refusal (e.g. a port probe)
-                self.metrics.refused(RefusalReason.HANDSHAKE_TIMEOUT)
+            if not reader.received:
+                metrics.silent_connections += 1  # timed out or evicted without sending a byte
+            elif not evicted:  # an empty connection is no refusal (e.g. a port probe)
+                metrics.refused(RefusalReason.HANDSHAKE_TIMEOUT)
             return None
         if head.is_upgrade and (error := self._upgrade_error(head, reader)) is not None:
             logger.debug("bad upgrade from %s: %s", peer, error.detail)
