@@ -37,6 +37,7 @@ PURE_MODULES = [
     "_deflate",
     "_broker",
     "_ratelimit",
+    "_inflation",
     "_history",
     "_lazy",
     "chat",
