@@ -99,21 +99,20 @@ async def broadcast(base: str, subscribers: int, seconds: float) -> int:
     return delivered
 
 
-async def idle(base: str, connections: int, pid: int, *, talk: bool = False) -> float:
+async def idle(base: str, connections: int, pid: int) -> tuple[float, float]:
+    """Server RSS growth per connection: idle from the start, then after one message each."""
     before = rss_kib(pid)
-    path = "echo" if talk else "idle"
-    sockets = [
-        await connect(f"{base}/{path}", compression="deflate").__aenter__() for _ in range(connections)
-    ]
-    if talk:
-        for ws in sockets:
-            await ws.send(MESSAGE)
-            await ws.recv()
+    sockets = [await connect(f"{base}/echo", compression="deflate").__aenter__() for _ in range(connections)]
     await asyncio.sleep(1.0)
-    after = rss_kib(pid)
+    idle_kib = (rss_kib(pid) - before) / connections
+    for ws in sockets:
+        await ws.send(MESSAGE)
+        await ws.recv()
+    await asyncio.sleep(1.0)
+    talked_kib = (rss_kib(pid) - before) / connections
     for ws in sockets:
         await ws.close()
-    return (after - before) / connections
+    return idle_kib, talked_kib
 
 
 def main() -> None:
@@ -140,8 +139,7 @@ def main() -> None:
                 messages = asyncio.run(echo(f"{base}/echo", args.clients, args.seconds))
                 echo_cpu = (cpu_seconds(server.pid) - cpu) / messages * 1e6
                 deliveries = asyncio.run(broadcast(base, args.subscribers, args.seconds))
-                kib = asyncio.run(idle(base, args.idle, server.pid))
-                talked_kib = asyncio.run(idle(base, args.idle, server.pid, talk=True))
+                kib, talked_kib = asyncio.run(idle(base, args.idle, server.pid))
             finally:
                 server.terminate()
                 server.wait()

@@ -14,12 +14,8 @@ Hypothesis profile (tests/conftest.py), which runs thousands.
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
-import textwrap
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +28,7 @@ from websockets.protocol import OPEN
 from websockets.typing import ExtensionName
 from websockets.uri import parse_uri
 
+from tests.helpers import imports_loaded
 from trionos._fastpath import ClientCore, MessageCore, ProtocolLog, ServerCore, frame_size
 from trionos._frames import encode_frame, message_frame
 
@@ -388,18 +385,4 @@ def test_frame_size_is_the_length_of_the_frame(payload: bytes, masked: bool) -> 
 
 def test_the_fast_path_imports_no_trio() -> None:
     """trionos._fastpath is pure: importing it (and what it imports) loads no trio."""
-    package = Path(__file__).resolve().parent.parent / "trionos"
-    # A stand-in package object, so that trionos/__init__.py (which imports trio) is not run.
-    code = textwrap.dedent(
-        f"""
-        import sys, types
-        package = types.ModuleType("trionos")
-        package.__path__ = [{str(package)!r}]
-        sys.modules["trionos"] = package
-        import trionos._fastpath
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "trio")
-        assert not loaded, loaded
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    assert imports_loaded("trionos._fastpath", ("trio",)) == []

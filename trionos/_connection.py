@@ -477,7 +477,8 @@ class WebSocket:
         before = len(inbox)
         frames = protocol.feed(data)
         if len(inbox) > before:
-            self._received(before)
+            if self._answer_text_ping or self._metrics is not None:
+                self._received(before)
         elif self._metrics is not None:
             self._metrics.bytes_in += protocol.bytes_in
             protocol.bytes_in = 0

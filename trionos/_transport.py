@@ -436,7 +436,10 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             self.write_listener._before_write()  # may queue broadcasts, which go first
         if self._outbox or self._busy:
             return False
-        self._write_now(self._compressed_once(frame))
+        deflater = self.deflater
+        if deflater is not None and not deflater.context_takeover:
+            frame = deflater.compress(frame)  # as _compressed_once, without a call on this path
+        self._write_now(frame)
         return True
 
     def write_control(self, frame: bytes) -> None:
