@@ -35,6 +35,8 @@ class Command:
         self.lines: list[str] = []
         self._seen = 0  # lines already matched by expect()
         self._changed = trio.Event()
+        #: Set once every process holding the log's pipe has closed it (all of them exited).
+        self.log_closed = trio.Event()
         self.url = ""
         self.port = 0
 
@@ -53,6 +55,7 @@ class Command:
             self._changed = trio.Event()
         if buffer:
             self.lines.append(buffer.decode(errors="replace"))
+        self.log_closed.set()
         self._changed.set()
 
     async def expect(self, pattern: str | re.Pattern[str], within: float = START_TIMEOUT) -> re.Match[str]:

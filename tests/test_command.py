@@ -228,3 +228,20 @@ async def test_systemd_socket_activation() -> None:
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(30):
                 assert await process.wait() == 0
+
+
+async def test_two_commands_share_a_port_with_reuse_port() -> None:
+    """--reuse-port: a second, independently started command binds the same port and serves."""
+    first_argv = python_m("tests.command_apps:handler", "--port", "0", "--reuse-port")
+    async with open_command(first_argv) as first:
+        await first.started()
+        second_argv = python_m("tests.command_apps:handler", "--port", str(first.port), "--reuse-port")
+        async with open_command(second_argv) as second:
+            await second.started()
+            assert second.port == first.port
+            first.signal(signal.SIGTERM)
+            assert await first.wait() == 0
+            # The first one's socket is gone: the port is the second one's now.
+            assert await http_get(first.port, "/") == (200, f"pid {second.process.pid}")
+            second.signal(signal.SIGTERM)
+            assert await second.wait() == 0

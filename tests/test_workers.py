@@ -136,6 +136,18 @@ async def test_sighup_replaces_both_workers_without_refusing_a_connection() -> N
         assert await command.wait() == 0, command.log()
 
 
+async def test_workers_drain_by_themselves_when_the_supervisor_is_killed() -> None:
+    """SIGKILL to the supervisor: each worker sees its channel end, drains and exits (no orphans)."""
+    async with two_workers() as (command, pids):
+        command.signal(signal.SIGKILL)
+        for _ in pids:
+            await command.expect(r"the supervisor is gone: draining")
+        with trio.fail_after(30):
+            # Every process that held the log's pipe has exited (a worker that had not would
+            # hold it open forever); they may linger as zombies of whoever adopted them.
+            await command.log_closed.wait()
+
+
 async def test_a_crash_loop_backs_off_and_recovers(tmp_path: Path) -> None:
     """A worker that cannot start again is retried after growing delays; once it can, it serves."""
     fail = tmp_path / "fail"
