@@ -172,33 +172,33 @@ DEFLATE = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\
 # --- the scenarios -----------------------------------------------------------------------------
 
 
+async def flood_and_measure(
+    pid: int, stream: trio.SocketStream, data: bytes, *, budget: int, seconds: float, settle: float
+) -> tuple[int, int, int]:
+    """Flood *stream* with *data*; bytes sent, and the server's peak RSS before and after."""
+    base = peak_rss(pid)
+    async with stream:
+        sent = await flood(stream, data, budget=budget, seconds=seconds)
+        await trio.sleep(settle)  # the server's last reads (a measurement's pause, not a sync)
+        return sent, base, peak_rss(pid)
+
+
 async def closing(port: int, pid: int) -> None:
     """Finding 1: a handler returns after one message; the client floods during the close."""
-    base = peak_rss(pid)
     stream = await open_ws(port, "/one")
     await stream.send_all(frame(0x2, b"x"))
-    sent = await flood(stream, frame(0x2, b"y" * 65536), budget=400_000_000, seconds=8)
-    await trio.sleep(0.5)
-    print(
-        f"closing: flooded {mb(sent)} after the server's close; "
-        f"server peak RSS {mb(base)} -> {mb(peak_rss(pid))}"
-    )
-    await stream.aclose()
+    data = frame(0x2, b"y" * 65536)
+    sent, base, peak = await flood_and_measure(pid, stream, data, budget=400_000_000, seconds=8, settle=0.5)
+    print(f"closing: flooded {mb(sent)} after the server's close; server peak RSS {mb(base)} -> {mb(peak)}")
 
 
 async def deflate_read(port: int, pid: int) -> None:
     """Finding 4a: reads of ~1 KiB frames inflating to ~1 MiB, to a handler that never reads."""
-    base = peak_rss(pid)
     one = bomb(1024 * 1024 - 64)
-    stream = await open_ws(port, "/sleep", DEFLATE)
     read = one * (65536 // len(one))
-    sent = await flood(stream, read, budget=4 * len(read), seconds=5)
-    await trio.sleep(2)
-    print(
-        f"deflate-read: {len(one)}-byte frames, {mb(sent)} sent; "
-        f"server peak RSS {mb(base)} -> {mb(peak_rss(pid))}"
-    )
-    await stream.aclose()
+    stream = await open_ws(port, "/sleep", DEFLATE)
+    sent, base, peak = await flood_and_measure(pid, stream, read, budget=4 * len(read), seconds=5, settle=2)
+    print(f"deflate-read: {len(one)}-byte frames, {mb(sent)} sent; server peak RSS {mb(base)} -> {mb(peak)}")
 
 
 async def deflate_rate(port: int, pid: int) -> None:
