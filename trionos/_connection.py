@@ -207,6 +207,11 @@ class WebSocket:
         self.remote = remote
         self._request_head = request_head
 
+    @property
+    def transport(self) -> Transport:
+        """The connection's byte stream, as the hub writes broadcasts to it (see ``HubTransport``)."""
+        return self._transport
+
     def __repr__(self) -> str:
         side = "client" if self._is_client else "server"
         state = f"closed {self.close_code}" if self.closed else "open"
@@ -430,12 +435,19 @@ class WebSocket:
             return
         # Bound the CPU one connection takes before others run: a read full of tiny frames is
         # parsed a slice at a time, yielding between slices (shielded: the bytes are ours now).
+        # The rest of a large frame the parser is inside holds no frame boundary, so no tiny
+        # frames: it goes in one piece.
+        protocol = self._protocol
         parsed = 0
-        for start in range(0, len(data), _FEED_SLICE):
+        start = 0
+        end = len(data)
+        while start < end:
             if parsed >= _FRAMES_PER_CHECKPOINT:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 parsed = 0
-            parsed += self._feed(data[start : start + _FEED_SLICE])
+            stop = start + max(_FEED_SLICE, protocol.frame_remainder)
+            parsed += self._feed(data if start == 0 and stop >= end else data[start:stop])
+            start = stop
 
     async def _wait_for_inflation_budget(self) -> None:
         """Before reading: wait while inflation has used up this connection's budget."""
@@ -455,19 +467,26 @@ class WebSocket:
         budget = self._inflation
         assert budget is not None
         inbox = self._inbox
+        protocol = self._protocol
         inflated = 0
-        for start in range(0, len(data), _INFLATE_SLICE):
+        start = 0
+        end = len(data)
+        while start < end:
             if inflated >= _INFLATED_PER_CHECKPOINT:
                 await trio.lowlevel.cancel_shielded_checkpoint()  # shielded: the bytes are ours
                 inflated = 0
-            piece = data[start : start + _INFLATE_SLICE]
+            # The rest of a frame the parser is inside goes in one piece: it completes one frame
+            # at most, whose inflation max_message_size bounds.
+            stop = start + max(_INFLATE_SLICE, protocol.frame_remainder)
+            piece = data[start:stop]
+            start = stop
             before = len(inbox)
             self._feed(piece)
             added = sum(len(message) for message in inbox[before:]) - len(piece)
             budget.spend(added, trio.current_time())
             inflated += max(added, 0)
             if budget.exhausted() or self._read_ahead_full():
-                self._unfed = data[start + _INFLATE_SLICE :]
+                self._unfed = data[start:]
                 return
 
     def _feed(self, data: bytes | bytearray) -> int:

@@ -12,10 +12,11 @@ and buys two things:
 With ``compression_context_takeover=True`` both sides keep their compression context for the
 connection's life (windows of :data:`SERVER_MAX_WINDOW_BITS` both ways, as websockets' defaults):
 no compressor is built per message and similar messages compress better, at the price of the
-zlib state each connection keeps (made on its first compressed message) and of one compression
-per recipient for a broadcast. A context-takeover :class:`Deflater` must see every data frame
-exactly once and in the order they go out: the transport compresses them on their way into the
-socket, never before queueing (a queued frame may still be dropped).
+zlib state each connection keeps (the negotiated extension's, made by websockets at the
+handshake) and of one compression per recipient for a broadcast. A context-takeover
+:class:`Deflater` must see every data frame exactly once and in the order they go out: the
+transport compresses them on their way into the socket, never before queueing (a queued frame
+may still be dropped).
 
 Compression and decompression run through websockets' public ``PerMessageDeflate`` extension;
 the frame bytes are ours (:mod:`._frames`). Pure: no I/O, no trio.
@@ -136,22 +137,33 @@ class Deflater:
 
     Without context takeover (the default) one Deflater serves every connection with the same
     window, and the result for the last frame is kept, so a broadcast written to many recipients
-    is compressed once. With ``context_takeover`` there is one per connection, holding its
-    compressor from the first compressed message on; it must see each data frame exactly once,
-    in the order they go out. Control frames, short payloads and frames that are not ours pass
+    is compressed once. With ``context_takeover`` there is one per connection, compressing with
+    the connection's own compressor; it must see each data frame exactly once, in the order they
+    go out. Control frames, short payloads and frames that are not ours pass
     unchanged.
     """
 
     __slots__ = ("_encoder", "_last", "_last_result", "_window_bits", "context_takeover")
 
-    def __init__(self, window_bits: int, *, context_takeover: bool = False) -> None:
+    def __init__(
+        self, window_bits: int, *, context_takeover: bool = False, encoder: PerMessageDeflate | None = None
+    ) -> None:
+        """Make a compress-once Deflater, or one that keeps its context.
+
+        Args:
+            window_bits: the window the peer accepted.
+            context_takeover: keep the compression context from message to message.
+            encoder: with ``context_takeover``, the connection's negotiated extension, whose own
+                compressor (made by websockets at the handshake, and otherwise unused: the core
+                compresses no control frame) is then the only one the connection holds. Without
+                it, a compressor is made on the first message worth compressing.
+        """
         #: Whether this compressor keeps its context from message to message.
         self.context_takeover = context_takeover
         self._window_bits = window_bits
-        # Without context takeover every message starts a fresh compressor; with it, the one
-        # compressor is made on the first message worth compressing (an idle connection holds none).
+        # Without context takeover every message starts a fresh compressor.
         self._encoder: PerMessageDeflate | None = (
-            None
+            encoder
             if context_takeover
             else PerMessageDeflate(True, True, 15, window_bits, {"memLevel": MEM_LEVEL})
         )

@@ -202,6 +202,11 @@ class MessageCore(SansIOProtocol):
         self._owed = 0
         self._partial_head = b""
 
+    @property
+    def frame_remainder(self) -> int:
+        """Bytes the parser still needs to finish the frame it is inside (0 at a boundary, or not known)."""
+        return self._owed
+
     # --- the fast path -----------------------------------------------------------------------
 
     def feed(self, data: bytes | bytearray) -> int:
@@ -213,6 +218,15 @@ class MessageCore(SansIOProtocol):
         Returns:
             How many frames were parsed.
         """
+        end = len(data)
+        owed = self._owed
+        if owed >= end:
+            # All of it belongs to the frame the parser is inside (a large message arriving in
+            # many reads): no boundary here, so nothing to look at or follow.
+            self._owed = owed - end
+            self.core_fed = True
+            self.receive_data(data)
+            return len(self.events_received())
         self.core_fed = False
         if self.state is not OPEN:
             return self._to_core(data, 0)
@@ -222,7 +236,6 @@ class MessageCore(SansIOProtocol):
             fast = self._fast = self.fast_path and self._fast_path_allowed()
         if not fast:
             return self._to_core(data, 0)
-        end = len(data)
         pos = 0
         frames = 0
         if self._owed or self._partial_head:

@@ -188,9 +188,9 @@ class ServerOptions:
         compression_context_takeover: with ``compression="deflate"``, negotiate context takeover
             on both sides (False, the default): each connection keeps one compressor and one
             decompressor for its life (windows of 4 KiB), so a stream of similar messages
-            compresses better and faster, at about 40 KiB of zlib state per connection that has
-            sent a compressed message, and a broadcast is compressed once per recipient instead
-            of once. docs/performance.md says which to pick when.
+            compresses better and faster, at about 30 KiB of zlib state per connection from the
+            handshake on (as websockets' default compression), and a broadcast is compressed once
+            per recipient instead of once. docs/performance.md says which to pick when.
         forwarded_allow_ips: the reverse proxies whose ``X-Forwarded-For``, ``Forwarded`` and
             ``X-Forwarded-Proto`` headers are believed (uvicorn's setting and syntax): IP
             addresses and networks, as a list or one comma-separated string
