@@ -12,13 +12,15 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 # A second environment with trionos installed from a built wheel, not from the source tree:
-# examples/tests run there to prove that a plain `pip install trionos` is enough for the plugin.
+# examples/tests run there to prove that a plain `pip install trionos[test]` is enough for the plugin
+# (plus the auth extra that examples/token_chat.py needs, as a user of it would install).
 DIST   ?= .venv-dist
 DIST_STAMP := $(DIST)/.installed
 SOURCES := $(shell find trionos -name '*.py' -o -name 'py.typed')
 # What ruff checks and formats.
-PY_PATHS := trionos tests examples bench docs/conf.py noxfile.py
+PY_PATHS := trionos tests examples bench docs/conf.py docs/conftest.py noxfile.py
 # The lowest total coverage of trionos/ (lines and branches together, in %) that `make test`
 # accepts. Measured 94.1 % on 2026-12-03 (95.4 % of lines, 89.1 % of branches; Python 3.11, the
 # whole suite); kept a little below, so that timing-dependent lines do not fail a run. Raise it as
@@ -27,13 +29,22 @@ COVERAGE_FLOOR ?= 93.5
 # Debian packages whose objects.inv the docs link to offline (docs/conf.py, intersphinx).
 DOC_PACKAGES := python3-doc python-hypothesis-doc python-trio-websocket-doc
 
-.PHONY: run test test-all fmt lint types docs docs-inventories bench autobahn redis-server chromium nodejs clean
+.PHONY: run test test-all fmt lint types docs docs-inventories bench autobahn redis-server chromium nodejs nginx clean
+
+# Two levels of install in one .venv: `make run` needs only trionos itself (its runtime
+# dependencies: the room chat uses no extra), so a fresh clone serves the page after a small
+# install; every other target needs the development extra (test, docs and lint tools, every
+# optional feature the suite covers), installed on top the first time one of them runs.
+$(RUN_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	@touch $(RUN_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,redis,docs,dev]'
-	@touch $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP) $(RUN_STAMP)
 
 # The Redis tests need a real redis-server; install it when missing (CI runs as root).
 redis-server:
@@ -41,6 +52,15 @@ redis-server:
 	  echo "installing redis-server with apt-get"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+# tests/test_nginx.py runs Debian's nginx (unprivileged, in a temporary directory) with the
+# deployment guide's configuration, docs/nginx.conf: install it when missing, the same way.
+# (Debian puts it in /usr/sbin, which is not on every user's PATH.)
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  echo "installing nginx with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx >/dev/null; }
 
 # The browser test drives Debian's chromium through Playwright (executable_path; Playwright's own
 # browser download is never used): install chromium when missing, the same way.
@@ -70,13 +90,13 @@ docs-inventories:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/python examples/room_chat.py --host $(HOST) --port $(PORT)
 
 $(DIST_STAMP): pyproject.toml $(SOURCES)
 	@test -x $(DIST)/bin/python || $(PYTHON) -m venv $(DIST)
 	$(DIST)/bin/python -m pip install -q --upgrade pip
-	$(DIST)/bin/python -m pip install -q '.[test]'
+	$(DIST)/bin/python -m pip install -q '.[test,auth]'
 	$(DIST)/bin/python -m pip install -q --force-reinstall --no-deps .
 	@touch $(DIST_STAMP)
 
@@ -97,7 +117,7 @@ types: $(STAMP)
 docs: $(STAMP) docs-inventories
 	$(BIN)/python -m sphinx -E -n -W --keep-going -q -b html -d docs/_build/doctrees docs docs/_build/html
 
-test: $(STAMP) $(DIST_STAMP) redis-server chromium nodejs lint types docs
+test: $(STAMP) $(DIST_STAMP) redis-server chromium nodejs nginx lint types docs
 	node --test tests/js/
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -q
@@ -106,7 +126,7 @@ test: $(STAMP) $(DIST_STAMP) redis-server chromium nodejs lint types docs
 	cd examples/tests && ../../$(DIST)/bin/pytest -q .
 
 # The suite on Python 3.11, 3.12 and 3.13 (noxfile.py finds them, e.g. under pyenv).
-test-all: $(STAMP) redis-server chromium
+test-all: $(STAMP) redis-server chromium nginx
 	$(BIN)/nox --reuse-existing-virtualenvs
 
 bench: $(STAMP)

@@ -1,6 +1,6 @@
 """The suite on every supported Python: ``make test-all`` (or ``nox``; ``nox -s tests-3.12`` for one).
 
-Each session installs trionos from a built wheel with its test and redis extras into its own
+Each session installs trionos from a built wheel with its development extra into its own
 virtualenv under .nox/, then runs the suite (from the source tree, as ``make test`` does) and the
 example tests (against the installed wheel). The interpreters are found on
 PATH (``python3.12``) or, where pyenv installed them, in ``$(pyenv root)/versions/3.12.*/bin``.
@@ -54,7 +54,7 @@ _add_pyenv_interpreters()
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The suite, and the example tests against trionos installed from a wheel."""
-    session.install(".[test,redis]")
+    session.install(".[dev]")
     # `python -m`: the suite imports its helpers as `tests.*`, from the working directory.
     # The longer property runs (tests/conftest.py): e.g. the fast path's differential test runs
     # 2,000 examples per property instead of 400.

@@ -35,7 +35,7 @@ async def echo(req: trionos.Request) -> None:
 
 
 def test_server_options_defaults_are_the_documented_ones() -> None:
-    """ServerOptions() holds the limits serve has always had."""
+    """ServerOptions() holds the documented defaults (no per-address limit, loopback proxies trusted)."""
     assert attrs.asdict(ServerOptions(), recurse=False) == {
         "origins": None,
         "heartbeat": Heartbeat(interval=30.0, timeout=60.0),
@@ -43,12 +43,14 @@ def test_server_options_defaults_are_the_documented_ones() -> None:
         "max_head_size": 16 * 1024,
         "handshake_timeout": 10.0,
         "max_connections": 10_000,
-        "max_connections_per_address": 1_000,
+        "max_connections_per_address": None,
         "close_timeout": 5.0,
         "max_outbox_bytes": 1024 * 1024,
         "message_queue_size": 1,
         "compression": None,
         "compression_context_takeover": False,
+        "forwarded_allow_ips": ("127.0.0.1", "::1"),
+        "max_inflate_rate": 32 * 1024 * 1024,
         "access_log": False,
     }
 
@@ -115,6 +117,12 @@ S, C, H = ServerOptions, ClientOptions, Heartbeat
             {"compression_context_takeover": 1},
             TypeError,
             "'compression_context_takeover' must be <class 'bool'>",
+        ),
+        (
+            S,
+            {"forwarded_allow_ips": "10.0.0.0/8,proxy.example"},
+            ValueError,
+            "networks (10.0.0.0/8) or '*', got 'proxy.example'",
         ),
         (
             S,

@@ -17,6 +17,7 @@ import trionos
 from tests.helpers import ServeFn, http_get
 from tests.redis_server import free_port
 from tests.test_room_chat_redis import START_TIMEOUT, wait_until_listening
+from trionos._prometheus import render_metrics
 from trionos.testing import expect_message
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
@@ -127,3 +128,19 @@ async def test_room_chat_metrics_flag_serves_metrics(tmp_path: Path) -> None:
                 process.terminate()
     assert head.startswith(b"HTTP/1.1 200"), log.read_text()
     assert parse(body)["trionos_messages_out_total"][()] == 0
+
+
+def test_application_close_codes_share_one_label_per_range() -> None:
+    """300 closes with client-chosen codes 3000-3299 make one series, not 300 (issue #25, 14)."""
+    metrics = trionos.Metrics()
+    for code in range(3000, 3300):
+        metrics.closed(code)
+    metrics.closed(4321)
+    metrics.closed(1000)
+    metrics.closed(999)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(trionos.MetricsCollector(metrics))
+    samples = parse(render_metrics(metrics))["trionos_websockets_closed_total"]
+    assert {dict(labels)["code"] for labels in samples} == {"1000", "3000-3999", "4000-4999", "other"}
+    assert registry.get_sample_value("trionos_websockets_closed_total", {"code": "3000-3999"}) == 300
+    assert registry.get_sample_value("trionos_websockets_closed_total", {"code": "4000-4999"}) == 1

@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 from websockets.exceptions import InvalidState
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.protocol import CLOSED, OPEN
 
 from ._errors import ConnectionClosed
@@ -34,14 +35,17 @@ from ._fastpath import FRAME_OVERHEAD, ClientCore, MessageCore, ProtocolLog, Ser
 from ._frames import OP_CLOSE as _OP_CLOSE
 from ._frames import OP_PING, close_payload, encode_frame, message_frame
 from ._http import Headers, RequestHead
+from ._inflation import DEFAULT_INFLATE_RATE, InflationBudget
 from ._json import dumps as dumps_json
 from ._json import loads as loads_json
 from ._metrics import Metrics
+from ._ratelimit import RateLimit, RateVerdict, TokenBucket
 from ._support import TaskSpawner
 from ._transport import Transport
 
 __all__ = [
     "FRAME_OVERHEAD",
+    "PING_LIMIT",
     "READ_AHEAD_BYTES",
     "ClientCore",
     "MessageCodec",
@@ -53,6 +57,10 @@ __all__ = [
 logger = logging.getLogger("trionos.connection")
 
 T = TypeVar("T")
+
+#: Pings a peer may send (protocol pings, and text ``"ping"`` where it is answered): 2 per second
+#: in bursts of 20; a peer that sends 20 more in a row beyond that is closed with 1008.
+PING_LIMIT = RateLimit(rate=2.0, burst=20, close_after=20)
 
 #: Server frames are not masked, so every server ping is the same bytes.
 _SERVER_PING = encode_frame(OP_PING, b"")
@@ -68,6 +76,12 @@ _RECEIVE_SIZE = 64 * 1024
 _FEED_SLICE = 4096
 #: ...and once this many frames were parsed in one go, the parser lets other tasks run.
 _FRAMES_PER_CHECKPOINT = 256
+#: On a connection that inflates (permessage-deflate), reads are fed in slices of this size: ~1 MiB
+#: inflated at most per slice (deflate's ratio is ~1,030:1), and the read-ahead bound is checked
+#: after each, so one read cannot queue more than the bound and one slice's worth...
+_INFLATE_SLICE = 1024
+#: ...and other tasks run whenever this many bytes were inflated since they last did.
+_INFLATED_PER_CHECKPOINT = 256 * 1024
 
 #: A read moves the idle deadline only when it falls short of ``timeout`` seconds ahead, and then
 #: this much further (at most this share of the timeout): a silent peer is timed out between
@@ -115,6 +129,7 @@ class WebSocket:
         "_idle_scope",
         "_idle_timeout",
         "_inbox",
+        "_inflation",
         "_is_client",
         "_local_close",
         "_max_message_size",
@@ -122,6 +137,7 @@ class WebSocket:
         "_metrics",
         "_nursery",
         "_path",
+        "_pings",
         "_protocol",
         "_reader",
         "_reader_done",
@@ -131,6 +147,7 @@ class WebSocket:
         "_service_scope",
         "_taken",
         "_transport",
+        "_unfed",
         "id",
         "remote",
     )
@@ -150,6 +167,7 @@ class WebSocket:
         max_queue: int = 1,
         answer_text_ping: bool = False,
         metrics: Metrics | None = None,
+        inflate_rate: float = DEFAULT_INFLATE_RATE,
     ) -> None:
         self._protocol = protocol
         self._metrics = metrics
@@ -174,6 +192,14 @@ class WebSocket:
         self._seen_epoch = -1
         self._idle_scope: trio.CancelScope | None = None
         self._idle_timeout = math.inf
+        # Only a connection that inflates has a budget, and feeds its reads in small slices;
+        # bytes of a read held back at the read-ahead bound or the budget wait in ``_unfed``.
+        self._inflation: InflationBudget | None = None
+        if any(isinstance(extension, PerMessageDeflate) for extension in protocol.extensions):
+            self._inflation = InflationBudget(inflate_rate, trio.current_time())
+        self._unfed: bytes | bytearray = b""
+        # Pings (protocol and answered text ones) against PING_LIMIT, from the first one on.
+        self._pings: TokenBucket | None = None
         #: A unique, opaque identifier (12 hex digits).
         self.id: str = secrets.token_hex(6)
         self._path = path
@@ -356,6 +382,14 @@ class WebSocket:
 
     async def _read(self) -> None:
         """Read once and parse what came (the caller owns reading)."""
+        if self._inflation is not None:
+            if self._unfed:  # the rest of the last read comes first
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data, self._unfed = self._unfed, b""
+                await self._feed_inflating(data)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            await self._wait_for_inflation_budget()
         transport = self._transport
         sock = transport._socket
         try:
@@ -393,6 +427,9 @@ class WebSocket:
             deadline = trio.current_time() + self._idle_timeout
             if deadline > scope.deadline:
                 scope.deadline = deadline + min(_IDLE_SLACK, self._idle_timeout * _IDLE_SLACK_SHARE)
+        if self._inflation is not None:
+            await self._feed_inflating(data)
+            return
         if len(data) <= _FEED_SLICE:
             self._feed(data)
             return
@@ -412,6 +449,46 @@ class WebSocket:
             parsed += self._feed(data if start == 0 and stop >= end else data[start:stop])
             start = stop
 
+    async def _wait_for_inflation_budget(self) -> None:
+        """Before reading: wait while inflation has used up this connection's budget."""
+        assert self._inflation is not None
+        delay = self._inflation.delay(trio.current_time())
+        if delay > 0:
+            if self._metrics is not None:
+                self._metrics.inflation_waits += 1
+            await trio.sleep(delay)
+
+    async def _feed_inflating(self, data: bytes | bytearray) -> None:
+        """Parse a read on a connection that inflates, a slice at a time, within its bounds.
+
+        Stops at the read-ahead bound or when the inflation budget is spent; the rest of
+        ``data`` waits in ``_unfed`` for the next read (so TCP pushes back meanwhile).
+        """
+        budget = self._inflation
+        assert budget is not None
+        inbox = self._inbox
+        protocol = self._protocol
+        inflated = 0
+        start = 0
+        end = len(data)
+        while start < end:
+            if inflated >= _INFLATED_PER_CHECKPOINT:
+                await trio.lowlevel.cancel_shielded_checkpoint()  # shielded: the bytes are ours
+                inflated = 0
+            # The rest of a frame the parser is inside goes in one piece: it completes one frame
+            # at most, whose inflation max_message_size bounds.
+            stop = start + max(_INFLATE_SLICE, protocol.frame_remainder)
+            piece = data[start:stop]
+            start = stop
+            before = len(inbox)
+            self._feed(piece)
+            added = sum(len(message) for message in inbox[before:]) - len(piece)
+            budget.spend(added, trio.current_time())
+            inflated += max(added, 0)
+            if budget.exhausted() or self._read_ahead_full():
+                self._unfed = data[start:]
+                return
+
     def _feed(self, data: bytes | bytearray) -> int:
         """Parse ``data``; queue complete messages and send the core's replies. Frames parsed."""
         protocol = self._protocol
@@ -425,6 +502,9 @@ class WebSocket:
             self._metrics.bytes_in += protocol.bytes_in
             protocol.bytes_in = 0
         if protocol.core_fed:
+            if protocol.pings_received:
+                self._charge_pings(protocol.pings_received)
+                protocol.pings_received = 0
             self._flush_protocol()
         return frames
 
@@ -432,15 +512,47 @@ class WebSocket:
         """Count the messages from ``inbox[before]`` on; answer text pings if asked to."""
         inbox = self._inbox
         if self._answer_text_ping:
+            pings = 0
             for index in range(len(inbox) - 1, before - 1, -1):
                 if inbox[index] == "ping":
                     del inbox[index]
+                    pings += 1
+            for _ in range(pings):  # each pong goes out before a close for the pings after it
+                if self._charge_pings(1):
                     self._write_or_drop(message_frame("pong", masked=self._is_client))
         metrics = self._metrics
         if metrics is not None:
             metrics.messages_in += len(inbox) - before
             metrics.bytes_in += self._protocol.bytes_in
             self._protocol.bytes_in = 0
+
+    def _charge_pings(self, count: int) -> int:
+        """Count *count* pings against :data:`PING_LIMIT`; how many are within it.
+
+        A text ping over the limit gets no pong (a protocol ping's pong is the core's, sent
+        anyway); once ``close_after`` pings in a row were over it, the connection is failed with
+        1008, as a chat flood is closed.
+        """
+        if self._protocol.state is not OPEN:
+            return 0  # closing: nothing more is answered or counted
+        bucket = self._pings
+        now = trio.current_time()
+        if bucket is None:
+            bucket = self._pings = PING_LIMIT.bucket(now)
+        within = 0
+        for _ in range(count):
+            verdict = bucket.take(now)
+            if verdict is RateVerdict.ACCEPT:
+                within += 1
+                continue
+            if self._metrics is not None:
+                self._metrics.rate_limited += 1
+            if verdict is RateVerdict.CLOSE:
+                logger.info("%r: closing, too many pings", self)
+                self._protocol.fail(1008, "too many pings")
+                self._flush_protocol()
+                break
+        return within
 
     def _flush_protocol(self) -> None:
         """Send what the core wants sent: pongs, a close frame (b"" asks to end the stream)."""

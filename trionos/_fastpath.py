@@ -72,6 +72,7 @@ _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
 _CLOSE = Opcode.CLOSE
+_PING = Opcode.PING
 
 # The first byte of a frame the fast path takes: FIN, no reserved bit, text or binary.
 _FIN_TEXT = 0x81
@@ -152,10 +153,11 @@ class MessageCore(SansIOProtocol):
 
     Feed bytes with :meth:`feed`; complete messages (``str`` or ``bytes``) are appended to
     :attr:`inbox` in the order they arrived, and the core's replies (pongs, a close frame) wait
-    in :meth:`data_to_send` as usual. Two rules of trionos on top of websockets':
+    in :meth:`data_to_send` as usual. Three rules of trionos on top of websockets':
 
     * a close frame may arrive inside a fragmented message (RFC 6455 5.4, 5.5.1): it is answered
       and the unfinished message dropped, where websockets fails with 1002 (Autobahn 7.1.5);
+    * data frames that arrive after our close frame was sent are discarded, not queued;
     * a fragmented message costs :data:`FRAME_OVERHEAD` bytes more per frame toward
       ``max_message_size`` (1009 beyond it), and invalid UTF-8 in a text message fails the
       connection with 1007 at the frame that has it.
@@ -176,6 +178,7 @@ class MessageCore(SansIOProtocol):
         "core_fed",
         "fast_path",
         "inbox",
+        "pings_received",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -189,6 +192,8 @@ class MessageCore(SansIOProtocol):
         self.core_fed = False
         #: Whether :meth:`feed` may take frames itself (read once the connection is open).
         self.fast_path = True
+        #: Protocol pings received (the caller may reset it; they only reach the core).
+        self.pings_received = 0
         self._fast: bool | None = None
         self._limit = sys.maxsize
         self._fragments: _Fragments | None = None
@@ -363,7 +368,9 @@ class MessageCore(SansIOProtocol):
     def recv_frame(self, frame: Frame) -> None:
         """websockets' frame handling, then trionos' message assembly for data frames."""
         opcode = frame.opcode
-        if opcode is _CLOSE and self.current_size is not None:
+        if opcode is _PING:
+            self.pings_received += 1
+        elif opcode is _CLOSE and self.current_size is not None:
             # A close inside a fragmented message is answered (see the class docstring).
             self.current_size = None
             self._fragments = None
@@ -372,6 +379,10 @@ class MessageCore(SansIOProtocol):
             self._data_frame(frame)
 
     def _data_frame(self, frame: Frame) -> None:
+        if self.close_sent is not None:
+            # Once our close frame is out, nobody will read data: it is discarded, not queued
+            # (a peer that keeps sending while we wait for its close would fill memory).
+            return
         opcode = frame.opcode
         self.bytes_in += len(frame.data)
         fragments = self._fragments

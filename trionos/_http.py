@@ -18,8 +18,20 @@ from urllib.parse import parse_qsl, unquote
 
 import attrs
 import h11
+from websockets.exceptions import InvalidHeader, SecurityError
+from websockets.headers import parse_extension, parse_subprotocol
+from websockets.http11 import Request as _CoreRequest
+from websockets.streams import StreamReader
 
-__all__ = ["Headers", "HttpError", "RequestHead", "RequestReader", "parse_cookies", "render_error"]
+__all__ = [
+    "Headers",
+    "HttpError",
+    "RequestHead",
+    "RequestReader",
+    "parse_cookies",
+    "render_error",
+    "upgrade_head_error",
+]
 
 
 class Headers(Mapping[str, str]):
@@ -294,6 +306,56 @@ class RequestReader:
             data += self._conn.send(h11.Data(data=body))
         data += self._conn.send(h11.EndOfMessage())
         return data
+
+
+#: What of a client's text an error detail quotes (the rest is cut: details go into logs).
+_DETAIL_CHARS = 120
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "..."
+
+
+def upgrade_head_error(head_bytes: bytes, *, extensions: bool) -> HttpError | None:
+    """What websockets' handshake would refuse in a head h11 accepted, as the 4xx to answer.
+
+    h11 bounds the whole head; websockets' core, which completes the handshake, also refuses a
+    header line over 8,192 bytes or more than 128 headers (431 here), a control character in a
+    value, and a ``Sec-WebSocket-Extensions`` (when the server negotiates extensions) or
+    ``Sec-WebSocket-Protocol`` header it cannot parse (400). The head is run through websockets'
+    own request parser and header parsers, so the two never disagree. A detail quotes at most
+    120 characters of the client's text.
+
+    Args:
+        head_bytes: the complete request head, as received.
+        extensions: whether the server negotiates extensions (websockets reads the header only then).
+
+    Returns:
+        The error to answer with, or None when websockets will accept the head.
+    """
+    reader = StreamReader()
+    reader.feed_data(head_bytes)
+    reader.feed_eof()
+    parser = _CoreRequest.parse(reader.read_line)
+    try:
+        next(parser)
+    except StopIteration as done:
+        request: _CoreRequest = done.value
+    except SecurityError as exc:
+        return HttpError(431, _cut(f"request header fields too large: {exc}"))
+    except (EOFError, ValueError, NotImplementedError) as exc:
+        return HttpError(400, _cut(f"invalid request head: {exc}"))
+    else:  # pragma: no cover - a complete head never needs more data
+        return HttpError(400, "incomplete request head")
+    try:
+        if extensions:
+            for value in request.headers.get_all("Sec-WebSocket-Extensions"):
+                parse_extension(value)
+        for value in request.headers.get_all("Sec-WebSocket-Protocol"):
+            parse_subprotocol(value)
+    except InvalidHeader as exc:
+        return HttpError(400, _cut(f"invalid header: {exc}"))
+    return None
 
 
 def render_error(status: int, detail: str = "") -> bytes:

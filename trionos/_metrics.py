@@ -71,6 +71,15 @@ class Metrics:
     rate_limited: int = 0
     #: Connections ended because the peer was silent for longer than the heartbeat timeout.
     heartbeat_timeouts: int = 0
+    #: Connections whose request head has not arrived yet (gauge).
+    handshakes_open: int = 0
+    #: Connections ended without sending a single byte: handshake timeout or eviction (counter).
+    silent_connections: int = 0
+    #: Connections without a request head ended at capacity to admit a newcomer (counter).
+    handshakes_evicted: int = 0
+    #: Times a connection paused reading because inflation used up its budget
+    #: (``ServerOptions.max_inflate_rate``) (counter).
+    inflation_waits: int = 0
     #: Frames from other nodes dropped because a room's feed was full (counter).
     remote_frames_dropped: int = 0
     #: Envelopes the broker could not publish (queue full or broker unreachable) (counter).

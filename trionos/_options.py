@@ -19,6 +19,8 @@ from typing import Any, TypedDict, TypeVar
 import attrs
 
 from ._deflate import check_compression
+from ._forwarded import TrustedProxies, split_entries
+from ._inflation import DEFAULT_INFLATE_RATE
 
 __all__ = [
     "ClientOptionKeywords",
@@ -81,6 +83,12 @@ def _optional_positive_int(instance: object, attribute: attrs.Attribute[Any], va
 
 def _compression(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     check_compression(value)
+
+
+def _trusted_proxies(
+    instance: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
+) -> None:
+    TrustedProxies.parse(value)
 
 
 def _heartbeat(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -158,10 +166,14 @@ class ServerOptions:
         handshake_timeout: seconds a client has to send its request head (10); a slower one is
             dropped.
         max_connections: open connections (10,000); further ones are answered with 503.
-        max_connections_per_address: open connections from one remote host (1,000); further ones
+        max_connections_per_address: open connections from one client address; further ones
             are answered with 503 and counted as
-            :attr:`RefusalReason.PER_ADDRESS <trionos.RefusalReason.PER_ADDRESS>`. ``None``: no
-            per-address limit.
+            :attr:`RefusalReason.PER_ADDRESS <trionos.RefusalReason.PER_ADDRESS>`. ``None`` (the
+            default): no per-address limit, since a load test from one machine or an office
+            behind one NAT is one address; ``docs/deploy.md`` recommends a value for a public
+            server. The address is the forwarded client's for a trusted proxy (see
+            *forwarded_allow_ips*), so for those connections the limit applies once the request
+            head is read.
         close_timeout: seconds a closing handshake may take (5), also under a shutdown; then the
             connection is cut.
         max_outbox_bytes: bytes queued per connection while its socket is full (1 MiB); see the
@@ -179,6 +191,20 @@ class ServerOptions:
             compresses better and faster, at about 30 KiB of zlib state per connection from the
             handshake on (as websockets' default compression), and a broadcast is compressed once
             per recipient instead of once. docs/performance.md says which to pick when.
+        forwarded_allow_ips: the reverse proxies whose ``X-Forwarded-For``, ``Forwarded`` and
+            ``X-Forwarded-Proto`` headers are believed (uvicorn's setting and syntax): IP
+            addresses and networks, as a list or one comma-separated string
+            (``"10.0.0.0/8,192.168.1.1"``), or ``"*"`` for every peer (also a Unix socket's).
+            A request from one of them takes its :attr:`Request.remote <trionos.Request.remote>`
+            and :attr:`Request.scheme <trionos.Request.scheme>` from those headers; from anyone
+            else the headers are ignored. The loopback addresses by default (``127.0.0.1,::1``:
+            a proxy on the same host); ``()`` trusts no one. See ``docs/deploy.md``.
+        max_inflate_rate: with ``compression="deflate"``, the bytes per second that inflation
+            may add on one connection (32 MiB/s, in bursts of twice that): the messages' size
+            minus the compressed bytes they came in. A connection over it stops reading until
+            it is back within it (TCP pushes back on the peer) and is counted in
+            :attr:`Metrics.inflation_waits <trionos.Metrics.inflation_waits>`; docs/bounds.md
+            says why.
         access_log: write one INFO line to the ``trionos.access`` logger per HTTP request and per
             WebSocket session when it ends (False; the ``trionos`` command turns it on).
 
@@ -193,7 +219,7 @@ class ServerOptions:
     max_head_size: int = attrs.field(default=16 * 1024, validator=positive_int)
     handshake_timeout: float = attrs.field(default=10.0, validator=positive_seconds)
     max_connections: int = attrs.field(default=10_000, validator=positive_int)
-    max_connections_per_address: int | None = attrs.field(default=1_000, validator=_optional_positive_int)
+    max_connections_per_address: int | None = attrs.field(default=None, validator=_optional_positive_int)
     close_timeout: float = attrs.field(default=5.0, validator=positive_seconds)
     max_outbox_bytes: int = attrs.field(default=1024 * 1024, validator=positive_int)
     message_queue_size: int = attrs.field(default=1, validator=positive_int)
@@ -201,6 +227,10 @@ class ServerOptions:
     compression_context_takeover: bool = attrs.field(
         default=False, validator=attrs.validators.instance_of(bool)
     )
+    forwarded_allow_ips: tuple[str, ...] = attrs.field(
+        default=("127.0.0.1", "::1"), converter=split_entries, validator=_trusted_proxies
+    )
+    max_inflate_rate: int = attrs.field(default=DEFAULT_INFLATE_RATE, validator=positive_int)
     access_log: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
@@ -263,6 +293,8 @@ class ServerOptionKeywords(TypedDict, total=False):
     message_queue_size: int
     compression: str | None
     compression_context_takeover: bool
+    forwarded_allow_ips: str | Iterable[str]
+    max_inflate_rate: int
     access_log: bool
 
 

@@ -6,13 +6,15 @@ reads the plain integers of a ``Metrics`` object when Prometheus scrapes, and
 
 Every field of ``Metrics`` is exported under the ``trionos_`` prefix: an integer field as a
 counter (``*_total``), or a gauge when its name ends in ``_open``; a dict field as a counter with
-one label (``reason`` for refused connections, ``code`` for closed WebSockets). docs/metrics.md
-documents each one.
+one label (``reason`` for refused connections, ``code`` for closed WebSockets, where the codes
+3000-4999 a peer may choose are bucketed by range so that a client cannot add series).
+docs/metrics.md documents each one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 
@@ -48,6 +50,10 @@ _HELP = {
     "slow_client_disconnects": "Clients closed with 1008 by the disconnect slow-client policy.",
     "rate_limited": "Inbound messages refused by a per-connection rate limit.",
     "heartbeat_timeouts": "Connections ended because the peer was silent past the heartbeat timeout.",
+    "inflation_waits": "Times a connection paused reading because inflation used up its budget.",
+    "handshakes_open": "Connections whose request head has not arrived yet.",
+    "silent_connections": "Connections ended without sending a byte (handshake timeout or eviction).",
+    "handshakes_evicted": "Connections without a request head ended at capacity to admit a newcomer.",
     "remote_frames_dropped": "Frames from other nodes dropped because a room's feed was full.",
     "broker_publish_dropped": "Envelopes the broker could not publish (queue full or unreachable).",
     "broker_reconnects": "Times the broker reconnected after losing its server.",
@@ -59,6 +65,38 @@ _HELP = {
 }
 
 
+def close_code_label(code: int) -> str:
+    """The ``code`` label of a close code: its number, or its range for an application's code.
+
+    A peer chooses its close code, and 3000-4999 are all valid: labelled one by one, a client
+    could make 2,000 series. The codes RFC 6455 defines (below 3000) keep their own label; the
+    registered range 3000-3999 and the private range 4000-4999 are one label each
+    (``"3000-3999"``, ``"4000-4999"``); anything else is ``"other"``.
+
+    Args:
+        code: the close code.
+
+    Returns:
+        The label value.
+    """
+    if 1000 <= code < 3000:
+        return str(code)
+    if 3000 <= code < 4000:
+        return "3000-3999"
+    if 4000 <= code < 5000:
+        return "4000-4999"
+    return "other"
+
+
+def _labelled(field: str, value: dict[Any, int]) -> dict[str, int]:
+    """The counts of a dict field by label value (close codes bucketed, see :func:`close_code_label`)."""
+    counts: dict[str, int] = {}
+    for key, count in value.items():
+        label = close_code_label(key) if field == "websockets_closed" else str(key)
+        counts[label] = counts.get(label, 0) + count
+    return counts
+
+
 def _families(metrics: Metrics, prefix: str) -> Iterator[Metric]:
     """One metric family per field of *metrics*, named ``<prefix>_<field>``."""
     for field in attrs.fields(type(metrics)):
@@ -67,8 +105,8 @@ def _families(metrics: Metrics, prefix: str) -> Iterator[Metric]:
         documentation = _HELP.get(field.name, field.name.replace("_", " ") + ".")
         if isinstance(value, dict):
             family = CounterMetricFamily(name, documentation, labels=[_LABELS.get(field.name, "key")])
-            for key, count in sorted(value.items(), key=lambda item: str(item[0])):
-                family.add_metric([str(key)], count)
+            for label, count in sorted(_labelled(field.name, value).items()):
+                family.add_metric([label], count)
             yield family
         elif field.name.endswith("_open"):
             yield GaugeMetricFamily(name, documentation, value=value)

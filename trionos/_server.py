@@ -28,8 +28,17 @@ from ._access_log import log_access
 from ._connection import ProtocolLog, ServerCore, WebSocket
 from ._deflate import Deflater, server_extensions
 from ._errors import ConnectionClosed, HandshakeError
+from ._forwarded import ForwardedClient, TrustedProxies, forwarded_client
 from ._heartbeat import run_keeper
-from ._http import Headers, HttpError, RequestHead, RequestReader, parse_cookies, render_error
+from ._http import (
+    Headers,
+    HttpError,
+    RequestHead,
+    RequestReader,
+    parse_cookies,
+    render_error,
+    upgrade_head_error,
+)
 from ._json import dumps as dumps_json
 from ._lazy import TrionosDeprecationWarning
 from ._listen import open_listeners
@@ -88,6 +97,7 @@ class Request:
         "answered",
         "remote",
         "response_bytes",
+        "scheme",
         "status",
         "websocket",
     )
@@ -100,6 +110,7 @@ class Request:
         server: Server,
         nursery: TaskSpawner,
         handler_scope: trio.CancelScope,
+        client: ForwardedClient,
     ) -> None:
         self._head = head
         self._reader: RequestReader | None = reader
@@ -111,8 +122,14 @@ class Request:
         self.websocket: WebSocket | None = None
         #: True once the request was answered (HTTP response, rejection, or accepted upgrade).
         self.answered = False
-        #: The peer's ``(host, port)``, or None for in-memory connections.
-        self.remote = _peer_address(stream)
+        #: The client's ``(host, port)``, or None for in-memory connections: the peer's address,
+        #: or, when the peer is a trusted proxy (:attr:`ServerOptions.forwarded_allow_ips
+        #: <trionos.ServerOptions.forwarded_allow_ips>`), the client it forwards for (port 0 when
+        #: the proxy does not say).
+        self.remote = client.address
+        #: ``"https"`` when the client reached us (or the first trusted proxy) over TLS, else
+        #: ``"http"`` (a WebSocket upgrade over ``https`` is ``wss://``).
+        self.scheme = client.scheme
         #: The status of the HTTP response sent, if one was (for the access log).
         self.status: int | None = None
         #: The size of the HTTP response sent, in bytes (for the access log).
@@ -243,7 +260,7 @@ class Request:
             # _read_request vetted the head, so this is a handshake websockets refused for a
             # reason of its own: the client got the response, the handler gets the error.
             raise HandshakeError(
-                f"WebSocket handshake refused with {response.status_code}: {response.body!r}"
+                f"WebSocket handshake refused with {response.status_code}: {response.body[:120]!r}"
             )
         ws = WebSocket(
             protocol,
@@ -258,6 +275,7 @@ class Request:
             max_queue=options.message_queue_size,
             answer_text_ping=answer_text_ping,
             metrics=server.metrics,
+            inflate_rate=options.max_inflate_rate,
         )
         if reader.trailing:
             ws._feed(reader.trailing)
@@ -377,8 +395,10 @@ class Server:
         self._deflaters: dict[int, Deflater] = {}
         #: The counters this server increments (see :class:`~trionos.Metrics`).
         self.metrics = Metrics() if metrics is None else metrics
-        # Open connections per remote host, for max_connections_per_address (no entry at zero).
+        # Open connections per client host, for max_connections_per_address (no entry at zero).
         self._per_address: dict[str, int] = {}
+        # Whose forwarding headers are believed (forwarded_allow_ips, parsed once).
+        self._trusted = TrustedProxies.parse(self.options.forwarded_allow_ips)
         #: The open WebSockets (read it, do not change it).
         self.connections: set[WebSocket] = set()
         #: How many connections are being served (HTTP or WebSocket).
@@ -387,6 +407,9 @@ class Server:
         self.shutting_down = False
         # Each connection's one scope (for shutdown to cancel).
         self._scopes: set[trio.CancelScope] = set()
+        # The handshake timeouts of connections whose request head has not arrived yet, oldest
+        # first (dicts keep insertion order): at capacity, the oldest is evicted for a newcomer.
+        self._handshaking: dict[trio.CancelScope, None] = {}
         self._support: SupportNursery | None = None
         self._finished = trio.Event()
         #: The address of the first listener (set by :func:`~trionos.serve`).
@@ -481,19 +504,22 @@ class Server:
             raise RuntimeError("Server.run_support() is not running (serve() starts it)")
         metrics = self.metrics
         metrics.connections_accepted += 1
-        if self.shutting_down or self.active_streams >= self.options.max_connections:
+        if self.shutting_down or (
+            self.active_streams >= self.options.max_connections and not self._evict_a_handshake()
+        ):
             metrics.refused(RefusalReason.CAPACITY)
             await _send_and_close(stream, render_error(503, "too many connections"))
             return
-        address = _peer_address(stream)
-        host = None if address is None else address[0]
-        if host is not None and self.options.max_connections_per_address is not None:
-            if self._per_address.get(host, 0) >= self.options.max_connections_per_address:
-                metrics.refused(RefusalReason.PER_ADDRESS)
-                logger.debug("refused %s: %d connections from it already", host, self._per_address[host])
-                await _send_and_close(stream, render_error(503, "too many connections from your address"))
+        peer = _peer_address(stream)
+        # A trusted proxy's connections are counted under the client it forwards for, which
+        # only its request head says; everyone else's under their own address, at once.
+        proxied = self._trusted.trusts(None if peer is None else peer[0])
+        counted: str | None = None
+        if peer is not None and not proxied:
+            if not self._admit_address(peer[0]):
+                await self._refuse_address(stream, peer[0])
                 return
-            self._per_address[host] = self._per_address.get(host, 0) + 1
+            counted = peer[0]
         self.active_streams += 1
         metrics.connections_open += 1
         started = trio.current_time()
@@ -503,13 +529,23 @@ class Server:
         try:
             failed = False
             with scope:
-                request = await self._read_request(stream, scope)
+                request = await self._read_request(stream, scope, peer)
+                client = None if request is None or request.remote is None else request.remote[0]
+                if proxied and client is not None:
+                    if self._admit_address(client):
+                        counted = client
+                    else:
+                        await self._refuse_address(stream, client)
+                        request = None
                 if request is not None:
                     try:
                         await self.handler(request)
                     except ConnectionClosed as exc:
                         # The peer went away or broke the protocol: an ordinary network event.
                         logger.info("%r ended: %s", request, exc)
+                    except HandshakeError as exc:
+                        # The client got its 4xx already (accept() sent it): one line, no traceback.
+                        logger.info("%r refused: %s", request, exc)
                     except Exception:
                         logger.exception("handler failed for %r", request)
                         failed = True
@@ -525,12 +561,8 @@ class Server:
                 await trio.aclose_forcefully(stream)
             self.active_streams -= 1
             metrics.connections_open -= 1
-            if host is not None and self.options.max_connections_per_address is not None:
-                left = self._per_address[host] - 1
-                if left:
-                    self._per_address[host] = left
-                else:
-                    del self._per_address[host]
+            if counted is not None:
+                self._release_address(counted)
             if request is not None and request.websocket is not None:
                 metrics.websockets_open -= 1
                 metrics.closed(request.websocket.close_code or 1006)
@@ -539,18 +571,61 @@ class Server:
             if self.shutting_down and not self.active_streams:
                 self._finished.set()
 
-    async def _read_request(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> Request | None:
+    def _evict_a_handshake(self) -> bool:
+        """At capacity: end the oldest connection still without a request head; False if none.
+
+        So connections that never send their head cannot keep a client that does out: each
+        newcomer takes the place of the oldest of them. The evicted one ends at once, its slot
+        freed as its task finishes (until then the server holds one connection more).
+        """
+        if not self._handshaking:
+            return False
+        oldest = next(iter(self._handshaking))
+        del self._handshaking[oldest]
+        oldest.cancel()
+        self.metrics.handshakes_evicted += 1
+        return True
+
+    def _admit_address(self, host: str) -> bool:
+        """Count one more connection from *host*; False (nothing counted) when it has its limit."""
+        limit = self.options.max_connections_per_address
+        if limit is None:
+            return True  # no limit: nothing to count
+        held = self._per_address.get(host, 0)
+        if held >= limit:
+            return False
+        self._per_address[host] = held + 1
+        return True
+
+    def _release_address(self, host: str) -> None:
+        left = self._per_address.get(host, 0) - 1
+        if left > 0:
+            self._per_address[host] = left
+        else:
+            self._per_address.pop(host, None)
+
+    async def _refuse_address(self, stream: trio.abc.Stream, host: str) -> None:
+        self.metrics.refused(RefusalReason.PER_ADDRESS)
+        logger.debug("refused %s: %d connections from it already", host, self._per_address.get(host, 0))
+        await _send_and_close(stream, render_error(503, "too many connections from your address"))
+
+    async def _read_request(
+        self, stream: trio.abc.Stream, scope: trio.CancelScope, peer: tuple[str, int] | None
+    ) -> Request | None:
         """Read and vet the request head; None once the connection was answered or dropped."""
         reader = RequestReader(max_head_size=self.options.max_head_size)
         head: RequestHead | None = None
-        with trio.move_on_after(self.options.handshake_timeout):
+        metrics = self.metrics
+        with trio.move_on_after(self.options.handshake_timeout) as waiting:
+            self._handshaking[waiting] = None
+            metrics.handshakes_open += 1
             try:
                 while True:
                     head = reader.feed(await stream.receive_some(_RECEIVE_SIZE))
                     if head is not None:
                         break
             except HttpError as exc:
-                logger.debug("bad request from %s: %s", _peer_address(stream), exc.detail)
+                logger.debug("bad request from %s: %s", peer, exc.detail)
                 self.metrics.refused(
                     RefusalReason.HEAD_TOO_LARGE if exc.status == 431 else RefusalReason.BAD_REQUEST
                 )
@@ -558,13 +633,20 @@ class Server:
                 return None
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
+            finally:
+                metrics.handshakes_open -= 1
+                evicted = self._handshaking.pop(waiting, waiting) is waiting
         if head is None:
-            if reader.received:  # an empty connection is no refusal (e.g. a port probe)
-                self.metrics.refused(RefusalReason.HANDSHAKE_TIMEOUT)
+            if not reader.received:
+                metrics.silent_connections += 1  # timed out or evicted without sending a byte
+            elif not evicted:  # an empty connection is no refusal (e.g. a port probe)
+                metrics.refused(RefusalReason.HANDSHAKE_TIMEOUT)
             return None
-        if head.is_upgrade and (error := head.handshake_error()) is not None:
-            logger.debug("bad upgrade from %s: %s", _peer_address(stream), error.detail)
-            self.metrics.refused(RefusalReason.BAD_REQUEST)
+        if head.is_upgrade and (error := self._upgrade_error(head, reader)) is not None:
+            logger.debug("bad upgrade from %s: %s", peer, error.detail)
+            self.metrics.refused(
+                RefusalReason.HEAD_TOO_LARGE if error.status == 431 else RefusalReason.BAD_REQUEST
+            )
             await _send_and_close(stream, render_error(error.status, error.detail))
             return None
         origins = self.options.origins
@@ -573,7 +655,14 @@ class Server:
             await _send_and_close(stream, render_error(403, "origin not allowed"))
             return None
         assert self._support is not None  # handle_stream checked
-        return Request(head, reader, stream, self, self._support, scope)
+        client = forwarded_client(peer, self._trusted, head.headers, secure=self.secure)
+        return Request(head, reader, stream, self, self._support, scope, client)
+
+    def _upgrade_error(self, head: RequestHead, reader: RequestReader) -> HttpError | None:
+        """What is wrong with an upgrade request for us or for websockets' core, if anything."""
+        return head.handshake_error() or upgrade_head_error(
+            reader.head_bytes, extensions=self.options.compression is not None
+        )
 
     async def _after_handler(self, request: Request, scope: trio.CancelScope, *, failed: bool) -> None:
         if failed:
