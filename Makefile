@@ -14,7 +14,8 @@ PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 # A second environment with trionos installed from a built wheel, not from the source tree:
-# examples/tests run there to prove that a plain `pip install trionos` is enough for the plugin.
+# examples/tests run there to prove that a plain `pip install trionos` is enough for the plugin:
+# with the test extra (what a user's tests need) and the auth extra (examples/token_chat.py).
 DIST   ?= .venv-dist
 DIST_STAMP := $(DIST)/.installed
 SOURCES := $(shell find trionos -name '*.py' -o -name 'py.typed')
@@ -87,7 +88,7 @@ run: $(RUN_STAMP)
 $(DIST_STAMP): pyproject.toml $(SOURCES)
 	@test -x $(DIST)/bin/python || $(PYTHON) -m venv $(DIST)
 	$(DIST)/bin/python -m pip install -q --upgrade pip
-	$(DIST)/bin/python -m pip install -q '.[test]'
+	$(DIST)/bin/python -m pip install -q '.[test,auth]'
 	$(DIST)/bin/python -m pip install -q --force-reinstall --no-deps .
 	@touch $(DIST_STAMP)
 

@@ -18,7 +18,14 @@ app takes the flags below that are not the server's from ``ROOM_CHAT_ARGS`` (e.g
   ``since`` (``{"epoch": ..., "offset": N}``) and gets ``welcome`` with ``recovered`` (false when
   something may be missing), then every ``message`` after ``N`` that it missed, then live traffic.
   A user's identity across reconnections is the username: a message is never replayed to the
-  user who sent it. ``joined``/``left`` are presence, not history.
+  user who sent it. ``joined``/``left`` are presence, not history. A ``join`` with ``history``
+  (a count, instead of ``since``) gets the room's last messages after the welcome.
+* ``message`` carries ``time``: the server's clock when it accepted the chat (integer ms since the
+  Unix epoch), kept on replay. ``join``, ``chat`` and ``leave`` may carry an ``id`` (string or
+  integer): a chat with one is answered ``ack`` (its ``offset`` and ``time``), and the ``welcome``,
+  ``left`` or ``error`` a message caused carries its id. See :mod:`trionos.chat`.
+* Built on :class:`trionos.Channels`: one handler per client message; decoding, errors, the rate
+  limit, presence (``joined``/``left``, also for a node that died) and goodbyes are the framework's.
 * The raw text ``ping`` is answered with ``pong`` (an application-level heartbeat for browsers).
 * ``--rate-limit N`` (default 10) messages per second per client, in bursts of up to 2N: a message
   over the limit gets an ``error`` and is not acted on; a client that sends 50 more while refused
@@ -39,100 +46,83 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import time
 from pathlib import Path
-
-import trio
+from typing import TypeAlias
 
 import trionos
 from trionos.chat import (
     CLIENT_CODEC,
     SERVER_CODEC,
+    Ack,
     Chat,
+    ClientMessage,
     Error,
     Join,
     Joined,
     Leave,
     Left,
     Message,
+    ServerMessage,
     Welcome,
 )
 
 PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
 
 
-class RoomChat:
-    """One chat session: which room the client is in, under which name."""
+async def page(req: trionos.Request) -> None:
+    """Plain HTTP: the chat page at ``/`` (the server answers 404 to what is left unanswered)."""
+    if req.path == "/":
+        await req.respond_html(PAGE)
 
-    def __init__(self, hub: trionos.Hub, client: trionos.Client) -> None:
-        self.hub = hub
-        self.client = client
-        self.room: str | None = None
 
-    async def reply(self, message: object) -> None:
-        await self.client.ws.send_message(message, SERVER_CODEC)
+#: The room chat: one handler per client message; rooms, presence, acks and goodbyes are the framework's.
+channels = trionos.Channels(
+    CLIENT_CODEC,
+    SERVER_CODEC,
+    error=Error,
+    joined=lambda member: Joined(member.name or ""),  # (a nameless member is never announced)
+    left=lambda member: Left(member.name or ""),
+    name_taken="username {name!r} is already taken in room {room!r}",
+    single_room=True,
+    http=page,
+)
+Session: TypeAlias = trionos.Session[None, ServerMessage]
 
-    async def handle(self, message: Join | Chat | Leave) -> None:
-        match message:
-            case Join(username=username, room=room, since=since):
-                await self.join(username, room, since)
-            case Chat(text=text):
-                if self.room is None:
-                    await self.reply(Error("join a room before sending chat messages"))
-                    return
-                assert self.client.name is not None
-                try:
-                    await self.hub.broadcast(self.room, Message(self.client.name, text), exclude=self.client)
-                except trionos.BrokerError as exc:
-                    # History in Redis, and Redis unreachable: the message got no position and
-                    # reached nobody; say so rather than pretend it was sent.
-                    await self.reply(Error(f"message not sent: {exc}"))
-            case Leave():
-                await self.leave()
 
-    async def join(self, username: str, room: str, since: trionos.Position | None = None) -> None:
-        if not username.strip():
-            await self.reply(Error("username must not be empty"))
-            return
-        taken = await self.hub.presence(room)  # on every node, with a shared broker
-        if self.room == room and self.client.name in taken:
-            taken.remove(self.client.name)  # joining the room it is in again, maybe under a new name
-        if username in taken:
-            await self.reply(Error(f"username {username!r} is already taken in room {room!r}"))
-            return
-        await self.leave()
-        self.client.name = username
-        # The username is who the user is across reconnections: the history never replays a
-        # message to the user who sent it.
-        self.client.identity = username
-        if self.hub.history_bounds(room) is None:
-            self.hub.join(self.client, room)
-            self.room = room
-            await self.reply(Welcome(tuple(await self.hub.presence(room))))
-        else:
-            users = [name for name in await self.hub.presence(room) if name != username] + [username]
+@channels.on(Join)
+async def join(session: Session, message: Join) -> None:
+    if not message.username.strip():
+        raise trionos.Refuse("username must not be empty")
+    await session.join(
+        message.room,
+        name=message.username,
+        # Who the user is across reconnections: the history never replays a message to its sender.
+        identity=message.username,
+        since=message.since,
+        history=message.history,
+        welcome=lambda j: Welcome(j.names, j.epoch, j.offset, j.recovered),
+    )
 
-            def welcome(recovery: trionos.Recovery) -> Welcome:
-                # Written before the replayed messages, in the same step as the join.
-                recovered = None if since is None else recovery.complete
-                return Welcome(users, recovery.position.epoch, recovery.position.offset, recovered)
 
-            try:
-                await self.hub.join_with_history(self.client, room, since=since, welcome=welcome)
-            except trionos.BrokerError as exc:
-                await self.reply(Error(f"cannot join {room!r} now: {exc}"))
-                return
-            self.room = room
-        await self.hub.broadcast(room, Joined(username), exclude=self.client, history=False)
+@channels.on(Chat)
+async def chat(session: Session, message: Chat) -> None:
+    if session.room is None or session.name is None:
+        raise trionos.Refuse("join a room before sending chat messages")
+    now = time.time_ns() // 1_000_000  # the message's time: milliseconds since the Unix epoch
+    try:
+        sent = await session.broadcast(session.room, Message(session.name, message.text, time=now))
+    except trionos.BrokerError as exc:
+        # History in Redis, and Redis unreachable: the message got no position and reached nobody.
+        raise trionos.Refuse(f"message not sent: {exc}") from exc
+    if message.id is not None:
+        await session.reply(Ack(offset=sent.position.offset if sent.position else None, time=now))
 
-    async def leave(self) -> None:
-        if self.room is None:
-            return
-        room, self.room = self.room, None
-        self.hub.leave(self.client, room)
-        assert self.client.name is not None
-        await self.hub.broadcast(room, Left(self.client.name), history=False)
+
+@channels.on(Leave)
+async def leave(session: Session, message: Leave) -> None:
+    if not await session.leave() and message.id is not None:
+        raise trionos.Refuse("not in a room")  # a leave with an id always gets its answer
 
 
 #: The room chat's history: the last 200 messages or 10 minutes per room, whichever is less.
@@ -146,67 +136,13 @@ def make_hub(
     rate_limit: trionos.RateLimit | None = None,
     metrics: trionos.Metrics | None = None,
 ) -> trionos.Hub:
-    """The room chat's hub: typed broadcasts, history, and ``left`` for the members of a dead node.
-
-    With a shared ``broker`` (Redis), when a process dies without saying goodbye, one surviving
-    node is told about each of its members and announces ``left`` to the room on every node.
-    ``history=None`` turns the rooms' history off.
-    """
-    hub: trionos.Hub
-
-    async def announce_expired(member: trionos.Member) -> None:
-        if member.name is not None:
-            await hub.broadcast(member.room, Left(member.name), history=False)
-
-    hub = trionos.Hub(
-        codec=SERVER_CODEC,
-        broker=broker,
-        on_member_expired=announce_expired,
-        history=history,
-        rate_limit=rate_limit,
-        metrics=metrics,
-    )
-    return hub
+    """The room chat's hub: typed broadcasts, history (None: off), ``left`` for a dead node's members."""
+    return channels.new_hub(broker=broker, history=history, rate_limit=rate_limit, metrics=metrics)
 
 
-def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> Callable[[trionos.Request], Awaitable[None]]:
-    """The room chat's request handler, using ``hub`` for rooms and broadcast.
-
-    With ``metrics``, ``GET /metrics`` answers with ``hub.metrics`` for Prometheus.
-    """
-
-    async def handler(req: trionos.Request) -> None:
-        if not req.is_upgrade:
-            if req.path == "/":
-                await req.respond_html(PAGE)
-            elif metrics and req.path == "/metrics":
-                await trionos.respond_metrics(req, hub.metrics)
-            else:
-                await req.respond_text("Not Found", status=404)
-            return
-        ws = await req.accept(answer_text_ping=True)
-        async with hub.client(ws) as client:
-            session = RoomChat(hub, client)
-            try:
-                async for raw in ws:
-                    if not hub.admit(client):  # over its rate limit
-                        if ws.closed:
-                            break  # closed with 1008: it kept sending while refused
-                        await session.reply(Error("too many messages: slow down"))
-                        continue
-                    try:
-                        message = CLIENT_CODEC.decode(raw)
-                    except trionos.DecodeError as exc:
-                        await session.reply(Error(str(exc)))
-                        continue
-                    await session.handle(message)
-            finally:
-                # Runs on every exit, also when the heartbeat or a shutdown cancelled us:
-                # shield the goodbye and bound it.
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await session.leave()
-
-    return handler
+def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> trionos.Handler:
+    """The room chat's request handler on ``hub``; with ``metrics``, ``GET /metrics`` for Prometheus."""
+    return channels.replace(metrics_path="/metrics" if metrics else None).handler(hub)
 
 
 #: The flags that are the server's (given to trionos.run), not the app's.
@@ -259,7 +195,7 @@ def make_broker(args: argparse.Namespace) -> trionos.Broker | None:
     )
 
 
-def make_app(args: argparse.Namespace) -> trionos.LifespanApp:
+def make_app(args: argparse.Namespace) -> trionos.Channels[None, ClientMessage, ServerMessage]:
     """The room chat as an app for :func:`trionos.run`: its hub lives as long as the server."""
     limit = (
         trionos.RateLimit(args.rate_limit, burst=max(1, int(2 * args.rate_limit)))
@@ -273,14 +209,12 @@ def make_app(args: argparse.Namespace) -> trionos.LifespanApp:
     )
     # One Metrics for server and hub: /metrics shows connections and rooms together.
     metrics = trionos.Metrics()
-
-    @asynccontextmanager
-    async def lifespan() -> AsyncIterator[trionos.Handler]:
-        hub = make_hub(make_broker(args), history=history, rate_limit=limit, metrics=metrics)
-        async with hub:
-            yield make_handler(hub, metrics=args.metrics)
-
-    return trionos.LifespanApp(lifespan, metrics=metrics)
+    broker = make_broker(args)  # now: without the redis extra, the ImportError is the last word
+    return channels.replace(
+        hub=lambda: make_hub(broker, history=history, rate_limit=limit, metrics=metrics),
+        metrics=metrics,
+        metrics_path="/metrics" if args.metrics else None,
+    )
 
 
 #: What ``trionos examples.room_chat:app`` serves: the app flags given in ``ROOM_CHAT_ARGS``.

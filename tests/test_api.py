@@ -36,6 +36,7 @@ PURE_MODULES = [
     "_options",
     "_deflate",
     "_broker",
+    "_presence",
     "_ratelimit",
     "_history",
     "_lazy",

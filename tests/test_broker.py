@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -18,11 +18,12 @@ from trionos._broker import (
     encode_envelope,
     encode_member,
     envelope_origin,
+    is_presence_envelope,
     merge_presence,
     single_start_error,
 )
 from trionos._frames import message_frame
-from trionos._hub import LocalBroker
+from trionos._local_broker import LocalBroker
 from trionos.testing import expect_message, expect_silence, open_memory_server, slow_consumer
 
 # --- envelope -------------------------------------------------------------------------------------
@@ -135,13 +136,16 @@ def test_single_start_error_unwraps_only_a_lone_broker_error() -> None:
 # --- the hub with a broker ----------------------------------------------------------------------
 
 
-class FakeBroker:
-    """A shared broker that records what the hub tells it and serves a given registry."""
+class FakeBroker(LocalBroker):
+    """A shared broker that records what the hub tells it and serves a given registry.
+
+    Its history methods are LocalBroker's, which refuse: these tests keep no history.
+    """
 
     shared = True
 
     def __init__(self, *, fail_with: Exception | None = None) -> None:
-        self.node_id = "A"
+        super().__init__(node_id="A")
         self.fail_with = fail_with
         self.calls: list[tuple[Any, ...]] = []
         self.published: list[tuple[str | None, bytes]] = []
@@ -163,8 +167,8 @@ class FakeBroker:
     def close_room(self, room: str) -> None:
         self.calls.append(("close", room))
 
-    def add_member(self, room: str, client_id: str, name: str | None) -> None:
-        self.calls.append(("add", room, client_id, name))
+    def add_member(self, room: str, client_id: str, name: str | None, meta: Mapping[str, Any]) -> None:
+        self.calls.append(("add", room, client_id, name) + ((dict(meta),) if meta else ()))
 
     def remove_member(self, room: str, client_id: str) -> None:
         self.calls.append(("remove", room, client_id))
@@ -172,6 +176,10 @@ class FakeBroker:
     async def presence(self, room: str) -> list[Member] | None:
         await trio.lowlevel.checkpoint()
         return self.registry
+
+    def broadcasts(self) -> list[tuple[str | None, bytes]]:
+        """What was published but presence changes."""
+        return [(room, data) for room, data in self.published if not is_presence_envelope(data)]
 
 
 class Node:
@@ -250,7 +258,7 @@ async def test_broadcast_publishes_one_envelope_with_the_frame_encoded_once(node
         await expect_message(bob, "hi")
         await expect_message(ann, b"all")
         await expect_message(bob, b"all")
-    assert broker.published == [
+    assert broker.broadcasts() == [
         ("r", encode_envelope("A", "ann", message_frame("hi"))),
         ("nobody-local", encode_envelope("A", None, message_frame("x"))),
         (None, encode_envelope("A", None, message_frame(b"all"))),

@@ -200,3 +200,68 @@ async def test_joining_with_history_needs_a_room_that_keeps_one(setup: Server) -
         with pytest.raises(ValueError, match="keeps no history"):
             await setup.hub.join_with_history(ann, "plain")
     assert setup.hub.position("plain") is None
+
+
+async def test_a_join_with_the_last_messages_gets_the_welcome_them_oldest_first_then_live(
+    setup: Server,
+) -> None:
+    """join_with_history(last=N): the welcome, the room's last N (its own too), then live; no duplicate."""
+    hub = setup.hub
+    async with setup.server.connect("/bob") as bob_ws:
+        bob = await setup.client("bob")
+        hub.join(bob, "r")
+        for text in "1234":
+            await hub.broadcast("r", Note(text), exclude=bob)  # bob's own: a fresh view shows them
+        async with setup.server.connect("/bob-2") as ws:
+            again = await setup.client("bob")
+            recovery = await hub.join_with_history(
+                again, "r", last=2, welcome=lambda r: Note(f"welcome {len(r.entries)}")
+            )
+            await hub.broadcast("r", Note("5"))
+            got = await read(ws, 4)
+        assert [m["text"] for m in got] == ["welcome 2", "3", "4", "5"]
+        assert [m["offset"] for m in got[1:]] == [3, 4, 5]
+        assert recovery.complete and recovery.position == trionos.Position("e0", 4)
+        assert len(await read(bob_ws, 1)) == 1  # only "5": the others excluded bob
+    assert hub.metrics.messages_replayed == 2
+    assert hub.metrics.recoveries_complete == hub.metrics.recoveries_partial == 0
+
+
+async def test_the_last_messages_are_bounded_by_the_history_and_say_when_some_were_trimmed(
+    setup: Server,
+) -> None:
+    """More than the room keeps replays what it keeps (at most max_messages), marked incomplete."""
+    hub = setup.hub
+    async with setup.server.connect("/ann") as ws:
+        ann = await setup.client("ann")
+        hub.join(ann, "q")
+        for n in range(7):
+            await hub.broadcast("q", Note(str(n)))
+        await read(ws, 7)
+        hub.leave(ann, "q")
+        everything = await hub.join_with_history(ann, "q", last=1000)
+        assert [e.offset for e in everything.entries] == [3, 4, 5, 6, 7]  # max_messages=5
+        assert everything.complete  # clamped to the bound: all five it asked for are there
+        assert [m["offset"] for m in await read(ws, 5)] == [3, 4, 5, 6, 7]
+        hub.leave(ann, "q")
+        hub.set_room_history("q", trionos.HistoryBounds(max_messages=10))
+        trimmed = await hub.join_with_history(ann, "q", last=10)
+        assert len(trimmed.entries) == 5 and not trimmed.complete
+        hub.leave(ann, "q")
+        nothing = await hub.join_with_history(ann, "q", last=0)
+        assert nothing.entries == () and nothing.complete
+
+
+async def test_a_join_with_the_last_messages_refuses_bad_arguments(setup: Server) -> None:
+    """since and last together, or a negative or non-integer last, raise ValueError before any join."""
+    hub = setup.hub
+    async with setup.server.connect("/ann"):
+        ann = await setup.client("ann")
+        start = hub.position("r")
+        assert start is not None
+        with pytest.raises(ValueError, match="since or last, not both"):
+            await hub.join_with_history(ann, "r", since=start, last=1)
+        for bad in (-1, True, 1.5):
+            with pytest.raises(ValueError, match="last must be an integer of at least 0"):
+                await hub.join_with_history(ann, "r", last=bad)  # type: ignore[arg-type]  # untyped callers
+        assert hub.rooms_of(ann) == []

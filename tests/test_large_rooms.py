@@ -33,19 +33,19 @@ async def test_broadcasts_share_one_member_snapshot_until_the_membership_changes
             for _ in range(4):
                 await joined.acquire()
             a, b, c, d = clients
-            everyone = hub._recipients("room", None)
+            everyone = hub._feeds.recipients("room", None)
             assert everyone == (a, b, c, d)
-            assert hub._recipients("room", None) is everyone
-            assert hub._recipients("room", d) == (a, b, c)  # the newest member: its own "joined"
-            assert hub._recipients("room", b) == (a, c, d)
-            assert hub._recipients("room", a) == (b, c, d)
-            assert hub._recipients("room", None) is everyone
+            assert hub._feeds.recipients("room", None) is everyone
+            assert hub._feeds.recipients("room", d) == (a, b, c)  # the newest member: its own "joined"
+            assert hub._feeds.recipients("room", b) == (a, c, d)
+            assert hub._feeds.recipients("room", a) == (b, c, d)
+            assert hub._feeds.recipients("room", None) is everyone
             hub.leave(c, "room")
-            assert hub._recipients("room", None) == (a, b, d)
-            assert hub._recipients("room", b) == (a, d)
+            assert hub._feeds.recipients("room", None) == (a, b, d)
+            assert hub._feeds.recipients("room", b) == (a, d)
             hub.join(c, "room")
-            assert hub._recipients("room", None) == (a, b, d, c)
-            assert hub._recipients("room", a) == (b, d, c)
+            assert hub._feeds.recipients("room", None) == (a, b, d, c)
+            assert hub._feeds.recipients("room", a) == (b, d, c)
 
 
 async def test_frames_for_a_member_whose_peer_is_gone_are_dropped_not_queued(
@@ -78,5 +78,5 @@ async def test_frames_for_a_member_whose_peer_is_gone_are_dropped_not_queued(
         for _ in range(20):
             await hub.broadcast("room", "x" * 1000)
         await trio.testing.wait_all_tasks_blocked()
-        assert gone.transport.peak_outbox_bytes == 0
+        assert gone.ws.transport.peak_outbox_bytes == 0
         hold.set()

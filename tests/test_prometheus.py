@@ -6,6 +6,7 @@ import functools
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import attrs
 import trio
@@ -93,8 +94,8 @@ async def test_metrics_are_served_on_the_app_port_and_count_the_hub(start_server
             await expect_message(ann, {"type": "joined", "username": "bob"})
             for text in ("one", "two", "three"):
                 await bob.send_json({"type": "chat", "text": text})
-            await expect_message(ann, {"type": "message", "from": "bob", "text": "one"})
-            await expect_message(ann, {"type": "message", "from": "bob", "text": "two"})
+            await expect_message(ann, {"type": "message", "from": "bob", "text": "one", "time": ANY})
+            await expect_message(ann, {"type": "message", "from": "bob", "text": "two", "time": ANY})
             await expect_message(bob, {"type": "error", "reason": "too many messages: slow down"})
             head, body = split_response(await http_get(server.port, "/metrics"))
     assert head.startswith(b"HTTP/1.1 200")

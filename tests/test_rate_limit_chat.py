@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 import trio
@@ -20,8 +21,8 @@ from room_chat import make_handler, make_hub, parse_args
 SLOW_DOWN = {"type": "error", "reason": "too many messages: slow down"}
 
 
-def said(text: str) -> dict[str, str]:
-    return {"type": "message", "from": "mal", "text": text}
+def said(text: str) -> dict[str, object]:
+    return {"type": "message", "from": "mal", "text": text, "time": ANY}
 
 
 async def test_messages_over_the_limit_get_an_error_and_are_not_broadcast(

@@ -17,6 +17,9 @@ from ._binary import encode_base64 as encode_base64
 from ._broker import Broker as Broker
 from ._broker import BrokerSink as BrokerSink
 from ._broker import Member as Member
+from ._broker import PresenceDiff as PresenceDiff
+from ._channels import Channels as Channels
+from ._channels import ChannelSettings as ChannelSettings
 from ._client import connect as connect
 from ._codec import Codec as Codec
 from ._connection import MessageCodec as MessageCodec
@@ -36,12 +39,14 @@ from ._history import HistoryEntry as HistoryEntry
 from ._history import Position as Position
 from ._history import Recovery as Recovery
 from ._http import Headers as Headers
-from ._hub import Client as Client
 from ._hub import Hub as Hub
-from ._hub import LocalBroker as LocalBroker
-from ._hub import Sent as Sent
+from ._hub_client import Client as Client
+from ._hub_client import Sent as Sent
+from ._hub_protocols import HubConnection as HubConnection
+from ._hub_protocols import HubTransport as HubTransport
 from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
+from ._local_broker import LocalBroker as LocalBroker
 from ._metrics import Metrics as Metrics
 from ._metrics import RefusalReason as RefusalReason
 from ._options import ClientOptionKeywords as ClientOptionKeywords
@@ -61,6 +66,11 @@ from ._server import Handler as Handler
 from ._server import Request as Request
 from ._server import Server as Server
 from ._server import serve as serve
+from ._session import CloseConnection as CloseConnection
+from ._session import Joining as Joining
+from ._session import Refuse as Refuse
+from ._session import Reject as Reject
+from ._session import Session as Session
 
 __version__ = "0.1.0"
 
@@ -99,9 +109,12 @@ __all__ = [
     "Broker",
     "BrokerError",
     "BrokerSink",
+    "ChannelSettings",
+    "Channels",
     "Client",
     "ClientOptionKeywords",
     "ClientOptions",
+    "CloseConnection",
     "Codec",
     "ConnectTimeout",
     "ConnectionClosed",
@@ -115,6 +128,9 @@ __all__ = [
     "HistoryBounds",
     "HistoryEntry",
     "Hub",
+    "HubConnection",
+    "HubTransport",
+    "Joining",
     "LifespanApp",
     "LocalBroker",
     "Member",
@@ -123,6 +139,7 @@ __all__ = [
     "MetricsCollector",
     "Position",
     "Positions",
+    "PresenceDiff",
     "RETRY_CLOSE_CODES",
     "RandomSource",
     "RateLimit",
@@ -130,11 +147,14 @@ __all__ = [
     "Recovery",
     "RedisBroker",
     "RefusalReason",
+    "Refuse",
+    "Reject",
     "Request",
     "Sent",
     "Server",
     "ServerOptionKeywords",
     "ServerOptions",
+    "Session",
     "SlowClientPolicy",
     "SupportsReadiness",
     "TokenBucket",

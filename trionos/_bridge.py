@@ -42,6 +42,7 @@ from ._connection import MessageCodec
 from ._errors import ConnectionClosed
 from ._frames import OP_BINARY, OP_TEXT, split_frames
 from ._heartbeat import Heartbeat
+from ._hub_protocols import HubTransport
 from ._json import dumps as dumps_json
 from ._json import loads as loads_json
 from ._transport import ProgressSignal, WriteListener
@@ -56,21 +57,16 @@ T = TypeVar("T")
 class _BridgeTransport(ProgressSignal):
     """The hub's view of a bridged connection: a bounded outbox of ready-made frames.
 
-    Same names and meaning as :class:`trionos._transport.Transport`'s hub-facing side. There is
-    no socket to write straight into, so ``write_each`` always hands these recipients back to the
-    hub, which queues the frame here.
+    Implements :class:`~trionos.HubTransport`. There is no socket to write straight into, so
+    every broadcast frame is queued here and sent by the connection's writer task.
     """
 
     __slots__ = (
-        "_busy",
         "_outbox",
         "_outbox_bytes",
         "_progress",
         "_ready",
-        "_socket",
-        "close_sent",
         "closed",
-        "deflater",
         "dropped_frames",
         "max_outbox_bytes",
         "write_listener",
@@ -82,11 +78,7 @@ class _BridgeTransport(ProgressSignal):
         self._outbox_bytes = 0
         self._progress: trio.Event | None = None
         self._ready = trio.Event()
-        self._socket = None  # write_each: no direct socket, always the hub's queued path
-        self._busy = False
         self.closed = False
-        self.close_sent = False
-        self.deflater = None
         self.dropped_frames = 0
         self.write_listener: WriteListener | None = None
 
@@ -100,7 +92,7 @@ class _BridgeTransport(ProgressSignal):
         return not self._outbox or self._outbox_bytes + size <= self.max_outbox_bytes
 
     def _check(self) -> None:
-        if self.closed or self.close_sent:
+        if self.closed:
             raise trio.ClosedResourceError("the bridged connection is closed")
 
     def _enqueue(self, frame: bytes) -> None:
@@ -127,7 +119,22 @@ class _BridgeTransport(ProgressSignal):
         self._enqueue(frame)
         return dropped
 
-    def _close(self) -> None:
+    def pop_frame(self) -> bytes | None:
+        """The oldest queued frame, taken off the outbox (None when it is empty)."""
+        if not self._outbox:
+            return None
+        frame = self._outbox.popleft()
+        self._outbox_bytes -= len(frame)
+        self._signal_progress()
+        return frame
+
+    async def wait_ready(self) -> None:
+        """Return once something was queued since the last call (or the transport closed)."""
+        await self._ready.wait()
+        self._ready = trio.Event()
+
+    def close(self) -> None:
+        """Drop what is queued and refuse more; wake whoever waits."""
         self.closed = True
         self._outbox.clear()
         self._outbox_bytes = 0
@@ -147,14 +154,19 @@ class BridgedWebSocket:
     def __init__(self, connection: trio_websocket.WebSocketConnection, max_outbox_bytes: int) -> None:
         self.connection = connection
         self._transport = _BridgeTransport(max_outbox_bytes)
+        #: An identifier, unique in practice (12 hex digits), as on a trionos WebSocket.
+        self.id: str = secrets.token_hex(6)
         self._send_lock = trio.StrictFIFOLock()
         self._local_close: tuple[int, str] | None = None
         self._abort_requested = trio.Event()
-        #: A unique, opaque identifier (12 hex digits), as on a trionos WebSocket.
-        self.id: str = secrets.token_hex(6)
 
     def __repr__(self) -> str:
         return f"<trionos.bridge.BridgedWebSocket {self.id} {'closed' if self.closed else 'open'}>"
+
+    @property
+    def transport(self) -> HubTransport:
+        """The outbox the hub queues this connection's broadcasts in."""
+        return self._transport
 
     @property
     def closed(self) -> bool:
@@ -246,7 +258,7 @@ class BridgedWebSocket:
         if self.closed or transport.closed:
             raise self._closed_error()
         if transport.write_listener is not None:
-            transport.write_listener._before_write()
+            transport.write_listener.before_write()
         async with self._send_lock:
             await self._drain()
             await self._send_now(message)
@@ -279,16 +291,13 @@ class BridgedWebSocket:
         try:
             await self.connection.send_message(message)
         except trio_websocket.ConnectionClosed:
-            self._transport._close()
+            self._transport.close()
             raise self._closed_error() from None
 
     async def _drain(self) -> None:
         """Send the frames the hub queued, in order (called with the send lock held)."""
         transport = self._transport
-        while transport._outbox:
-            frame = transport._outbox.popleft()
-            transport._outbox_bytes -= len(frame)
-            transport._signal_progress()
+        while (frame := transport.pop_frame()) is not None:
             # One frame, or several joined by the hub's fan-out; only data frames can go.
             for first, _, payload in split_frames(frame) or ():
                 if first == 0x80 | OP_TEXT:
@@ -300,8 +309,7 @@ class BridgedWebSocket:
         """The writer task: sends what the hub queues, until the connection ends."""
         transport = self._transport
         while not transport.closed:
-            await transport._ready.wait()
-            transport._ready = trio.Event()
+            await transport.wait_ready()
             async with self._send_lock:
                 try:
                     await self._drain()
@@ -315,7 +323,7 @@ class BridgedWebSocket:
         """End the connection with ``code`` without waiting (the hub's slow-client policy)."""
         if self._local_close is None:
             self._local_close = (code, reason)
-            self._transport._close()
+            self._transport.close()
             self._abort_requested.set()
 
     async def _close_on_abort(self, close_timeout: float) -> None:
@@ -373,5 +381,5 @@ async def bridge_trio_websocket(
         try:
             yield ws
         finally:
-            ws._transport._close()
+            ws._transport.close()
             nursery.cancel_scope.cancel()

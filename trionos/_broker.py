@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
 
 from ._errors import BrokerError, single_leaf
+from ._history import HistoryBounds, Position, Recovery
 from ._json import dumps, loads
 
 __all__ = [
@@ -57,8 +58,14 @@ __all__ = [
     "encode_member",
     "envelope_origin",
     "is_history_envelope",
+    "PresenceDiff",
+    "decode_presence_envelope",
+    "encode_presence_envelope",
+    "is_presence_envelope",
+    "merge_members",
     "merge_presence",
     "new_node_id",
+    "presence_diff",
 ]
 
 ENVELOPE_VERSION = 1
@@ -209,17 +216,21 @@ def decode_history_envelope(data: bytes) -> HistoryEnvelope:
 
 @attrs.frozen
 class Member:
-    """One membership in the cluster-wide presence registry.
+    """One room membership: in a hub's presence, in the cluster-wide registry, and in a diff.
 
-    A hub's ``on_member_expired`` callback receives the records of members whose node stopped
-    refreshing its presence.
+    What :meth:`Hub.presence_state <trionos.Hub.presence_state>` lists and what a
+    :class:`PresenceDiff` carries. A hub's ``on_member_expired`` callback receives the records of
+    members whose node stopped refreshing its presence.
 
     Attributes:
         room: the room.
-        node_id: the node the member was connected to.
+        node_id: the node the member is (or was) connected to.
         client_id: the member's connection id on that node.
         name: the client's name when it joined, or None.
-        seq: orders joins across every node (a shared counter).
+        seq: orders joins across every node (a shared counter; 0 where it is not known yet, as
+            in a diff of a join).
+        meta: the member's presence metadata (a JSON object, decoded; empty without any),
+            bounded by the hub's ``max_presence_meta_bytes``.
     """
 
     room: str
@@ -227,46 +238,150 @@ class Member:
     client_id: str
     name: str | None
     seq: int = 0
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 
 
-def encode_member(node_id: str, client_id: str, name: str | None) -> bytes:
-    """The registry key of a membership within one room (the same bytes on every write)."""
-    return dumps([node_id, client_id, name]).encode()
+def encode_member(node_id: str, client_id: str, name: str | None, meta_json: str = "") -> bytes:
+    """The registry key of a membership within one room (the same bytes on every write).
+
+    ``meta_json`` is the member's metadata as compact JSON text ('' or ``{}``: none, and the
+    record keeps the three-item form older nodes read).
+    """
+    if meta_json in ("", "{}"):
+        return dumps([node_id, client_id, name]).encode()
+    return f"{dumps([node_id, client_id, name])[:-1]},{meta_json}]".encode()
 
 
 def decode_member(room: str, data: bytes, seq: int) -> Member:
     """Parse what :func:`encode_member` made; raise :class:`BrokerError` for anything else."""
     try:
-        node_id, client_id, name = loads(data)
+        record = loads(data)
+        node_id, client_id, name, *rest = record
     except (ValueError, TypeError) as exc:
         raise BrokerError(f"malformed presence record in room {room!r}: {data[:80]!r}") from exc
-    if not (isinstance(node_id, str) and isinstance(client_id, str) and isinstance(name, str | None)):
+    meta = rest[0] if len(rest) == 1 else {}
+    if not (
+        isinstance(node_id, str)
+        and isinstance(client_id, str)
+        and isinstance(name, str | None)
+        and isinstance(meta, dict)
+        and len(rest) <= 1
+    ):
         raise BrokerError(f"malformed presence record in room {room!r}: {data[:80]!r}")
-    return Member(room, node_id, client_id, name, seq)
+    return Member(room, node_id, client_id, name, seq, meta)
+
+
+def merge_members(node_id: str, local: Sequence[Member], registry: Iterable[Member] | None) -> list[Member]:
+    """A room's members in join order, across nodes.
+
+    ``local`` is this node's members in local join order: they are the truth for this node (a
+    record of ours that is no longer local is stale and skipped, and a local member's name and
+    metadata are its current ones; a local member not yet in the registry comes last, in local
+    order). ``registry`` is every node's records (``None`` when the registry cannot be read: the
+    local members alone). Records are ordered by ``seq``.
+    """
+    by_id = {member.client_id: member for member in local}
+    merged: list[Member] = []
+    seen: set[str] = set()
+    for record in sorted(registry or (), key=lambda m: (m.seq, m.node_id, m.client_id)):
+        if record.node_id != node_id:
+            merged.append(record)
+        elif record.client_id in by_id and record.client_id not in seen:
+            seen.add(record.client_id)
+            merged.append(attrs.evolve(by_id[record.client_id], seq=record.seq))
+    merged.extend(member for member in local if member.client_id not in seen)
+    return merged
 
 
 def merge_presence(
     node_id: str, local: Iterable[tuple[str, str | None]], registry: Iterable[Member] | None
 ) -> list[str]:
-    """The names in a room in join order, across nodes.
+    """The names in a room in join order, across nodes (see :func:`merge_members`).
 
-    ``local`` is this node's members as ``(client_id, name)`` in local join order: they are the
-    truth for this node (a record of ours that is no longer local is stale and skipped; a local
-    member not yet in the registry comes last, in local order). ``registry`` is every node's
-    records (``None`` when the registry cannot be read: the local members alone). Records are
-    ordered by ``seq``. Members without a name are left out.
+    ``local`` is this node's members as ``(client_id, name)`` in local join order. Members
+    without a name are left out.
     """
-    local_names = dict(local)
-    names: list[str | None] = []
-    seen: set[str] = set()
-    for member in sorted(registry or (), key=lambda m: (m.seq, m.node_id, m.client_id)):
-        if member.node_id != node_id:
-            names.append(member.name)
-        elif member.client_id in local_names and member.client_id not in seen:
-            seen.add(member.client_id)
-            names.append(local_names[member.client_id])
-    names.extend(name for client_id, name in local_names.items() if client_id not in seen)
-    return [name for name in names if name is not None]
+    members = [Member("", node_id, client_id, name) for client_id, name in local]
+    return [m.name for m in merge_members(node_id, members, registry) if m.name is not None]
+
+
+# --- presence diffs ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PresenceDiff:
+    """What changed in a room's presence: the members who joined, left, or changed metadata.
+
+    What a presence watcher (:meth:`Hub.watch_presence <trionos.Hub.watch_presence>`) receives,
+    the way Phoenix Presence sends ``presence_diff``. A member whose metadata changed is in
+    ``updates`` with its new metadata.
+
+    Attributes:
+        room: the room.
+        joins: the members who joined.
+        leaves: the members who left, or whose node died.
+        updates: the members whose metadata changed (with the new metadata).
+    """
+
+    room: str
+    joins: tuple[Member, ...] = ()
+    leaves: tuple[Member, ...] = ()
+    updates: tuple[Member, ...] = ()
+
+
+PRESENCE_ENVELOPE_VERSION = 3
+_PRESENCE_KINDS = ("join", "leave", "update")
+
+
+def encode_presence_envelope(origin: str, kind: str, member: Member) -> bytes:
+    """The bytes a node publishes into a room's channel for one presence change.
+
+    Layout: the envelope head (version 3, no flags, the origin node) then a JSON array
+    ``[kind, node_id, client_id, name, seq, meta]``; the room is the channel's.
+    """
+    origin_bytes = _id_bytes("a node id", origin)
+    body = dumps([kind, member.node_id, member.client_id, member.name, member.seq, member.meta])
+    return _HEAD.pack(PRESENCE_ENVELOPE_VERSION, 0, len(origin_bytes)) + origin_bytes + body.encode()
+
+
+def is_presence_envelope(data: bytes) -> bool:
+    """Whether ``data`` is a presence envelope (cheap: its first byte)."""
+    return data[:1] == b"\x03"
+
+
+def decode_presence_envelope(room: str, data: bytes) -> PresenceDiff:
+    """Parse what :func:`encode_presence_envelope` made into a one-member diff of *room*.
+
+    Raises:
+        BrokerError: *data* is not a presence envelope.
+    """
+    if len(data) < _HEAD.size or data[0] != PRESENCE_ENVELOPE_VERSION:
+        raise BrokerError(f"malformed presence envelope: head {data[:32]!r}")
+    origin_len = _HEAD.unpack_from(data)[2]
+    try:
+        kind, node_id, client_id, name, seq, meta = loads(data[_HEAD.size + origin_len :])
+    except (ValueError, TypeError) as exc:
+        raise BrokerError(f"malformed presence envelope: {exc}; head {data[:32]!r}") from None
+    if not (
+        kind in _PRESENCE_KINDS
+        and isinstance(node_id, str)
+        and isinstance(client_id, str)
+        and isinstance(name, str | None)
+        and isinstance(seq, int)
+        and isinstance(meta, dict)
+    ):
+        raise BrokerError(f"malformed presence envelope: {data[:80]!r}")
+    member = Member(room, node_id, client_id, name, seq, meta)
+    return presence_diff(kind, member)
+
+
+def presence_diff(kind: str, member: Member) -> PresenceDiff:
+    """The diff of one change: *kind* is ``"join"``, ``"leave"`` or ``"update"``."""
+    if kind == "join":
+        return PresenceDiff(member.room, joins=(member,))
+    if kind == "leave":
+        return PresenceDiff(member.room, leaves=(member,))
+    return PresenceDiff(member.room, updates=(member,))
 
 
 def single_start_error(group: BaseExceptionGroup[BaseException]) -> BrokerError | None:
@@ -299,6 +414,9 @@ class BrokerSink(Protocol):
 
         Never blocks, like :meth:`deliver_remote`.
         """
+
+    def deliver_presence(self, diff: PresenceDiff) -> None:
+        """Deliver a presence change another node published (never blocks)."""
 
 
 class Broker(Protocol):
@@ -346,13 +464,17 @@ class Broker(Protocol):
         """*room* has no local member any more: stop receiving its traffic."""
         ...
 
-    def add_member(self, room: str, client_id: str, name: str | None) -> None:
+    def add_member(self, room: str, client_id: str, name: str | None, meta: Mapping[str, Any]) -> None:
         """Record a local membership in the shared presence (in the background).
+
+        Called again for the same membership when its metadata changes: the record is replaced,
+        keeping its place in the join order.
 
         Args:
             room: the room joined.
             client_id: the member's connection id.
             name: the member's name when it joined, or None.
+            meta: the member's presence metadata (JSON-able, within the hub's byte bound).
         """
         ...
 
@@ -366,5 +488,71 @@ class Broker(Protocol):
         Returns:
             The records in join order, or None when the shared presence cannot be read (the hub
             then lists its local members).
+        """
+        ...
+
+    async def history_append(
+        self,
+        room: str,
+        payload: str | bytes,
+        *,
+        exclude_id: str | None,
+        exclude_identity: str | None,
+        bounds: HistoryBounds,
+        offset_member: str | None,
+        epoch: str,
+    ) -> Position:
+        """Give *payload* the room's next offset, keep it, and deliver it to every node in that order.
+
+        Called only when ``shared`` is True and the room keeps a history: every node, this one
+        included, then receives it through :meth:`BrokerSink.deliver_history`.
+
+        Args:
+            room: the room.
+            payload: the message as sent (text or bytes).
+            exclude_id: the connection id of the member that does not receive it live.
+            exclude_identity: the identity that does not receive it in a replay.
+            bounds: the room's history bounds.
+            offset_member: ``'"offset":'`` stamps the offset into a JSON object payload; None
+                leaves the payload as is.
+            epoch: the epoch to start the room's history with if it has none.
+
+        Returns:
+            The message's position.
+
+        Raises:
+            BrokerError: the shared history cannot be reached: the message was sent to nobody.
+        """
+        ...
+
+    async def history_recover(
+        self,
+        room: str,
+        since: Position | None,
+        identity: str | None,
+        *,
+        bounds: HistoryBounds,
+        epoch: str,
+        last: int | None = None,
+    ) -> Recovery:
+        """What a client missed in *room* since *since*, or the room's last *last* messages.
+
+        Called only when ``shared`` is True. Once it returns, every later message of the room
+        must reach this node through :meth:`BrokerSink.deliver_history`.
+
+        Args:
+            room: the room.
+            since: the client's last position; None reads nothing (the latest position only),
+                unless *last* is given.
+            identity: entries that excluded this identity are left out (with *since* only).
+            bounds: the room's history bounds.
+            epoch: the epoch to start the room's history with if it has none.
+            last: read the room's last *last* messages instead (oldest first; *since* is None).
+
+        Returns:
+            The room's latest position, the entries, and whether they are all that was asked.
+
+        Raises:
+            BrokerError: the shared history cannot be reached.
         """
         ...

@@ -154,7 +154,9 @@ async def _handshake(
             response = events[0]
             assert isinstance(response, Response)
             if response.status_code != 101:
-                raise ConnectionRejected(response.status_code, bytes(response.body or b""))
+                raise ConnectionRejected(
+                    response.status_code, bytes(response.body or b""), tuple(response.headers.raw_items())
+                )
             if protocol.handshake_exc is not None:
                 raise HandshakeError(
                     f"WebSocket handshake with {description} failed: {protocol.handshake_exc}"

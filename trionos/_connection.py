@@ -256,6 +256,11 @@ class WebSocket:
         self.remote = remote
         self._request_head = request_head
 
+    @property
+    def transport(self) -> Transport:
+        """The connection's byte stream, as the hub writes broadcasts to it (see ``HubTransport``)."""
+        return self._transport
+
     def __repr__(self) -> str:
         side = "client" if self._is_client else "server"
         state = f"closed {self.close_code}" if self.closed else "open"

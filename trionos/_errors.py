@@ -73,11 +73,21 @@ class ConnectTimeout(HandshakeError):
 
 
 class ConnectionRejected(HandshakeError):
-    """The server answered the upgrade request with an HTTP response instead of accepting it."""
+    """The server answered the upgrade request with an HTTP response instead of accepting it.
 
-    def __init__(self, status_code: int, body: bytes = b"") -> None:
+    Attributes:
+        status_code: the response's status.
+        body: its body.
+        headers: its headers, as ``(name, value)`` pairs in the order received (a 401's
+            ``WWW-Authenticate``, say).
+    """
+
+    def __init__(
+        self, status_code: int, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self.status_code = status_code
         self.body = body
+        self.headers = headers
         text = f"server rejected the WebSocket upgrade with HTTP {status_code}"
         if body:
             text += f": {body[:200].decode('utf-8', 'replace')!r}"

@@ -25,6 +25,11 @@ when the epoch is the same and no message after the position was trimmed. Otherw
 recovery is partial and returns what is still kept (every kept message when the epoch changed),
 so that the application can say "some messages may be missing".
 
+**The last messages.** :meth:`RoomHistory.last` answers "show me the room's last N messages"
+(a fresh view, for a client that joins without a position): the kept messages among the room's
+last N offsets, oldest first, every one (a fresh view has not seen its own messages either), and
+whether none of those N was trimmed.
+
 **Exclusion.** A message broadcast with ``exclude`` remembers the excluded client's *identity*
 (a string the application chooses, stable across reconnections, such as a username), and
 recovery skips it for that identity: a message that excluded its sender is never replayed to
@@ -34,13 +39,22 @@ that sender. Skipped messages still count as recovered.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
 from ._json import dumps as dumps_json
 
-__all__ = ["HistoryEntry", "History", "HistoryBounds", "Position", "Recovery", "RoomHistory", "stamp_offset"]
+__all__ = [
+    "History",
+    "HistoryBounds",
+    "HistoryEntry",
+    "Position",
+    "Recovery",
+    "RoomHistory",
+    "last_messages",
+    "stamp_offset",
+]
 
 
 @attrs.frozen
@@ -230,6 +244,37 @@ class RoomHistory:
             e for e in self._entries if e.offset > after and (identity is None or e.exclude != identity)
         )
         return Recovery(self.position, entries, complete)
+
+    def last(self, count: int, now: float) -> Recovery:
+        """The room's last *count* messages still kept, oldest first, whatever they excluded.
+
+        Args:
+            count: how many (at least 0).
+            now: the time, on the history's clock (age bounds apply first).
+
+        Returns:
+            The :class:`Recovery`: complete when none of the last *count* offsets was trimmed.
+        """
+        self.trim(now)
+        return last_messages(self.position, self._entries, count)
+
+
+def last_messages(position: Position, entries: Iterable[HistoryEntry], count: int) -> Recovery:
+    """The entries among the last *count* offsets up to *position*, as a recovery.
+
+    Args:
+        position: the room's latest position.
+        entries: the messages kept, oldest first.
+        count: how many of the last messages are asked for.
+
+    Returns:
+        Those still kept, oldest first, and whether none of them was trimmed (or lost with an
+        epoch) before *position*.
+    """
+    after = max(0, position.offset - count)
+    kept = tuple(e for e in entries if e.offset > after)
+    first = kept[0].offset if kept else position.offset + 1
+    return Recovery(position, kept, first <= after + 1)
 
 
 class History:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import http
+import http.cookies
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import parse_qsl, unquote
@@ -18,7 +19,7 @@ from urllib.parse import parse_qsl, unquote
 import attrs
 import h11
 
-__all__ = ["Headers", "HttpError", "RequestHead", "RequestReader", "render_error"]
+__all__ = ["Headers", "HttpError", "RequestHead", "RequestReader", "parse_cookies", "render_error"]
 
 
 class Headers(Mapping[str, str]):
@@ -76,6 +77,28 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({list(self.raw())!r})"
+
+
+def parse_cookies(values: Iterable[str]) -> dict[str, str]:
+    """The cookies of ``Cookie`` header values, by name (a later value of a name wins).
+
+    A value :class:`http.cookies.SimpleCookie` cannot parse is skipped, as a browser would skip it.
+
+    Args:
+        values: the values of every ``Cookie`` header of a request.
+
+    Returns:
+        The cookie values, unquoted.
+    """
+    cookies: dict[str, str] = {}
+    for value in values:
+        jar = http.cookies.SimpleCookie()
+        try:
+            jar.load(value)
+        except http.cookies.CookieError:
+            continue
+        cookies.update((name, morsel.value) for name, morsel in jar.items())
+    return cookies
 
 
 def _has_token(value: str, token: str) -> bool:

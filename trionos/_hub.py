@@ -1,8 +1,12 @@
-"""The hub: registered clients, rooms, one feed per room, and the fan-out.
+"""The hub: the rooms API over the objects that do each job.
 
-A room's *feed* (:class:`._fanout.Feed`, held in ``Hub._feeds``; ``Hub._all_feed`` serves
-``broadcast_all``) is its bounded memory channel of broadcasts plus the state of the task that
-fans them out: one structure, one name, here and in the docs.
+:class:`Hub` keeps the lifetime (its nursery, its broker) and the public API: registering
+clients (:mod:`._hub_client`), joining and leaving rooms, broadcasting, presence
+(:mod:`._presence`) and history (:mod:`._hub_history`, :mod:`._shared_history`). The rooms'
+feeds and their fan-out tasks are :mod:`._room_feeds`'s, and writing to slow clients is
+:mod:`._delivery`'s. A room's *feed* (:class:`._fanout.Feed`) is its bounded memory channel of
+broadcasts plus the state of the task that fans them out: one structure, one name, here and in
+the docs.
 
 Broadcast path: ``broadcast()`` encodes the message into one WebSocket frame, snapshots the
 room's recipients and puts both on the room's feed (waiting when it is full: that is how a fast
@@ -30,265 +34,59 @@ import math
 import secrets
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol, Self, cast
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from typing import Any, Self
 
 import trio
 
 from ._broker import (
     Broker,
-    BrokerSink,
     Member,
+    PresenceDiff,
     encode_envelope,
+    merge_members,
     merge_presence,
-    new_node_id,
     single_start_error,
 )
-from ._connection import MessageCodec, WebSocket
+from ._connection import MessageCodec
+from ._delivery import SlowClientDelivery
 from ._fanout import Feed, SlowClientPolicy
 from ._frames import message_frame
-from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
-from ._json import dumps as dumps_json
+from ._history import HistoryBounds, Position, Recovery
+from ._hub_client import AnyClient, C, Client, ClientRegistry, Sent
+from ._hub_history import HubHistory
+from ._local_broker import LocalBroker
 from ._metrics import Metrics
-from ._ratelimit import RateLimit, RateVerdict, TokenBucket
+from ._presence import PresenceBook, PresenceWatcher
+from ._ratelimit import RateLimit, RateVerdict
+from ._room_feeds import RoomFeeds
 from ._rooms import Rooms
-from ._transport import write_each
+from ._shared_history import SharedHistory
 
-__all__ = ["Client", "Hub", "LocalBroker", "Sent", "SlowClientPolicy"]
+__all__ = ["Hub", "SlowClientPolicy"]
 
 logger = logging.getLogger("trionos.hub")
 
-#: At most this many frames are held for one client while its recovery is read from the broker;
-#: beyond that they are dropped (the client can rejoin at its last position to get them).
-_MAX_HELD = 10_000
-
-#: The close code sent to a client dropped by the ``disconnect`` policy (RFC 6455: policy violation).
-SLOW_CLIENT_CLOSE_CODE = 1008
 #: The close code sent to a client that kept sending over its rate limit (policy violation).
 RATE_LIMIT_CLOSE_CODE = 1008
 
 
-class _HistoryBroker(Protocol):
-    """What a shared broker that keeps rooms' histories adds to :class:`~trionos.Broker`.
-
-    :class:`~trionos.RedisBroker` is one; the hub calls these only for a room with history when
-    its broker is shared.
-    """
-
-    async def history_append(
-        self,
-        room: str,
-        payload: str | bytes,
-        *,
-        exclude_id: str | None,
-        exclude_identity: str | None,
-        bounds: HistoryBounds,
-        offset_member: str | None,
-        epoch: str,
-    ) -> Position: ...
-
-    async def history_recover(
-        self, room: str, since: Position | None, identity: str | None, *, bounds: HistoryBounds, epoch: str
-    ) -> Recovery: ...
+def _grace(value: object) -> float:
+    """*value* as the hub's ``grace``: a positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Hub grace must be a number of seconds, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"Hub grace must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
 
 
-class LocalBroker:
-    """The default broker of a :class:`~trionos.Hub` that is alone: one process, nothing to install.
-
-    Every method is a no-op and ``shared`` is False, so a hub that uses it never calls them on
-    its broadcast path: local delivery costs exactly what it did before brokers existed. (Called
-    ``MemoryBroker`` before 0.2; that name still works, with a deprecation warning, until 0.3.)
-
-    Args:
-        node_id: this node's id in logs and envelopes; random unless given.
-    """
-
-    shared = False
-
-    def __init__(self, *, node_id: str | None = None) -> None:
-        self.node_id = node_id or new_node_id()
-
-    def __repr__(self) -> str:
-        return f"<trionos.LocalBroker {self.node_id}>"
-
-    async def run(
-        self, sink: BrokerSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Report started at once, then wait until cancelled: there is nothing to connect.
-
-        Args:
-            sink: the hub (unused: nothing ever arrives from another node).
-            task_status: the ``nursery.start`` convention.
-        """
-        task_status.started()
-        await trio.sleep_forever()
-
-    def publish(self, room: str | None, envelope: bytes) -> None:
-        """Do nothing: there is no other node to publish to.
-
-        Args:
-            room: the room (None: every client).
-            envelope: the encoded envelope.
-        """
-
-    def open_room(self, room: str) -> None:
-        """Do nothing: there is no other node to subscribe to.
-
-        Args:
-            room: the room.
-        """
-
-    def close_room(self, room: str) -> None:
-        """Do nothing: there is no subscription to end.
-
-        Args:
-            room: the room.
-        """
-
-    def add_member(self, room: str, client_id: str, name: str | None) -> None:
-        """Do nothing: the hub's own rooms are the whole membership.
-
-        Args:
-            room: the room.
-            client_id: the member's client id.
-            name: the member's name.
-        """
-
-    def remove_member(self, room: str, client_id: str) -> None:
-        """Do nothing: the hub's own rooms are the whole membership.
-
-        Args:
-            room: the room.
-            client_id: the member's client id.
-        """
-
-    async def presence(self, room: str) -> list[Member] | None:
-        """Answer that there is no cluster-wide registry.
-
-        Args:
-            room: the room (unused).
-
-        Returns:
-            None, so the hub lists its local members.
-        """
-        await trio.lowlevel.checkpoint()
-        return None
-
-
-class Client:
-    """A registered connection: what :meth:`Hub.client <trionos.Hub.client>` returns and yields.
-
-    Hashable by object identity. Make one with :meth:`Hub.client <trionos.Hub.client>`, not
-    directly.
-
-    Args:
-        hub: the hub it registers with.
-        ws: its connection.
-        client_id: its id, unique in the hub while registered.
-        name: the application's label for it (a username, say): what :meth:`Hub.presence
-            <trionos.Hub.presence>` lists (with a shared broker, other nodes see the name it had
-            when it joined a room).
-        identity: who the client is across reconnections (default: ``client_id``, which is per
-            connection). A room's history remembers the identity a broadcast excluded and never
-            replays that message to the same identity.
-    """
-
-    def __init__(
-        self, hub: Hub, ws: WebSocket, client_id: str, name: str | None, identity: str | None = None
-    ) -> None:
-        self.hub = hub
-        self.ws = ws
-        #: The connection's byte stream, for the broadcast fast path.
-        self.transport = ws._transport
-        self.id = client_id
-        self.name = name
-        #: Its message rate limit's state, made at its first :meth:`Hub.admit`.
-        self._bucket: TokenBucket | None = None
-        #: Who the client is across reconnections (a username, a session token): see the class doc.
-        self.identity = identity if identity is not None else client_id
-
-    def __repr__(self) -> str:
-        return f"<trionos.Client {self.id} name={self.name!r}>"
-
-    @property
-    def rooms(self) -> list[str]:
-        """The rooms this client is in, in the order it joined them."""
-        return self.hub.rooms_of(self)
-
-    def _before_write(self) -> None:
-        """Called by the transport before a direct write: queued broadcasts go out first."""
-        self.hub._flush_rooms_of(self)
-
-    # ``hub.client(ws)`` returns the client itself, registered for the ``async with`` block: a
-    # separate registration object would be one more allocation held by every connection.
-
-    async def __aenter__(self) -> Client:
-        self.hub._register(self)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.hub._unregister(self)
-
-
-class _Snapshot:
-    """A room's members as one tuple, shared by every broadcast until the membership changes.
-
-
-    Copying a big room's members for every message would cost as much as a join; instead the
-    tuple is made once per change, and a broadcast that leaves the sender out slices it (the
-    position comes from ``index``, made the first time a member other than the newest is left
-    out).
-    """
-
-    __slots__ = ("index", "members")
-
-    def __init__(self, members: tuple[Client, ...]) -> None:
-        self.members = members
-        self.index: dict[Client, int] | None = None
-
-    def without(self, client: Client) -> tuple[Client, ...]:
-        """The members but *client*, in join order (the tuple itself when it is not a member)."""
-        members = self.members
-        if members and members[-1] is client:  # the newest member: its own "joined", say
-            return members[:-1]
-        if self.index is None:
-            self.index = {member: i for i, member in enumerate(members)}
-        i = self.index.get(client)
-        return members if i is None else members[:i] + members[i + 1 :]
-
-
-class Sent(int):
-    """What :meth:`Hub.broadcast <trionos.Hub.broadcast>` returns: the local recipients and the position.
-
-    An ``int`` (the count, as before history existed) with one more attribute, ``position``.
-
-    Args:
-        count: the number of local recipients.
-        position: the :class:`~trionos.Position` the message got in the room's history, or None
-            when the room keeps no history.
-    """
-
-    position: Position | None = None
-
-    def __new__(cls, count: int, position: Position | None = None) -> Sent:
-        sent = super().__new__(cls, count)
-        if position is not None:
-            sent.position = position
-        return sent
-
-    def __repr__(self) -> str:
-        return f"Sent({int(self)}, position={self.position!r})"
-
-
-def _bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
-    """The history bounds *value* stands for (True: the defaults; None or False: no history)."""
-    if value is True:
-        return HistoryBounds()
-    if value is None or value is False:
-        return None
-    if isinstance(value, HistoryBounds):
-        return value
-    raise TypeError(f"history must be a HistoryBounds, True, False or None, got {value!r}")
+def _at_least_1(name: str, value: object) -> int:
+    """*value* as a hub setting that is a whole number of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Hub {name} must be a whole number, got {value!r}")
+    if value < 1:
+        raise ValueError(f"Hub {name} must be at least 1, got {value!r}")
+    return value
 
 
 def _policy(value: SlowClientPolicy | str) -> SlowClientPolicy:
@@ -343,8 +141,14 @@ class Hub:
             pass the server's to see both in one place): broadcast messages and bytes out,
             frames dropped, slow-client disconnects, rate-limit refusals, remote frames dropped,
             and history appends, trims, replays and recoveries.
+        max_presence_meta_bytes: the largest presence metadata a member may have (:meth:`join`,
+            :meth:`update_presence`), in bytes of compact UTF-8 JSON.
 
     Raises:
+        TypeError: *grace*, *room_queue_size* or *max_presence_meta_bytes* is not a number
+            (whole, for the last two).
+        ValueError: *grace* is not positive and finite, *room_queue_size* or
+            *max_presence_meta_bytes* is below 1, or *policy* names no policy.
         BrokerError: on entering (or from :meth:`run`, before ``started``), a shared broker
             cannot connect.
     """
@@ -363,55 +167,39 @@ class Hub:
         offset_field: str | None = "offset",
         new_epoch: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
+        max_presence_meta_bytes: int = 1024,
     ) -> None:
+        grace = _grace(grace)
+        room_queue_size = _at_least_1("room_queue_size", room_queue_size)
+        max_presence_meta_bytes = _at_least_1("max_presence_meta_bytes", max_presence_meta_bytes)
         #: The broker this hub reports to (a private :class:`~trionos.LocalBroker` by default).
         self.broker: Broker = broker if broker is not None else LocalBroker()
         self.on_member_expired = on_member_expired
         # Checked on every broadcast, join and leave: False keeps the single-process path as it was.
         self._shared = self.broker.shared
         self._node_id = self.broker.node_id
-        self.policy = _policy(policy)
-        self.grace = grace
-        self.room_queue_size = room_queue_size
         self.codec = codec
-        self._rooms: Rooms[Client] = Rooms()
-        self._feeds: dict[str, Feed[Client]] = {}
-        self._snapshots: dict[str, _Snapshot] = {}
-        self._room_policies: dict[str, SlowClientPolicy] = {}
-        self._clients: dict[str, Client] = {}
-        self._clients_view = types.MappingProxyType(self._clients)
+        self._rooms: Rooms[AnyClient] = Rooms()
+        self._clients = ClientRegistry(
+            check_running=self._require_nursery, flush=self._flush_rooms_of, left=self._left
+        )
         self._nursery: trio.Nursery | None = None
         #: The per-client message rate limit that :meth:`admit` applies (None: no limit).
         self.rate_limit = rate_limit
         #: The counters this hub increments (share one :class:`~trionos.Metrics` with the server).
         self.metrics = metrics if metrics is not None else Metrics()
-        #: Fan-out tasks running now (one per room with members, and one for ``broadcast_all``).
-        self.fan_out_tasks = 0
-        self._all_feed: Feed[Client] | None = None
-        # Per client that made a room wait: (seconds waited in this episode, when the last wait ended).
-        self._stall_times: dict[Client, tuple[float, float]] = {}
+        self._delivery = SlowClientDelivery(grace, self.metrics)
+        self._feeds = RoomFeeds[AnyClient](
+            self._rooms, self._delivery, self.metrics, policy=_policy(policy), queue_size=room_queue_size
+        )
         self._stopped = False
         self._cm: AbstractAsyncContextManager[Hub, bool | None] | None = None
-        self.offset_field = offset_field
-        self._history_bounds = _bounds(history)
-        self._room_history: dict[str, HistoryBounds | None] = {}
-        self._new_epoch = new_epoch or (lambda: secrets.token_hex(4))
-        self._history = History(self._history_bounds or HistoryBounds(), new_epoch=self._new_epoch)
-        # With a shared broker: clients between "joined" and "replayed" (join_with_history), and the
-        # frames that arrived for them meanwhile, as (offset or None, frame), in arrival order.
-        self._pending: dict[Client, list[tuple[int | None, bytes]]] = {}
-        # After such a replay: the last offset it covered, per (client, room). A message the
-        # broker published before the replay was read can still be on its way to this node (the
-        # subscription and the read are separate connections): those are dropped for the client.
-        self._floors: dict[tuple[Client, str], int] = {}
-        # Backpressure for those rooms, whose broadcasts reach the feed later, from the broker:
-        # per room, this node's broadcasts published but not yet delivered back (each holds a slot
-        # of the feed), the offset last delivered, and an event for senders waiting on it. The
-        # last two exist only while the first does, so they stay as small as the broadcasts in
-        # flight, however many rooms come and go.
-        self._in_flight: dict[str, int] = {}
-        self._delivered: dict[str, int] = {}
-        self._delivery: dict[str, trio.Event] = {}
+        new_epoch = new_epoch or (lambda: secrets.token_hex(4))
+        self._history = HubHistory(history, offset_field, new_epoch, self.metrics)
+        self._shared_history = SharedHistory[AnyClient](self.broker, self.metrics, new_epoch, grace)
+        # The clients being replayed to from a shared history (checked on every broadcast).
+        self._held = self._shared_history.held
+        self._presence = PresenceBook(self.broker, max_presence_meta_bytes)
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -419,6 +207,35 @@ class Hub:
     def node_id(self) -> str:
         """This hub's node id (its broker's)."""
         return self._node_id
+
+    @property
+    def policy(self) -> SlowClientPolicy:
+        """The slow-client policy of rooms without one of their own (:meth:`set_room_policy`)."""
+        return self._feeds.policy
+
+    @property
+    def room_queue_size(self) -> int:
+        """The broadcasts each room's feed holds before :meth:`broadcast` waits."""
+        return self._feeds.queue_size
+
+    @property
+    def grace(self) -> float:
+        """The seconds in total a room waits for one slow client (settable)."""
+        return self._delivery.grace
+
+    @grace.setter
+    def grace(self, value: float) -> None:
+        self._delivery.grace = self._shared_history.grace = _grace(value)
+
+    @property
+    def offset_field(self) -> str | None:
+        """The member a codec-encoded message into a room with history carries its offset in."""
+        return self._history.offset_field
+
+    @property
+    def fan_out_tasks(self) -> int:
+        """Fan-out tasks running now (one per room with members, and one for ``broadcast_all``)."""
+        return self._feeds.tasks
 
     @property
     def slow_clients_dropped(self) -> int:
@@ -496,12 +313,12 @@ class Hub:
 
     def client(
         self,
-        ws: WebSocket,
+        ws: C,
         *,
         client_id: str | None = None,
         name: str | None = None,
         identity: str | None = None,
-    ) -> Client:
+    ) -> Client[C]:
         """The client for *ws*, to register for an ``async with`` block.
 
         ``async with hub.client(ws) as client:`` registers it; on exit, whatever the cause
@@ -510,8 +327,9 @@ class Hub:
         if its socket takes it.
 
         Args:
-            ws: the client's connection.
-            client_id: its id (default: the WebSocket's id); entering raises when it is taken.
+            ws: the client's connection: a :class:`~trionos.WebSocket`, a bridged trio-websocket
+                connection, or anything that implements :class:`~trionos.HubConnection`.
+            client_id: its id (default: the connection's id); entering raises when it is taken.
             name: the application's label for it, listed by :meth:`presence`.
             identity: who it is across reconnections, for the rooms' history (default: the id;
                 see :class:`~trionos.Client`).
@@ -524,55 +342,33 @@ class Hub:
             RuntimeError: on entering, the hub is not running, or this client is registered
                 already.
         """
-        return Client(self, ws, client_id or ws.id, name, identity)
+        return Client(self, self._clients, ws, client_id or ws.id, name, identity)
 
-    def _register(self, client: Client) -> None:
-        self._require_nursery()
-        if client.id in self._clients:
-            if self._clients[client.id] is client:
-                raise RuntimeError(f"{client!r} is already registered: enter hub.client(ws) once")
-            raise ValueError(f"a client with id {client.id!r} is already registered")
-        self._clients[client.id] = client
-        # A direct write on this connection first writes what its rooms have queued, so a
-        # broadcast made before a send still arrives before it (see _fanout).
-        client.transport.write_listener = client
-
-    def _unregister(self, client: Client) -> None:
-        self._flush_rooms_of(client)  # what it was sent before it left still goes out first
-        client.transport.write_listener = None
-        del self._clients[client.id]
-        self._stall_times.pop(client, None)
-        if self._floors:
-            for room in self._rooms.rooms_view(client):
-                self._floors.pop((client, room), None)
+    def _left(self, client: AnyClient) -> None:
+        """*client* unregistered: it leaves every room at once."""
+        self._delivery.forget(client)
+        self._shared_history.forget(client, self._rooms.rooms_of(client))
         for room in self._rooms.drop(client):
-            self._snapshots.pop(room, None)
-            if self._shared:
-                self.broker.remove_member(room, client.id)
+            self._feeds.changed(room)
+            self._presence.left(room, client.id, client.name)
             self._room_emptied_check(room)
-        if not self._clients and self._all_feed is not None:
-            self._all_feed.close()
-            self._all_feed = None
+        if not len(self._clients):
+            self._feeds.close_all_clients()
 
-    def _flush_rooms_of(self, client: Client) -> None:
-        for room in self._rooms.rooms_view(client):
-            feed = self._feeds.get(room)
-            if feed is not None and feed.pending:
-                feed.flush(self._deliver_now)
-        if self._all_feed is not None and self._all_feed.pending:
-            self._all_feed.flush(self._deliver_now)
+    def _flush_rooms_of(self, client: AnyClient) -> None:
+        self._feeds.flush(self._rooms.rooms_view(client))
 
     @property
-    def clients(self) -> Mapping[str, Client]:
+    def clients(self) -> Mapping[str, AnyClient]:
         """Registered clients by id: a live, read-only view (a :class:`types.MappingProxyType`).
 
         It follows registrations as they happen and cannot be changed through (register with
         :meth:`client`). Take ``dict(hub.clients)`` for a snapshot to keep across an ``await``:
         iterating the view while a client registers or leaves raises :class:`RuntimeError`.
         """
-        return self._clients_view
+        return self._clients.view
 
-    def get(self, client_id: str) -> Client | None:
+    def get(self, client_id: str) -> AnyClient | None:
         """The registered client with this id.
 
         Args:
@@ -595,9 +391,7 @@ class Hub:
         Raises:
             ValueError: *policy* names no policy.
         """
-        self._room_policies[room] = _policy(policy)
-        if room in self._feeds:
-            self._feeds[room].policy = self._room_policies[room]
+        self._feeds.set_policy(room, _policy(policy))
 
     def set_room_history(self, room: str, history: HistoryBounds | bool | None) -> None:
         """Keep a history in *room* with these bounds, or none, overriding the hub's ``history``.
@@ -612,9 +406,7 @@ class Hub:
         Raises:
             TypeError: *history* is none of those.
         """
-        bounds = self._room_history[room] = _bounds(history)
-        if bounds is None:
-            self._history.drop(room)
+        self._history.set(room, history)
 
     def history_bounds(self, room: str) -> HistoryBounds | None:
         """The bounds of *room*'s history.
@@ -625,7 +417,7 @@ class Hub:
         Returns:
             The :class:`~trionos.HistoryBounds`, or None when the room keeps no history.
         """
-        return self._room_history.get(room, self._history_bounds)
+        return self._history.bounds(room)
 
     def position(self, room: str) -> Position | None:
         """The latest position in *room*'s history.
@@ -637,49 +429,79 @@ class Hub:
             The :class:`~trionos.Position` of its last message (offset 0 before the first), or
             None when the room keeps no history.
         """
-        bounds = self.history_bounds(room)
-        if bounds is None:
-            return None
-        return self._history.room(room, bounds).position
+        return self._history.position(room)
 
-    def join(self, client: Client, room: str) -> bool:
+    def join(self, client: AnyClient, room: str, *, meta: Mapping[str, Any] | None = None) -> bool:
         """Add *client* to *room*, creating the room (and its fan-out task) if needed. Never awaits.
 
         With a shared broker, the membership is registered cluster-wide in the background (under
-        the client's current name); :meth:`presence` waits for that.
+        the client's current name, with *meta*); :meth:`presence` waits for that. A new member
+        is reported to the presence watchers (:meth:`watch_presence`) at once, as a join, and
+        through the broker to the other nodes' watchers.
 
         Args:
             client: a client registered with this hub.
             room: the room's name.
+            meta: the member's presence metadata: a mapping of JSON values, at most
+                ``max_presence_meta_bytes`` of JSON (ignored when it is a member already: see
+                :meth:`update_presence`).
 
         Returns:
             True if it was not a member already.
 
         Raises:
-            ValueError: *client* is not registered with this hub.
+            ValueError: *client* is not registered with this hub, or *meta* is too large.
+            TypeError: *meta* is not a mapping.
+            EncodeError: *meta* holds something JSON cannot.
             RuntimeError: the hub is not running.
         """
         if self._clients.get(client.id) is not client:
             raise ValueError(f"{client!r} is not registered with this hub")
+        checked = self._presence.check(meta)
         if room not in self._feeds:
-            self._start_room(room)
+            self._feeds.open(room, self._require_nursery())
+            if self._shared:
+                self.broker.open_room(room)
         joined = self._rooms.join(client, room)
         if joined:
-            self._snapshots.pop(room, None)
-            if self._shared:
-                self.broker.add_member(room, client.id, client.name)
+            self._feeds.changed(room)
+            self._presence.joined(room, client.id, client.name, checked)
         return joined
+
+    def update_presence(self, client: AnyClient, room: str, meta: Mapping[str, Any] | None) -> None:
+        """Replace *client*'s presence metadata in *room*; watchers everywhere get an update. Never awaits.
+
+        Args:
+            client: a member of *room* on this hub.
+            room: the room's name.
+            meta: the new metadata (None: none), bounded as in :meth:`join`.
+
+        Raises:
+            ValueError: *client* is not a member of *room*, or *meta* is too large.
+            TypeError: *meta* is not a mapping.
+            EncodeError: *meta* holds something JSON cannot.
+        """
+        checked = self._presence.check(meta)
+        if room not in self._rooms.rooms_view(client):
+            raise ValueError(f"{client!r} is not a member of room {room!r}")
+        self._presence.updated(room, client.id, client.name, checked)
 
     async def join_with_history(
         self,
-        client: Client,
+        client: AnyClient,
         room: str,
         *,
         since: Position | None = None,
+        last: int | None = None,
         welcome: Callable[[Recovery], Any] | None = None,
         codec: MessageCodec[Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> Recovery:
         """Join *client* to *room* at a position: the welcome, what it missed, then live messages.
+
+        Or, with *last*, a fresh view: the welcome, the room's last *last* messages (oldest first,
+        every one of them: a fresh view has not seen its own either), then live messages, with
+        the same seam.
 
         In one step with no checkpoint (nothing else runs in between): the room's history is read,
         the client joins, and the message ``welcome(recovery)`` (if given; encoded like a
@@ -698,8 +520,12 @@ class Hub:
             room: the room's name; it must keep a history.
             since: the last position the client saw; None joins at the room's latest position
                 (nothing is replayed).
+            last: instead of *since*: how many of the room's last messages to replay (at most
+                the history's ``max_messages``; 0 replays nothing). Counted in
+                ``messages_replayed``, not as a recovery.
             welcome: makes the first message the client gets from the recovery.
             codec: encodes the welcome when it is not ``str``/``bytes`` (default: the hub's).
+            meta: the member's presence metadata, as in :meth:`join`.
 
         Returns:
             The :class:`~trionos.Recovery` (also given to *welcome*): the room's latest
@@ -707,7 +533,8 @@ class Hub:
             are skipped) and whether the recovery is complete.
 
         Raises:
-            ValueError: the room keeps no history, or the client is not registered.
+            ValueError: the room keeps no history, the client is not registered, *since* and
+                *last* are both given, *last* is negative, or *meta* is too large.
             BrokerError: a shared broker cannot answer.
         """
         bounds = self.history_bounds(room)
@@ -715,102 +542,43 @@ class Hub:
             raise ValueError(f"room {room!r} keeps no history: pass Hub(history=...) or set_room_history()")
         if self._clients.get(client.id) is not client:
             raise ValueError(f"{client!r} is not registered with this hub")
+        if last is not None:
+            if since is not None:
+                raise ValueError(f"pass since or last, not both: got since={since!r}, last={last!r}")
+            if isinstance(last, bool) or not isinstance(last, int) or last < 0:
+                raise ValueError(f"last must be an integer of at least 0, got {last!r}")
+            last = min(last, bounds.max_messages)
+        later: list[bytes] = []
+        joined: bool | None = None
         if self._shared:
-            return await self._join_shared(client, room, since, welcome, codec, bounds)
-        history = self._history.room(room, bounds)
-        if since is None:
-            recovery = Recovery(history.position, (), True)
-        else:
-            recovery = history.recover(since, trio.current_time(), client.identity)
-            self._count_recovery(recovery)
-        frames = [e.frame for e in recovery.entries]
-        if welcome is not None:
-            frames.insert(0, self.encode(welcome(recovery), codec))
-        joined = self.join(client, room)
-        await self._queue_replay(client, room, frames, joined)
-        return recovery
-
-    def _count_recovery(self, recovery: Recovery) -> None:
-        metrics = self.metrics
-        if recovery.complete:
-            metrics.recoveries_complete += 1
-        else:
-            metrics.recoveries_partial += 1
-        metrics.messages_replayed += len(recovery.entries)
-
-    async def _join_shared(
-        self,
-        client: Client,
-        room: str,
-        since: Position | None,
-        welcome: Callable[[Recovery], Any] | None,
-        codec: MessageCodec[Any] | None,
-        bounds: HistoryBounds,
-    ) -> Recovery:
-        """join_with_history with the history in the broker: join, hold live frames, read, replay.
-
-        The client joins at once (so this node subscribes to the room) but what reaches it is
-        held back until the broker has answered: then the welcome, the missed entries and the
-        held frames that are not among them (by offset) are queued, in that order.
-        """
-        broker = cast(_HistoryBroker, self.broker)
-        joined = self.join(client, room)
-        held = self._pending[client] = []
-        try:
-            recovery = await broker.history_recover(
-                room, since, client.identity, bounds=bounds, epoch=self._new_epoch()
+            # The client joins first (this node subscribes); what reaches it is held meanwhile.
+            joined = self.join(client, room, meta=meta)
+            try:
+                recovery, later = await self._shared_history.recover(
+                    client, client.identity, room, since=since, last=last, bounds=bounds
+                )
+            except BaseException:
+                if joined:
+                    self.leave(client, room)
+                raise
+        else:  # read and join with no checkpoint in between
+            recovery = self._history.read(
+                room, bounds, since=since, last=last, identity=client.identity, now=trio.current_time()
             )
-        except BaseException:
-            self._pending.pop(client, None)
-            if joined:
-                self.leave(client, room)
-            raise
-        del self._pending[client]
-        last = recovery.position.offset
-        newest = max((offset for offset, _ in held if offset is not None), default=last)
-        self._floors[(client, room)] = max(last, newest)
-        later = [frame for offset, frame in held if offset is None or offset > last]
-        recovery = Recovery(
-            Position(recovery.position.epoch, max(last, newest)), recovery.entries, recovery.complete
-        )
-        if since is not None:
-            self._count_recovery(recovery)
+        self._history.count(recovery, since)
         frames = [e.frame for e in recovery.entries]
         if welcome is not None:
             frames.insert(0, self.encode(welcome(recovery), codec))
-        frames += later
-        await self._queue_replay(client, room, frames, joined)
+        if joined is None:
+            joined = self.join(client, room, meta=meta)
+        await self._queue_replay(client, room, frames + later, joined)
         return recovery
 
-    def _divert(self, recipients: tuple[Client, ...], frame: bytes, offset: int | None) -> tuple[Client, ...]:
-        """Hold ``frame`` for the pending recipients (bounded); return the others."""
-        pending = self._pending
-        kept = []
-        for client in recipients:
-            held = pending.get(client)
-            if held is None:
-                kept.append(client)
-            elif len(held) < _MAX_HELD:
-                held.append((offset, frame))
-        return tuple(kept)
-
-    def _above_floor(self, room: str, recipients: tuple[Client, ...], offset: int) -> tuple[Client, ...]:
-        """Drop ``offset`` for the clients whose replay covered it; a later offset ends the floor."""
-        floors = self._floors
-        kept = []
-        for client in recipients:
-            floor = floors.get((client, room))
-            if floor is None:
-                kept.append(client)
-            elif offset > floor:
-                del floors[(client, room)]  # the subscription caught up: in order from here
-                kept.append(client)
-        return tuple(kept)
-
-    async def _queue_replay(self, client: Client, room: str, frames: list[bytes], joined: bool) -> None:
+    async def _queue_replay(self, client: AnyClient, room: str, frames: list[bytes], joined: bool) -> None:
         """Queue ``frames`` for ``client`` on the room's feed, ahead of any later broadcast."""
         if frames:
-            feed = self._feeds[room]
+            feed = self._feeds.get(room)
+            assert feed is not None  # the client just joined
             blob = b"".join(frames)
             try:
                 feed.put_nowait(blob, (client,))
@@ -822,7 +590,7 @@ class Hub:
                         self.leave(client, room)
                     raise
 
-    def leave(self, client: Client, room: str) -> bool:
+    def leave(self, client: AnyClient, room: str) -> bool:
         """Remove *client* from *room*; an empty room disappears (its fan-out ends). Never awaits.
 
         Args:
@@ -834,13 +602,12 @@ class Hub:
         """
         left = self._rooms.leave(client, room)
         if left:
-            self._snapshots.pop(room, None)
-            if self._shared:
-                self.broker.remove_member(room, client.id)
+            self._feeds.changed(room)
+            self._presence.left(room, client.id, client.name)
             self._room_emptied_check(room)
         return left
 
-    def members(self, room: str) -> list[Client]:
+    def members(self, room: str) -> list[AnyClient]:
         """The local members of *room*.
 
         Args:
@@ -850,6 +617,82 @@ class Hub:
             A new list of its :class:`~trionos.Client` objects, in join order.
         """
         return self._rooms.members(room)
+
+    async def presence_state(self, room: str) -> list[Member]:
+        """The members of *room* with their metadata, in join order (Phoenix's ``Presence.list``).
+
+        Unlike :meth:`presence`, members without a name are listed too. With a shared broker:
+        the members on every node, as :meth:`presence` reads them (this node's with their
+        current name and metadata; the others' as their node registered them).
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            A new list of :class:`~trionos.Member` records (``seq`` is 0 without a shared broker).
+        """
+        local = [self._presence.member(room, c.id, c.name) for c in self._rooms.member_view(room)]
+        if not self._shared:
+            await trio.lowlevel.checkpoint()
+            return local
+        return merge_members(self._node_id, local, await self.broker.presence(room))
+
+    def watch_presence(self, watcher: PresenceWatcher) -> AbstractContextManager[None]:
+        """Call *watcher* with every presence change while the ``with`` block runs.
+
+        ``with hub.watch_presence(on_diff):``. *watcher* gets a :class:`~trionos.PresenceDiff`
+        for each join, leave and metadata update made on this node (synchronously, inside
+        :meth:`join`, :meth:`leave` and the like, after the change) and, with a shared broker,
+        for those made on other nodes in the rooms this node has members in, including the
+        leaves of members of a node that died. It must not await or block; what it raises is
+        logged and dropped. To tell this node's members, it can call
+        :meth:`broadcast_local_nowait`.
+
+        Args:
+            watcher: called with each diff.
+
+        Returns:
+            A context manager: the watcher is called from entering until leaving it.
+        """
+        return self._presence.watch(watcher)
+
+    def broadcast_local_nowait(
+        self,
+        room: str,
+        message: Any,
+        *,
+        exclude: AnyClient | None = None,
+        codec: MessageCodec[Any] | None = None,
+    ) -> int:
+        """Send *message* to this node's members of *room* but *exclude*, without waiting.
+
+        For what every node sends its own members (a presence diff each node received, say): it
+        is not published to other nodes and not kept in history. The frame joins the room's feed
+        without waiting: when the feed is full it is dropped and counted in
+        ``remote_frames_dropped``, as a frame from another node is.
+
+        Args:
+            room: the room's name.
+            message: ``str``, ``bytes`` or anything the codec encodes.
+            exclude: a member that does not receive it.
+            codec: the codec for this message (default: the hub's).
+
+        Returns:
+            The number of recipients it was queued for (0 when it was dropped, or the room has
+            no local member).
+
+        Raises:
+            TypeError: *message* needs a codec and there is none.
+            EncodeError: the codec cannot encode *message*.
+        """
+        frame = self.encode(message, codec)
+        feed = self._feeds.get(room)
+        if feed is None or self._stopped:
+            return 0
+        recipients = self._feeds.recipients(room, exclude)
+        if self._held:
+            recipients = self._shared_history.divert(recipients, frame, None)
+        return len(recipients) if self._feeds.put_nowait(feed, frame, recipients) else 0
 
     async def presence(self, room: str) -> list[str]:
         """The names of the members of *room*, in join order (clients without a name are skipped).
@@ -871,7 +714,7 @@ class Hub:
         local = [(c.id, c.name) for c in self._rooms.member_view(room)]
         return merge_presence(self._node_id, local, registry)
 
-    def admit(self, client: Client) -> bool:
+    def admit(self, client: AnyClient) -> bool:
         """Count one inbound message from *client* against the hub's ``rate_limit``. Never awaits.
 
         Call it for every message the client sends, before acting on it. Over the limit the
@@ -891,9 +734,9 @@ class Hub:
         if limit is None:
             return True
         now = trio.current_time()
-        bucket = client._bucket
+        bucket = client.bucket
         if bucket is None:
-            bucket = client._bucket = limit.bucket(now)
+            bucket = client.bucket = limit.bucket(now)
         verdict = bucket.take(now)
         if verdict is RateVerdict.ACCEPT:
             return True
@@ -912,7 +755,7 @@ class Hub:
         """
         return self._rooms.rooms()
 
-    def rooms_of(self, client: Client) -> list[str]:
+    def rooms_of(self, client: AnyClient) -> list[str]:
         """The rooms *client* is in.
 
         Args:
@@ -923,19 +766,10 @@ class Hub:
         """
         return self._rooms.rooms_of(client)
 
-    def _start_room(self, room: str) -> None:
-        nursery = self._require_nursery()
-        feed = Feed[Client](room, self.room_queue_size, self._room_policies.get(room, self.policy))
-        self._feeds[room] = feed
-        self._start_fan_out(nursery, feed)
-        if self._shared:
-            self.broker.open_room(room)
-
     def _room_emptied_check(self, room: str) -> None:
-        if not self._rooms.member_view(room) and room in self._feeds:
-            # Closing the feed is how the fan-out task learns it is done; it still delivers
-            # what is already queued to the recipients snapshotted at broadcast time.
-            self._feeds.pop(room).close()
+        # Closing the feed is how the fan-out task learns it is done; it still delivers what is
+        # already queued to the recipients snapshotted at broadcast time.
+        if not self._rooms.member_view(room) and self._feeds.close(room):
             if self._shared:
                 self.broker.close_room(room)
 
@@ -958,29 +792,22 @@ class Hub:
         """
         if isinstance(message, str | bytes):
             return message_frame(message)
+        return message_frame(self._codec_for(message, codec).encode(message))
+
+    def _codec_for(self, message: Any, codec: MessageCodec[Any] | None) -> MessageCodec[Any]:
         codec = codec or self.codec
         if codec is None:
             raise TypeError(
                 f"cannot broadcast a {type(message).__name__} without a codec: pass codec= or Hub(codec=...)"
             )
-        return message_frame(codec.encode(message))
-
-    def _encode_at(self, message: Any, codec: MessageCodec[Any] | None, offset: int) -> bytes:
-        """Encode ``message`` with its offset stamped in (codec-encoded JSON objects only)."""
-        field = self.offset_field
-        if field is None or isinstance(message, str | bytes):
-            return self.encode(message, codec)
-        codec = codec or self.codec
-        if codec is None:
-            return self.encode(message, codec)  # raises the usual TypeError
-        return message_frame(stamp_offset(codec.encode(message), field, offset))
+        return codec
 
     async def broadcast(
         self,
         room: str,
         message: Any,
         *,
-        exclude: Client | None = None,
+        exclude: AnyClient | None = None,
         codec: MessageCodec[Any] | None = None,
         history: bool = True,
     ) -> Sent:
@@ -1020,31 +847,29 @@ class Hub:
             EncodeError: the codec cannot encode *message*.
             BrokerError: the room's history is in a shared broker that cannot answer.
         """
-        bounds = self._room_history.get(room, self._history_bounds) if history else None
+        bounds = self._history.bounds(room) if history else None
         if bounds is None:
             frame = self.encode(message, codec)
             position = None
-        elif self._shared:
-            return await self._broadcast_shared(room, message, exclude, codec, bounds)
         else:
-            kept = self._history.room(room, bounds)
-            frame = self._encode_at(message, codec, kept.offset + 1)
-            entry, trimmed = self._history.append(
-                room, frame, None if exclude is None else exclude.identity, trio.current_time()
+            if not isinstance(message, str | bytes):
+                codec = self._codec_for(message, codec)
+            if self._shared:
+                return await self._broadcast_shared(room, message, exclude, codec, bounds)
+            identity = None if exclude is None else exclude.identity
+            frame, position = self._history.append(
+                room, bounds, message, codec, identity, trio.current_time()
             )
-            position = Position(kept.epoch, entry.offset)
-            self.metrics.history_appended += 1
-            self.metrics.history_trimmed += trimmed
         if self._shared:
             exclude_id = None if exclude is None else exclude.id
             self.broker.publish(room, encode_envelope(self._node_id, exclude_id, frame))
         feed = self._feeds.get(room)
         if feed is None:
             return Sent(0, position)
-        recipients = self._recipients(room, exclude)
+        recipients = self._feeds.recipients(room, exclude)
         count = len(recipients)
-        if self._pending:
-            recipients = self._divert(recipients, frame, None)
+        if self._held:
+            recipients = self._shared_history.divert(recipients, frame, None)
         if recipients and not await feed.put(frame, recipients):
             return Sent(0, position)  # the hub has stopped: dropped quietly
         return Sent(count, position)
@@ -1053,75 +878,27 @@ class Hub:
         self,
         room: str,
         message: Any,
-        exclude: Client | None,
+        exclude: AnyClient | None,
         codec: MessageCodec[Any] | None,
         bounds: HistoryBounds,
     ) -> Sent:
         """A broadcast into a room whose history is in the broker: the broker assigns the offset
         and delivers it to every node, this one included (:meth:`deliver_history`)."""
-        broker = cast(_HistoryBroker, self.broker)
-        payload: str | bytes
-        if isinstance(message, str | bytes):
-            payload, member = message, None
-        else:
-            codec = codec or self.codec
-            if codec is None:
-                self.encode(message, codec)  # raises the usual TypeError
-            assert codec is not None
-            payload = codec.encode(message)
-            member = None if self.offset_field is None else f"{dumps_json(self.offset_field)}:"
-        feed = self._feeds.get(room)
-        if feed is None:
-            position = await self._append_shared(broker, room, payload, exclude, member, bounds)
-        else:
-            # Backpressure, as a local broadcast has it: wait while the room's feed is full (a
-            # slow member holds it for at most ``grace``), counting this node's broadcasts still on
-            # their way back from the broker; then hold a slot until this one is delivered.
-            in_flight = self._in_flight
-            await feed.wait_for_room(lambda: in_flight.get(room, 0) + 1)
-            in_flight[room] = in_flight.get(room, 0) + 1
-            try:
-                position = await self._append_shared(broker, room, payload, exclude, member, bounds)
-                with trio.move_on_after(self.grace):
-                    while self._delivered.get(room, 0) < position.offset and not feed.stopped:
-                        event = self._delivery.get(room)
-                        if event is None:
-                            event = self._delivery[room] = trio.Event()
-                        await event.wait()
-            finally:
-                left = in_flight[room] - 1
-                if left:
-                    in_flight[room] = left
-                else:  # nobody waits on the room's deliveries any more
-                    del in_flight[room]
-                    self._delivered.pop(room, None)
-                    self._delivery.pop(room, None)
+        payload, member = self._history.payload(message, codec)
+        position = await self._shared_history.broadcast(
+            room,
+            payload,
+            self._feeds.get(room),
+            exclude_id=None if exclude is None else exclude.id,
+            exclude_identity=None if exclude is None else exclude.identity,
+            offset_member=member,
+            bounds=bounds,
+        )
         count = sum(1 for c in self._rooms.member_view(room) if c is not exclude)
         return Sent(count, position)
 
-    async def _append_shared(
-        self,
-        broker: _HistoryBroker,
-        room: str,
-        payload: str | bytes,
-        exclude: Client | None,
-        member: str | None,
-        bounds: HistoryBounds,
-    ) -> Position:
-        position = await broker.history_append(
-            room,
-            payload,
-            exclude_id=None if exclude is None else exclude.id,
-            exclude_identity=None if exclude is None else exclude.identity,
-            bounds=bounds,
-            offset_member=member,
-            epoch=self._new_epoch(),
-        )
-        self.metrics.history_appended += 1
-        return position
-
     async def broadcast_all(
-        self, message: Any, *, exclude: Client | None = None, codec: MessageCodec[Any] | None = None
+        self, message: Any, *, exclude: AnyClient | None = None, codec: MessageCodec[Any] | None = None
     ) -> int:
         """Send *message* to every registered client but *exclude*.
 
@@ -1147,31 +924,11 @@ class Hub:
         if self._stopped:
             await trio.lowlevel.checkpoint()
             return 0
-        all_feed = self._all_clients_feed()
-        recipients = tuple(c for c in self._clients.values() if c is not exclude)
+        all_feed = self._feeds.all_clients(self._require_nursery())
+        recipients = tuple(c for c in self._clients.view.values() if c is not exclude)
         if recipients and await all_feed.put(frame, recipients):
             return len(recipients)
         return 0
-
-    def _recipients(self, room: str, exclude: Client | None) -> tuple[Client, ...]:
-        """The members of ``room`` but ``exclude``, from the room's shared snapshot."""
-        snapshot = self._snapshots.get(room)
-        if snapshot is None:
-            snapshot = self._snapshots[room] = _Snapshot(tuple(self._rooms.member_view(room)))
-        return snapshot.members if exclude is None else snapshot.without(exclude)
-
-    def _all_clients_feed(self) -> Feed[Client]:
-        if self._all_feed is None:
-            self._all_feed = Feed[Client]("*", self.room_queue_size, self.policy)
-            self._start_fan_out(self._require_nursery(), self._all_feed)
-        return self._all_feed
-
-    def _start_fan_out(self, nursery: trio.Nursery, feed: Feed[Client]) -> None:
-        self.fan_out_tasks += 1
-        nursery.start_soon(feed.run, self._deliver_now, self._wait_for_room, self._fan_out_ended)
-
-    def _fan_out_ended(self) -> None:
-        self.fan_out_tasks -= 1
 
     # --- what the broker calls (BrokerSink) --------------------------------------------------
 
@@ -1188,41 +945,25 @@ class Hub:
             frame: the encoded WebSocket frame.
             exclude: the id of a client that does not receive it.
         """
-        feed: Feed[Client] | None
+        feed: Feed[AnyClient] | None
         if room is None:
-            if not self._clients or self._nursery is None:
+            if not len(self._clients) or self._nursery is None:
                 return
-            feed = self._all_clients_feed()
-            recipients = tuple(c for c in self._clients.values() if c.id != exclude)
+            feed = self._feeds.all_clients(self._nursery)
+            recipients = tuple(c for c in self._clients.view.values() if c.id != exclude)
         else:
             feed = self._feeds.get(room)
             if feed is None:
                 return
-            recipients = self._recipients(room, None if exclude is None else self._clients.get(exclude))
-        if self._pending:
-            recipients = self._divert(recipients, frame, None)
-        self._put_remote(feed, frame, recipients)
+            recipients = self._feeds.recipients(room, None if exclude is None else self._clients.get(exclude))
+        if self._held:
+            recipients = self._shared_history.divert(recipients, frame, None)
+        self._feeds.put_nowait(feed, frame, recipients)
 
-    def _members_but(self, room: str, exclude: str | None) -> tuple[Client, ...]:
+    def _members_but(self, room: str, exclude: str | None) -> tuple[AnyClient, ...]:
         """The local members of ``room`` but the client with id ``exclude``."""
         view = self._rooms.member_view(room)
         return tuple(view) if exclude is None else tuple(c for c in view if c.id != exclude)
-
-    def _put_remote(self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]) -> None:
-        """Queue a frame from the broker without waiting; drop and count it when the room is full."""
-        if not recipients:
-            return
-        try:
-            feed.put_nowait(frame, recipients)
-        except trio.WouldBlock:
-            self.metrics.remote_frames_dropped += 1
-            dropped = self.metrics.remote_frames_dropped
-            if dropped & (dropped - 1) == 0:
-                logger.warning(
-                    "room %r is backlogged: %d frames from other nodes dropped so far", feed.name, dropped
-                )
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # the hub is shutting down
 
     def deliver_history(self, room: str, frame: bytes, exclude: str | None, offset: int) -> None:
         """Deliver a message of a room with history that the broker ordered (any node's, ours too).
@@ -1239,20 +980,16 @@ class Hub:
             exclude: the id of a client that does not receive it.
             offset: the message's offset in the room's history.
         """
-        if room in self._in_flight:  # a sender here waits for its own message to come back
-            self._delivered[room] = offset
-            event = self._delivery.pop(room, None)
-            if event is not None:
-                event.set()
+        shared = self._shared_history
+        shared.delivered(room, offset)
         feed = self._feeds.get(room)
         if feed is None:
             return
         recipients = self._members_but(room, exclude)
-        if self._pending:
-            recipients = self._divert(recipients, frame, offset)
-        if self._floors:
-            recipients = self._above_floor(room, recipients, offset)
-        self._put_remote(feed, frame, recipients)
+        if self._held:
+            recipients = shared.divert(recipients, frame, offset)
+        recipients = shared.above_floor(room, recipients, offset)
+        self._feeds.put_nowait(feed, frame, recipients)
 
     async def member_expired(self, member: Member) -> None:
         """Await ``on_member_expired(member)``: a member vanished with its node.
@@ -1263,6 +1000,7 @@ class Hub:
         Args:
             member: the member that expired.
         """
+        self._presence.expired(member)
         callback = self.on_member_expired
         if callback is None:
             return
@@ -1271,87 +1009,10 @@ class Hub:
         except Exception:  # one application callback must not stop the broker's reaper
             logger.exception("on_member_expired(%r) failed", member)
 
-    def _deliver_now(
-        self, feed: Feed[Client], frame: bytes, recipients: tuple[Client, ...]
-    ) -> tuple[Client, ...]:
-        """Write without waiting; return the recipients the room's policy says to wait for."""
-        # Counted once per batch, not per recipient: two additions whatever the room's size.
-        metrics = self.metrics
-        metrics.messages_out += feed.batch_messages * len(recipients)
-        metrics.bytes_out += len(frame) * len(recipients)
-        pending = write_each(recipients, frame)
-        if not pending:
-            return ()
-        policy = feed.policy
-        slow = tuple(c for c in pending if not self._offer(c, frame, policy))
-        if len(slow) > 1 and self._stall_times:
-            # Wait for the least indebted first: whoever has room by the time its turn comes
-            # kept up and is cleared, so among equally slow clients the waits do not all land
-            # on the one that joined first.
-            slow = tuple(sorted(slow, key=self._debt))
-        return slow
+    def deliver_presence(self, diff: PresenceDiff) -> None:
+        """Give a presence change another node published to this hub's watchers (never waits).
 
-    def _debt(self, client: Client) -> float:
-        return self._stall_times.get(client, (0.0, 0.0))[0]
-
-    def _offer(self, client: Client, frame: bytes, policy: SlowClientPolicy) -> bool:
-        # The fast path: no await, no task switch. False only when the outbox is full.
-        if client.ws.closed:
-            # Its peer is gone or closing (a stream without a socket, TLS say, can look open
-            # until its writer fails): drop the frame rather than queue it for nobody.
-            return True
-        transport = client.transport
-        try:
-            if policy is SlowClientPolicy.DROP_OLDEST:
-                self.metrics.frames_dropped += transport.write_dropping_oldest(frame)
-                return True
-            return transport.write_nowait(frame)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return True  # gone: its handler is ending and will unregister it
-
-    async def _wait_for_room(self, client: Client, frame: bytes) -> None:
-        """Wait for room in a slow client's outbox; drop it once the room has waited ``grace`` in total.
-
-        The time the fan-out spends waiting for one client adds up over its stalls, however much
-        it reads in between; the sum starts again from zero once the room has gone a whole
-        ``grace`` period without waiting for it, or when it had room at once while the room
-        waited for another client (it kept up). So a client that reads, but more slowly than the
-        rest of its room, costs the room at most ``grace`` seconds before it is closed.
+        Args:
+            diff: the change.
         """
-        transport = client.transport
-        # Try first: while the fan-out waited for another slow client of the same frame, this
-        # one may have drained its outbox already, and then no progress would ever come. If so
-        # it kept up while the room waited for another: its total starts again.
-        try:
-            if transport.write_nowait(frame):
-                self._stall_times.pop(client, None)
-                return
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return
-        started = trio.current_time()
-        waited, last = self._stall_times.get(client, (0.0, -math.inf))
-        if started - last > self.grace:
-            waited = 0.0
-        deadline = started + self.grace - waited
-        try:
-            while True:
-                with trio.move_on_at(deadline) as wait:
-                    await transport.wait_for_progress()
-                if wait.cancelled_caught:
-                    break
-                try:
-                    if transport.write_nowait(frame):
-                        return
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    return
-        finally:
-            now = trio.current_time()
-            self._stall_times[client] = (waited + now - started, now)
-        self._drop_slow_client(client)
-
-    def _drop_slow_client(self, client: Client) -> None:
-        self._stall_times.pop(client, None)
-        self.metrics.slow_client_disconnects += 1
-        reason = f"slow client: outbox full for {self.grace:g} s in total"
-        logger.warning("closing %r: %s", client, reason)
-        client.ws.abort(SLOW_CLIENT_CLOSE_CODE, reason)
+        self._presence.deliver(diff)

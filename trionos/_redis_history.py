@@ -21,7 +21,7 @@ import trio
 
 from ._errors import BrokerError
 from ._frames import OP_BINARY, OP_TEXT, encode_frame
-from ._history import HistoryBounds, HistoryEntry, Position, Recovery
+from ._history import HistoryBounds, HistoryEntry, Position, Recovery, last_messages
 from ._redis_link import TRANSIENT, Link
 
 __all__ = ["StreamHistory"]
@@ -66,7 +66,8 @@ return {epoch, offset}
 )
 #: What a client at (ARGV[3] epoch, ARGV[4] offset) missed. Returns {epoch, last offset, entries
 #: newest first}: the last (last - offset) entries, or all of them from another epoch; none when
-#: ARGV[5] is '0' (a join without a position only needs the latest offset).
+#: ARGV[5] is '0' (a join without a position only needs the latest offset); and at least the last
+#: ARGV[6] entries (joins that ask for the last N messages).
 _HISTORY_RECOVER = (
     _HISTORY_START
     + """
@@ -76,6 +77,8 @@ local n = tonumber(ARGV[4])
 local count = last
 if ARGV[5] == '0' then count = 0
 elseif ARGV[3] == epoch and n >= 0 and n <= last then count = last - n end
+local want = math.min(tonumber(ARGV[6]), last)
+if want > count then count = want end
 local entries = {}
 if count > 0 then entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', count) end
 return {epoch, last, entries}
@@ -181,12 +184,20 @@ class StreamHistory:
         return Position(result[0].decode(), int(result[1]))
 
     async def recover(
-        self, room: str, since: Position | None, identity: str | None, *, bounds: HistoryBounds, epoch: str
+        self,
+        room: str,
+        since: Position | None,
+        identity: str | None,
+        *,
+        bounds: HistoryBounds,
+        epoch: str,
+        last: int | None = None,
     ) -> Recovery:
         """What a client at ``since`` missed in ``room``: the entries after it, and whether that is all.
 
         Entries that excluded ``identity`` are left out. ``since`` None reads nothing and
-        returns the latest position. Recoveries of one room that arrive together share one read
+        returns the latest position, unless ``last`` asks for the room's last messages (every
+        one, whatever it excluded). Recoveries of one room that arrive together share one read
         (see :class:`_Batch`): a thousand clients coming back at once cost a few scripts, not a
         thousand. Waits at most for the read in flight and then its own, each bounded by
         ``operation_timeout``; cancelling it leaves the shared read to the others.
@@ -204,10 +215,14 @@ class StreamHistory:
             nursery.start_soon(self._read_batch, room, batch)
         if since is not None:
             batch.sinces.append(since)
+        if last is not None:
+            batch.last = max(batch.last, last)
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
         assert batch.position is not None
+        if last is not None:
+            return last_messages(batch.position, batch.entries, last)
         return _recovery(batch.position, batch.entries, since, identity)
 
     async def _read_batch(self, room: str, batch: _Batch) -> None:
@@ -252,15 +267,17 @@ class _Batch:
     position: Position | None = None
     entries: list[HistoryEntry] = attrs.field(factory=list)
     error: BrokerError | None = None
+    #: The most messages a waiting join asked for with ``last`` (0: none did).
+    last: int = 0
 
     def script_args(self) -> list[Any]:
-        """The recover script's epoch, offset and read flag: enough entries for every waiter."""
+        """The recover script's epoch, offset, read flag and count: enough entries for every waiter."""
         if not self.sinces:
-            return ["", -1, 0]
+            return ["", -1, 0, self.last]
         epoch = self.sinces[0].epoch
         if any(since.epoch != epoch for since in self.sinces):
-            return ["", -1, 1]  # positions from several epochs: all of the room's entries
-        return [epoch, min(since.offset for since in self.sinces), 1]
+            return ["", -1, 1, self.last]  # positions from several epochs: all of the room's entries
+        return [epoch, min(since.offset for since in self.sinces), 1, self.last]
 
 
 def _recovery(

@@ -11,13 +11,14 @@ passes each one to the hub's ``on_member_expired`` callback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import trio
 
 from ._broker import BrokerSink, Member, decode_member, encode_member
 from ._errors import BrokerError
+from ._json import dumps
 from ._redis_link import TRANSIENT, Link, coredis
 
 __all__ = ["PresenceRegistry"]
@@ -53,8 +54,8 @@ class PresenceRegistry:
         self._heartbeat_interval = heartbeat_interval
         self._seq_key = f"{prefix}:seq"
         self._nodes_key = f"{prefix}:nodes"
-        # What should be registered (local join order) and what is.
-        self._desired: dict[tuple[str, str], str | None] = {}
+        # What should be registered (local join order, as the encoded record) and what is.
+        self._desired: dict[tuple[str, str], bytes] = {}
         self._registered: dict[tuple[str, str], bytes] = {}
         self._registered_rooms: set[str] = set()
         # The join sequence number of each registered membership, kept across a Redis restart.
@@ -76,9 +77,14 @@ class PresenceRegistry:
 
     # --- what should be registered --------------------------------------------------------------
 
-    def add(self, room: str, client_id: str, name: str | None) -> None:
-        """A local membership to register (under ``name``)."""
-        self._desired[(room, client_id)] = name
+    def add(self, room: str, client_id: str, name: str | None, meta: Mapping[str, Any]) -> None:
+        """A local membership to register (under ``name``, with ``meta``), or its new metadata.
+
+        A membership registered already is replaced at the next :meth:`sync`, keeping its
+        sequence number (its place in the join order).
+        """
+        meta_json = dumps(meta) if meta else ""
+        self._desired[(room, client_id)] = encode_member(self._node_id, client_id, name, meta_json)
 
     def remove(self, room: str, client_id: str) -> bool:
         """A local membership to remove; False if it was not there (nothing to do)."""
@@ -112,8 +118,10 @@ class PresenceRegistry:
             self.lost = False
             self._registered.clear()
             self._registered_rooms.clear()
-        adds = [(key, name) for key, name in self._desired.items() if key not in self._registered]
-        removes = [(key, member) for key, member in self._registered.items() if key not in self._desired]
+        registered = self._registered
+        adds = [(key, record) for key, record in self._desired.items() if registered.get(key) != record]
+        # A record replaced by one with new metadata is removed too (its old bytes), not forgotten.
+        removes = [(key, record) for key, record in registered.items() if self._desired.get(key) != record]
         if not adds and not removes:
             return
         fresh = [key for key, _ in adds if key not in self._seqs]
@@ -125,7 +133,7 @@ class PresenceRegistry:
                 last = pipe.incrby(self._seq_key, len(fresh))
             first = await last - len(fresh) + 1
             self._seqs.update((key, first + i) for i, key in enumerate(fresh))
-        members = [encode_member(self._node_id, client_id, name) for (_, client_id), name in adds]
+        members = [record for _, record in adds]
         rooms_after = {room for (room, _), _ in adds} | {
             room for (room, client_id) in self._registered if (room, client_id) in self._desired
         }
@@ -140,11 +148,12 @@ class PresenceRegistry:
                 pipe.zrem(self._presence_key(room), [member])
             if gone_rooms:
                 pipe.srem(self._node_rooms_key(self._node_id), list(gone_rooms))
-        for (key, _), member in zip(adds, members, strict=True):
-            self._registered[key] = member
         for key, _ in removes:
             del self._registered[key]
-            self._seqs.pop(key, None)
+            if key not in self._desired:
+                self._seqs.pop(key, None)
+        for (key, _), member in zip(adds, members, strict=True):
+            self._registered[key] = member
         self._registered_rooms = rooms_after
 
     async def deregister(self, client: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import cattrs
 
-from ._wire import NoneType, WireField, is_literal, optional_arg, sequence_arg
+from ._wire import NoneType, WireField, is_literal, optional_arg, scalar_union_args, sequence_arg
 
 __all__ = ["JSON_SCHEMA_DIALECT", "json_schema"]
 
@@ -69,6 +69,9 @@ class _Writer:
         if is_literal(tp):
             values = list(typing.get_args(tp))
             return {"const": values[0]} if len(values) == 1 else {"enum": values}
+        scalars = scalar_union_args(tp)
+        if scalars is not None:
+            return {"anyOf": [self.type_schema(arg) for arg in scalars]}
         inner = optional_arg(tp)
         if inner is not None:
             return {"anyOf": [self.type_schema(inner), {"type": "null"}]}

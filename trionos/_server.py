@@ -30,7 +30,7 @@ from ._deflate import Deflater, server_extensions
 from ._errors import ConnectionClosed, HandshakeError
 from ._forwarded import ForwardedClient, TrustedProxies, forwarded_client
 from ._heartbeat import run_keeper
-from ._http import Headers, HttpError, RequestHead, RequestReader, render_error
+from ._http import Headers, HttpError, RequestHead, RequestReader, parse_cookies, render_error
 from ._json import dumps as dumps_json
 from ._lazy import TrionosDeprecationWarning
 from ._listen import open_listeners
@@ -154,6 +154,18 @@ class Request:
     def headers(self) -> Headers:
         """The request headers, case-insensitive."""
         return self._head.headers
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The request's cookies (every ``Cookie`` header), by name; empty when it sent none.
+
+        Parsed with :class:`http.cookies.SimpleCookie`; a malformed header is skipped (as
+        browsers and other servers do), not an error. On a WebSocket upgrade from a browser the
+        cookies of the page's site are sent, so check ``headers["origin"]`` as well: any site
+        can open a WebSocket to yours and the browser attaches your cookies (see the Browser
+        authentication page of the documentation).
+        """
+        return parse_cookies(self._head.headers.get_all("cookie"))
 
     @property
     def is_upgrade(self) -> bool:
@@ -314,18 +326,21 @@ class Request:
         """
         await self.respond(status, html, content_type="text/html; charset=utf-8")
 
-    async def reject(self, status: int, body: str | bytes = "") -> None:
+    async def reject(
+        self, status: int, body: str | bytes = "", *, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         """Refuse a WebSocket upgrade (or any request) with an HTTP status.
 
         Counted as :attr:`RefusalReason.REJECTED <trionos.RefusalReason.REJECTED>`; the client
-        sees :exc:`~trionos.ConnectionRejected`.
+        sees :exc:`~trionos.ConnectionRejected` (with the status, headers and body).
 
         Args:
             status: the HTTP status code, e.g. 401 or 403.
             body: the response body.
+            headers: more ``(name, value)`` response headers, e.g. ``WWW-Authenticate`` with a 401.
         """
         self._server.metrics.refused(RefusalReason.REJECTED)
-        await self.respond(status, body)
+        await self.respond(status, body, headers=headers)
 
 
 class Server:

@@ -25,7 +25,16 @@ from cattrs.cols import homogenous_tuple_structure_factory, list_structure_facto
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._json import is_unicode_text
-from ._wire import OMIT_IF_DEFAULT, NoneType, WireField, expected, is_literal, optional_arg, sequence_arg
+from ._wire import (
+    OMIT_IF_DEFAULT,
+    NoneType,
+    WireField,
+    expected,
+    is_literal,
+    optional_arg,
+    scalar_union_args,
+    sequence_arg,
+)
 
 __all__ = ["Mismatch", "build_converter"]
 
@@ -102,6 +111,26 @@ def _literal_factory(tp: Any) -> StructureHook:
     return structure_literal
 
 
+def _make_scalar_union_factory(converter: cattrs.Converter) -> Callable[[Any], StructureHook]:
+    def scalar_union_factory(tp: Any) -> StructureHook:
+        # Each scalar hook checks the exact JSON type, so the first that takes the value is the
+        # only one that would: ``str | int`` reads "5" as a string and 5 as an integer, never coerced.
+        hooks = [(arg, converter.get_structure_hook(arg)) for arg in scalar_union_args(tp) or ()]
+        words = expected(tp)
+
+        def structure_scalar_union(obj: object, _: Any) -> object:
+            for arg, hook in hooks:
+                try:
+                    return hook(obj, arg)
+                except Mismatch:
+                    pass
+            raise Mismatch(words, obj)
+
+        return structure_scalar_union
+
+    return scalar_union_factory
+
+
 def _make_optional_factory(converter: cattrs.Converter) -> Callable[[Any], StructureHook]:
     def optional_factory(tp: Any) -> StructureHook:
         inner_type = optional_arg(tp)
@@ -166,6 +195,9 @@ def build_converter(fields: Mapping[type, tuple[WireField, ...]], *, strict: boo
         converter.register_structure_hook(tp, hook)
     # Factories registered later take precedence over cattrs' built-in ones for the same types.
     converter.register_structure_hook_factory(is_literal, _literal_factory)
+    converter.register_structure_hook_factory(
+        lambda tp: scalar_union_args(tp) is not None, _make_scalar_union_factory(converter)
+    )
     converter.register_structure_hook_factory(
         lambda tp: optional_arg(tp) is not None, _make_optional_factory(converter)
     )

@@ -42,6 +42,10 @@ class WriteListener(Protocol):
 
     def _before_write(self) -> None: ...
 
+    def before_write(self) -> None:
+        """The same, for transports outside this module (the trio-websocket bridge)."""
+        ...
+
 
 class ProgressSignal:
     """``wait_for_progress()``: what the hub's ``disconnect`` policy waits on; a new event each time."""
@@ -543,7 +547,9 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
 
 
 class _HasTransport(Protocol):
-    transport: Transport
+    # Any HubTransport: only trionos' own Transport gets the direct write.
+    @property
+    def transport(self) -> object: ...
 
 
 R = TypeVar("R", bound=_HasTransport)
@@ -570,6 +576,9 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
     write = os.write
     for recipient in recipients:
         transport = recipient.transport
+        if type(transport) is not Transport:  # another transport (the bridge's): its own queue
+            pending.append(recipient)
+            continue
         if transport.closed or transport.close_sent:
             continue
         sock = transport._socket

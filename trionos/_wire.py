@@ -28,6 +28,7 @@ __all__ = [
     "expected",
     "is_literal",
     "optional_arg",
+    "scalar_union_args",
     "sequence_arg",
     "snake_case",
     "union_members",
@@ -44,7 +45,8 @@ SCALARS: dict[Any, str] = {
     NoneType: "null",
 }
 _SUPPORTED = (
-    "str, int, float, bool, None, Literal[...], list[X], tuple[X, ...], X | None and nested attrs classes"
+    "str, int, float, bool, None, Literal[...], list[X], tuple[X, ...], X | None, unions of those "
+    "scalars (str | int) and nested attrs classes"
 )
 #: attrs field metadata key: ``attrs.field(default=None, metadata={OMIT_IF_DEFAULT: True})`` is not
 #: encoded while it holds its default.
@@ -64,18 +66,35 @@ def snake_case(name: str) -> str:
 
 
 def optional_arg(tp: Any) -> Any | None:
-    """Return ``X`` for ``X | None`` (or ``Optional[X]``).
+    """Return ``X`` for ``X | None`` (or ``Optional[X]``), and ``X | Y`` for ``X | Y | None``.
 
     Args:
         tp: a field type.
 
     Returns:
-        ``X`` when *tp* is ``X | None``; None for any other type.
+        The type without None when *tp* is a union with None; None for any other type.
     """
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if len(args) == 2 and NoneType in args:
-            return args[0] if args[1] is NoneType else args[1]
+        if NoneType in args:
+            rest = tuple(arg for arg in args if arg is not NoneType)
+            return rest[0] if len(rest) == 1 else typing.Union[rest]  # noqa: UP007 (built at run time)
+    return None
+
+
+def scalar_union_args(tp: Any) -> tuple[type, ...] | None:
+    """Return ``(X, Y)`` for a union of scalar types without None, such as ``str | int``.
+
+    Args:
+        tp: a field type.
+
+    Returns:
+        The union's types when all are str, int, float or bool; None for any other type.
+    """
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if all(arg in SCALARS and arg is not NoneType for arg in args):
+            return args
     return None
 
 
@@ -209,7 +228,7 @@ def collect_fields(
 
 def _check_type(tp: Any, where: str, pending: list[type]) -> None:
     """Raise TypeError unless *tp* is supported; queue the attrs classes it mentions in *pending*."""
-    if tp in SCALARS or is_literal(tp):
+    if tp in SCALARS or is_literal(tp) or scalar_union_args(tp) is not None:
         return
     if isinstance(tp, type) and attrs.has(tp):
         pending.append(tp)
@@ -266,6 +285,9 @@ def expected(tp: Any) -> str:
     inner = optional_arg(tp)
     if inner is not None:
         return f"{expected(inner)} or null"
+    scalars = scalar_union_args(tp)
+    if scalars is not None:
+        return " or ".join(SCALARS[arg] for arg in scalars)
     if sequence_arg(tp) is not None:
         return "an array"
     if is_literal(tp):

@@ -4,15 +4,19 @@ Every message is one JSON object in a WebSocket text frame, tagged by ``"type"``
 
     client -> server   {"type":"join","username":"ann","room":"lobby"}
                        {"type":"join","username":"ann","room":"lobby","since":{"epoch":"9f2c","offset":41}}
+                       {"type":"join","username":"ann","room":"lobby","history":20,"id":1}
                        {"type":"chat","text":"hi"}
+                       {"type":"chat","text":"hi","id":"m7"}
                        {"type":"leave"}
     server -> client   {"type":"welcome","users":["ann","bob"]}
                        {"type":"welcome","users":["ann","bob"],"epoch":"9f2c","offset":44,"recovered":true}
                        {"type":"joined","username":"bob"}
                        {"type":"message","from":"ann","text":"hi"}
-                       {"type":"message","from":"ann","text":"hi","offset":45}
+                       {"type":"message","from":"ann","text":"hi","offset":45,"time":1796601600000}
+                       {"type":"ack","id":"m7","offset":45,"time":1796601600000}
                        {"type":"left","username":"bob"}
                        {"type":"error","reason":"join a room first"}
+                       {"type":"error","reason":"join a room first","id":"m7"}
 
 Unknown fields are ignored, so either side can add fields without breaking the other. Use
 :data:`~trionos.chat.CLIENT_CODEC` and :data:`~trionos.chat.SERVER_CODEC` to encode and decode; they raise
@@ -26,12 +30,23 @@ offset of the last message it saw); the server answers ``welcome`` with ``recove
 nothing was lost, false when the history no longer reaches back that far or the epoch changed),
 then every missed ``message`` with a larger offset, in order and as first sent, then live
 traffic. Only chat messages are history; ``joined``/``left`` are presence and are not replayed
-(the welcome lists who is there now).
+(the welcome lists who is there now). A ``join`` with ``history`` (a count, without ``since``)
+gets the last ``history`` messages of the room after ``welcome``, oldest first, then live traffic,
+with the same seam: no gap, no duplicate.
+
+**Acknowledgements** (optional): ``join``, ``chat`` and ``leave`` may carry an ``id`` (a string or
+an integer, echoed verbatim). A chat with an id that was broadcast is answered with ``ack``
+(``offset`` with history, and ``time``); the ``welcome`` or ``left`` a join or leave caused, and
+any ``error`` a message caused, carry its id. A message without an id is answered as before.
+
+**Time**: ``message`` carries ``time``, the server's clock when it accepted the chat, in integer
+milliseconds since the Unix epoch (UTC); a replayed message keeps its original time.
 """
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from collections.abc import Iterable
+from typing import TypeAlias, Union
 
 import attrs
 
@@ -40,6 +55,7 @@ from ._history import Position as _Position
 from ._wire import OMIT_IF_DEFAULT
 
 __all__ = [
+    "Ack",
     "CLIENT_CODEC",
     "Chat",
     "ClientMessage",
@@ -49,6 +65,7 @@ __all__ = [
     "Leave",
     "Left",
     "Message",
+    "MessageId",
     "SERVER_CODEC",
     "ServerMessage",
     "Welcome",
@@ -56,6 +73,10 @@ __all__ = [
 
 #: Optional protocol fields are left out of the JSON while they hold their default (None).
 _OPTIONAL = {OMIT_IF_DEFAULT: True}
+
+#: What a client may tag a message with (``"id"``): a string or an integer, echoed verbatim.
+#: (``Union``: a runtime alias the codec reads, which ``str | int`` would also be from 3.10 on.)
+MessageId: TypeAlias = Union[str, int]  # noqa: UP007
 
 
 # -- client -> server --------------------------------------------------------------------------------------
@@ -66,24 +87,35 @@ class Join:
     """Enter ``room`` as ``username``; the server answers with :class:`~trionos.chat.Welcome`.
 
     With ``since`` (a :class:`~trionos.Position`: the epoch and offset of the last message seen),
-    the server replays what was missed.
+    the server replays what was missed; with ``history`` instead, the last ``history`` messages.
+    ``id`` comes back on the welcome (or the error).
     """
 
     username: str
     room: str = "lobby"
     since: _Position | None = attrs.field(default=None, metadata=_OPTIONAL)
+    history: int | None = attrs.field(default=None, metadata=_OPTIONAL)
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen
 class Chat:
-    """Say ``text`` to everyone in the room."""
+    """Say ``text`` to everyone in the room; with an ``id``, the answer is :class:`Ack` or :class:`Error`."""
 
     text: str
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen
 class Leave:
-    """Leave the room; the connection stays open."""
+    """Leave the room; the connection stays open. ``id`` comes back on the :class:`Left`."""
+
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
+
+
+def _names(users: Iterable[str]) -> tuple[str, ...]:
+    """Welcome's ``users`` as a tuple (a typed converter: ``converter=tuple`` types as ``Iterable[Any]``)."""
+    return tuple(users)
 
 
 # -- server -> client --------------------------------------------------------------------------------------
@@ -98,10 +130,11 @@ class Welcome:
     ``offset`` are the room's latest position, and ``recovered`` answers a join with ``since``.
     """
 
-    users: tuple[str, ...] = attrs.field(converter=tuple)
+    users: tuple[str, ...] = attrs.field(converter=_names)
     epoch: str | None = attrs.field(default=None, metadata=_OPTIONAL)
     offset: int | None = attrs.field(default=None, metadata=_OPTIONAL)
     recovered: bool | None = attrs.field(default=None, metadata=_OPTIONAL)
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen
@@ -113,29 +146,44 @@ class Joined:
 
 @attrs.frozen
 class Message:
-    """``from_`` said ``text`` (the field is ``"from"`` on the wire); ``offset`` with history."""
+    """``from_`` said ``text`` (the field is ``"from"`` on the wire); ``offset`` with history.
+
+    ``time`` is when the server accepted it (integer milliseconds since the Unix epoch, UTC).
+    """
 
     from_: str
     text: str
     offset: int | None = attrs.field(default=None, metadata=_OPTIONAL)
+    time: int | None = attrs.field(default=None, metadata=_OPTIONAL)
+
+
+@attrs.frozen
+class Ack:
+    """The chat with this ``id`` was accepted and broadcast: its ``offset`` (with history) and ``time``."""
+
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL)
+    offset: int | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
+    time: int | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen
 class Left:
-    """Someone left the room (or their connection ended)."""
+    """Someone left the room (or their connection ended); to the leaver, with its leave's ``id``."""
 
     username: str
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen
 class Error:
-    """The server could not act on the last client message; ``reason`` says why."""
+    """The server could not act on a client message; ``reason`` says why, ``id`` which message."""
 
     reason: str
+    id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 ClientMessage: TypeAlias = Join | Chat | Leave
-ServerMessage: TypeAlias = Welcome | Joined | Message | Left | Error
+ServerMessage: TypeAlias = Welcome | Joined | Message | Ack | Left | Error
 
 #: Encodes what clients send and decodes it on the server.
 CLIENT_CODEC: Codec[ClientMessage] = Codec(ClientMessage)

@@ -93,7 +93,7 @@ async def test_chat_in_a_room(trionos_client: ClientFactory) -> None:
     await expect_message(bob, Welcome(("ann", "bob")), codec=SERVER_CODEC)
     await expect_message(ann, {"type": "joined", "username": "bob"})
     await ann.send_json({"type": "chat", "text": "hi bob"})
-    await expect_message(bob, Message("ann", "hi bob"), codec=SERVER_CODEC)
+    await expect_message(bob, Message("ann", "hi bob", time=ANY), codec=SERVER_CODEC)
     await bob.send_json({"type": "leave"})
     await expect_message(ann, {"type": "left", "username": "bob"})
 
@@ -161,7 +161,7 @@ async def test_a_silent_member_times_out_after_a_minute(
 
 def said(text: str, offset: int, by: str = "ann") -> dict[str, Any]:
     """A chat message as a member receives it from a room with history."""
-    return {"type": "message", "from": by, "text": text, "offset": offset}
+    return {"type": "message", "from": by, "text": text, "offset": offset, "time": ANY}
 
 
 def welcomed(users: list[str], epoch: Any, offset: int, **recovered: bool) -> dict[str, Any]:
@@ -198,6 +198,58 @@ async def test_a_client_that_comes_back_gets_what_it_missed_exactly_once() -> No
                     await expect_message(bob, said(text, offset))
 
 
+@pytest.mark.trionos_backend("memory")
+async def test_acknowledgements_carry_the_message_id_back() -> None:
+    """A chat with an id is acked with its offset and time; join, leave and errors echo their id."""
+    async with room_chat.make_hub() as hub, open_memory_server(room_chat.make_handler(hub)) as server:
+        async with server.connect() as ann, server.connect() as bob:
+            await ann.send_json({"type": "chat", "text": "early", "id": "c0"})
+            await expect_message(ann, {**ERROR, "id": "c0"})
+            await ann.send_json({"type": "join", "username": "ann", "room": "tea", "id": 1})
+            welcome = await expect_message(ann, {**welcomed(["ann"], ANY, 0), "id": 1})
+            await bob.send_json({"type": "join", "username": "ann", "room": "tea", "id": "dup"})
+            taken = "username 'ann' is already taken in room 'tea'"
+            await expect_message(bob, {"type": "error", "reason": taken, "id": "dup"})
+            await join(bob, "bob", "tea")
+            await expect_message(bob, welcomed(["ann", "bob"], welcome["epoch"], 0))
+            await expect_message(ann, {"type": "joined", "username": "bob"})
+            await ann.send_json({"type": "chat", "text": "hi", "id": "c1"})
+            ack = await expect_message(ann, {"type": "ack", "id": "c1", "offset": 1, "time": ANY})
+            message = await expect_message(bob, said("hi", 1))
+            assert message["time"] == ack["time"]
+            await bob.send_json({"type": "leave", "id": 7})
+            await expect_message(bob, {"type": "left", "username": "bob", "id": 7})
+            await expect_message(ann, {"type": "left", "username": "bob"})
+            await bob.send_json({"type": "leave", "id": 8})
+            await expect_message(bob, {"type": "error", "reason": "not in a room", "id": 8})
+            await bob.send_json({"type": "leave"})  # without an id: as before, nothing
+            await expect_silence(bob, timeout=0.05)
+
+
+@pytest.mark.trionos_backend("memory")
+async def test_a_message_keeps_its_time_on_replay_and_a_join_can_ask_for_the_last_messages() -> None:
+    """``history: N`` replays the room's last N messages after the welcome, each with its original time."""
+    async with room_chat.make_hub() as hub, open_memory_server(room_chat.make_handler(hub)) as server:
+        async with server.connect() as ann:
+            await join(ann, "ann", "tea")
+            await expect_message(ann, welcomed(["ann"], ANY, 0))
+            times = []
+            for text in ("one", "two", "three"):
+                await ann.send_json({"type": "chat", "text": text, "id": text})
+                times.append(
+                    (await expect_message(ann, {"type": "ack", "id": text, "offset": ANY, "time": ANY}))[
+                        "time"
+                    ]
+                )
+            async with server.connect() as bob:
+                await bob.send_json({"type": "join", "username": "bob", "room": "tea", "history": 2})
+                await expect_message(bob, welcomed(["ann", "bob"], ANY, 3))
+                assert (await expect_message(bob, said("two", 2)))["time"] == times[1]
+                assert (await expect_message(bob, said("three", 3)))["time"] == times[2]
+                await ann.send_json({"type": "chat", "text": "four"})
+                await expect_message(bob, said("four", 4))
+
+
 # --- model-based: Hypothesis writes the programs ----------------------------------------------------------
 
 
@@ -224,7 +276,7 @@ class ChatModel:
         if client not in self.seats:
             return {client: [ERROR]}
         room, name = self.seats[client]
-        said = {"type": "message", "from": name, "text": message["text"]}
+        said = {"type": "message", "from": name, "text": message["text"], "time": ANY}
         return {other: [said] for other, _ in self.rooms[room] if other != client}
 
     def _leave(self, client: int) -> dict[int, list[Any]]:

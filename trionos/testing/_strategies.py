@@ -25,7 +25,7 @@ import attrs
 from hypothesis import strategies as st
 
 from .._codec import Codec, fields_of
-from .._wire import WireField, is_literal, optional_arg, sequence_arg
+from .._wire import WireField, is_literal, optional_arg, scalar_union_args, sequence_arg
 
 __all__ = ["json_values", "malformed_payloads", "messages", "mutated_payloads"]
 
@@ -196,6 +196,9 @@ class _Builder:
             return st.none()
         if is_literal(tp):
             return st.sampled_from(typing.get_args(tp))
+        scalars = scalar_union_args(tp)
+        if scalars is not None:
+            return st.one_of([self.values(arg) for arg in scalars])
         inner = optional_arg(tp)
         if inner is not None:
             return st.none() | self.values(inner)
@@ -221,6 +224,9 @@ class _Builder:
             return value is None
         if is_literal(tp):
             return any(type(value) is type(v) and value == v for v in typing.get_args(tp))
+        scalars = scalar_union_args(tp)
+        if scalars is not None:
+            return any(self.accepts(arg, value) for arg in scalars)
         inner = optional_arg(tp)
         if inner is not None:
             return value is None or self.accepts(inner, value)
