@@ -49,6 +49,7 @@ def test_server_options_defaults_are_the_documented_ones() -> None:
         "message_queue_size": 1,
         "compression": None,
         "forwarded_allow_ips": ("127.0.0.1", "::1"),
+        "compression_context_takeover": False,
         "access_log": False,
     }
 
@@ -115,6 +116,12 @@ S, C, H = ServerOptions, ClientOptions, Heartbeat
             {"forwarded_allow_ips": "10.0.0.0/8,proxy.example"},
             ValueError,
             "networks (10.0.0.0/8) or '*', got 'proxy.example'",
+        ),
+        (
+            S,
+            {"compression_context_takeover": 1},
+            TypeError,
+            "'compression_context_takeover' must be <class 'bool'>",
         ),
         (
             S,
