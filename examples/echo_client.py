@@ -16,7 +16,7 @@ async def main(url: str) -> None:
     async with trionos.connect(url) as ws:
         await ws.send("Hello, WebSocket!")
         reply = await ws.recv()
-        print(f"Got: {reply}")
+        print(f"Got: {reply if isinstance(reply, str) else reply.decode()}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ Helpers (handlers, raw peers...) are in tests/helpers.py, imported explicitly.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Unpack
 
 import pytest
 import trio
 
 import trionos
-from tests.helpers import ServeFn
+from tests.helpers import ServeFn, ServeKeywords
 from tests.redis_server import redis_url, unique_prefix
 
 
@@ -32,10 +33,11 @@ def prefix(request: pytest.FixtureRequest) -> str:
 async def start_server(nursery: trio.Nursery) -> AsyncIterator[ServeFn]:
     """Start ``trionos.serve`` on 127.0.0.1 port 0 in the test's nursery; return the Server."""
 
-    async def start(handler: trionos._server.Handler, **options: object) -> trionos.Server:
+    async def start(handler: trionos._server.Handler, **options: Unpack[ServeKeywords]) -> trionos.Server:
         options.setdefault("host", "127.0.0.1")
-        return await nursery.start(
+        server: trionos.Server = await nursery.start(
             lambda task_status: trionos.serve(0, handler, task_status=task_status, **options)
         )
+        return server
 
     yield start

@@ -6,9 +6,10 @@ tests/conftest.py.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import trio
 
@@ -18,6 +19,17 @@ T = TypeVar("T")
 
 #: What the ``start_server`` fixture gives: start ``trionos.serve`` with a handler and options.
 ServeFn = Callable[..., Awaitable[trionos.Server]]
+
+#: A registered client of either connection type the tests serve: trionos' own or the bridge's.
+AnyClient: TypeAlias = "trionos.Client[trionos.WebSocket | trionos.BridgedWebSocket]"
+
+
+class ServeKeywords(trionos.ServerOptionKeywords, total=False):
+    """What ``start_server`` passes on to ``trionos.serve`` besides the handler."""
+
+    host: str
+    ssl_context: ssl.SSLContext | None
+    metrics: trionos.Metrics | None
 
 
 async def echo_handler(req: trionos.Request) -> None:
@@ -74,14 +86,14 @@ class CountingCodec:
         return data
 
 
-class Registered(dict[str, trionos.Client]):
+class Registered(dict[str, AnyClient]):
     """Server-side clients by path, with a way to wait until enough have joined."""
 
     def __init__(self) -> None:
         super().__init__()
         self._changed = trio.Event()
 
-    def add(self, path: str, client: trionos.Client) -> None:
+    def add(self, path: str, client: AnyClient) -> None:
         self[path] = client
         self._changed.set()
         self._changed = trio.Event()
@@ -93,7 +105,7 @@ class Registered(dict[str, trionos.Client]):
 
 async def relay_in_room(
     hub: trionos.Hub,
-    client: trionos.Client,
+    client: AnyClient,
     ws: AsyncIterable[str | bytes],
     registered: Registered,
     path: str,

@@ -35,6 +35,7 @@ PURE_MODULES = [
     "_options",
     "_deflate",
     "_broker",
+    "_presence",
     "_ratelimit",
     "_history",
     "_lazy",

@@ -148,7 +148,7 @@ def test_settings_are_frozen_but_the_schedule_advances() -> None:
     """Assigning a setting fails; next_delay() and reset() still work."""
     backoff = Backoff()
     with pytest.raises(attrs.exceptions.FrozenAttributeError):
-        backoff.initial = 2.0  # type: ignore[misc]
+        backoff.initial = 2.0
     backoff.next_delay()
     assert backoff.attempts == 1
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
 import pytest
@@ -26,21 +26,35 @@ async def hub(nursery: trio.Nursery) -> AsyncIterator[trionos.Hub]:
     yield await nursery.start(trionos.Hub().run)
 
 
+#: The bridge's default heartbeat.
+BRIDGE_HEARTBEAT = trionos.Heartbeat()
+
+TrioWebSocketHandler = Callable[[trio_websocket.WebSocketRequest], Awaitable[None]]
+
+
 async def start_trio_websocket_server(
-    nursery: trio.Nursery, handler: object
+    nursery: trio.Nursery, handler: TrioWebSocketHandler
 ) -> trio_websocket.WebSocketServer:
     """A plain trio-websocket server on 127.0.0.1, port 0."""
     serve = functools.partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, ssl_context=None)
-    return await nursery.start(serve)
+    server: trio_websocket.WebSocketServer = await nursery.start(serve)
+    return server
 
 
-def relay_handler(hub: trionos.Hub, registered: Registered, **options: object) -> object:
+def relay_handler(
+    hub: trionos.Hub, registered: Registered, *, heartbeat: trionos.Heartbeat | None = BRIDGE_HEARTBEAT
+) -> TrioWebSocketHandler:
     """A trio-websocket handler that bridges its connection into the room "room" and relays to it."""
 
     async def handler(request: trio_websocket.WebSocketRequest) -> None:
         connection = await request.accept()
-        async with trionos.bridge_trio_websocket(connection, **options) as ws, hub.client(ws) as client:  # type: ignore[arg-type]
-            await relay_in_room(hub, client, ws, registered, connection.path)
+        async with (
+            trionos.bridge_trio_websocket(connection, heartbeat=heartbeat) as ws,
+            hub.client(ws) as client,
+        ):
+            path = connection.path
+            assert path is not None
+            await relay_in_room(hub, client, ws, registered, path)
 
     return handler
 
@@ -66,11 +80,11 @@ async def test_bridged_connections_share_a_room(hub: trionos.Hub, nursery: trio.
 
 async def test_typed_messages_and_direct_sends_keep_order(hub: trionos.Hub, nursery: trio.Nursery) -> None:
     """A broadcast queued before a direct send arrives first; typed helpers work on the bridge."""
-    codec = trionos.Codec(Hello)
+    codec: trionos.Codec[Hello] = trionos.Codec(Hello)
 
     async def handler(request: trio_websocket.WebSocketRequest) -> None:
         connection = await request.accept()
-        async with trionos.bridge_trio_websocket(connection) as ws, hub.client(ws) as client:  # type: ignore[arg-type]
+        async with trionos.bridge_trio_websocket(connection) as ws, hub.client(ws) as client:
             hub.join(client, "room")
             hello = await ws.recv_message(codec)
             await hub.broadcast("room", f"broadcast for {hello.name}")

@@ -23,7 +23,6 @@ from trionos._broker import (
     single_start_error,
 )
 from trionos._frames import message_frame
-from trionos._history import HistoryBounds, Position, Recovery
 from trionos._local_broker import LocalBroker
 from trionos.testing import expect_message, expect_silence, open_memory_server, slow_consumer
 
@@ -137,13 +136,16 @@ def test_single_start_error_unwraps_only_a_lone_broker_error() -> None:
 # --- the hub with a broker ----------------------------------------------------------------------
 
 
-class FakeBroker:
-    """A shared broker that records what the hub tells it and serves a given registry."""
+class FakeBroker(LocalBroker):
+    """A shared broker that records what the hub tells it and serves a given registry.
+
+    Its history methods are LocalBroker's, which refuse: these tests keep no history.
+    """
 
     shared = True
 
     def __init__(self, *, fail_with: Exception | None = None) -> None:
-        self.node_id = "A"
+        super().__init__(node_id="A")
         self.fail_with = fail_with
         self.calls: list[tuple[Any, ...]] = []
         self.published: list[tuple[str | None, bytes]] = []
@@ -174,31 +176,6 @@ class FakeBroker:
     async def presence(self, room: str) -> list[Member] | None:
         await trio.lowlevel.checkpoint()
         return self.registry
-
-    async def history_append(
-        self,
-        room: str,
-        payload: str | bytes,
-        *,
-        exclude_id: str | None,
-        exclude_identity: str | None,
-        bounds: HistoryBounds,
-        offset_member: str | None,
-        epoch: str,
-    ) -> Position:
-        raise AssertionError("the hub asked a broker for history in a room that keeps none")
-
-    async def history_recover(
-        self,
-        room: str,
-        since: Position | None,
-        identity: str | None,
-        *,
-        bounds: HistoryBounds,
-        epoch: str,
-        last: int | None = None,
-    ) -> Recovery:
-        raise AssertionError("the hub asked a broker for history in a room that keeps none")
 
     def broadcasts(self) -> list[tuple[str | None, bytes]]:
         """What was published but presence changes."""

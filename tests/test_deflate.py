@@ -30,7 +30,7 @@ def test_deflater_compresses_each_of_several_joined_frames() -> None:
     decoded = []
     for first, _, payload in frames:
         frame = Frame(Opcode.TEXT, bytes(payload), rsv1=bool(first & 0x40))
-        decoded.append(PerMessageDeflate(True, True, 12, 15).decode(frame).data.decode())
+        decoded.append(bytes(PerMessageDeflate(True, True, 12, 15).decode(frame).data).decode())
     assert decoded == messages
 
 
@@ -90,7 +90,8 @@ async def test_messages_round_trip_compressed(start_server: ServeFn, client_comp
     """Small, large, text and binary messages echo unchanged, compressed or not."""
     server = await start_server(echo_handler, compression="deflate")
     async with trionos.connect(server.url, compression=client_compression) as ws:
-        for message in ["hi", "x" * 100_000, b"\x00\x01" * 5000, "é" * 300]:
+        messages: list[str | bytes] = ["hi", "x" * 100_000, b"\x00\x01" * 5000, "é" * 300]
+        for message in messages:
             await ws.send(message)
             reply = await ws.recv()
             assert reply == ("Echo: " + message if isinstance(message, str) else message)

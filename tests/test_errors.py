@@ -63,9 +63,9 @@ def test_exception_leaves_flattens_nested_groups() -> None:
 def test_exception_leaves_survives_a_tree_deeper_than_the_recursion_limit() -> None:
     """The walk is iterative: 5,000 nested groups do not exhaust the stack."""
     leaf: BaseException = ValueError("deep")
-    group = ExceptionGroup("g", [leaf])
+    group = BaseExceptionGroup("g", [leaf])
     for _ in range(5_000):
-        group = ExceptionGroup("g", [group])
+        group = BaseExceptionGroup("g", [group])
     assert list(exception_leaves(group)) == [leaf]
 
 

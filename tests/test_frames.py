@@ -10,7 +10,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 from trionos._frames import OP_CLOSE, OP_TEXT, close_payload, encode_frame, is_close_frame, message_frame
 
 
-def parse(data: bytes, *, client: bool) -> list[tuple[Opcode, bytes | str]]:
+def parse(data: bytes, *, client: bool) -> list[tuple[Opcode, bytes | str | tuple[int, str]]]:
     # A server parses masked client frames; a client parses unmasked server frames.
     proto = FrameProtocol(client=not client, extensions=[])
     proto.receive_bytes(data)

@@ -45,7 +45,9 @@ def _expected_kept(bounds: HistoryBounds, log: list[tuple[int, bytes, float]], n
 
 
 @given(bounds_strategy, appends_strategy)
-def test_offsets_are_consecutive_and_bounds_keep_the_newest(bounds: HistoryBounds, appends: list) -> None:
+def test_offsets_are_consecutive_and_bounds_keep_the_newest(
+    bounds: HistoryBounds, appends: list[tuple[int, float, str | None]]
+) -> None:
     """Each append gets the next offset; what is kept is the newest run that all three bounds allow."""
     room = RoomHistory("e", bounds)
     log: list[tuple[int, bytes, float]] = []
@@ -62,7 +64,11 @@ def test_offsets_are_consecutive_and_bounds_keep_the_newest(bounds: HistoryBound
 
 @given(bounds_strategy, appends_strategy, st.integers(-1, 32), st.sampled_from([None, "ann"]), st.booleans())
 def test_recovery_returns_exactly_the_missed_messages(
-    bounds: HistoryBounds, appends: list, since: int, identity: str | None, same_epoch: bool
+    bounds: HistoryBounds,
+    appends: list[tuple[int, float, str | None]],
+    since: int,
+    identity: str | None,
+    same_epoch: bool,
 ) -> None:
     """Recovery gives the kept messages after the position, skips the identity's exclusions, and is
     complete exactly when nothing after the position was trimmed and the epoch is the same."""

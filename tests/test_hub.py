@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trio
@@ -51,12 +53,13 @@ async def test_300_clients_by_50_messages_nothing_lost(hub: trionos.Hub, start_s
 
 async def run_flood(
     hub: trionos.Hub, start_server: ServeFn, *, total: int, size: int
-) -> tuple[Registered, list[list[int]], trionos.Client, trio.SocketStream]:
+) -> tuple[Registered, list[list[int]], trionos.WebSocket, trio.SocketStream]:
     registered = Registered()
     server = await start_server(room_handler(hub, registered), max_outbox_bytes=256 * 1024)
     stalled = await raw_websocket_peer(server.port, "/stalled")  # it never reads
     await registered.wait_for("/stalled")
-    stalled_client = registered["/stalled"]
+    stalled_ws = registered["/stalled"].ws
+    assert isinstance(stalled_ws, trionos.WebSocket)
     results: list[list[int]] = []
 
     async def reader(ready: trio.Event) -> None:
@@ -78,7 +81,7 @@ async def run_flood(
         payload = b"x" * (size - 4)
         for i in range(total):
             await hub.broadcast("room", i.to_bytes(4, "big") + payload)
-    return registered, results, stalled_client, stalled
+    return registered, results, stalled_ws, stalled
 
 
 async def test_stalled_client_is_disconnected_while_others_get_48_mib(
@@ -89,12 +92,12 @@ async def test_stalled_client_is_disconnected_while_others_get_48_mib(
     hub = await nursery.start(trionos.Hub(grace=1.0).run)
     size = 64 * 1024
     total = 48 * 1024 * 1024 // size
-    _, results, stalled_client, stalled = await run_flood(hub, start_server, total=total, size=size)
+    _, results, stalled_ws, stalled = await run_flood(hub, start_server, total=total, size=size)
     assert results == [list(range(total))] * 2
-    assert stalled_client.ws.close_code == 1008
-    assert "slow client" in (stalled_client.ws.close_reason or "")
+    assert stalled_ws.close_code == 1008
+    assert "slow client" in (stalled_ws.close_reason or "")
     assert hub.slow_clients_dropped == 1
-    assert stalled_client.ws._transport.peak_outbox_bytes <= 256 * 1024 + size + 16
+    assert stalled_ws.transport.peak_outbox_bytes <= 256 * 1024 + size + 16
     with trio.fail_after(10):  # the peer sees the TCP connection end after the buffered bytes
         while await stalled.receive_some(1 << 20):
             pass
@@ -108,13 +111,13 @@ async def test_drop_oldest_never_waits_and_keeps_the_bound(
     hub = await nursery.start(trionos.Hub(policy="drop_oldest", grace=0.5).run)
     size = 64 * 1024
     total = 16 * 1024 * 1024 // size
-    _, results, stalled_client, stalled = await run_flood(hub, start_server, total=total, size=size)
+    _, results, stalled_ws, stalled = await run_flood(hub, start_server, total=total, size=size)
     for seen in results:
         assert seen == sorted(set(seen)) and seen[-1] == total - 1
-    assert not stalled_client.ws.closed
-    assert stalled_client.ws._transport.dropped_frames > 0
-    assert hub.metrics.frames_dropped >= stalled_client.ws._transport.dropped_frames  # readers may drop too
-    assert stalled_client.ws._transport.peak_outbox_bytes <= 256 * 1024 + size + 16
+    assert not stalled_ws.closed
+    assert stalled_ws.transport.dropped_frames > 0
+    assert hub.metrics.frames_dropped >= stalled_ws.transport.dropped_frames  # readers may drop too
+    assert stalled_ws.transport.peak_outbox_bytes <= 256 * 1024 + size + 16
     assert hub.slow_clients_dropped == 0
     await stalled.aclose()
 
@@ -161,6 +164,7 @@ async def test_a_broadcast_arrives_before_a_direct_send_made_after_it(
             hub.join(client, "room")
             registered.add(req.path, client)
             async for message in ws:
+                assert isinstance(message, str)
                 await hub.broadcast("room", f"room:{message}")
                 await ws.send(f"direct:{message}")
                 await registered["/b"].ws.send(f"to-b:{message}")
@@ -266,3 +270,48 @@ def test_memory_broker_is_a_deprecated_alias_of_local_broker() -> None:
     assert alias is trionos.LocalBroker
     assert "MemoryBroker" not in trionos.__all__
     assert isinstance(trionos.Hub().broker, trionos.LocalBroker)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"grace": -1}, ValueError, "Hub grace must be a positive, finite number of seconds, got -1"),
+        ({"grace": 0}, ValueError, "Hub grace must be a positive, finite number of seconds, got 0"),
+        (
+            {"grace": float("inf")},
+            ValueError,
+            "Hub grace must be a positive, finite number of seconds, got inf",
+        ),
+        ({"grace": "2"}, TypeError, "Hub grace must be a number of seconds, got '2'"),
+        ({"room_queue_size": 0}, ValueError, "Hub room_queue_size must be at least 1, got 0"),
+        ({"room_queue_size": 2.5}, TypeError, "Hub room_queue_size must be a whole number, got 2.5"),
+        ({"max_presence_meta_bytes": 0}, ValueError, "Hub max_presence_meta_bytes must be at least 1, got 0"),
+        ({"policy": "wait"}, ValueError, "'wait' is not a valid SlowClientPolicy"),
+    ],
+)
+def test_the_hubs_own_settings_are_checked(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Hub refuses a grace, queue size or metadata bound that cannot work, saying what it got."""
+    with pytest.raises(error, match=re.escape(message)):
+        trionos.Hub(**options)
+    hub = trionos.Hub(grace=1)
+    assert hub.grace == 1.0 and hub.room_queue_size == 64
+    with pytest.raises(ValueError, match="Hub grace must be a positive"):
+        hub.grace = -1
+    hub.grace = 0.5
+    assert hub.grace == 0.5
+
+
+async def test_a_local_broker_refuses_history_calls() -> None:
+    """LocalBroker is not shared: asked for a shared history anyway, it raises BrokerError."""
+    broker = trionos.LocalBroker(node_id="n")
+    bounds = trionos.HistoryBounds()
+    with pytest.raises(trionos.BrokerError, match="is not shared"):
+        await broker.history_append(
+            "r", "x", exclude_id=None, exclude_identity=None, bounds=bounds, offset_member=None, epoch="e"
+        )
+    with pytest.raises(trionos.BrokerError, match="is not shared"):
+        await broker.history_recover("r", None, None, bounds=bounds, epoch="e", last=3)
+    broker.add_member("r", "c", "ann", {})
+    broker.remove_member("r", "c")

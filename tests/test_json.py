@@ -36,8 +36,8 @@ class Reading:
     value: float
 
 
-STDLIB_CODEC = trionos.Codec(Reading)
-ORJSON_CODEC = trionos.Codec(Reading, json="orjson")
+STDLIB_CODEC: trionos.Codec[Reading] = trionos.Codec(Reading)
+ORJSON_CODEC: trionos.Codec[Reading] = trionos.Codec(Reading, json="orjson")
 
 
 # -- dumps ------------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def test_orjson_codec_still_writes_null_for_none() -> None:
     class Maybe:
         value: float | None = None
 
-    codec = trionos.Codec(Maybe, json="orjson")
+    codec: trionos.Codec[Maybe] = trionos.Codec(Maybe, json="orjson")
     assert codec.encode(Maybe()) == '{"type":"maybe","value":null}'
     with pytest.raises(EncodeError, match="the number at 'value' is nan"):
         codec.encode(Maybe(math.nan))

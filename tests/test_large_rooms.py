@@ -78,5 +78,5 @@ async def test_frames_for_a_member_whose_peer_is_gone_are_dropped_not_queued(
         for _ in range(20):
             await hub.broadcast("room", "x" * 1000)
         await trio.testing.wait_all_tasks_blocked()
-        assert gone.transport.peak_outbox_bytes == 0
+        assert gone.ws.transport.peak_outbox_bytes == 0
         hold.set()

@@ -254,7 +254,7 @@ def test_server_option_attributes_still_read_with_a_warning() -> None:
 def test_app_client_is_the_deprecated_name_of_app_server() -> None:
     """trionos.testing.AppClient still resolves, to AppServer, with a warning."""
     with pytest.warns(trionos.TrionosDeprecationWarning, match="use trionos.testing.AppServer"):
-        old: Any = trionos.testing.AppClient  # type: ignore[attr-defined]
+        old: Any = trionos.testing.AppClient
     assert old is trionos.testing.AppServer
     with warnings.catch_warnings():
         warnings.simplefilter("error")

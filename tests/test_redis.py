@@ -23,7 +23,7 @@ from trionos._redis import RedisBroker
 from trionos.testing import expect_message, expect_silence, open_memory_server
 
 #: Short presence settings, so that expiry tests take about a second.
-FAST = {"presence_ttl": 0.6, "heartbeat_interval": 0.2}
+FAST: dict[str, Any] = {"presence_ttl": 0.6, "heartbeat_interval": 0.2}
 #: Remote deliveries and expiries are asynchronous: how long a test waits for one.
 PATIENCE = 5.0
 

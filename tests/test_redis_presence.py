@@ -43,7 +43,7 @@ class Watcher:
 
 def summary(diffs: list[PresenceDiff]) -> list[tuple[str, str, str, dict[str, object]]]:
     """Each diff's single change as (kind, room, client id, metadata)."""
-    out = []
+    out: list[tuple[str, str, str, dict[str, object]]] = []
     for diff in diffs:
         for kind, members in (("join", diff.joins), ("leave", diff.leaves), ("update", diff.updates)):
             out.extend((kind, m.room, m.client_id, dict(m.meta)) for m in members)

@@ -64,7 +64,7 @@ class ChatServer:
             task_status.started(proxy)
             await trio.sleep_forever()
 
-    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _serve(self, task_status: trio.TaskStatus[trionos.Server]) -> None:
         self.stopped = trio.Event()
         with trio.CancelScope() as self.scope:
             try:
@@ -162,9 +162,13 @@ def test_the_page_chats_recovers_after_a_drop_and_reports_a_partial_recovery(tmp
             )
             try:
                 page = context.new_page()
-                page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
+                page.on(
+                    "console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None
+                )
                 page.on("pageerror", lambda e: problems.append(str(e)))
-                page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+                page.on(
+                    "response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None
+                )
                 page.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
                 run_scenario(page, server, tmp_path)
             finally:

@@ -165,7 +165,8 @@ async def test_two_processes_share_rooms(redis: str, prefix: str, tmp_path: Path
                         await expect_message(dup, {"type": "welcome", "users": ["ann"]}, timeout=PATIENCE)
 
                     # A client on b that vanishes without a close frame is announced on a too.
-                    async with open_raw_peer(b) as dan:
+                    # Node has what open_raw_peer uses (dial, url), not a whole AppServer.
+                    async with open_raw_peer(b) as dan:  # type: ignore[arg-type]
                         await dan.send_json({"type": "join", "username": "dan"})
                         await expect_message(dan, {"type": "welcome", "users": ["ann", "bob", "cid", "dan"]})
                         for ws in (ann, bob, cid):

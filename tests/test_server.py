@@ -390,15 +390,21 @@ async def test_cancelled_send_never_leaves_half_a_frame(start_server: ServeFn) -
     await stream.send_all(conn.send(WsRequest(host="test", target="/")))
     await cancelled.wait()  # only now does the peer start reading
     messages: list[bytes | str] = []
-    parts: list[bytes | str] = []
+    data_parts: list[bytes] = []
+    text_parts: list[str] = []
     while len(messages) < 2:
         conn.receive_data(await stream.receive_some(1 << 20))
         for event in conn.events():
-            if isinstance(event, BytesMessage | TextMessage):
-                parts.append(event.data)
+            if isinstance(event, BytesMessage):
+                data_parts.append(bytes(event.data))
                 if event.message_finished:
-                    messages.append(b"".join(parts) if isinstance(event, BytesMessage) else "".join(parts))
-                    parts = []
+                    messages.append(b"".join(data_parts))
+                    data_parts = []
+            elif isinstance(event, TextMessage):
+                text_parts.append(event.data)
+                if event.message_finished:
+                    messages.append("".join(text_parts))
+                    text_parts = []
     assert messages == [big, "after"]
     await stream.aclose()
 

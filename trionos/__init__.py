@@ -39,9 +39,11 @@ from ._history import HistoryEntry as HistoryEntry
 from ._history import Position as Position
 from ._history import Recovery as Recovery
 from ._http import Headers as Headers
-from ._hub import Client as Client
 from ._hub import Hub as Hub
-from ._hub import Sent as Sent
+from ._hub_client import Client as Client
+from ._hub_client import Sent as Sent
+from ._hub_protocols import HubConnection as HubConnection
+from ._hub_protocols import HubTransport as HubTransport
 from ._lazy import TrionosDeprecationWarning as TrionosDeprecationWarning
 from ._lazy import module_getattr as _module_getattr
 from ._local_broker import LocalBroker as LocalBroker
@@ -126,6 +128,8 @@ __all__ = [
     "HistoryBounds",
     "HistoryEntry",
     "Hub",
+    "HubConnection",
+    "HubTransport",
     "Joining",
     "LifespanApp",
     "LocalBroker",

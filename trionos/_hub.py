@@ -1,8 +1,12 @@
-"""The hub: registered clients, rooms, one feed per room, and the fan-out.
+"""The hub: the rooms API over the objects that do each job.
 
-A room's *feed* (:class:`._fanout.Feed`, held in ``Hub._feeds``; ``Hub._all_feed`` serves
-``broadcast_all``) is its bounded memory channel of broadcasts plus the state of the task that
-fans them out: one structure, one name, here and in the docs.
+:class:`Hub` keeps the lifetime (its nursery, its broker) and the public API: registering
+clients (:mod:`._hub_client`), joining and leaving rooms, broadcasting, presence
+(:mod:`._presence`) and history (:mod:`._hub_history`, :mod:`._shared_history`). The rooms'
+feeds and their fan-out tasks are :mod:`._room_feeds`'s, and writing to slow clients is
+:mod:`._delivery`'s. A room's *feed* (:class:`._fanout.Feed`) is its bounded memory channel of
+broadcasts plus the state of the task that fans them out: one structure, one name, here and in
+the docs.
 
 Broadcast path: ``broadcast()`` encodes the message into one WebSocket frame, snapshots the
 room's recipients and puts both on the room's feed (waiting when it is full: that is how a fast
@@ -31,7 +35,7 @@ import secrets
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
-from typing import Any, Generic, Self, TypeAlias, TypeVar
+from typing import Any, Self
 
 import trio
 
@@ -48,127 +52,23 @@ from ._connection import MessageCodec
 from ._delivery import SlowClientDelivery
 from ._fanout import Feed, SlowClientPolicy
 from ._frames import message_frame
-from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
-from ._hub_protocols import HubConnection, HubTransport, T
-from ._json import dumps as dumps_json
+from ._history import HistoryBounds, Position, Recovery
+from ._hub_client import AnyClient, C, Client, ClientRegistry, Sent
+from ._hub_history import HubHistory
 from ._local_broker import LocalBroker
 from ._metrics import Metrics
 from ._presence import PresenceBook, PresenceWatcher
-from ._ratelimit import RateLimit, RateVerdict, TokenBucket
+from ._ratelimit import RateLimit, RateVerdict
 from ._room_feeds import RoomFeeds
 from ._rooms import Rooms
 from ._shared_history import SharedHistory
 
-__all__ = ["Client", "Hub", "Sent", "SlowClientPolicy"]
+__all__ = ["Hub", "SlowClientPolicy"]
 
 logger = logging.getLogger("trionos.hub")
 
 #: The close code sent to a client that kept sending over its rate limit (policy violation).
 RATE_LIMIT_CLOSE_CODE = 1008
-
-
-class Client(Generic[T]):
-    """A registered connection: what :meth:`Hub.client <trionos.Hub.client>` returns and yields.
-
-    Hashable by object identity. Make one with :meth:`Hub.client <trionos.Hub.client>`, not
-    directly. Generic in its connection's type (``T``, a :class:`~trionos.HubConnection`):
-    ``hub.client(ws)`` of a :class:`~trionos.WebSocket` is a ``Client[WebSocket]``, which a bare
-    ``Client`` annotation means too; the hub's own methods take any ``Client[HubConnection]``.
-
-    Args:
-        hub: the hub it registers with.
-        ws: its connection.
-        client_id: its id, unique in the hub while registered.
-        name: the application's label for it (a username, say): what :meth:`Hub.presence
-            <trionos.Hub.presence>` lists (with a shared broker, other nodes see the name it had
-            when it joined a room).
-        identity: who the client is across reconnections (default: ``client_id``, which is per
-            connection). A room's history remembers the identity a broadcast excluded and never
-            replays that message to the same identity.
-    """
-
-    def __init__(
-        self, hub: Hub, ws: T, client_id: str, name: str | None, identity: str | None = None
-    ) -> None:
-        self.hub = hub
-        self.ws = ws
-        #: The connection's byte stream, for the broadcast fast path.
-        self.transport: HubTransport = ws.transport
-        self.id = client_id
-        self.name = name
-        #: Its message rate limit's state, made at its first :meth:`Hub.admit`.
-        self._bucket: TokenBucket | None = None
-        #: Who the client is across reconnections (a username, a session token): see the class doc.
-        self.identity = identity if identity is not None else client_id
-
-    def __repr__(self) -> str:
-        return f"<trionos.Client {self.id} name={self.name!r}>"
-
-    @property
-    def rooms(self) -> list[str]:
-        """The rooms this client is in, in the order it joined them."""
-        return self.hub.rooms_of(self)
-
-    def before_write(self) -> None:
-        """Called by its transport before a direct write (a ``send``): queued broadcasts go out first.
-
-        Part of :class:`~trionos.HubTransport`'s contract: a transport calls its
-        ``write_listener``'s ``before_write()`` before any write of its own.
-        """
-        self.hub._flush_rooms_of(self)
-
-    # The name trionos' own Transport calls (its WriteListener protocol).
-    _before_write = before_write
-
-    # ``hub.client(ws)`` returns the client itself, registered for the ``async with`` block: a
-    # separate registration object would be one more allocation held by every connection.
-
-    async def __aenter__(self) -> Self:
-        self.hub._register(self)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.hub._unregister(self)
-
-
-#: What the hub's methods take: a client of any connection type.
-AnyClient: TypeAlias = "Client[HubConnection]"
-#: The connection type of the client :meth:`Hub.client` makes.
-C = TypeVar("C", bound=HubConnection)
-
-
-class Sent(int):
-    """What :meth:`Hub.broadcast <trionos.Hub.broadcast>` returns: the local recipients and the position.
-
-    An ``int`` (the count, as before history existed) with one more attribute, ``position``.
-
-    Args:
-        count: the number of local recipients.
-        position: the :class:`~trionos.Position` the message got in the room's history, or None
-            when the room keeps no history.
-    """
-
-    position: Position | None = None
-
-    def __new__(cls, count: int, position: Position | None = None) -> Sent:
-        sent = super().__new__(cls, count)
-        if position is not None:
-            sent.position = position
-        return sent
-
-    def __repr__(self) -> str:
-        return f"Sent({int(self)}, position={self.position!r})"
-
-
-def _bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
-    """The history bounds *value* stands for (True: the defaults; None or False: no history)."""
-    if value is True:
-        return HistoryBounds()
-    if value is None or value is False:
-        return None
-    if isinstance(value, HistoryBounds):
-        return value
-    raise TypeError(f"history must be a HistoryBounds, True, False or None, got {value!r}")
 
 
 def _grace(value: object) -> float:
@@ -280,8 +180,9 @@ class Hub:
         self._node_id = self.broker.node_id
         self.codec = codec
         self._rooms: Rooms[AnyClient] = Rooms()
-        self._clients: dict[str, AnyClient] = {}
-        self._clients_view = types.MappingProxyType(self._clients)
+        self._clients = ClientRegistry(
+            check_running=self._require_nursery, flush=self._flush_rooms_of, left=self._left
+        )
         self._nursery: trio.Nursery | None = None
         #: The per-client message rate limit that :meth:`admit` applies (None: no limit).
         self.rate_limit = rate_limit
@@ -293,12 +194,9 @@ class Hub:
         )
         self._stopped = False
         self._cm: AbstractAsyncContextManager[Hub, bool | None] | None = None
-        self.offset_field = offset_field
-        self._history_bounds = _bounds(history)
-        self._room_history: dict[str, HistoryBounds | None] = {}
-        self._new_epoch = new_epoch or (lambda: secrets.token_hex(4))
-        self._history = History(self._history_bounds or HistoryBounds(), new_epoch=self._new_epoch)
-        self._shared_history = SharedHistory[AnyClient](self.broker, self.metrics, self._new_epoch, grace)
+        new_epoch = new_epoch or (lambda: secrets.token_hex(4))
+        self._history = HubHistory(history, offset_field, new_epoch, self.metrics)
+        self._shared_history = SharedHistory[AnyClient](self.broker, self.metrics, new_epoch, grace)
         # The clients being replayed to from a shared history (checked on every broadcast).
         self._held = self._shared_history.held
         self._presence = PresenceBook(self.broker, max_presence_meta_bytes)
@@ -328,6 +226,11 @@ class Hub:
     @grace.setter
     def grace(self, value: float) -> None:
         self._delivery.grace = self._shared_history.grace = _grace(value)
+
+    @property
+    def offset_field(self) -> str | None:
+        """The member a codec-encoded message into a room with history carries its offset in."""
+        return self._history.offset_field
 
     @property
     def fan_out_tasks(self) -> int:
@@ -439,30 +342,17 @@ class Hub:
             RuntimeError: on entering, the hub is not running, or this client is registered
                 already.
         """
-        return Client(self, ws, client_id or ws.id, name, identity)
+        return Client(self, self._clients, ws, client_id or ws.id, name, identity)
 
-    def _register(self, client: AnyClient) -> None:
-        self._require_nursery()
-        if client.id in self._clients:
-            if self._clients[client.id] is client:
-                raise RuntimeError(f"{client!r} is already registered: enter hub.client(ws) once")
-            raise ValueError(f"a client with id {client.id!r} is already registered")
-        self._clients[client.id] = client
-        # A direct write on this connection first writes what its rooms have queued, so a
-        # broadcast made before a send still arrives before it (see _fanout).
-        client.transport.write_listener = client
-
-    def _unregister(self, client: AnyClient) -> None:
-        self._flush_rooms_of(client)  # what it was sent before it left still goes out first
-        client.transport.write_listener = None
-        del self._clients[client.id]
+    def _left(self, client: AnyClient) -> None:
+        """*client* unregistered: it leaves every room at once."""
         self._delivery.forget(client)
         self._shared_history.forget(client, self._rooms.rooms_of(client))
         for room in self._rooms.drop(client):
             self._feeds.changed(room)
             self._presence.left(room, client.id, client.name)
             self._room_emptied_check(room)
-        if not self._clients:
+        if not len(self._clients):
             self._feeds.close_all_clients()
 
     def _flush_rooms_of(self, client: AnyClient) -> None:
@@ -476,7 +366,7 @@ class Hub:
         :meth:`client`). Take ``dict(hub.clients)`` for a snapshot to keep across an ``await``:
         iterating the view while a client registers or leaves raises :class:`RuntimeError`.
         """
-        return self._clients_view
+        return self._clients.view
 
     def get(self, client_id: str) -> AnyClient | None:
         """The registered client with this id.
@@ -516,9 +406,7 @@ class Hub:
         Raises:
             TypeError: *history* is none of those.
         """
-        bounds = self._room_history[room] = _bounds(history)
-        if bounds is None:
-            self._history.drop(room)
+        self._history.set(room, history)
 
     def history_bounds(self, room: str) -> HistoryBounds | None:
         """The bounds of *room*'s history.
@@ -529,7 +417,7 @@ class Hub:
         Returns:
             The :class:`~trionos.HistoryBounds`, or None when the room keeps no history.
         """
-        return self._room_history.get(room, self._history_bounds)
+        return self._history.bounds(room)
 
     def position(self, room: str) -> Position | None:
         """The latest position in *room*'s history.
@@ -541,10 +429,7 @@ class Hub:
             The :class:`~trionos.Position` of its last message (offset 0 before the first), or
             None when the room keeps no history.
         """
-        bounds = self.history_bounds(room)
-        if bounds is None:
-            return None
-        return self._history.room(room, bounds).position
+        return self._history.position(room)
 
     def join(self, client: AnyClient, room: str, *, meta: Mapping[str, Any] | None = None) -> bool:
         """Add *client* to *room*, creating the room (and its fan-out task) if needed. Never awaits.
@@ -677,20 +562,10 @@ class Hub:
                     self.leave(client, room)
                 raise
         else:  # read and join with no checkpoint in between
-            history = self._history.room(room, bounds)
-            if last is not None:
-                recovery = history.last(last, trio.current_time())
-            elif since is None:
-                recovery = Recovery(history.position, (), True)
-            else:
-                recovery = history.recover(since, trio.current_time(), client.identity)
-        metrics = self.metrics
-        metrics.messages_replayed += len(recovery.entries)
-        if since is not None:
-            if recovery.complete:
-                metrics.recoveries_complete += 1
-            else:
-                metrics.recoveries_partial += 1
+            recovery = self._history.read(
+                room, bounds, since=since, last=last, identity=client.identity, now=trio.current_time()
+            )
+        self._history.count(recovery, since)
         frames = [e.frame for e in recovery.entries]
         if welcome is not None:
             frames.insert(0, self.encode(welcome(recovery), codec))
@@ -859,9 +734,9 @@ class Hub:
         if limit is None:
             return True
         now = trio.current_time()
-        bucket = client._bucket
+        bucket = client.bucket
         if bucket is None:
-            bucket = client._bucket = limit.bucket(now)
+            bucket = client.bucket = limit.bucket(now)
         verdict = bucket.take(now)
         if verdict is RateVerdict.ACCEPT:
             return True
@@ -917,22 +792,15 @@ class Hub:
         """
         if isinstance(message, str | bytes):
             return message_frame(message)
+        return message_frame(self._codec_for(message, codec).encode(message))
+
+    def _codec_for(self, message: Any, codec: MessageCodec[Any] | None) -> MessageCodec[Any]:
         codec = codec or self.codec
         if codec is None:
             raise TypeError(
                 f"cannot broadcast a {type(message).__name__} without a codec: pass codec= or Hub(codec=...)"
             )
-        return message_frame(codec.encode(message))
-
-    def _encode_at(self, message: Any, codec: MessageCodec[Any] | None, offset: int) -> bytes:
-        """Encode ``message`` with its offset stamped in (codec-encoded JSON objects only)."""
-        field = self.offset_field
-        if field is None or isinstance(message, str | bytes):
-            return self.encode(message, codec)
-        codec = codec or self.codec
-        if codec is None:
-            return self.encode(message, codec)  # raises the usual TypeError
-        return message_frame(stamp_offset(codec.encode(message), field, offset))
+        return codec
 
     async def broadcast(
         self,
@@ -979,21 +847,19 @@ class Hub:
             EncodeError: the codec cannot encode *message*.
             BrokerError: the room's history is in a shared broker that cannot answer.
         """
-        bounds = self._room_history.get(room, self._history_bounds) if history else None
+        bounds = self._history.bounds(room) if history else None
         if bounds is None:
             frame = self.encode(message, codec)
             position = None
-        elif self._shared:
-            return await self._broadcast_shared(room, message, exclude, codec, bounds)
         else:
-            kept = self._history.room(room, bounds)
-            frame = self._encode_at(message, codec, kept.offset + 1)
-            entry, trimmed = self._history.append(
-                room, frame, None if exclude is None else exclude.identity, trio.current_time()
+            if not isinstance(message, str | bytes):
+                codec = self._codec_for(message, codec)
+            if self._shared:
+                return await self._broadcast_shared(room, message, exclude, codec, bounds)
+            identity = None if exclude is None else exclude.identity
+            frame, position = self._history.append(
+                room, bounds, message, codec, identity, trio.current_time()
             )
-            position = Position(kept.epoch, entry.offset)
-            self.metrics.history_appended += 1
-            self.metrics.history_trimmed += trimmed
         if self._shared:
             exclude_id = None if exclude is None else exclude.id
             self.broker.publish(room, encode_envelope(self._node_id, exclude_id, frame))
@@ -1018,18 +884,7 @@ class Hub:
     ) -> Sent:
         """A broadcast into a room whose history is in the broker: the broker assigns the offset
         and delivers it to every node, this one included (:meth:`deliver_history`)."""
-        payload: str | bytes
-        member = None
-        if isinstance(message, str | bytes):
-            payload = message
-        else:
-            codec = codec or self.codec
-            if codec is None:
-                self.encode(message, codec)  # raises the usual TypeError
-            assert codec is not None
-            payload = codec.encode(message)
-            if self.offset_field is not None:
-                member = f"{dumps_json(self.offset_field)}:"
+        payload, member = self._history.payload(message, codec)
         position = await self._shared_history.broadcast(
             room,
             payload,
@@ -1070,7 +925,7 @@ class Hub:
             await trio.lowlevel.checkpoint()
             return 0
         all_feed = self._feeds.all_clients(self._require_nursery())
-        recipients = tuple(c for c in self._clients.values() if c is not exclude)
+        recipients = tuple(c for c in self._clients.view.values() if c is not exclude)
         if recipients and await all_feed.put(frame, recipients):
             return len(recipients)
         return 0
@@ -1092,10 +947,10 @@ class Hub:
         """
         feed: Feed[AnyClient] | None
         if room is None:
-            if not self._clients or self._nursery is None:
+            if not len(self._clients) or self._nursery is None:
                 return
             feed = self._feeds.all_clients(self._nursery)
-            recipients = tuple(c for c in self._clients.values() if c.id != exclude)
+            recipients = tuple(c for c in self._clients.view.values() if c.id != exclude)
         else:
             feed = self._feeds.get(room)
             if feed is None:

@@ -68,18 +68,11 @@ import trio
 from ._broker import (
     BrokerSink,
     Member,
-    decode_envelope,
-    decode_history_envelope,
-    decode_presence_envelope,
     encode_history_head,
-    envelope_origin,
-    is_history_envelope,
-    is_presence_envelope,
     new_node_id,
     single_start_error,
 )
 from ._errors import BrokerError
-from ._frames import OP_BINARY, OP_TEXT, encode_frame
 from ._history import HistoryBounds, Position, Recovery
 from ._metrics import Metrics
 from ._redis_history import StreamHistory
@@ -97,14 +90,12 @@ from ._redis_link import (
     redact,
 )
 from ._redis_presence import PresenceRegistry
+from ._redis_publisher import Publisher
+from ._redis_reader import Reader
 
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("trionos.redis")
-
-
-def _power_of_two(n: int) -> bool:
-    return n & (n - 1) == 0
 
 
 class RedisBroker:
@@ -189,15 +180,6 @@ class RedisBroker:
         self.close_timeout = close_timeout
         #: Shared counters: ``broker_publish_dropped`` and ``broker_reconnects`` are counted here.
         self.metrics = metrics if metrics is not None else Metrics()
-        #: Envelopes published to Redis (history messages included).
-        self.published = 0
-        #: Envelopes dropped: queue full, or Redis unreachable.
-        self.publish_dropped = 0
-        #: Envelopes from other nodes handed to the hub (history messages: every node's).
-        self.received = 0
-        #: History messages this node's subscription missed, seen as skipped offsets (published
-        #: while coredis was reconnecting it): they are in the stream, clients recover them.
-        self.history_gaps = 0
 
         self._link = Link(url, operation_timeout, self.metrics)
         self._presence = PresenceRegistry(
@@ -208,17 +190,21 @@ class RedisBroker:
             heartbeat_interval=heartbeat_interval,
         )
         self._history = StreamHistory(self._link, prefix)
-        self._own = self.node_id.encode()
         self._all_channel = f"{prefix}:all".encode()
-        self._send, self._receive = trio.open_memory_channel[tuple[bytes, bytes]](publish_queue_size)
+        self._publisher = Publisher(
+            self._link,
+            self.metrics,
+            queue_size=publish_queue_size,
+            max_batch=max_batch,
+            reconnect_max_delay=reconnect_max_delay,
+        )
         self._started = False
         self._start_error: BaseException | None = None
         # Rooms with local members: channel -> room (the reader maps channels back with it).
         self._channel_rooms: dict[bytes, str] = {}
+        self._reader = Reader(self.node_id, self._all_channel, self._channel_rooms)
         self._room_channels: dict[str, bytes] = {}
         self._subscribed: set[bytes] = set()
-        # The last history position received per room with local members: a jump is a gap.
-        self._last_offsets: dict[str, tuple[str, int]] = {}
         # Every change to the rooms or memberships bumps the generation; the syncer records the
         # generation it brought Redis in line with, and wakes those waiting for it.
         self._generation = 0
@@ -228,6 +214,27 @@ class RedisBroker:
 
     def __repr__(self) -> str:
         return f"<trionos.RedisBroker {self.node_id} {redact(self.url)} prefix={self.prefix!r}>"
+
+    @property
+    def published(self) -> int:
+        """Envelopes published to Redis (history messages included)."""
+        return self._publisher.published
+
+    @property
+    def publish_dropped(self) -> int:
+        """Envelopes dropped: queue full, or Redis unreachable."""
+        return self._publisher.dropped
+
+    @property
+    def received(self) -> int:
+        """Envelopes from other nodes handed to the hub (history messages: every node's)."""
+        return self._reader.received
+
+    @property
+    def history_gaps(self) -> int:
+        """History messages this node's subscription missed, seen as skipped offsets (published
+        while coredis was reconnecting it): they are in the stream, clients recover them."""
+        return self._reader.history_gaps
 
     @property
     def connected(self) -> bool:
@@ -247,20 +254,7 @@ class RedisBroker:
             envelope: the broadcast as the hub encoded it for other nodes.
         """
         channel = self._all_channel if room is None else self._room_channels.get(room) or self._channel(room)
-        try:
-            if not self._link.connected and self._link.client is not None:
-                # Known unreachable: the publisher would drop it anyway, and it leaves noticing
-                # the way back to the heartbeat and the syncer, which restore the subscriptions.
-                raise trio.WouldBlock
-            self._send.send_nowait((channel, envelope))
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            self._dropped(1)
-            if _power_of_two(self.publish_dropped):
-                logger.warning(
-                    "publish queue full (%d) or closed: %d publications dropped so far",
-                    self.publish_queue_size,
-                    self.publish_dropped,
-                )
+        self._publisher.offer(channel, envelope)
 
     def open_room(self, room: str) -> None:
         """The room got its first local member: subscribe to its channel (in the background)."""
@@ -272,7 +266,7 @@ class RedisBroker:
     def close_room(self, room: str) -> None:
         """The room has no local member any more: unsubscribe (messages still in flight are ignored)."""
         channel = self._room_channels.pop(room, None)
-        self._last_offsets.pop(room, None)
+        self._reader.forget(room)
         if channel is not None:
             del self._channel_rooms[channel]
             self._wake()
@@ -371,7 +365,7 @@ class RedisBroker:
             offset_member=offset_member,
             epoch=epoch,
         )
-        self.published += 1
+        self._publisher.published += 1
         return position
 
     async def history_recover(
@@ -477,8 +471,8 @@ class RedisBroker:
                             with tasks:
                                 async with trio.open_nursery() as nursery:
                                     self._history.nursery = nursery
-                                    nursery.start_soon(self._read, pubsub, sink)
-                                    nursery.start_soon(self._publish_loop, client)
+                                    nursery.start_soon(self._reader.run, pubsub, sink)
+                                    nursery.start_soon(self._publisher.run, client)
                                     nursery.start_soon(self._sync_loop, client, pubsub)
                                     nursery.start_soon(self._presence.heartbeat_loop, client, self._on_lost)
                                     nursery.start_soon(self._presence.reap_loop, client, sink)
@@ -549,146 +543,15 @@ class RedisBroker:
                 startup.cancel()
             await trio.sleep(backoff.next_delay())
 
-    def _dropped(self, count: int) -> None:
-        self.publish_dropped += count
-        self.metrics.broker_publish_dropped += count
-
     async def _close(self, client: Any) -> None:
         """Flush what is queued and remove this node's records (bounded by the session's deadline)."""
-        self._send.close()
-        batch = []
-        while True:
-            try:
-                batch.append(self._receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
         try:
-            if batch:
-                await self._publish_batch(client, batch)
+            await self._publisher.flush(client)
             await self._presence.deregister(client)
         except TRANSIENT as exc:
             logger.warning("could not remove node %s from Redis on shutdown: %s", self.node_id, exc)
         else:
             logger.info("node %s left Redis", self.node_id)
-
-    # --- reader ---------------------------------------------------------------------------------
-
-    async def _read(self, pubsub: Any, sink: BrokerSink) -> None:
-        own, all_channel, rooms = self._own, self._all_channel, self._channel_rooms
-        while True:
-            message = await pubsub.get_message()
-            if message is None or message["type"] != "message":
-                continue  # subscription acknowledgements
-            data = message["data"]
-            channel = message["channel"]
-            if is_history_envelope(data):
-                # Every node delivers history messages from here, its own included: Redis gave
-                # them their offsets in this order.
-                self._read_history(channel, data, sink)
-                continue
-            if envelope_origin(data) == own:
-                continue
-            if is_presence_envelope(data):
-                self._read_presence(channel, data, sink)
-                continue
-            if channel == all_channel:
-                room = None
-            else:
-                room = rooms.get(channel)
-                if room is None:
-                    continue  # in flight when the room's last local member left
-            try:
-                envelope = decode_envelope(data)
-            except BrokerError as exc:
-                logger.warning("ignoring a message on %r: %s", channel, exc)
-                continue
-            self.received += 1
-            sink.deliver_remote(room, envelope.frame, envelope.exclude)
-
-    def _read_presence(self, channel: bytes, data: bytes, sink: BrokerSink) -> None:
-        room = self._channel_rooms.get(channel)
-        if room is None:
-            return  # in flight when the room's last local member left
-        try:
-            diff = decode_presence_envelope(room, data)
-        except BrokerError as exc:
-            logger.warning("ignoring a message on %r: %s", channel, exc)
-            return
-        sink.deliver_presence(diff)
-
-    def _read_history(self, channel: bytes, data: bytes, sink: BrokerSink) -> None:
-        room = self._channel_rooms.get(channel)
-        if room is None:
-            return
-        try:
-            envelope = decode_history_envelope(data)
-        except BrokerError as exc:
-            logger.warning("ignoring a message on %r: %s", channel, exc)
-            return
-        self.received += 1
-        last = self._last_offsets.get(room)
-        if last is not None and last[0] == envelope.epoch and envelope.offset > last[1] + 1:
-            missed = envelope.offset - last[1] - 1
-            self.history_gaps += missed
-            logger.warning(
-                "room %r: the subscription of node %s missed %d history messages (offsets %d-%d); "
-                "clients recover them by rejoining at their last position",
-                room,
-                self.node_id,
-                missed,
-                last[1] + 1,
-                envelope.offset - 1,
-            )
-        self._last_offsets[room] = (envelope.epoch, envelope.offset)
-        frame = encode_frame(OP_BINARY if envelope.binary else OP_TEXT, envelope.payload)
-        sink.deliver_history(room, frame, envelope.exclude, envelope.offset)
-
-    # --- publisher ------------------------------------------------------------------------------
-
-    async def _publish_loop(self, client: Any) -> None:
-        receive = self._receive
-        while True:
-            batch = [await receive.receive()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            if not await self._publish_batch(client, batch):
-                await self._wait_for_redis(client)
-
-    async def _publish_batch(self, client: Any, batch: list[tuple[bytes, bytes]]) -> bool:
-        try:
-            with trio.fail_after(self.operation_timeout):
-                async with client.pipeline(transaction=False) as pipe:
-                    for channel, envelope in batch:
-                        pipe.publish(channel, envelope)
-        except TRANSIENT as exc:
-            self._dropped(len(batch))
-            self._link.set_connected(False, exc)
-            return False
-        self.published += len(batch)
-        self._link.set_connected(True)
-        return True
-
-    async def _wait_for_redis(self, client: Any) -> None:
-        """Drop what is queued until Redis answers a PING again (delays by a capped backoff)."""
-        backoff = new_backoff(self.reconnect_max_delay)
-        while True:
-            await trio.sleep(backoff.next_delay())
-            while True:
-                try:
-                    self._receive.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                self._dropped(1)
-            try:
-                with trio.fail_after(self.operation_timeout):
-                    await client.ping()
-            except TRANSIENT:
-                continue
-            self._link.set_connected(True)
-            return
 
     # --- syncer: subscriptions and presence records ----------------------------------------------
 

@@ -24,6 +24,7 @@ event, only while a broadcast of the room is in flight.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -123,27 +124,22 @@ class SharedHistory(Generic[C]):
         Raises:
             BrokerError: the broker cannot answer.
         """
+        append = functools.partial(
+            self.append,
+            room,
+            payload,
+            exclude_id=exclude_id,
+            exclude_identity=exclude_identity,
+            offset_member=offset_member,
+            bounds=bounds,
+        )
         if feed is None:
-            return await self.append(
-                room,
-                payload,
-                exclude_id=exclude_id,
-                exclude_identity=exclude_identity,
-                offset_member=offset_member,
-                bounds=bounds,
-            )
+            return await append()
         in_flight = self._in_flight
         await feed.wait_for_room(lambda: in_flight.get(room, 0) + 1)
         in_flight[room] = in_flight.get(room, 0) + 1
         try:
-            position = await self.append(
-                room,
-                payload,
-                exclude_id=exclude_id,
-                exclude_identity=exclude_identity,
-                offset_member=offset_member,
-                bounds=bounds,
-            )
+            position = await append()
             with trio.move_on_after(self.grace):
                 while self._delivered.get(room, 0) < position.offset and not feed.stopped:
                     event = self._delivery.get(room)

@@ -80,6 +80,7 @@ async def test_slow_consumer_blocks_the_servers_send_until_it_reads() -> None:
     async with open_memory_server(handler, buffer_size=4096, **NO_HEARTBEAT) as memory:
         async with slow_consumer(memory) as peer:
             await trio.testing.wait_all_tasks_blocked()
+            assert isinstance(peer.stream, trionos.testing.PipeStream)
             assert peer.stream.incoming_bytes == 4096
             assert len(sent) == 4  # 4 frames of 1004 bytes fit; the 5th is half in the pipe
             received = [await peer.recv() for _ in range(50)]

@@ -10,7 +10,7 @@ from trionos.testing import Connect, Disconnect, Send, run_program
 
 def test_run_program_passes_a_correct_model() -> None:
     """A hand-written program with clean and abrupt disconnects matches the model."""
-    program = [
+    program: list[Connect | Send | Disconnect] = [
         Connect(0),
         Connect(1),
         Send(0, {"n": 1}),

@@ -16,8 +16,10 @@ async def serve_once(stream: trio.abc.Stream, response: bytes, seen: list[h11.Ev
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some())
+            conn.receive_data(bytes(await stream.receive_some()))
             continue
+        assert event is not h11.PAUSED  # one request per connection: h11 never pauses here
+        assert isinstance(event, h11.Event)
         seen.append(event)
         if isinstance(event, h11.EndOfMessage):
             break

@@ -1,0 +1,154 @@
+"""The hub's rooms' histories: which rooms keep one and how, and the histories kept in memory.
+
+Settings: ``Hub(history=...)`` is every room's default and ``set_room_history`` overrides it per
+room. A hub alone keeps the histories here, in a :class:`~trionos._history.History`; with a
+shared broker they are the broker's (see :mod:`trionos._shared_history`) and only the settings
+are used here. A codec-encoded message (a JSON object) carries its offset as ``offset_field``:
+stamped here in memory, by the broker's append otherwise (the member prefix :meth:`payload`
+gives it).
+
+It never reads a clock: the time is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._connection import MessageCodec
+from ._frames import message_frame
+from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
+from ._json import dumps as dumps_json
+from ._metrics import Metrics
+
+__all__ = ["HubHistory", "history_bounds"]
+
+
+def history_bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
+    """The history bounds *value* stands for (True: the defaults; None or False: no history)."""
+    if value is True:
+        return HistoryBounds()
+    if value is None or value is False:
+        return None
+    if isinstance(value, HistoryBounds):
+        return value
+    raise TypeError(f"history must be a HistoryBounds, True, False or None, got {value!r}")
+
+
+class HubHistory:
+    """Per-room history settings, and the rooms' histories when the hub keeps them in memory.
+
+    Bounds: those of each room's :class:`~trionos.HistoryBounds` (``max_rooms`` of the default
+    bounds caps the rooms with a history).
+
+    Args:
+        default: every room's history unless set per room (see :func:`history_bounds`).
+        offset_field: the member a codec-encoded message carries its offset in (None: none).
+        new_epoch: makes a fresh epoch.
+        metrics: counts appends, trims, replays and recoveries.
+    """
+
+    def __init__(
+        self,
+        default: HistoryBounds | bool | None,
+        offset_field: str | None,
+        new_epoch: Callable[[], str],
+        metrics: Metrics,
+    ) -> None:
+        self._default = history_bounds(default)
+        self.offset_field = offset_field
+        self.new_epoch = new_epoch
+        self._metrics = metrics
+        self._rooms: dict[str, HistoryBounds | None] = {}
+        self._memory = History(self._default or HistoryBounds(), new_epoch=new_epoch)
+
+    def set(self, room: str, history: HistoryBounds | bool | None) -> None:
+        """Keep *room*'s history with these bounds, or none (dropping what it kept in memory)."""
+        bounds = self._rooms[room] = history_bounds(history)
+        if bounds is None:
+            self._memory.drop(room)
+
+    def bounds(self, room: str) -> HistoryBounds | None:
+        """*room*'s history bounds, or None when it keeps no history."""
+        return self._rooms.get(room, self._default)
+
+    def position(self, room: str) -> Position | None:
+        """*room*'s latest position in memory (offset 0 before the first), or None without history."""
+        bounds = self.bounds(room)
+        if bounds is None:
+            return None
+        return self._memory.room(room, bounds).position
+
+    def append(
+        self,
+        room: str,
+        bounds: HistoryBounds,
+        message: Any,
+        codec: MessageCodec[Any] | None,
+        exclude_identity: str | None,
+        now: float,
+    ) -> tuple[bytes, Position]:
+        """Give *message* the room's next offset in memory, stamp it in, and keep its frame.
+
+        Args:
+            room: the room.
+            bounds: its history bounds.
+            message: ``str``, ``bytes``, or a message for *codec*.
+            codec: the codec for a message that is neither (the caller checked there is one).
+            exclude_identity: the identity the broadcast excluded.
+            now: the time.
+
+        Returns:
+            The frame, and the message's position.
+        """
+        kept = self._memory.room(room, bounds)
+        frame = self._frame_at(message, codec, kept.offset + 1)
+        entry, trimmed = self._memory.append(room, frame, exclude_identity, now)
+        self._metrics.history_appended += 1
+        self._metrics.history_trimmed += trimmed
+        return frame, Position(kept.epoch, entry.offset)
+
+    def _frame_at(self, message: Any, codec: MessageCodec[Any] | None, offset: int) -> bytes:
+        if isinstance(message, str | bytes):
+            return message_frame(message)
+        assert codec is not None
+        text = codec.encode(message)
+        return message_frame(
+            text if self.offset_field is None else stamp_offset(text, self.offset_field, offset)
+        )
+
+    def payload(self, message: Any, codec: MessageCodec[Any] | None) -> tuple[str | bytes, str | None]:
+        """*message* as a shared broker appends it: the payload, and the offset member's prefix."""
+        if isinstance(message, str | bytes):
+            return message, None
+        assert codec is not None
+        member = None if self.offset_field is None else f"{dumps_json(self.offset_field)}:"
+        return codec.encode(message), member
+
+    def read(
+        self,
+        room: str,
+        bounds: HistoryBounds,
+        *,
+        since: Position | None,
+        last: int | None,
+        identity: str | None,
+        now: float,
+    ) -> Recovery:
+        """What a joining client replays from memory: since a position, the last messages, or nothing."""
+        history = self._memory.room(room, bounds)
+        if last is not None:
+            return history.last(last, now)
+        if since is None:
+            return Recovery(history.position, (), True)
+        return history.recover(since, now, identity)
+
+    def count(self, recovery: Recovery, since: Position | None) -> None:
+        """Count a replay (and, with *since*, a recovery, complete or partial)."""
+        metrics = self._metrics
+        metrics.messages_replayed += len(recovery.entries)
+        if since is not None:
+            if recovery.complete:
+                metrics.recoveries_complete += 1
+            else:
+                metrics.recoveries_partial += 1
