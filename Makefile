@@ -27,7 +27,7 @@ COVERAGE_FLOOR ?= 93.5
 # Debian packages whose objects.inv the docs link to offline (docs/conf.py, intersphinx).
 DOC_PACKAGES := python3-doc python-hypothesis-doc python-trio-websocket-doc
 
-.PHONY: run test test-all fmt lint types docs docs-inventories bench autobahn redis-server chromium clean
+.PHONY: run test test-all fmt lint types docs docs-inventories bench autobahn redis-server chromium nodejs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ chromium:
 	  echo "installing chromium with apt-get"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# The browser client's unit tests run under Node's own test runner (node --test, Node 18+):
+# install nodejs when missing, the same way.
+nodejs:
+	@command -v node >/dev/null 2>&1 || { \
+	  echo "installing nodejs with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nodejs >/dev/null; }
 
 # The docs link Python, Hypothesis and trio-websocket names through the inventories of Debian's
 # documentation packages (no network needed); install the missing ones the same way. (trio's,
@@ -89,7 +97,8 @@ types: $(STAMP)
 docs: $(STAMP) docs-inventories
 	$(BIN)/python -m sphinx -E -n -W --keep-going -q -b html -d docs/_build/doctrees docs docs/_build/html
 
-test: $(STAMP) $(DIST_STAMP) redis-server chromium lint types docs
+test: $(STAMP) $(DIST_STAMP) redis-server chromium nodejs lint types docs
+	node --test tests/js/
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -q
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)

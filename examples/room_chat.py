@@ -6,7 +6,8 @@
 app takes the flags below that are not the server's from ``ROOM_CHAT_ARGS`` (e.g.
 ``ROOM_CHAT_ARGS="--redis redis://127.0.0.1:6379" trionos examples.room_chat:app --workers 2``).
 
-* ``GET /`` serves the chat page (``room_chat.html``); the WebSocket is on the same port.
+* ``GET /`` serves the chat page (``room_chat.html``), ``GET /trionos.js`` the browser client it
+  imports (:func:`trionos.respond_client`); the WebSocket is on the same port.
 * Client -> server: ``join`` (``username``, optional ``room``, default "lobby"), ``chat``, ``leave``.
 * Server -> client: ``welcome`` (the room's users in join order) to the joiner, ``joined`` to the
   others, ``message`` to everyone in the room but the sender, ``left`` when someone leaves,
@@ -71,9 +72,11 @@ PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
 
 
 async def page(req: trionos.Request) -> None:
-    """Plain HTTP: the chat page at ``/``, 404 elsewhere."""
+    """Plain HTTP: the chat page at ``/``, the browser client at ``/trionos.js``, 404 elsewhere."""
     if req.path == "/":
         await req.respond_html(PAGE)
+    elif req.path == "/trionos.js":  # the browser client the page imports
+        await trionos.respond_client(req)
     else:
         await req.respond_text("Not Found", status=404)
 

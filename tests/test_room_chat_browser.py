@@ -4,13 +4,18 @@ The server (``examples/room_chat.py``'s handler and hub, history on) runs in a T
 thread, behind a cutting proxy on 127.0.0.1; the browser loads the page through the proxy. The test
 drives the page through join, chat, a dropped connection (the proxy cuts it while the server stays
 up), a server restart (a new process has a new epoch, so recovery is partial) and leave, and checks
-that the console stayed clean. Skipped when chromium or playwright is missing.
+that the console stayed clean. More tests: recent history on a fresh join and after a reload, a
+refused message shown as failed, the page mounted under a path prefix by a proxy, and the phone
+layout; the last one writes the screenshots in docs/img/. Skipped when chromium or playwright is
+missing.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +50,13 @@ WAIT_MS = 10_000
 
 
 class ChatServer:
-    """room_chat on a fixed port in a Trio thread, restartable, behind a cutting proxy."""
+    """room_chat on a fixed port in a Trio thread, restartable, behind a cutting proxy.
 
-    def __init__(self) -> None:
+    ``hub_options`` go to ``room_chat.make_hub`` (a rate limit, say).
+    """
+
+    def __init__(self, **hub_options: Any) -> None:
+        self.hub_options = hub_options
         self.trio = TrioThread()
         self.port = free_port()
         self.scope: trio.CancelScope | None = None
@@ -68,7 +77,7 @@ class ChatServer:
         self.stopped = trio.Event()
         with trio.CancelScope() as self.scope:
             try:
-                async with room_chat.make_hub() as hub:
+                async with room_chat.make_hub(**self.hub_options) as hub:
                     await trionos.serve(
                         self.port, room_chat.make_handler(hub), host="127.0.0.1", task_status=task_status
                     )
@@ -111,8 +120,10 @@ class ChatServer:
 class Bob:
     """A Python chat client connected straight to the server (not through the proxy)."""
 
-    def __init__(self, server: ChatServer) -> None:
+    def __init__(self, server: ChatServer, name: str = "bob", room: str = "tea") -> None:
         self.server = server
+        self.name = name
+        self.room = room
         self.ws: Any = None
         self.done: trio.Event | None = None
 
@@ -121,7 +132,7 @@ class Bob:
             self.done = trio.Event()
             async with trionos.connect(self.server.ws_url) as ws:
                 self.ws = ws
-                await ws.send_json({"type": "join", "username": "bob", "room": "tea"})
+                await ws.send_json({"type": "join", "username": self.name, "room": self.room})
                 assert (await ws.recv_json())["type"] == "welcome"
                 task_status.started()
                 await self.done.wait()
@@ -150,31 +161,56 @@ class Bob:
             trio.from_thread.run_sync(self.done.set, trio_token=self.server.trio.token)
 
 
+IMAGES = Path(__file__).resolve().parents[1] / "docs" / "img"
+
+
+def watch(page: Any, problems: list[str]) -> None:
+    """Note in *problems* every console error or warning, page error, HTTP error and failed request."""
+
+    def console(message: Any) -> None:
+        if message.type in ("error", "warning"):
+            problems.append(message.text)
+
+    def response(answer: Any) -> None:
+        if answer.status >= 400:
+            problems.append(f"{answer.status} {answer.url}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("response", response)
+    page.on("requestfailed", lambda request: problems.append(f"failed {request.url}"))
+
+
+@contextmanager
+def browser_page(tmp_path: Path, problems: list[str], **context_options: Any) -> Iterator[Any]:
+    """A chromium page with a fresh profile, watched for problems (:func:`watch`)."""
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True, **context_options
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            watch(page, problems)
+            yield page
+        finally:
+            context.close()
+
+
+@contextmanager
+def chat_server(**hub_options: Any) -> Iterator[ChatServer]:
+    server = ChatServer(**hub_options)
+    try:
+        yield server
+    finally:
+        server.trio.stop()
+
+
 def test_the_page_chats_recovers_after_a_drop_and_reports_a_partial_recovery(tmp_path: Path) -> None:
     """Join, chat, a cut connection (every missed message shown once), a restart (partial), leave;
     the console stays clean and nothing is requested that 404s (no /favicon.ico)."""
-    server = ChatServer()
     problems: list[str] = []
-    try:
-        with sync_api.sync_playwright() as playwright:
-            context = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True
-            )
-            try:
-                page = context.new_page()
-                page.on(
-                    "console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None
-                )
-                page.on("pageerror", lambda e: problems.append(str(e)))
-                page.on(
-                    "response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None
-                )
-                page.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
-                run_scenario(page, server, tmp_path)
-            finally:
-                context.close()
-    finally:
-        server.trio.stop()
+    with chat_server() as server, browser_page(tmp_path, problems) as page:
+        run_scenario(page, server, tmp_path)
     assert problems == []
 
 
@@ -223,3 +259,240 @@ def run_scenario(page: Any, server: ChatServer, tmp_path: Path) -> None:
     bob.expect({"type": "left", "username": "ann"})
     expect(log).to_contain_text("You left #tea.")
     bob.close()
+
+
+def join(page: Any, url: str, name: str = "ann", room: str = "tea") -> None:
+    page.goto(url)
+    page.fill("#name", name)
+    page.fill("#room", room)
+    page.click("#joinBtn")
+    sync_api.expect(page.locator("#log")).to_contain_text(f"as {name}.", timeout=WAIT_MS)
+
+
+def texts(page: Any) -> list[str]:
+    """The chat messages' texts, in log order."""
+    return [str(t) for t in page.locator("#log .msg .text").all_text_contents()]
+
+
+def times(page: Any) -> list[str]:
+    """The datetime of each chat message's <time>, in log order."""
+    return [str(t.get_attribute("datetime")) for t in page.locator("#log .msg time").all()]
+
+
+def test_recent_history_on_a_fresh_join_and_after_a_reload(tmp_path: Path) -> None:
+    """A fresh join shows the room's recent messages with their server times, before the join line; a
+    reload after time away shows them again plus what was said meanwhile, each once, in order, same
+    times, and no false alarm; a room switch shows the other room's, and switching back tea's again."""
+    problems: list[str] = []
+    with chat_server() as server, browser_page(tmp_path, problems) as page:
+        bob = Bob(server)
+        bob.connect()
+        for i in range(1, 4):
+            bob.say(f"earlier {i}")
+        join(page, server.page_url)
+        expect = sync_api.expect
+        expect(page.locator("#log .msg")).to_have_count(3, timeout=WAIT_MS)
+        earlier = ["earlier 1", "earlier 2", "earlier 3"]
+        assert texts(page) == earlier
+        # The history is above the join line: the log reads in time order.
+        expect(page.locator("#log > *").last).to_have_class("sys join")
+        expect(page.locator("#log > *").last).to_contain_text("You joined #tea as ann.")
+        page.fill("#msg", "hi bob")
+        page.click("#sendBtn")
+        expect(page.locator('#log .msg.mine[data-state="sent"]')).to_have_count(1, timeout=WAIT_MS)
+        bob.expect({"type": "message", "from": "ann", "text": "hi bob"})
+        before = times(page)
+        assert len(before) == 4 and all(before)
+
+        page.goto("about:blank")  # the page is away (the same tab: its sessionStorage stays)
+        bob.expect({"type": "left", "username": "ann"})
+        bob.say("while away 1")
+        bob.say("while away 2")
+        page.goto(server.page_url)
+        expect(page.locator("#log")).to_contain_text("Back in #tea as ann.", timeout=WAIT_MS)
+        expect(page.locator("#log .msg")).to_have_count(6, timeout=WAIT_MS)
+        assert texts(page) == [*earlier, "hi bob", "while away 1", "while away 2"]
+        assert times(page)[:4] == before  # replayed messages keep the server's time
+        expect(page.locator("#log .msg.mine")).to_have_count(1)  # our own, from the history
+        expect(page.locator(".sys.warn")).to_have_count(0)
+        bob.say("live")
+        expect(page.locator("#log .msg", has_text="live")).to_have_count(1, timeout=WAIT_MS)
+
+        # A room switch: the log is the new room's; switching back shows tea's recent history again.
+        page.fill("#room", "coffee")
+        page.click("#joinBtn")
+        expect(page.locator("#log")).to_contain_text("You joined #coffee as ann.", timeout=WAIT_MS)
+        expect(page.locator("#log .msg")).to_have_count(0)
+        page.fill("#room", "tea")
+        page.click("#joinBtn")
+        expect(page.locator("#log")).to_contain_text("You joined #tea as ann.", timeout=WAIT_MS)
+        expect(page.locator("#log .msg")).to_have_count(7, timeout=WAIT_MS)
+        assert texts(page) == [*earlier, "hi bob", "while away 1", "while away 2", "live"]
+        bob.close()
+    assert problems == []
+
+
+def test_your_own_messages_are_part_of_the_recent_history(tmp_path: Path) -> None:
+    """After a reload, the recent history shows your own earlier messages too, where they were said."""
+    problems: list[str] = []
+    with chat_server() as server, browser_page(tmp_path, problems) as page:
+        bob = Bob(server)
+        bob.connect()
+        join(page, server.page_url)
+        page.fill("#msg", "mine")
+        page.click("#sendBtn")
+        bob.expect({"type": "message", "from": "ann", "text": "mine"})
+        bob.say("theirs")
+        sync_api.expect(page.locator("#log .msg")).to_have_count(2, timeout=WAIT_MS)
+        page.reload()
+        sync_api.expect(page.locator("#log")).to_contain_text("Back in #tea as ann.", timeout=WAIT_MS)
+        sync_api.expect(page.locator("#log .msg")).to_have_count(2, timeout=WAIT_MS)
+        assert texts(page) == ["mine", "theirs"]
+        bob.close()
+    assert problems == []
+
+
+def test_a_refused_message_is_shown_as_failed_with_the_reason(tmp_path: Path) -> None:
+    """Over the rate limit, the server's error (carrying the message's id) turns that bubble to failed."""
+    problems: list[str] = []
+    # Three messages at once (the join is one of them), and next to no refill while the test runs.
+    limit = trionos.RateLimit(0.001, burst=3)
+    with chat_server(rate_limit=limit) as server, browser_page(tmp_path, problems) as page:
+        join(page, server.page_url)
+        for i in range(1, 4):
+            page.fill("#msg", f"quick {i}")
+            page.click("#sendBtn")
+        expect = sync_api.expect
+        failed = page.locator('#log .msg[data-state="failed"]')
+        expect(failed).to_have_count(1, timeout=WAIT_MS)
+        expect(failed).to_contain_text("quick 3")
+        expect(failed.locator(".reason")).to_have_text("too many messages: slow down")
+        expect(failed.locator(".state")).to_have_text("Not sent")
+        expect(failed.get_by_role("button", name="Send again")).to_be_visible()
+        expect(page.locator('#log .msg[data-state="sent"]')).to_have_count(2)
+    assert problems == []
+
+
+class Mount:
+    """A proxy on 127.0.0.1 that mounts the server under /chat/, as a site's reverse proxy would.
+
+    ``/chat`` is redirected to ``/chat/``; ``/chat/X`` is forwarded to the server as ``/X`` (plain
+    requests and WebSocket upgrades alike, then bytes both ways); anything else is 404.
+    """
+
+    PREFIX = b"/chat/"
+
+    def __init__(self, server: ChatServer) -> None:
+        self.server = server
+        self.port = 0
+
+    async def run(self, task_status: trio.TaskStatus[None]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self.handle, listeners)
+
+    async def handle(self, client: trio.SocketStream) -> None:
+        async with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = await client.receive_some(65536)
+                if not chunk:
+                    return
+                head += chunk
+            method, target, rest = head.split(b" ", 2)
+            if target == self.PREFIX.rstrip(b"/"):
+                await client.send_all(
+                    b"HTTP/1.1 301 Moved Permanently\r\nLocation: /chat/\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+                return
+            if not target.startswith(self.PREFIX):
+                await client.send_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                return
+            upstream = await trio.open_tcp_stream("127.0.0.1", self.server.port)
+            async with upstream:
+                await upstream.send_all(b" ".join([method, target[len(self.PREFIX) - 1 :], rest]))
+
+                async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+                    try:
+                        while chunk := await source.receive_some(65536):
+                            await sink.send_all(chunk)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                    with trio.CancelScope(shield=True):
+                        await sink.aclose()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(pipe, client, upstream)
+                    nursery.start_soon(pipe, upstream, client)
+
+
+def test_the_page_works_under_a_path_prefix(tmp_path: Path) -> None:
+    """Mounted at /chat/ by a proxy, the page loads trionos.js and opens its socket under the prefix."""
+    problems: list[str] = []
+    requested: list[str] = []
+    with chat_server() as server, browser_page(tmp_path, problems) as page:
+        mount = Mount(server)
+        server.trio.run(server.trio.nursery.start, mount.run)
+        page.on("request", lambda r: requested.append(r.url))
+        page.on("websocket", lambda ws: requested.append(ws.url))
+        base = f"127.0.0.1:{mount.port}/chat/"
+        join(page, f"http://127.0.0.1:{mount.port}/chat")  # redirected to /chat/
+        bob = Bob(server)
+        bob.connect()
+        page.fill("#msg", "through the mount")
+        page.click("#sendBtn")
+        bob.expect({"type": "message", "from": "ann", "text": "through the mount"})
+        sync_api.expect(page.locator('#log .msg[data-state="sent"]')).to_have_count(1, timeout=WAIT_MS)
+        bob.close()
+    assert f"http://{base}trionos.js" in requested
+    assert f"ws://{base}" in requested
+    assert problems == []
+
+
+def test_phone_layout_gives_the_messages_three_quarters_and_the_screenshots(tmp_path: Path) -> None:
+    """At 390x844, once joined the message list takes at least 75 % of the height; the run writes the
+    desktop and phone screenshots of docs/img/."""
+    problems: list[str] = []
+    with chat_server() as server:
+        bob, cleo = Bob(server), Bob(server, "cleo")
+        bob.connect()
+        cleo.connect()
+        bob.say("Morning! Did the deploy go out?")
+        cleo.say("Yes, 10:02. Dashboards look calm.")
+        bob.say("Nice. Anyone seen the flaky reconnect test today?")
+        for name, viewport in (
+            ("desktop", {"width": 1200, "height": 700}),
+            ("phone", {"width": 390, "height": 844}),
+        ):
+            with browser_page(tmp_path / name, problems, viewport=viewport) as page:
+                join(page, server.page_url, name="ann")
+                # The phone joins as ann too: the history has what ann said on the desktop.
+                history = 3 if name == "desktop" else 4
+                sync_api.expect(page.locator("#log .msg")).to_have_count(history, timeout=WAIT_MS)
+                page.fill(
+                    "#msg",
+                    "Not since the back-off got its jitter." if name == "desktop" else "On my phone now",
+                )
+                page.click("#sendBtn")
+                sync_api.expect(page.locator("#log .msg.mine").last).to_have_attribute(
+                    "data-state", "sent", timeout=WAIT_MS
+                )
+                if name == "phone":
+                    log = page.locator("#log").bounding_box()
+                    assert log is not None
+                    assert log["height"] / 844 >= 0.75, log
+                    assert page.locator("#joinForm").is_hidden()
+                    page.click("#panelBtn")  # the folded panel opens on demand
+                    sync_api.expect(page.locator("#joinForm")).to_be_visible()
+                    page.click("#panelBtn")
+                    sync_api.expect(page.locator("#joinForm")).to_be_hidden()
+                page.fill("#msg", "")
+                page.screenshot(path=str(IMAGES / f"room_chat_{name}.png"))
+                page.goto("about:blank")
+        bob.close()
+        cleo.close()
+    assert problems == []

@@ -71,6 +71,9 @@ from ._session import Joining as Joining
 from ._session import Refuse as Refuse
 from ._session import Reject as Reject
 from ._session import Session as Session
+from ._static import CLIENT_CONTENT_TYPE as CLIENT_CONTENT_TYPE
+from ._static import client_path as client_path
+from ._static import respond_client as respond_client
 
 __version__ = "0.1.0"
 
@@ -109,6 +112,7 @@ __all__ = [
     "Broker",
     "BrokerError",
     "BrokerSink",
+    "CLIENT_CONTENT_TYPE",
     "ChannelSettings",
     "Channels",
     "Client",
@@ -163,10 +167,12 @@ __all__ = [
     "WebSocket",
     "__version__",
     "bridge_trio_websocket",
+    "client_path",
     "connect",
     "connect_with_retry",
     "decode_base64",
     "encode_base64",
+    "respond_client",
     "respond_metrics",
     "run",
     "run_reconnecting",

@@ -84,6 +84,17 @@ async def test_the_page_is_served_on_the_same_port(trionos_app: AppServer) -> No
     assert response.headers["content-type"].startswith("text/html")
 
 
+async def test_the_page_imports_the_browser_client_the_package_ships(trionos_app: AppServer) -> None:
+    """The page imports ./trionos.js, and GET /trionos.js answers the installed package's module."""
+    page = await trionos_app.get("/")
+    assert 'from "./trionos.js"' in page.text
+    response = await trionos_app.get("/trionos.js")
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert response.body == trionos.client_path().read_bytes()
+    assert b"export class Socket" in response.body
+
+
 async def test_chat_in_a_room(trionos_client: ClientFactory) -> None:
     """Joiners are welcomed and announced, messages reach the others, leaving is announced."""
     ann, bob = await trionos_client(), await trionos_client()
