@@ -469,7 +469,7 @@ def test_declarations_are_checked_where_they_are_made() -> None:
     with pytest.raises(ValueError, match="Enter already has a handler"):
         app.on(Enter)(enter)
     with pytest.raises(TypeError, match="Channels has no setting 'colour'"):
-        app.replace(colour="blue")  # type: ignore[call-arg]  (the check at run time, for untyped callers)
+        app.replace(colour="blue")  # type: ignore[call-arg]  # the check at run time, for untyped callers
     other = app.replace(rate_limited="calm down")
     assert other.rate_limited == "calm down" and app.rate_limited == "too many messages: slow down"
     assert "Enter" in repr(app)

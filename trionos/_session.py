@@ -16,7 +16,8 @@ import attrs
 from ._broker import Member
 from ._errors import BrokerError, TrionosError
 from ._history import Position, Recovery
-from ._hub import Client, Hub, Sent
+from ._hub import Hub
+from ._hub_client import Client, Sent
 
 if TYPE_CHECKING:
     from ._channels import Channels

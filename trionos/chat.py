@@ -113,11 +113,6 @@ class Leave:
     id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
-def _names(users: Iterable[str]) -> tuple[str, ...]:
-    """Welcome's ``users`` as a tuple (a typed converter: ``converter=tuple`` types as ``Iterable[Any]``)."""
-    return tuple(users)
-
-
 # -- server -> client --------------------------------------------------------------------------------------
 
 
