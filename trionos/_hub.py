@@ -69,6 +69,8 @@ logger = logging.getLogger("trionos.hub")
 
 #: The close code sent to a client that kept sending over its rate limit (policy violation).
 RATE_LIMIT_CLOSE_CODE = 1008
+#: Seconds between two sweeps of the in-memory histories (age bounds, empty rooms forgotten).
+HISTORY_SWEEP_INTERVAL = 30.0
 
 
 def _grace(value: object) -> float:
@@ -288,6 +290,8 @@ class Hub:
                 self._nursery = nursery
                 try:
                     await self._start_broker(nursery)
+                    if not self._shared:
+                        nursery.start_soon(self._sweep_histories)
                     started = True
                     yield self
                 finally:
@@ -303,6 +307,12 @@ class Hub:
     async def _start_broker(self, nursery: trio.Nursery) -> None:
         if self._shared:
             await nursery.start(self.broker.run, self)
+
+    async def _sweep_histories(self) -> None:
+        """Every ``HISTORY_SWEEP_INTERVAL`` s: age out the in-memory histories, forget idle empty ones."""
+        while True:
+            await trio.sleep(HISTORY_SWEEP_INTERVAL)
+            self._history.sweep(trio.current_time(), lambda room: bool(self._rooms.member_view(room)))
 
     def _require_nursery(self) -> trio.Nursery:
         if self._nursery is None:

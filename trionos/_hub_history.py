@@ -38,8 +38,8 @@ def history_bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
 class HubHistory:
     """Per-room history settings, and the rooms' histories when the hub keeps them in memory.
 
-    Bounds: those of each room's :class:`~trionos.HistoryBounds` (``max_rooms`` of the default
-    bounds caps the rooms with a history).
+    Bounds: those of each room's :class:`~trionos.HistoryBounds` (``max_rooms`` and
+    ``max_total_bytes`` of the default bounds cap the rooms with a history and their bytes in all).
 
     Args:
         default: every room's history unless set per room (see :func:`history_bounds`).
@@ -61,6 +61,24 @@ class HubHistory:
         self._metrics = metrics
         self._rooms: dict[str, HistoryBounds | None] = {}
         self._memory = History(self._default or HistoryBounds(), new_epoch=new_epoch)
+        self._dropped = 0  # the memory's rooms_dropped already counted in the metrics
+
+    def _count(self, trimmed: int = 0) -> None:
+        """Add what the memory history trimmed and forgot to the metrics."""
+        dropped = self._memory.rooms_dropped
+        self._metrics.history_rooms_dropped += dropped - self._dropped
+        self._dropped = dropped
+        self._metrics.history_trimmed += trimmed
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of frames the in-memory histories keep, across every room."""
+        return self._memory.size
+
+    def sweep(self, now: float, keep: Callable[[str], bool]) -> None:
+        """Age out the in-memory histories and forget the empty ones *keep* does not want (a timer's job)."""
+        self._memory.sweep(now, keep)
+        self._count()
 
     def set(self, room: str, history: HistoryBounds | bool | None) -> None:
         """Keep *room*'s history with these bounds, or none (dropping what it kept in memory)."""
@@ -77,7 +95,9 @@ class HubHistory:
         bounds = self.bounds(room)
         if bounds is None:
             return None
-        return self._memory.room(room, bounds).position
+        position = self._memory.room(room, bounds).position
+        self._count()
+        return position
 
     def append(
         self,
@@ -105,7 +125,7 @@ class HubHistory:
         frame = self._frame_at(message, codec, kept.offset + 1)
         entry, trimmed = self._memory.append(room, frame, exclude_identity, now)
         self._metrics.history_appended += 1
-        self._metrics.history_trimmed += trimmed
+        self._count(trimmed)
         return frame, Position(kept.epoch, entry.offset)
 
     def _frame_at(self, message: Any, codec: MessageCodec[Any] | None, offset: int) -> bytes:
@@ -137,6 +157,7 @@ class HubHistory:
     ) -> Recovery:
         """What a joining client replays from memory: since a position, the last messages, or nothing."""
         history = self._memory.room(room, bounds)
+        self._count()
         if last is not None:
             return history.last(last, now)
         if since is None:
