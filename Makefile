@@ -101,6 +101,7 @@ test: $(STAMP) $(DIST_STAMP) redis-server chromium nodejs lint types docs
 	node --test tests/js/
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)
 	cd examples/tests && ../../$(DIST)/bin/pytest -q .
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import trio
 
+from tests.helpers import read_all
+
 ROOT = Path(__file__).resolve().parents[1]
 #: The console script pip installed next to the interpreter.
 SCRIPT = Path(sys.executable).parent / "trionos"
@@ -33,6 +35,8 @@ class Command:
         self.lines: list[str] = []
         self._seen = 0  # lines already matched by expect()
         self._changed = trio.Event()
+        #: Set once every process holding the log's pipe has closed it (all of them exited).
+        self.log_closed = trio.Event()
         self.url = ""
         self.port = 0
 
@@ -51,6 +55,7 @@ class Command:
             self._changed = trio.Event()
         if buffer:
             self.lines.append(buffer.decode(errors="replace"))
+        self.log_closed.set()
         self._changed.set()
 
     async def expect(self, pattern: str | re.Pattern[str], within: float = START_TIMEOUT) -> re.Match[str]:
@@ -117,11 +122,13 @@ async def open_command(argv: Sequence[str], env: dict[str, str] | None = None) -
             process.kill()
 
 
-async def run_to_end(argv: Sequence[str], within: float = START_TIMEOUT) -> tuple[int, str]:
-    """Run *argv* to its end; its exit status and stderr."""
+async def run_to_end(
+    argv: Sequence[str], within: float = START_TIMEOUT, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run *argv* (in *env*) to its end; its exit status and stderr."""
     with trio.fail_after(within):
         result = await trio.run_process(
-            list(argv), cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False
+            list(argv), cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False, env=env
         )
     return result.returncode, result.stderr.decode(errors="replace")
 
@@ -131,8 +138,6 @@ async def http_get(port: int, path: str = "/") -> tuple[int, str]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
+        data = await read_all(stream)
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode()

@@ -47,3 +47,15 @@ app = trionos.LifespanApp(lifespan, readiness=ready)
 
 #: Not an app: the command refuses it.
 not_an_app = 42
+
+
+@asynccontextmanager
+async def failing_lifespan() -> AsyncIterator[trionos.Handler]:
+    """Fail to start while the file named by ``$FAIL_FILE`` exists; else serve ``handler``."""
+    if os.path.exists(os.environ.get("FAIL_FILE", "/nonexistent")):  # noqa: ASYNC240  # start-up, once
+        raise RuntimeError("told to fail at start-up")
+    yield handler
+
+
+#: An app that cannot start while ``$FAIL_FILE`` exists (a crash loop, for the supervisor's back-off).
+flaky = trionos.LifespanApp(failing_lifespan)

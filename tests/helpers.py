@@ -58,6 +58,15 @@ async def read_all(stream: trio.abc.Stream) -> bytes:
     return b"".join(chunks)
 
 
+async def close_code(ws: trionos.WebSocket) -> int:
+    """Read (and drop) messages until the connection closes; its close code."""
+    try:
+        while True:
+            await ws.recv()
+    except trionos.ConnectionClosed as closed:
+        return closed.code
+
+
 async def raw_websocket_peer(port: int, path: str = "/") -> trio.SocketStream:
     """A client that completes the handshake by hand and then does only what the test does."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)

@@ -18,6 +18,7 @@ import trio
 
 import trionos
 from tests.command import ROOT, SCRIPT, http_get, open_command, python_m, run_to_end
+from tests.helpers import close_code, raw_websocket_peer, read_all
 
 
 async def hold_open(url: str, codes: list[int], ready: trio.Semaphore) -> None:
@@ -26,11 +27,7 @@ async def hold_open(url: str, codes: list[int], ready: trio.Semaphore) -> None:
         await ws.send("hello")
         assert await ws.recv() == "hello"
         ready.release()
-        try:
-            while True:
-                await ws.recv()
-        except trionos.ConnectionClosed as closed:
-            codes.append(closed.code)
+        codes.append(await close_code(ws))
 
 
 async def test_serves_a_plain_handler_and_drains_on_sigterm() -> None:
@@ -71,25 +68,8 @@ async def test_installed_script_serves_the_room_chat() -> None:
             said = await ann.recv_json()
             assert (said["type"], said["from"], said["text"]) == ("message", "bob", "hi")
             command.signal(signal.SIGTERM)
-            with pytest.raises(trionos.ConnectionClosed) as closed:
-                while True:
-                    await ann.recv()
-            assert closed.value.code == 1001
+            assert await close_code(ann) == 1001
         assert await command.wait() == 0, command.log()
-
-
-async def upgraded_silent_peer(port: int) -> trio.SocketStream:
-    """A TCP connection that completed a WebSocket handshake and then never reads or answers."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await stream.receive_some(4096)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return stream
 
 
 async def test_a_second_signal_stops_at_once() -> None:
@@ -97,7 +77,7 @@ async def test_a_second_signal_stops_at_once() -> None:
     argv = python_m("tests.command_apps:handler", "--port", "0", "--close-timeout", "60")
     async with open_command(argv) as command:
         await command.started()
-        async with await upgraded_silent_peer(command.port):
+        async with await raw_websocket_peer(command.port):  # it never answers the close
             command.signal(signal.SIGTERM)
             await command.expect("SIGTERM: draining")
             command.signal(signal.SIGTERM)
@@ -211,9 +191,7 @@ async def test_a_unix_socket(tmp_path: Path) -> None:
         stream = await trio.open_unix_socket(str(path))
         async with stream:
             await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := await stream.receive_some(65536):
-                data += chunk
+            data = await read_all(stream)
         assert data.startswith(b"HTTP/1.1 200") and data.endswith(f"pid {command.process.pid}".encode())
         command.signal(signal.SIGTERM)
         assert await command.wait() == 0
@@ -250,3 +228,20 @@ async def test_systemd_socket_activation() -> None:
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(30):
                 assert await process.wait() == 0
+
+
+async def test_two_commands_share_a_port_with_reuse_port() -> None:
+    """--reuse-port: a second, independently started command binds the same port and serves."""
+    first_argv = python_m("tests.command_apps:handler", "--port", "0", "--reuse-port")
+    async with open_command(first_argv) as first:
+        await first.started()
+        second_argv = python_m("tests.command_apps:handler", "--port", str(first.port), "--reuse-port")
+        async with open_command(second_argv) as second:
+            await second.started()
+            assert second.port == first.port
+            first.signal(signal.SIGTERM)
+            assert await first.wait() == 0
+            # The first one's socket is gone: the port is the second one's now.
+            assert await http_get(first.port, "/") == (200, f"pid {second.process.pid}")
+            second.signal(signal.SIGTERM)
+            assert await second.wait() == 0

@@ -18,6 +18,7 @@ import pytest
 import trio
 
 import trionos
+from tests.helpers import close_code
 from tests.redis_server import free_port
 from tests.test_room_chat_redis import START_TIMEOUT, wait_until_listening
 
@@ -36,11 +37,7 @@ async def chat_member(url: str, name: str, room: str, ready: trio.Semaphore, cod
         while (await ws.recv_json())["type"] != "welcome":
             pass
         ready.release()
-        try:
-            while True:
-                await ws.recv()
-        except trionos.ConnectionClosed as closed:
-            codes.append(closed.code)
+        codes.append(await close_code(ws))
 
 
 async def fill_rooms(nursery: trio.Nursery, url: str, codes: list[int]) -> None:

@@ -7,15 +7,17 @@ answers a plain GET with its process id, so a test knows which worker answered.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import trio
 
 import trionos
-from tests.command import WORKER, Command, http_get, open_command, python_m
+from tests.command import WORKER, Command, http_get, open_command, python_m, run_to_end
+from tests.helpers import close_code
 from tests.redis_server import unique_prefix
 
 #: Patience for a message between two workers through Redis on a loaded machine.
@@ -80,11 +82,7 @@ async def test_sigterm_drains_every_worker() -> None:
                     await ws.send("hello")
                     assert await ws.recv() == "hello"
                     opened.release()
-                    try:
-                        while True:
-                            await ws.recv()
-                    except trionos.ConnectionClosed as closed:
-                        codes.append(closed.code)
+                    codes.append(await close_code(ws))
 
             for _ in range(6):
                 nursery.start_soon(client)
@@ -138,6 +136,50 @@ async def test_sighup_replaces_both_workers_without_refusing_a_connection() -> N
         assert await command.wait() == 0, command.log()
 
 
+async def test_workers_drain_by_themselves_when_the_supervisor_is_killed() -> None:
+    """SIGKILL to the supervisor: each worker sees its channel end, drains and exits (no orphans)."""
+    async with two_workers() as (command, pids):
+        command.signal(signal.SIGKILL)
+        for _ in pids:
+            await command.expect(r"the supervisor is gone: draining")
+        with trio.fail_after(30):
+            # Every process that held the log's pipe has exited (a worker that had not would
+            # hold it open forever); they may linger as zombies of whoever adopted them.
+            await command.log_closed.wait()
+
+
+async def test_a_crash_loop_backs_off_and_recovers(tmp_path: Path) -> None:
+    """A worker that cannot start again is retried after growing delays; once it can, it serves."""
+    fail = tmp_path / "fail"
+    argv = python_m("tests.command_apps:flaky", "--port", "0", "--workers", "2")
+    async with open_command(argv, env={**os.environ, "FAIL_FILE": str(fail)}) as command:
+        pids = await worker_pids(command, 2)
+        await command.started()
+        fail.touch()
+        os.kill(pids[0], signal.SIGKILL)
+        await command.expect(r"worker 0 \(pid \d+\) died: signal SIGKILL")
+        delays = []
+        for _ in range(2):
+            await command.expect(r"worker 0 \(pid \d+\) exited before serving: exit status 1")
+            delays.append(float((await command.expect(r"restarting worker 0 in ([\d.]+) s")).group(1)))
+        assert delays[1] > delays[0]  # backing off
+        assert await answering_pid(command.port) == pids[1]  # the other worker serves meanwhile
+        fail.unlink()
+        await command.expect(r"worker 0 serving \(pid \d+\)")
+        command.signal(signal.SIGTERM)
+        assert await command.wait() == 0, command.log()
+
+
+async def test_an_app_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None:
+    """If a first worker cannot start, the supervisor stops every worker and exits with status 1."""
+    fail = tmp_path / "fail"
+    fail.touch()
+    argv = python_m("tests.command_apps:flaky", "--port", "0", "--workers", "2")
+    status, stderr = await run_to_end(argv, env={**os.environ, "FAIL_FILE": str(fail)})
+    assert status == 1, stderr
+    assert "could not start" in stderr
+
+
 @asynccontextmanager
 async def member(url: str, name: str, users: list[str]) -> AsyncIterator[trionos.WebSocket]:
     """A room chat client that joined the lobby; its welcome lists *users*."""
@@ -150,10 +192,10 @@ async def member(url: str, name: str, users: list[str]) -> AsyncIterator[trionos
 
 
 async def test_room_chat_on_two_workers_is_one_chat_through_redis(redis: str, prefix: str) -> None:
-    """examples.room_chat:app --workers 2 with Redis: users on different workers chat in one room."""
-    room_chat_args = shlex.join(["--redis", redis, "--redis-prefix", unique_prefix(prefix), "--no-history"])
-    argv = python_m("examples.room_chat:app", "--port", "0", "--workers", "2")
-    async with open_command(argv, env={**os.environ, "ROOM_CHAT_ARGS": room_chat_args}) as command:
+    """examples/room_chat.py --workers 2 --redis URL: users on different workers chat in one room."""
+    argv = [sys.executable, "examples/room_chat.py", "--port", "0", "--workers", "2", "--redis", redis]
+    argv += ["--redis-prefix", unique_prefix(prefix), "--no-history"]
+    async with open_command(argv) as command:
         pids = await worker_pids(command, 2)
         url = (await command.started()).replace("http", "ws")
         # A stopped worker cannot accept: the other one takes the connection.

@@ -5,10 +5,11 @@ Two endpoints under *PATH*, answered before the app sees the request:
 * ``PATH/live`` (liveness): 200 ``ok`` while the process serves. A process that stopped answering
   it is stuck and may be restarted.
 * ``PATH/ready`` (readiness): 200 ``ready`` when the app can take new users; 503 while the app
-  says it cannot (:class:`~trionos.SupportsReadiness`, e.g. its broker is unreachable) or while
-  the process drains. A load balancer stops sending new users there first.
+  says it cannot (:class:`~trionos.SupportsReadiness`, e.g. its broker is unreachable) or once a
+  drain was asked for. A load balancer stops sending new users there first.
 
-While the server drains it answers every new connection, these included, with 503.
+A draining process stops accepting at once (with workers, the others take its new connections),
+so after a drain began these endpoints are not answered by that process at all.
 """
 
 from __future__ import annotations

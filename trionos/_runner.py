@@ -6,7 +6,7 @@ whose worker processes run :func:`serve_process` on the socket they inherit.
 
 A process serves like this: bind (before the event loop, so that a port in use is one line and
 status 1), enter the app's lifespan, serve, log ``trionos listening on URL``. On SIGINT or SIGTERM
-it drains: the server stops accepting, answers new connections with 503, closes every WebSocket
+it drains: the process stops accepting, requests in flight finish, every WebSocket is closed
 with 1001 (each has ``close_timeout`` to finish its closing handshake), the lifespan is exited,
 ``trionos stopped`` is logged and ``run`` returns (the command exits 0). A second signal during
 the drain ends the process at once with status 1.
@@ -172,6 +172,7 @@ class Drain:
             self._startup.cancel()
 
     def ready(self, app: object) -> bool:
+        """Whether the process takes new users: not draining, and *app* ready if it says."""
         if self.requested.is_set():
             return False
         return app.ready() if isinstance(app, SupportsReadiness) else True
@@ -291,14 +292,19 @@ def serve_process(
 
     Raises:
         StartupError: the app could not start (a missing dependency, an unreachable broker).
+        Exception: what the app raised, unwrapped from the nurseries' exception groups.
     """
     try:
         trio.run(_main, app, settings, sock, on_ready, extra)
-    except BaseException as exc:
+    except Exception as exc:
         error = _startup_error(exc)
-        if error is None:
-            raise
-        raise error from None
+        if error is not None:
+            raise error from None
+        # The app's own failure: its traceback, without the nurseries' groups around it.
+        leaf: BaseException = exc
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        raise leaf from None
 
 
 def _fail(message: str) -> NoReturn:

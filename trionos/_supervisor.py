@@ -43,6 +43,8 @@ logger = logging.getLogger("trionos.supervisor")
 
 #: A worker that served this many seconds resets its slot's restart delay.
 HEALTHY_AFTER = 10.0
+#: Seconds a worker that gave up starting has to exit by itself before it is killed.
+_EXIT_GRACE = 5.0
 _RESTART_DELAYS = Backoff(initial=0.5, maximum=10.0, jitter="equal")
 
 
@@ -127,8 +129,11 @@ class Supervisor:
                 await self._reap(worker, signal.SIGKILL)
             raise
         if answer != READY:
+            # It closed its end: it is exiting, and says why on its way out.
+            with trio.move_on_after(_EXIT_GRACE):
+                await worker.process.wait()
             await self._reap(worker, signal.SIGKILL)
-            if not worker.retiring:
+            if not self.stopping:
                 logger.error(
                     "worker %d (pid %d) exited before serving: %s",
                     slot.number,
@@ -162,17 +167,23 @@ class Supervisor:
         """
         first = True
         while not self.stopping:
-            worker = await self.spawn(slot)
-            if worker is None:
-                if self.stopping:
-                    break
-                if first:
-                    raise StartupError(f"worker {slot.number} could not start (its log above says why)")
-                delay = slot.delays.next_delay()
-                logger.warning("restarting worker %d in %.1f s", slot.number, delay)
-                await trio.sleep(delay)
-                continue
-            slot.worker = worker
+            worker = slot.worker
+            if worker is None or worker.process.returncode is not None:
+                worker = await self.spawn(slot)
+                if worker is None:
+                    if self.stopping:
+                        break
+                    if first:
+                        raise StartupError(f"worker {slot.number} could not start (its log above says why)")
+                    delay = slot.delays.next_delay()
+                    logger.warning("restarting worker %d in %.1f s", slot.number, delay)
+                    await trio.sleep(delay)
+                    continue
+                # A rolling restart may have filled the slot meanwhile: then this one goes.
+                if slot.worker is not None and slot.worker.process.returncode is None:
+                    await self._reap(worker, signal.SIGTERM)
+                    continue
+                slot.worker = worker
             if first:
                 first = False
                 self._slot_started()
