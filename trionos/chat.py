@@ -116,6 +116,11 @@ class Leave:
 # -- server -> client --------------------------------------------------------------------------------------
 
 
+def _names(users: Iterable[str]) -> tuple[str, ...]:
+    """Welcome's ``users`` as a tuple (a typed converter: ``converter=tuple`` types as ``Iterable[Any]``)."""
+    return tuple(users)
+
+
 @attrs.frozen
 class Welcome:
     """Sent to a client that joined: who is in the room now, itself included.
