@@ -54,6 +54,7 @@ from typing import TypeAlias
 import trionos
 from trionos.chat import (
     CLIENT_CODEC,
+    MAX_ROOM_BYTES,
     SERVER_CODEC,
     Ack,
     Chat,
@@ -66,6 +67,7 @@ from trionos.chat import (
     Message,
     ServerMessage,
     Welcome,
+    normalize_name,
 )
 
 PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
@@ -97,13 +99,16 @@ Session: TypeAlias = trionos.Session[None, ServerMessage]
 
 @channels.on(Join)
 async def join(session: Session, message: Join) -> None:
-    if not message.username.strip():
-        raise trionos.Refuse("username must not be empty")
+    try:  # names as the chat protocol compares them: look-alikes are one name, or refused
+        username = normalize_name(message.username)
+        room = normalize_name(message.room, what="room", limit=MAX_ROOM_BYTES)
+    except ValueError as exc:
+        raise trionos.Refuse(str(exc)) from None
     await session.join(
-        message.room,
-        name=message.username,
+        room,
+        name=username,
         # Who the user is across reconnections: the history never replays a message to its sender.
-        identity=message.username,
+        identity=username,
         since=message.since,
         history=message.history,
         welcome=lambda j: Welcome(j.names, j.epoch, j.offset, j.recovered),
