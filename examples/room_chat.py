@@ -122,6 +122,9 @@ async def chat(session: Session, message: Chat) -> None:
     now = time.time_ns() // 1_000_000  # the message's time: milliseconds since the Unix epoch
     try:
         sent = await session.broadcast(session.room, Message(session.name, message.text, time=now))
+    except trionos.BrokerUncertain as exc:
+        # History in Redis, which answered too late: it may have kept and delivered the message.
+        raise trionos.Refuse(f"message may not have been sent: {exc}") from exc
     except trionos.BrokerError as exc:
         # History in Redis, and Redis unreachable: the message got no position and reached nobody.
         raise trionos.Refuse(f"message not sent: {exc}") from exc

@@ -281,3 +281,28 @@ async def test_the_hub_ages_out_idle_histories_on_a_timer(autojump_clock: trio.t
         assert hub.metrics.history_rooms_dropped == 6
         after = hub.position("room-0")
         assert after is not None and after.offset == 0 and after.epoch != before.epoch
+
+
+async def test_a_replay_goes_in_pieces_so_a_client_that_never_reads_is_closed_after_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """2 MiB of history replayed to a client that reads nothing: the outbox bound and the policy apply."""
+    bounds = trionos.HistoryBounds(max_messages=1000, max_bytes=4 << 20)
+    async with trionos.Hub(history=bounds) as hub:
+        for n in range(64):
+            await hub.broadcast("r", "x" * (32 << 10))
+        closed = trio.Event()
+
+        async def handler(req: trionos.Request) -> None:
+            ws = await req.accept()
+            async with hub.client(ws) as client:
+                await hub.join_with_history(client, "r", since=trionos.Position("unknown", 0))
+                with pytest.raises(trionos.ConnectionClosed):
+                    await ws.recv()
+                assert ws.close_code == 1008
+                closed.set()
+
+        async with open_memory_server(handler, heartbeat=None) as server, server.connect("/"):
+            with trio.fail_after(3 * hub.grace):
+                await closed.wait()  # never reading
+        assert hub.metrics.slow_client_disconnects == 1

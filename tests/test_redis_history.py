@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -311,7 +313,9 @@ class HeldRedis:
 async def test_a_cancelled_recovery_leaves_the_shared_read_to_the_others() -> None:
     """Recoveries that arrive together share one read; one cancelled while it waits does not fail it."""
     client = HeldRedis(last=5)
-    history = StreamHistory(Link("redis://test", 2.0, trionos.Metrics(), client=client, connected=True), "p")
+    history = StreamHistory(
+        Link("redis://test", 2.0, trionos.Metrics(), client=client, connected=True), "p", trionos.Metrics()
+    )
     results: dict[str, trionos.Recovery] = {}
 
     async def recover(name: str, since: trionos.Position | None, scope: trio.CancelScope) -> None:
@@ -374,3 +378,82 @@ async def test_a_stalled_member_holds_a_history_room_for_grace_then_readers_miss
                         # pipe to bob (who never reads) full and was dropped.
                         assert closed.code in (1008, 1006)
                         break
+
+
+async def test_history_in_redis_is_bounded_by_bytes_and_counts_what_it_trims(redis: str, prefix: str) -> None:
+    """A room's stream keeps at most max_bytes of payloads; a recovery from the start is partial."""
+    bounds = trionos.HistoryBounds(max_messages=50, max_age=60.0, max_bytes=1000)
+    async with open_node(redis, prefix) as a, coredis.Redis.from_url(redis) as probe:
+        a.hub.set_room_history("r", bounds)
+        for n in range(10):
+            await a.hub.broadcast("r", Note(f"{n}" * 300))  # 336 bytes each, offset stamped in
+        meta, stream = f"{prefix}:history:r:meta", f"{prefix}:history:r"
+        kept = await probe.xrange(stream)
+        size = sum(len(entry.field_values[b"p"]) for entry in kept)
+        assert len(kept) == 2 and size <= 1000
+        assert int(await probe.hget(meta, "bytes") or 0) == size
+        assert a.broker.metrics.history_trimmed == 8
+        epoch = (await probe.hget(meta, "epoch") or b"").decode()
+        async with a.connect("ann", since=trionos.Position(epoch, 0)) as (_, recovery):
+            assert not recovery.complete and [e.offset for e in recovery.entries] == [9, 10]
+
+
+async def test_a_join_of_a_room_without_messages_leaves_only_expiring_keys(redis: str, prefix: str) -> None:
+    """The meta hash a join starts expires (after max_age, or an hour without one); a message's keys too."""
+    async with open_node(redis, prefix) as a, coredis.Redis.from_url(redis) as probe:
+        async with a.connect("ann", room="quiet"):
+            pass
+        assert 0 < await probe.pttl(f"{prefix}:history:quiet:meta") <= 60_000
+        a.hub.set_room_history("forever", trionos.HistoryBounds(max_age=None))
+        async with a.connect("bob", room="forever"):
+            pass
+        assert 59 * 60_000 < await probe.pttl(f"{prefix}:history:forever:meta") <= 3_600_000
+        await a.hub.broadcast("forever", Note("kept"))  # kept for good: no age bound
+        assert await probe.pttl(f"{prefix}:history:forever:meta") == -1
+
+
+@asynccontextmanager
+async def answer_holding_proxy(redis_url: str) -> AsyncIterator[tuple[str, Callable[[], None]]]:
+    """A loopback TCP proxy to Redis that forwards requests at once and, once the yielded function
+    is called, holds the answers until the block ends (Redis ran the command; its answer is late)."""
+    target = urllib.parse.urlsplit(redis_url)
+    host, port = target.hostname or "127.0.0.1", target.port or 6379
+    release = trio.Event()
+    hold = [False]
+
+    async def pipe(source: trio.SocketStream, sink: trio.SocketStream, answers: bool) -> None:
+        async for data in source:
+            if answers and hold[0]:
+                await release.wait()
+            await sink.send_all(data)
+
+    async def relay(client: trio.SocketStream) -> None:
+        async with client, await trio.open_tcp_stream(host, port) as server, trio.open_nursery() as nursery:
+            nursery.start_soon(pipe, client, server, False)
+            await pipe(server, client, True)
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, relay, 0, host="127.0.0.1"))
+        proxy_port = listeners[0].socket.getsockname()[1]
+
+        def hold_answers() -> None:
+            hold[0] = True
+
+        yield f"redis://127.0.0.1:{proxy_port}", hold_answers
+        release.set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_broadcast_redis_answers_too_late_is_reported_uncertain_not_unsent(
+    redis: str, prefix: str
+) -> None:
+    """When Redis keeps a broadcast but answers after the timeout, the sender hears BrokerUncertain."""
+    async with answer_holding_proxy(redis) as (url, hold), open_node(url, prefix, operation_timeout=0.3) as a:
+        async with a.connect("ann"):
+            await a.hub.broadcast("r", Note("before"))
+            hold()
+            with pytest.raises(trionos.BrokerUncertain, match="did not answer in time"):
+                await a.hub.broadcast("r", Note("late"))
+    async with coredis.Redis.from_url(redis) as probe:
+        assert await probe.xlen(f"{prefix}:history:r") == 2  # it was kept (and published)

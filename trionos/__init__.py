@@ -25,6 +25,7 @@ from ._codec import Codec as Codec
 from ._connection import MessageCodec as MessageCodec
 from ._connection import WebSocket as WebSocket
 from ._errors import BrokerError as BrokerError
+from ._errors import BrokerUncertain as BrokerUncertain
 from ._errors import ConnectionClosed as ConnectionClosed
 from ._errors import ConnectionRejected as ConnectionRejected
 from ._errors import ConnectTimeout as ConnectTimeout
@@ -111,6 +112,7 @@ __all__ = [
     "BridgedWebSocket",
     "Broker",
     "BrokerError",
+    "BrokerUncertain",
     "BrokerSink",
     "CLIENT_CONTENT_TYPE",
     "ChannelSettings",

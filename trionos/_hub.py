@@ -69,6 +69,8 @@ logger = logging.getLogger("trionos.hub")
 
 #: The close code sent to a client that kept sending over its rate limit (policy violation).
 RATE_LIMIT_CLOSE_CODE = 1008
+#: The most bytes of frames one piece of a replay joins (a larger frame is a piece alone).
+REPLAY_PIECE_BYTES = 64 << 10
 #: Seconds between two sweeps of the in-memory histories (age bounds, empty rooms forgotten).
 HISTORY_SWEEP_INTERVAL = 30.0
 
@@ -585,10 +587,22 @@ class Hub:
         return recovery
 
     async def _queue_replay(self, client: AnyClient, room: str, frames: list[bytes], joined: bool) -> None:
-        """Queue ``frames`` for ``client`` on the room's feed, ahead of any later broadcast."""
+        """Queue ``frames`` for ``client`` on the room's feed, ahead of any later broadcast.
+
+        In pieces of at most ``REPLAY_PIECE_BYTES`` (a larger frame alone) when the feed has room
+        for them all now, queued with no checkpoint in between, so the client's outbox bound and
+        the room's slow-client policy apply piece by piece. When the feed is full, as one write
+        that waits its turn (its size is bounded by the history's ``max_bytes``): a broadcast
+        made after the join must not come between two pieces.
+        """
         if frames:
             feed = self._feeds.get(room)
             assert feed is not None  # the client just joined
+            pieces = _pieces(frames)
+            if feed.has_room(len(pieces)) and not feed.stopped:
+                for piece in pieces:
+                    feed.put_nowait(piece, (client,))
+                return
             blob = b"".join(frames)
             try:
                 feed.put_nowait(blob, (client,))
@@ -1026,3 +1040,19 @@ class Hub:
             diff: the change.
         """
         self._presence.deliver(diff)
+
+
+def _pieces(frames: list[bytes]) -> list[bytes]:
+    """*frames* joined into pieces of at most ``REPLAY_PIECE_BYTES`` (a larger frame alone), in order."""
+    pieces: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if current and size + len(frame) > REPLAY_PIECE_BYTES:
+            pieces.append(b"".join(current))
+            current, size = [], 0
+        current.append(frame)
+        size += len(frame)
+    if current:
+        pieces.append(b"".join(current))
+    return pieces
