@@ -289,7 +289,7 @@ async def test_a_replay_goes_in_pieces_so_a_client_that_never_reads_is_closed_af
     """2 MiB of history replayed to a client that reads nothing: the outbox bound and the policy apply."""
     bounds = trionos.HistoryBounds(max_messages=1000, max_bytes=4 << 20)
     async with trionos.Hub(history=bounds) as hub:
-        for n in range(64):
+        for _ in range(64):
             await hub.broadcast("r", "x" * (32 << 10))
         closed = trio.Event()
 
