@@ -148,8 +148,13 @@ def make_hub(
     rate_limit: trionos.RateLimit | None = None,
     metrics: trionos.Metrics | None = None,
 ) -> trionos.Hub:
-    """The room chat's hub: typed broadcasts, history (None: off), ``left`` for a dead node's members."""
-    return channels.new_hub(broker=broker, history=history, rate_limit=rate_limit, metrics=metrics)
+    """The room chat's hub: typed broadcasts, history (None: off), ``left`` for a dead node's members.
+
+    Each history message carries its ``epoch`` beside its ``offset``, so a live page sees at once
+    that a room's history restarted."""
+    return channels.new_hub(
+        broker=broker, history=history, rate_limit=rate_limit, metrics=metrics, epoch_field="epoch"
+    )
 
 
 def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> trionos.Handler:

@@ -38,9 +38,9 @@ BOUNDS = trionos.HistoryBounds(max_messages=50, max_age=60.0)
 class Node:
     """A hub with history on a RedisBroker; a connection to ``/name-n`` is a client of identity ``name``."""
 
-    def __init__(self, broker: RedisBroker) -> None:
+    def __init__(self, broker: RedisBroker, epoch_field: str | None = None) -> None:
         self.broker = broker
-        self.hub = trionos.Hub(broker=broker, codec=CODEC, history=BOUNDS)
+        self.hub = trionos.Hub(broker=broker, codec=CODEC, history=BOUNDS, epoch_field=epoch_field)
         self.server: Any = None
         self.clients: dict[str, trionos.Client] = {}
         self._registered = trio.Event()
@@ -68,8 +68,10 @@ class Node:
 
 
 @asynccontextmanager
-async def open_node(url: str, prefix: str, **options: Any) -> AsyncIterator[Node]:
-    node = Node(RedisBroker(url, prefix=prefix, **options))
+async def open_node(
+    url: str, prefix: str, *, epoch_field: str | None = None, **options: Any
+) -> AsyncIterator[Node]:
+    node = Node(RedisBroker(url, prefix=prefix, **options), epoch_field)
     async with node.hub, open_memory_server(node.handler, heartbeat=None) as server:
         node.server = server
         yield node
@@ -181,7 +183,7 @@ async def test_while_redis_is_unreachable_rooms_with_history_refuse_and_recover_
     """No position without Redis: broadcast and join_with_history raise BrokerError; after the restart
     (an empty Redis) there is a new epoch, and an old position is reported as partial."""
     with private_redis_server() as server:
-        options = {"operation_timeout": 0.5, "reconnect_max_delay": 0.1}
+        options: dict[str, Any] = {"operation_timeout": 0.5, "reconnect_max_delay": 0.1}
         async with open_node(server.url, prefix, **options) as a, a.connect("ann") as (ann, joined):
             await a.hub.broadcast("r", Note("before"))
             assert await texts(ann, 1) == [("before", 1)]
@@ -457,3 +459,95 @@ async def test_a_broadcast_redis_answers_too_late_is_reported_uncertain_not_unse
                 await a.hub.broadcast("r", Note("late"))
     async with coredis.Redis.from_url(redis) as probe:
         assert await probe.xlen(f"{prefix}:history:r") == 2  # it was kept (and published)
+
+
+async def shown_by(positions: trionos.Positions, ws: trionos.WebSocket, n: int) -> list[str]:
+    """The next ``n`` notes that ``positions`` says are new, as ``text@epoch:offset``."""
+    shown: list[str] = []
+    with trio.fail_after(PATIENCE):
+        while len(shown) < n:
+            note = json.loads(await ws.recv())
+            if positions.receive("r", note["offset"], note["epoch"]):
+                shown.append(f"{note['text']}@{note['epoch']}:{note['offset']}")
+    return shown
+
+
+async def test_a_live_client_sees_the_new_epoch_after_a_redis_restart(prefix: str) -> None:
+    """A Redis restart without persistence restarts the offsets; the live client shows every message."""
+    with private_redis_server() as server:
+        options: dict[str, Any] = {"operation_timeout": 0.5, "reconnect_max_delay": 0.1}
+        async with (
+            open_node(server.url, prefix, epoch_field="epoch", **options) as a,
+            a.connect("ann") as (
+                ann,
+                joined,
+            ),
+        ):
+            positions = trionos.Positions()
+            positions.welcome("r", joined.position, None)
+            first = joined.position.epoch
+            for text in ("one", "two"):
+                await a.hub.broadcast("r", Note(text))
+            assert await shown_by(positions, ann, 2) == [f"one@{first}:1", f"two@{first}:2"]
+            await trio.to_thread.run_sync(server.stop)
+            await trio.to_thread.run_sync(server.start)
+            with trio.fail_after(PATIENCE):
+                while True:
+                    try:
+                        sent = await a.hub.broadcast("r", Note("three"))
+                        break
+                    except trionos.BrokerError:
+                        await trio.sleep(0.05)  # polling until the broker is back
+            assert sent.position is not None and sent.position.epoch != first
+            second = sent.position.epoch
+            await a.hub.broadcast("r", Note("four"))
+            # "three" may be lost live (the subscription was coming back): then "four" shows the
+            # new epoch with a gap before it, and a rejoin replays "three".
+            shown = await shown_by(positions, ann, 1)
+            if (since := positions.recovery_due("r")) is not None:
+                assert since == trionos.Position(second, 0) and shown == [f"four@{second}:2"]
+                recovery = await a.hub.join_with_history(a.clients["ann"], "r", since=since)
+                assert recovery.complete
+                shown += await shown_by(positions, ann, 1)
+                assert shown == [f"four@{second}:2", f"three@{second}:1"]
+            else:
+                shown += await shown_by(positions, ann, 1)
+                assert shown == [f"three@{second}:1", f"four@{second}:2"]  # not dropped as seen
+            assert positions.since("r") == trionos.Position(second, 2)
+
+
+async def test_a_live_client_recovers_a_message_its_subscription_missed(redis: str, prefix: str) -> None:
+    """Offsets kept in Redis but never delivered live: the gap is noticed, a rejoin fills it once."""
+    async with open_node(redis, prefix, epoch_field="epoch") as a, coredis.Redis.from_url(redis) as probe:
+        async with a.connect("ann-1") as (ann, joined):
+            positions = trionos.Positions()
+            positions.welcome("r", joined.position, None)
+            sent = await a.hub.broadcast("r", Note("one"))
+            assert sent.position is not None
+            epoch = sent.position.epoch
+            assert await shown_by(positions, ann, 1) == [f"one@{epoch}:1"]
+            # Kept in Redis but published where nobody listens: as lost by a dropped subscription.
+            elsewhere = StreamHistory(
+                Link(redis, 2.0, trionos.Metrics(), client=probe, connected=True), prefix, trionos.Metrics()
+            )
+            for text in ("two", "three"):
+                await elsewhere.append(
+                    "r",
+                    CODEC.encode(Note(text)),
+                    channel=b"nobody-listens",
+                    head=encode_history_head("elsewhere", None, binary=False),
+                    exclude_identity=None,
+                    bounds=BOUNDS,
+                    offset_member='"epoch":\n"offset":',
+                    epoch=epoch,
+                )
+            await a.hub.broadcast("r", Note("four"))
+            assert await shown_by(positions, ann, 1) == [f"four@{epoch}:4"]
+            since = positions.recovery_due("r")
+            assert since == trionos.Position(epoch, 1)
+            recovery = await a.hub.join_with_history(a.clients["ann-1"], "r", since=since)
+            assert recovery.complete
+            assert await shown_by(positions, ann, 2) == [f"two@{epoch}:2", f"three@{epoch}:3"]
+            await a.hub.broadcast("r", Note("five"))
+            assert await shown_by(positions, ann, 1) == [f"five@{epoch}:5"]  # four was not shown twice
+            assert positions.since("r") == trionos.Position(epoch, 5)

@@ -58,6 +58,7 @@ __all__ = [
     "RoomHistory",
     "Total",
     "last_messages",
+    "stamp_members",
     "stamp_offset",
 ]
 
@@ -513,9 +514,23 @@ def stamp_offset(payload: str, field: str, offset: int) -> str:
     Returns:
         The text with the member added.
     """
+    return stamp_members(payload, f"{dumps_json(field)}:{offset}")
+
+
+def stamp_members(payload: str, members: str) -> str:
+    """Add *members* (JSON object members, as text) to a JSON object's text, last.
+
+    Text that is not a JSON object (no ``{`` ... ``}`` around it) is returned unchanged.
+
+    Args:
+        payload: the text of a JSON object.
+        members: e.g. ``"epoch":"9f2c","offset":7``.
+
+    Returns:
+        The text with the members added.
+    """
     if len(payload) < 2 or payload[0] != "{" or payload[-1] != "}":
         return payload
-    member = f"{dumps_json(field)}:{offset}"
     if payload[1:-1].strip():
-        return f"{payload[:-1]},{member}}}"
-    return f"{{{member}}}"
+        return f"{payload[:-1]},{members}}}"
+    return f"{{{members}}}"

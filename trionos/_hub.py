@@ -139,6 +139,9 @@ class Hub:
             :meth:`set_room_history` turns it on or off per room.
         offset_field: the member a codec-encoded message (a JSON object) into a room with
             history carries its offset in (None: not stamped).
+        epoch_field: the member such a message carries its epoch in, before the offset (None,
+            the default: not stamped). With it, a live client sees at once that a room's history
+            restarted (eviction, a Redis restart), where offsets alone start again from 1.
         new_epoch: makes the epoch each room's history starts with (default: 8 random hex
             digits from :mod:`secrets`, so a restarted process names new epochs).
         metrics: the :class:`~trionos.Metrics` this hub counts into (a fresh one by default;
@@ -169,6 +172,7 @@ class Hub:
         rate_limit: RateLimit | None = None,
         history: HistoryBounds | bool | None = None,
         offset_field: str | None = "offset",
+        epoch_field: str | None = None,
         new_epoch: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
         max_presence_meta_bytes: int = 1024,
@@ -199,7 +203,7 @@ class Hub:
         self._stopped = False
         self._cm: AbstractAsyncContextManager[Hub, bool | None] | None = None
         new_epoch = new_epoch or (lambda: secrets.token_hex(4))
-        self._history = HubHistory(history, offset_field, new_epoch, self.metrics)
+        self._history = HubHistory(history, offset_field, new_epoch, self.metrics, epoch_field)
         self._shared_history = SharedHistory[AnyClient](self.broker, self.metrics, new_epoch, grace)
         # The clients being replayed to from a shared history (checked on every broadcast).
         self._held = self._shared_history.held
@@ -235,6 +239,11 @@ class Hub:
     def offset_field(self) -> str | None:
         """The member a codec-encoded message into a room with history carries its offset in."""
         return self._history.offset_field
+
+    @property
+    def epoch_field(self) -> str | None:
+        """The member a codec-encoded message into a room with history carries its epoch in."""
+        return self._history.epoch_field
 
     @property
     def fan_out_tasks(self) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._connection import MessageCodec
 from ._frames import message_frame
-from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
+from ._history import History, HistoryBounds, Position, Recovery, stamp_members
 from ._json import dumps as dumps_json
 from ._metrics import Metrics
 
@@ -46,6 +46,8 @@ class HubHistory:
         offset_field: the member a codec-encoded message carries its offset in (None: none).
         new_epoch: makes a fresh epoch.
         metrics: counts appends, trims, replays and recoveries.
+        epoch_field: the member such a message carries its epoch in, before the offset (None:
+            none; only with an ``offset_field``).
     """
 
     def __init__(
@@ -54,9 +56,11 @@ class HubHistory:
         offset_field: str | None,
         new_epoch: Callable[[], str],
         metrics: Metrics,
+        epoch_field: str | None = None,
     ) -> None:
         self._default = history_bounds(default)
         self.offset_field = offset_field
+        self.epoch_field = None if offset_field is None else epoch_field
         self.new_epoch = new_epoch
         self._metrics = metrics
         self._rooms: dict[str, HistoryBounds | None] = {}
@@ -122,27 +126,40 @@ class HubHistory:
             The frame, and the message's position.
         """
         kept = self._memory.room(room, bounds)
-        frame = self._frame_at(message, codec, kept.offset + 1)
+        frame = self._frame_at(message, codec, Position(kept.epoch, kept.offset + 1))
         entry, trimmed = self._memory.append(room, frame, exclude_identity, now)
         self._metrics.history_appended += 1
         self._count(trimmed)
         return frame, Position(kept.epoch, entry.offset)
 
-    def _frame_at(self, message: Any, codec: MessageCodec[Any] | None, offset: int) -> bytes:
+    def _frame_at(self, message: Any, codec: MessageCodec[Any] | None, position: Position) -> bytes:
         if isinstance(message, str | bytes):
             return message_frame(message)
         assert codec is not None
         text = codec.encode(message)
-        return message_frame(
-            text if self.offset_field is None else stamp_offset(text, self.offset_field, offset)
-        )
+        if self.offset_field is None:
+            return message_frame(text)
+        members = f"{dumps_json(self.offset_field)}:{position.offset}"
+        if self.epoch_field is not None:
+            members = f"{dumps_json(self.epoch_field)}:{dumps_json(position.epoch)},{members}"
+        return message_frame(stamp_members(text, members))
 
     def payload(self, message: Any, codec: MessageCodec[Any] | None) -> tuple[str | bytes, str | None]:
-        """*message* as a shared broker appends it: the payload, and the offset member's prefix."""
+        """*message* as a shared broker appends it: the payload, and the members' prefixes.
+
+        The prefix is the offset member's (``"offset":``), or with an ``epoch_field`` the epoch
+        member's and the offset member's separated by a newline (``"epoch":`` newline
+        ``"offset":``; a newline never occurs in compact JSON), which the broker's append script
+        stamps with the epoch and offset it gives out.
+        """
         if isinstance(message, str | bytes):
             return message, None
         assert codec is not None
-        member = None if self.offset_field is None else f"{dumps_json(self.offset_field)}:"
+        if self.offset_field is None:
+            return codec.encode(message), None
+        member = f"{dumps_json(self.offset_field)}:"
+        if self.epoch_field is not None:
+            member = f"{dumps_json(self.epoch_field)}:\n{member}"
         return codec.encode(message), member
 
     def read(

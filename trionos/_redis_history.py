@@ -69,7 +69,8 @@ local function trim(maxn, maxb)
 end
 """
 #: Give a message its offset, keep it and publish it, in one step. ARGV[3]: payload; ARGV[4]: the
-#: JSON member prefix that stamps the offset ('' for none); ARGV[5]: excluded identity; ARGV[6]:
+#: JSON member prefix that stamps the offset ('' for none), or the epoch's and the offset's
+#: separated by a newline (``"epoch":`` newline ``"offset":``); ARGV[5]: excluded identity; ARGV[6]:
 #: max messages; ARGV[7]: channel; ARGV[8]: envelope head; ARGV[9]: 't' or 'b'; ARGV[10]: max bytes
 #: of payloads (0: none). Returns {epoch, offset, trimmed}.
 _HISTORY_APPEND = (
@@ -78,8 +79,14 @@ _HISTORY_APPEND = (
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local payload = ARGV[3]
 if ARGV[4] ~= '' then
-  if payload == '{}' then payload = '{' .. ARGV[4] .. offset .. '}'
-  else payload = string.sub(payload, 1, -2) .. ',' .. ARGV[4] .. offset .. '}' end
+  local members = ARGV[4] .. offset
+  local nl = string.find(ARGV[4], '\\n', 1, true)
+  if nl then
+    local epoch_member = string.sub(ARGV[4], 1, nl - 1) .. cjson.encode(epoch)
+    members = epoch_member .. ',' .. string.sub(ARGV[4], nl + 1) .. offset
+  end
+  if payload == '{}' then payload = '{' .. members .. '}'
+  else payload = string.sub(payload, 1, -2) .. ',' .. members .. '}' end
 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'ms') or '0')
 if ms < last then ms = last end

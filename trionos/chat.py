@@ -12,7 +12,7 @@ Every message is one JSON object in a WebSocket text frame, tagged by ``"type"``
                        {"type":"welcome","users":["ann","bob"],"epoch":"9f2c","offset":44,"recovered":true}
                        {"type":"joined","username":"bob"}
                        {"type":"message","from":"ann","text":"hi"}
-                       {"type":"message","from":"ann","text":"hi","offset":45,"time":1796601600000}
+                       {"type":"message","from":"ann","text":"hi","time":1796601600000,"epoch":"9f2c","offset":45}
                        {"type":"ack","id":"m7","offset":45,"time":1796601600000}
                        {"type":"left","username":"bob"}
                        {"type":"error","reason":"join a room first"}
@@ -24,7 +24,8 @@ Unknown fields are ignored, so either side can add fields without breaking the o
 
 **History and recovery** (optional fields; absent when not in use, so a peer that never uses them
 sees exactly the messages above). When the room keeps a history, each ``message`` carries its
-``offset`` (one more per chat message in the room) and ``welcome`` carries the room's ``epoch``
+``offset`` (one more per chat message in the room) and ``epoch`` (the room's history's, so a live
+client sees a restart at once; the room chat sends it) and ``welcome`` carries the room's ``epoch``
 and latest ``offset``. A client that comes back sends ``join`` with ``since`` (the epoch and the
 offset of the last message it saw); the server answers ``welcome`` with ``recovered`` (true when
 nothing was lost, false when the history no longer reaches back that far or the epoch changed),
@@ -209,6 +210,9 @@ class Joined:
 class Message:
     """``from_`` said ``text`` (the field is ``"from"`` on the wire); ``offset`` with history.
 
+    ``epoch`` (with history, when the server stamps it) names the history the offset belongs to:
+    a live client sees at once that the room's history restarted (its offsets start again).
+
     ``time`` is when the server accepted it (integer milliseconds since the Unix epoch, UTC).
     """
 
@@ -216,6 +220,8 @@ class Message:
     text: str
     offset: int | None = attrs.field(default=None, metadata=_OPTIONAL)
     time: int | None = attrs.field(default=None, metadata=_OPTIONAL)
+    #: The epoch of the room's history the offset belongs to (a server with ``Hub(epoch_field=)``).
+    epoch: str | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen

@@ -172,7 +172,7 @@ async def test_a_silent_member_times_out_after_a_minute(
 
 def said(text: str, offset: int, by: str = "ann") -> dict[str, Any]:
     """A chat message as a member receives it from a room with history."""
-    return {"type": "message", "from": by, "text": text, "offset": offset, "time": ANY}
+    return {"type": "message", "from": by, "text": text, "offset": offset, "time": ANY, "epoch": ANY}
 
 
 def welcomed(users: list[str], epoch: Any, offset: int, **recovered: bool) -> dict[str, Any]:
