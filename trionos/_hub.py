@@ -608,7 +608,7 @@ class Hub:
             feed = self._feeds.get(room)
             assert feed is not None  # the client just joined
             pieces = _pieces(frames)
-            if feed.has_room(len(pieces)) and not feed.stopped:
+            if feed.has_room(len(pieces), sum(map(len, pieces))) and not feed.stopped:
                 for piece in pieces:
                     feed.put_nowait(piece, (client,))
                 return
