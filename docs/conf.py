@@ -103,12 +103,19 @@ nitpick_ignore = [
     ("py:class", "websockets.protocol.Protocol"),
     ("py:class", "wsproto.WSConnection"),
     ("py:class", "wsproto.events.Event"),
+    # Private by design: a Client is made by Hub.client (its registry is the hub's); a transport is
+    # seen through trionos.HubTransport, whose write_listener is whatever the hub registers.
+    ("py:class", "ClientRegistry"),
+    ("py:class", "trionos._transport.Transport"),
+    ("py:class", "trionos._transport.WriteListener"),
 ]
 nitpick_ignore_regex = [
     # Type variables (``T``) of generic methods: a signature shows them, there is nothing to link to.
     (r"py:(class|obj)", r"trionos\.(testing\.)?_\w+\.T"),
     # Channels[S, I, O]: its state, inbound and outbound type variables, and a handler's message M.
     (r"py:(class|obj)", r"(trionos\._(channels|session)\.)?[SIOM]"),
+    # ... and of generic classes (Client's connection type T) and methods (Hub.client's C).
+    (r"py:(class|obj)", r"(trionos\._\w+\.)?[TC]"),
 ]
 
 #: Names in annotations that autodoc sees as bare strings (imported under ``TYPE_CHECKING`` in the
@@ -117,6 +124,8 @@ BARE_NAMES = {
     "AbstractAsyncContextManager": "contextlib.AbstractAsyncContextManager",
     "SearchStrategy": "hypothesis.strategies.SearchStrategy",
     "st.SearchStrategy": "hypothesis.strategies.SearchStrategy",
+    # The hub's alias for a client of any connection type (Client[HubConnection]).
+    "AnyClient": "trionos.Client",
 }
 
 # -- HTML ------------------------------------------------------------------------------------------------
