@@ -74,13 +74,12 @@ PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
 
 
 async def page(req: trionos.Request) -> None:
-    """Plain HTTP: the chat page at ``/``, the browser client at ``/trionos.js``, 404 elsewhere."""
+    """Plain HTTP: the chat page at ``/``, the browser client at ``/trionos.js`` (the server
+    answers 404 to what is left unanswered)."""
     if req.path == "/":
         await req.respond_html(PAGE)
     elif req.path == "/trionos.js":  # the browser client the page imports
         await trionos.respond_client(req)
-    else:
-        await req.respond_text("Not Found", status=404)
 
 
 #: The room chat: one handler per client message; rooms, presence, acks and goodbyes are the framework's.
@@ -134,7 +133,8 @@ async def chat(session: Session, message: Chat) -> None:
 
 @channels.on(Leave)
 async def leave(session: Session, message: Leave) -> None:
-    await session.leave()
+    if not await session.leave() and message.id is not None:
+        raise trionos.Refuse("not in a room")  # a leave with an id always gets its answer
 
 
 #: The room chat's history: the last 200 messages or 10 minutes per room, whichever is less.

@@ -15,6 +15,8 @@ from typing import Any, TypeAlias
 import attrs
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import trionos
 from trionos.chat import MessageId
@@ -22,6 +24,7 @@ from trionos.testing import (
     expect_closed,
     expect_message,
     expect_silence,
+    malformed_payloads,
     open_loopback_server,
     open_memory_server,
 )
@@ -451,6 +454,24 @@ async def test_a_join_with_history_gets_the_rooms_last_messages() -> None:
                 await expect_message(bob, {"type": "said", "from": "ann", "text": "four", "offset": 4})
                 await send(bob, Enter("tea", history=-1, id="bad"))
                 await expect(bob, Failed("history must be a count of at least 0, got -1", id="bad"))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads=st.lists(malformed_payloads(INBOUND), min_size=1, max_size=4))
+def test_undecodable_input_never_reaches_a_handler_and_the_connection_stays(payloads: list[str]) -> None:
+    """Any payload the inbound codec refuses is answered with the app's error (no id), and the
+    connection goes on: a valid message after them is handled."""
+
+    async def check() -> None:
+        async with served() as server, server.connect(**cookie("t-ann")) as ann:
+            for payload in payloads:
+                await ann.send(payload)
+                reply = await expect_message(ann, Failed, codec=OUTBOUND)
+                assert reply.id is None and reply.reason != "internal error"
+            await send(ann, Enter("tea"))
+            await expect(ann, Welcome([Person("ann", "online")]))
+
+    trio.run(check)
 
 
 # --- the application object -------------------------------------------------------------------------------

@@ -64,6 +64,14 @@ def test_flags_set_the_settings(argv: list[str], expected: dict[str, Any]) -> No
     assert options == attrs.evolve(trionos.ServerOptions(access_log=True), **expected)
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the installed version and exits 0."""
+    with pytest.raises(SystemExit) as exit_:
+        parse(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"trionos {trionos.__version__}"
+
+
 def test_an_out_of_range_setting_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """ServerOptions' validators speak through argparse: status 2 and the validator's message."""
     with pytest.raises(SystemExit) as exit_:

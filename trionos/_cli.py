@@ -127,6 +127,7 @@ def build_parser(prog: str = "trionos") -> argparse.ArgumentParser:
         "With --workers, SIGHUP replaces the workers one at a time.",
     )
     parser.add_argument("app", metavar="MODULE:ATTR", help="the app, e.g. examples.room_chat:app")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--app-dir", metavar="DIR", help="import MODULE from DIR (default: the current one)")
     where = parser.add_argument_group("where to listen")
     where.add_argument("--host", default="127.0.0.1", help="address to bind; '' for all [default: 127.0.0.1]")
@@ -159,6 +160,12 @@ def build_parser(prog: str = "trionos") -> argparse.ArgumentParser:
     )
     _add_option_flags(parser)
     return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _positive(text: str) -> int:

@@ -231,6 +231,10 @@ async def test_acknowledgements_carry_the_message_id_back() -> None:
             await bob.send_json({"type": "leave", "id": 7})
             await expect_message(bob, {"type": "left", "username": "bob", "id": 7})
             await expect_message(ann, {"type": "left", "username": "bob"})
+            await bob.send_json({"type": "leave", "id": 8})
+            await expect_message(bob, {"type": "error", "reason": "not in a room", "id": 8})
+            await bob.send_json({"type": "leave"})  # without an id: as before, nothing
+            await expect_silence(bob, timeout=0.05)
 
 
 @pytest.mark.trionos_backend("memory")
