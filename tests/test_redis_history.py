@@ -77,6 +77,16 @@ async def open_node(
         yield node
 
 
+async def broadcast_once_redis_is_back(node: Node, note: Note) -> trionos.Sent:
+    """Broadcast *note* into room "r", retrying while the broker is still reconnecting."""
+    with trio.fail_after(PATIENCE):
+        while True:
+            try:
+                return await node.hub.broadcast("r", note)
+            except trionos.BrokerError:
+                await trio.sleep(0.05)  # polling until the broker is back
+
+
 async def texts(ws: trionos.WebSocket, n: int, *, patience: float = PATIENCE) -> list[tuple[str, int]]:
     """The next ``n`` notes as (text, offset), within ``patience`` seconds (a hang guard, not a measure)."""
     got = []
@@ -197,13 +207,7 @@ async def test_while_redis_is_unreachable_rooms_with_history_refuse_and_recover_
                     await a.hub.join_with_history(a.clients["bob"], "r", since=joined.position)
                 assert "r" not in a.hub.rooms_of(a.clients["bob"])
             await trio.to_thread.run_sync(server.start)
-            with trio.fail_after(PATIENCE):
-                while True:
-                    try:
-                        sent = await a.hub.broadcast("r", Note("after"))
-                        break
-                    except trionos.BrokerError:
-                        await trio.sleep(0.05)
+            sent = await broadcast_once_redis_is_back(a, Note("after"))
             assert sent.position is not None and sent.position.epoch != joined.position.epoch
             await expect_message(ann, {"type": "note", "text": "after", "offset": 1}, timeout=PATIENCE)
             async with a.connect("cat", since=trionos.Position(joined.position.epoch, 1)) as (_, late):
@@ -493,13 +497,7 @@ async def test_a_live_client_sees_the_new_epoch_after_a_redis_restart(prefix: st
             assert await shown_by(positions, ann, 2) == [f"one@{first}:1", f"two@{first}:2"]
             await trio.to_thread.run_sync(server.stop)
             await trio.to_thread.run_sync(server.start)
-            with trio.fail_after(PATIENCE):
-                while True:
-                    try:
-                        sent = await a.hub.broadcast("r", Note("three"))
-                        break
-                    except trionos.BrokerError:
-                        await trio.sleep(0.05)  # polling until the broker is back
+            sent = await broadcast_once_redis_is_back(a, Note("three"))
             assert sent.position is not None and sent.position.epoch != first
             second = sent.position.epoch
             await a.hub.broadcast("r", Note("four"))
