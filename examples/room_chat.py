@@ -74,11 +74,11 @@ PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
 
 
 async def page(req: trionos.Request) -> None:
-    """Plain HTTP: the chat page at ``/``, the browser client at ``/trionos.js`` (the server
-    answers 404 to what is left unanswered)."""
+    """Plain HTTP: the chat page at ``/``, the browser client it imports at ``/trionos.js`` (the
+    server answers 404 to what is left unanswered)."""
     if req.path == "/":
         await req.respond_html(PAGE)
-    elif req.path == "/trionos.js":  # the browser client the page imports
+    elif req.path == "/trionos.js":
         await trionos.respond_client(req)
 
 

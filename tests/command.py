@@ -85,9 +85,11 @@ class Command:
         self.process.send_signal(signum)
 
     async def wait(self, within: float = START_TIMEOUT) -> int:
-        """Wait for the process to exit; its status."""
+        """Wait for the process to exit and its log to end (every line read); its status."""
         with trio.fail_after(within):
-            return await self.process.wait()
+            status = await self.process.wait()
+            await self.log_closed.wait()
+        return status
 
 
 def python_m(*args: str) -> list[str]:

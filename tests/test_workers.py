@@ -7,6 +7,7 @@ answers a plain GET with its process id, so a test knows which worker answered.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import trio
 import trionos
 from tests.command import WORKER, Command, http_get, open_command, python_m, run_to_end
 from tests.helpers import close_code
-from tests.redis_server import unique_prefix
+from tests.redis_server import private_redis_server, unique_prefix
 
 #: Patience for a message between two workers through Redis on a loaded machine.
 PATIENCE = 10.0
@@ -54,7 +55,7 @@ async def answering_pid(port: int) -> int:
 async def test_connections_land_on_both_workers() -> None:
     """With --workers 2, connections are served by both worker processes (two different pids)."""
     async with two_workers() as (command, pids):
-        assert "each worker has its own rooms" in command.log()
+        await command.expect("each worker has its own rooms")
         seen: set[int] = set()
 
         async def one() -> None:
@@ -218,3 +219,24 @@ async def test_room_chat_on_two_workers_is_one_chat_through_redis(redis: str, pr
             os.kill(pids[1], signal.SIGCONT)
         command.signal(signal.SIGTERM)
         assert await command.wait() == 0, command.log()
+
+
+async def test_room_chat_readiness_follows_redis(prefix: str) -> None:
+    """--health on the room chat with Redis: ready is 503 while Redis is down, 200 once it is back."""
+    with private_redis_server() as redis:
+        room_chat_args = shlex.join(
+            ["--redis", redis.url, "--redis-prefix", prefix, "--redis-presence-ttl", "1"]
+        )
+        argv = python_m("examples.room_chat:app", "--port", "0", "--health", "/health")
+        async with open_command(argv, env={**os.environ, "ROOM_CHAT_ARGS": room_chat_args}) as command:
+            await command.started()
+            assert await http_get(command.port, "/health/ready") == (200, "ready\n")
+            redis.stop()
+            await command.expect("is unreachable")  # the broker noticed (presence refresh, TTL/3)
+            assert await http_get(command.port, "/health/ready") == (503, "not ready\n")
+            assert await http_get(command.port, "/health/live") == (200, "ok\n")
+            redis.start()
+            await command.expect("reachable again")
+            assert await http_get(command.port, "/health/ready") == (200, "ready\n")
+            command.signal(signal.SIGTERM)
+            assert await command.wait() == 0, command.log()
