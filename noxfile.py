@@ -56,6 +56,10 @@ def tests(session: nox.Session) -> None:
     """The suite, and the example tests against trionos installed from a wheel."""
     session.install(".[test,redis]")
     # `python -m`: the suite imports its helpers as `tests.*`, from the working directory.
-    session.run("python", "-m", "pytest", "-q", *session.posargs)
+    # The longer property runs (tests/conftest.py): e.g. the fast path's differential test runs
+    # 2,000 examples per property instead of 400.
+    session.run(
+        "python", "-m", "pytest", "-q", *session.posargs, env={"TRIONOS_HYPOTHESIS_PROFILE": "thorough"}
+    )
     session.chdir("examples/tests")
     session.run("pytest", "-q", ".")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make autobahn`: Autobahn|Testsuite against bench/autobahn_server.py, compression off and on,
-# every case (9.* included; 12.*/13.* when compression is on). Not part of `make test`.
+# `make autobahn`: Autobahn|Testsuite against bench/autobahn_server.py, compression off, on, and
+# on with context takeover, every case (9.* included; 12.*/13.* when compression is on). Not part
+# of `make test`. MODES picks some of them (default "off deflate takeover").
 # Env: PYTHON (the venv's python), WSTEST_DIR (a cache dir for wstest), OUT (reports),
 #      HARNESS (the shared harness dir), CASES (default all), TIMEOUT (default 3600 s: 12.* is slow).
 set -euo pipefail
@@ -13,9 +14,14 @@ if [[ ! -x $WSTEST_DIR/venv/bin/wstest ]]; then
   "$HARNESS/setup_wstest.sh" "$WSTEST_DIR"
 fi
 status=0
-for mode in off deflate; do
+for mode in ${MODES:-off deflate takeover}; do
   port_file=$(mktemp)
-  if [[ $mode == off ]]; then flags=(); else flags=(--compression deflate); fi
+  case $mode in
+    off) flags=() ;;
+    deflate) flags=(--compression deflate) ;;
+    takeover) flags=(--compression deflate --context-takeover) ;;
+    *) echo "unknown mode $mode" >&2; exit 2 ;;
+  esac
   "$PYTHON" "$here/autobahn_server.py" --port 0 "${flags[@]}" > "$port_file" &
   server=$!
   for _ in $(seq 100); do grep -q READY "$port_file" && break; sleep 0.1; done

@@ -1,6 +1,7 @@
 """A pure echo server on ``trionos.serve`` for Autobahn|Testsuite (``make autobahn``).
 
-``python bench/autobahn_server.py --port P [--compression deflate]`` echoes every message
+``python bench/autobahn_server.py --port P [--compression deflate [--context-takeover]]`` echoes
+every message
 unchanged (text as text, binary as binary), prints ``READY <port>`` once it listens, and runs
 until SIGTERM/SIGINT. Messages may be as large as the suite's largest (16 MiB, in 9.*).
 """
@@ -35,12 +36,16 @@ async def echo(request: trionos.Request) -> None:
         pass  # the suite breaks connections on purpose; the close code is what it checks
 
 
-async def main(port: int, compression: str | None) -> None:
+async def main(port: int, compression: str | None, context_takeover: bool) -> None:
     options: dict[str, object] = {}
     if serve_takes("compression"):
         options["compression"] = compression
     elif compression is not None:
         sys.exit("this trionos has no compression option")
+    if context_takeover:
+        if not serve_takes("compression_context_takeover"):
+            sys.exit("this trionos has no compression_context_takeover option")
+        options["compression_context_takeover"] = True
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             lambda task_status: trionos.serve(
@@ -65,5 +70,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--compression", choices=["deflate"], default=None)
+    parser.add_argument("--context-takeover", action="store_true", help="compression_context_takeover=True")
     args = parser.parse_args()
-    trio.run(main, args.port, args.compression)
+    trio.run(main, args.port, args.compression, args.context_takeover)

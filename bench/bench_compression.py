@@ -2,12 +2,16 @@
 
 Run ``python bench/bench_compression.py [--seconds S] [--clients N] [--idle N]``. The picows load
 generator of ``make bench`` cannot negotiate permessage-deflate, so this one is a websockets
-asyncio client (uvloop) offering websockets' default compression. Both servers run as their own
-processes (``bench/servers/*.py --compression``: trionos' ``compression="deflate"``, websockets'
-default settings); they run in turn, A B A B, and the figures are medians. Messages are a
-1 KiB JSON document, so compression has something to do. The client is pure Python and
-decompresses every message: it is the limit in the echo and broadcast figures, so read the
-server CPU per message next to them. Loopback only.
+asyncio client (uvloop) offering websockets' default compression. The servers run as their own
+processes (``bench/servers/*.py --compression``): trionos with ``compression="deflate"`` (no
+context takeover, compress-once broadcasts), trionos with ``compression_context_takeover=True``
+too (``trionos-takeover``), and websockets with its default settings (context takeover, 4 KiB
+windows); they run in turn, A B C A B C, and the figures are medians. Messages are a 1 KiB JSON
+document, so compression has something to do. The client is pure Python and decompresses every
+message: it is the limit in the echo and broadcast figures, so read the server CPU per message
+next to them. Idle memory is the server's RSS growth per connection, for connections that never
+sent a message and (``after one message``) for connections that exchanged one each: a
+compressor with context takeover is kept from the first message on. Loopback only.
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 BENCH = Path(__file__).resolve().parent
-SERVERS = {"trionos": "trionos_server.py", "websockets-asyncio": "websockets_asyncio.py"}
+SERVERS = {
+    "trionos": ("trionos_server.py", ["--heartbeat"]),
+    "trionos-takeover": ("trionos_server.py", ["--heartbeat", "--context-takeover"]),
+    "websockets-asyncio": ("websockets_asyncio.py", []),
+}
 MESSAGE = json.dumps({"type": "state", "users": [{"name": f"user{i}", "online": True} for i in range(30)]})
 
 
@@ -91,14 +99,20 @@ async def broadcast(base: str, subscribers: int, seconds: float) -> int:
     return delivered
 
 
-async def idle(base: str, connections: int, pid: int) -> float:
+async def idle(base: str, connections: int, pid: int) -> tuple[float, float]:
+    """Server RSS growth per connection: idle from the start, then after one message each."""
     before = rss_kib(pid)
-    sockets = [await connect(f"{base}/idle", compression="deflate").__aenter__() for _ in range(connections)]
+    sockets = [await connect(f"{base}/echo", compression="deflate").__aenter__() for _ in range(connections)]
     await asyncio.sleep(1.0)
-    after = rss_kib(pid)
+    idle_kib = (rss_kib(pid) - before) / connections
+    for ws in sockets:
+        await ws.send(MESSAGE)
+        await ws.recv()
+    await asyncio.sleep(1.0)
+    talked_kib = (rss_kib(pid) - before) / connections
     for ws in sockets:
         await ws.close()
-    return (after - before) / connections
+    return idle_kib, talked_kib
 
 
 def main() -> None:
@@ -111,8 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, dict[str, list[float]]] = {name: {} for name in SERVERS}
     for _ in range(args.rounds):
-        for name, script in SERVERS.items():
-            flags = ["--heartbeat"] if name == "trionos" else []
+        for name, (script, flags) in SERVERS.items():
             server = subprocess.Popen(
                 [sys.executable, str(BENCH / "servers" / script), "--port", "0", "--compression", *flags],
                 stdout=subprocess.PIPE,
@@ -126,7 +139,7 @@ def main() -> None:
                 messages = asyncio.run(echo(f"{base}/echo", args.clients, args.seconds))
                 echo_cpu = (cpu_seconds(server.pid) - cpu) / messages * 1e6
                 deliveries = asyncio.run(broadcast(base, args.subscribers, args.seconds))
-                kib = asyncio.run(idle(base, args.idle, server.pid))
+                kib, talked_kib = asyncio.run(idle(base, args.idle, server.pid))
             finally:
                 server.terminate()
                 server.wait()
@@ -135,11 +148,14 @@ def main() -> None:
             row.setdefault("echo server us/msg", []).append(echo_cpu)
             row.setdefault("broadcast deliveries/s", []).append(deliveries / args.seconds)
             row.setdefault("idle KiB/conn (RSS)", []).append(kib)
+            row.setdefault("after one message, KiB/conn", []).append(talked_kib)
     print(f"permessage-deflate on, 1 KiB JSON messages; medians of {args.rounds} rounds")
-    for metric in results["trionos"]:
-        t = statistics.median(results["trionos"][metric])
-        w = statistics.median(results["websockets-asyncio"][metric])
-        print(f"  {metric:>24}: trionos {t:10.1f}   websockets asyncio {w:10.1f}   ratio {t / w:.2f}")
+    for name in ("trionos", "trionos-takeover"):
+        print(f"{name} vs websockets asyncio (its default compression):")
+        for metric in results[name]:
+            t = statistics.median(results[name][metric])
+            w = statistics.median(results["websockets-asyncio"][metric])
+            print(f"  {metric:>28}: {name} {t:10.1f}   websockets asyncio {w:10.1f}   ratio {t / w:.2f}")
 
 
 if __name__ == "__main__":

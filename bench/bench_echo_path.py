@@ -12,11 +12,13 @@ layer: websockets' parser, our framing and bookkeeping, the coroutines in betwee
 
 Three more figures, each from a separate run so that timing them does not slow the others:
 
-- *the sans-I/O core*: CPU time inside websockets' ``Protocol.receive_data`` per frame, timed in
-  place (the parser runs interleaved with the other connections and Trio, as in a server);
+- *the parse*: CPU time inside ``MessageCore.feed`` per frame (the fast path, or websockets'
+  ``Protocol.receive_data`` behind it), timed in place (the parser runs interleaved with the
+  other connections and Trio, as in a server);
 - *the cyclic GC*: collections and their time per round trip in the trionos run (with many
   connections, every live waiting coroutine is young and is traversed by each collection);
-- the same parse of the same frame in a tight loop, for comparison.
+- the same parse of the same frame in a tight loop, through the fast path and through
+  websockets' core alone (``--no-fast-path`` runs the whole bench without the fast path).
 
 No load generator, no second process, so it moves much less than ``make bench`` when the
 machine is shared. ``--heartbeat`` puts each connection under an idle deadline (60 s), as
@@ -48,6 +50,8 @@ from trionos._transport import Transport
 FRAME = encode_frame(OP_TEXT, b"x" * 64, masked=True)
 REPLY = encode_frame(OP_TEXT, b"x" * 64)  # what the server sends back: the same text, unmasked
 WARMUP_ROUND_TRIPS = 2_000
+#: Whether the trionos connections use the fast path (``--no-fast-path`` turns it off).
+FAST_PATH = [True]
 
 
 async def _client(sock: trio.socket.SocketType, count: int) -> None:
@@ -85,6 +89,7 @@ async def _raw_server(sock: trio.socket.SocketType) -> None:
 def _websocket(sock: trio.socket.SocketType, nursery: trio.Nursery, heartbeat: bool) -> WebSocket:
     transport = Transport(trio.SocketStream(sock), nursery=nursery)
     protocol = ServerCore(max_size=1 << 20, logger=ProtocolLog(), state=OPEN)
+    protocol.fast_path = FAST_PATH[0]
     ws = WebSocket(
         protocol,
         transport,
@@ -147,21 +152,22 @@ async def _run(kind: str, connections: int, count: int, heartbeat: bool, tcp: bo
 
 @contextmanager
 def _timing_the_core(totals: list[int]) -> Iterator[None]:
-    """Time every ``receive_data`` of the server core in place: [nanoseconds, calls]."""
-    original = ServerCore.receive_data
+    """Time every ``feed`` of the server core in place: [nanoseconds, calls]."""
+    original = ServerCore.feed
     clock = time.perf_counter_ns
 
-    def timed(self: ServerCore, data: bytes | bytearray) -> None:
+    def timed(self: ServerCore, data: bytes | bytearray) -> int:
         start = clock()
-        original(self, data)
+        frames = original(self, data)
         totals[0] += clock() - start
         totals[1] += 1
+        return frames
 
-    ServerCore.receive_data = timed  # type: ignore[method-assign]
+    ServerCore.feed = timed  # type: ignore[method-assign]
     try:
         yield
     finally:
-        ServerCore.receive_data = original  # type: ignore[method-assign]
+        ServerCore.feed = original  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -183,12 +189,14 @@ def _counting_collections(totals: list[float]) -> Iterator[None]:
         gc.callbacks.remove(callback)
 
 
-def _tight_loop_parse(count: int = 100_000) -> float:
+def _tight_loop_parse(fast: bool, count: int = 100_000) -> float:
     protocol = ServerCore(max_size=1 << 20, logger=ProtocolLog(), state=OPEN)
+    protocol.fast_path = fast
+    inbox = protocol.inbox
     start = time.perf_counter_ns()
     for _ in range(count):
-        protocol.receive_data(FRAME)
-        protocol.events_received()
+        protocol.feed(FRAME)
+        inbox.clear()
     return (time.perf_counter_ns() - start) / count / 1000
 
 
@@ -215,11 +223,14 @@ async def _main(connections: int, count: int, rounds: int, heartbeat: bool, tcp:
     print(f"  raw trio socket I/O:  {raw:6.2f} us")
     print(f"  trionos WebSocket:    {ours:6.2f} us{' (heartbeat on)' if heartbeat else ''}")
     print(f"  the layer:            {ours - raw:6.2f} us")
-    print(f"    of which the sans-I/O core's receive_data, in place: {core[0] / core[1] / 1000:6.2f} us")
-    print(f"    (the same parse in a tight loop:                     {_tight_loop_parse():6.2f} us)")
+    path = "fast path" if FAST_PATH[0] else "websockets' core only"
+    print(f"    of which the parse ({path}), in place:  {core[0] / core[1] / 1000:6.2f} us")
+    print(f"    (the same parse in a tight loop, fast path:            {_tight_loop_parse(True):6.2f} us)")
+    print(f"    (the same parse in a tight loop, websockets' core only: {_tight_loop_parse(False):6.2f} us)")
     print(
         f"  cyclic GC in the trionos run (thresholds {gc.get_threshold()}): {collections[0]:.0f} "
-        f"collections, {collections[1] / round_trips * 1e6:.2f} us per round trip"
+        f"collections ({collections[0] / round_trips * 1000:.2f} per 1,000 round trips), "
+        f"{collections[1] / round_trips * 1e6:.2f} us per round trip"
     )
 
 
@@ -233,7 +244,9 @@ def main() -> None:
     parser.add_argument("--tcp", action="store_true", help="TCP over 127.0.0.1 instead of Unix socket pairs")
     parser.add_argument("--heartbeat", action="store_true", help="an idle deadline, as serve() sets")
     parser.add_argument("--gc-threshold", type=int, help="the cyclic GC's first threshold (default 700)")
+    parser.add_argument("--no-fast-path", action="store_true", help="every frame through websockets' parser")
     args = parser.parse_args()
+    FAST_PATH[0] = not args.no_fast_path
     if args.gc_threshold is not None:
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     trio.run(_main, args.connections, args.messages, args.rounds, args.heartbeat, args.tcp)

@@ -5,15 +5,22 @@ Helpers (handlers, raw peers...) are in tests/helpers.py, imported explicitly.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Unpack
 
 import pytest
 import trio
+from hypothesis import settings
 
 import trionos
 from tests.helpers import ServeFn, ServeKeywords
 from tests.redis_server import redis_url, unique_prefix
+
+# `make test-all` (noxfile.py) selects "thorough": property tests without a count of their own
+# run 2,000 examples, and the fast path's differential test (tests/test_fastpath.py) as many.
+settings.register_profile("thorough", max_examples=2_000)
+settings.load_profile(os.environ.get("TRIONOS_HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,12 @@ tests/conftest.py.
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
 import trio
@@ -168,3 +172,24 @@ class TrioThread:
         assert self._stop is not None
         trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
         self._thread.join()
+
+
+def imports_loaded(modules: str, roots: tuple[str, ...]) -> list[str]:
+    """Import *modules* ("trionos._x, trionos._y") in a fresh interpreter; the loaded ones under *roots*.
+
+    A stand-in package object is used, so that trionos/__init__.py (which imports trio) is not run.
+    """
+    package = Path(__file__).resolve().parent.parent / "trionos"
+    code = textwrap.dedent(
+        f"""
+        import sys, types
+        package = types.ModuleType("trionos")
+        package.__path__ = [{str(package)!r}]
+        sys.modules["trionos"] = package
+        import {modules}
+        print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in {roots!r})))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -17,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import imports_loaded
 from trionos._codec import Codec
 from trionos._errors import DecodeError, EncodeError, TrionosError
 from trionos.testing._strategies import json_values, malformed_payloads, messages, mutated_payloads
@@ -778,22 +775,12 @@ def test_every_json_value_loads_json_accepts_encodes_to_utf8(value: Any, ascii_o
 def test_codec_and_chat_modules_import_without_trio() -> None:
     """The codec's modules, the JSON policy and trionos.chat are pure: importing them loads neither
     trio nor hypothesis."""
-    package = Path(__file__).resolve().parent.parent / "trionos"
-    # A stand-in package object, so that trionos/__init__.py (which imports trio) is not run.
-    code = textwrap.dedent(
-        f"""
-        import sys, types
-        package = types.ModuleType("trionos")
-        package.__path__ = [{str(package)!r}]
-        sys.modules["trionos"] = package
-        import trionos._codec, trionos._explain, trionos._json, trionos._schema, trionos._strict
-        import trionos._wire, trionos.chat
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("trio", "trio_websocket", "hypothesis"))
-        assert not loaded, loaded
-        """
+    loaded = imports_loaded(
+        "trionos._codec, trionos._explain, trionos._json, trionos._schema, trionos._strict, trionos._wire, "
+        "trionos.chat",
+        ("trio", "trio_websocket", "hypothesis"),
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    assert not loaded, loaded
 
 
 @pytest.mark.parametrize("payload", ["[" * 100_000, "1" * 5_000, b'{"a": "\xff"}', "{"])

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import random
+import socket as stdlib_socket
 from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from websockets.extensions.permessage_deflate import PerMessageDeflate
+import websockets.sync.client
+from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory, PerMessageDeflate
 from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
+from websockets.uri import parse_uri
 
 import trionos
 from tests.helpers import Registered, ServeFn, echo_handler, room_handler
 from trionos._deflate import MIN_COMPRESSED_SIZE, Deflater, check_compression
 from trionos._frames import OP_PING, OP_TEXT, encode_frame, message_frame, split_frames
+from trionos._transport import Transport
 from trionos.testing import open_memory_server
 
 UPGRADE = (
@@ -184,3 +191,112 @@ async def test_memory_backend_negotiates_compression_too() -> None:
         async with server.connect("/", compression="deflate") as ws:
             await ws.send("z" * 5000)
             assert await ws.recv() == "Echo: " + "z" * 5000
+
+
+async def test_context_takeover_is_negotiated_when_asked_for(start_server: ServeFn) -> None:
+    """With compression_context_takeover the answer keeps the context on both sides, 4 KiB windows."""
+    server = await start_server(echo_handler, compression="deflate", compression_context_takeover=True)
+    stream, head = await deflate_handshake(server.port)
+    await stream.aclose()
+    assert b"permessage-deflate" in head.lower()
+    assert b"no_context_takeover" not in head
+    assert b"server_max_window_bits=12" in head
+
+
+def similar_messages(count: int) -> list[str]:
+    return [
+        f'{{"type":"chat","room":"lobby","seq":{n},"text":"message number {n} " }}' * 3 for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize("context_takeover", [False, True])
+async def test_context_takeover_round_trips_with_websockets_own_client(
+    start_server: ServeFn, context_takeover: bool
+) -> None:
+    """websockets' client (its own deflate) exchanges a stream of similar messages with either server."""
+    server = await start_server(
+        echo_handler, compression="deflate", compression_context_takeover=context_takeover
+    )
+    messages = similar_messages(50)
+
+    def talk() -> tuple[list[str | bytes], bool]:
+        with websockets.sync.client.connect(server.url, compression="deflate") as ws:
+            replies = []
+            for message in messages:
+                ws.send(message)
+                replies.append(ws.recv(timeout=10))
+            extension = ws.protocol.extensions[0]
+            assert isinstance(extension, PerMessageDeflate)
+            return replies, not extension.local_no_context_takeover
+
+    replies, kept = await trio.to_thread.run_sync(talk)
+    assert replies == ["Echo: " + message for message in messages]
+    assert kept is context_takeover
+
+
+async def test_a_client_may_refuse_context_takeover_on_the_server_side(start_server: ServeFn) -> None:
+    """A client that asks for server_no_context_takeover gets it, and its messages still decompress."""
+    server = await start_server(echo_handler, compression="deflate", compression_context_takeover=True)
+    messages = similar_messages(20)
+
+    def talk() -> list[str | bytes]:
+        offer = ClientPerMessageDeflateFactory(server_no_context_takeover=True)
+        with websockets.sync.client.connect(server.url, extensions=[offer], compression=None) as ws:
+            replies = []
+            for message in messages:
+                ws.send(message)
+                replies.append(ws.recv(timeout=10))
+            return replies
+
+    assert await trio.to_thread.run_sync(talk) == ["Echo: " + message for message in messages]
+
+
+def test_a_context_takeover_deflater_compresses_better_and_keeps_no_copy() -> None:
+    """Similar messages shrink further with context takeover; each call compresses anew."""
+    frames = [message_frame(message) for message in similar_messages(20)]
+    each_alone = Deflater(12)
+    kept = Deflater(12, context_takeover=True)
+    alone_sizes = [len(each_alone.compress(frame)) for frame in frames]
+    kept_results = [kept.compress(frame) for frame in frames]
+    assert sum(map(len, kept_results)) < sum(alone_sizes) * 0.7
+    decoder = PerMessageDeflate(False, True, 12, 15)
+    for result, frame in zip(kept_results, frames, strict=True):
+        payload = result[4:] if result[1] == 126 else result[2:]
+        original = frame[4:] if frame[1] == 126 else frame[2:]
+        assert decoder.decode(Frame(Opcode.TEXT, payload, rsv1=True)).data == original
+    assert kept.compress(frames[0]) != kept_results[0]  # the context moved on: never a cached copy
+
+
+async def test_context_takeover_survives_a_full_socket_and_dropped_frames(nursery: trio.Nursery) -> None:
+    """Frames behind a full socket are compressed on their way out: drops keep the stream decodable."""
+    left, right = trio.socket.socketpair()
+    left.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
+    transport = Transport(trio.SocketStream(left), nursery=nursery, max_outbox_bytes=20_000)
+    transport.deflater = Deflater(12, context_takeover=True)
+    peer = trio.SocketStream(right)
+    # Each message repeats a part of the one before it: compressed with context takeover, it
+    # refers back into that one, so a compressed frame that never went out would garble the rest.
+    shared = random.Random(0).randbytes(2000)
+    sent = [f"{n:05d} ".encode() + random.Random(n).randbytes(500) + shared for n in range(300)]
+    core = ClientProtocol(parse_uri("ws://peer/"), state=OPEN)
+    core.extensions = [PerMessageDeflate(False, True, 12, 15)]
+    received: list[bytes] = []
+    dropped = 0
+    with trio.fail_after(10):
+        for index, payload in enumerate(sent):
+            dropped += transport.write_dropping_oldest(message_frame(payload))
+            if index % 50 == 49:
+                # Let the outbox writer send some of the backlog, and read a little of it.
+                await trio.lowlevel.checkpoint()
+                core.receive_data(await peer.receive_some(8192))
+        while core.state is OPEN and (not received or received[-1] != sent[-1]):
+            core.receive_data(await peer.receive_some(1 << 16))
+            for event in core.events_received():
+                assert isinstance(event, Frame)
+                received.append(bytes(event.data))
+    assert dropped > 0
+    assert core.state is OPEN  # no decompression error
+    assert len(received) == len(sent) - dropped
+    assert all(message in sent for message in received)
+    await trio.aclose_forcefully(transport)
+    await trio.aclose_forcefully(peer)

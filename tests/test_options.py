@@ -48,6 +48,7 @@ def test_server_options_defaults_are_the_documented_ones() -> None:
         "max_outbox_bytes": 1024 * 1024,
         "message_queue_size": 1,
         "compression": None,
+        "compression_context_takeover": False,
         "access_log": False,
     }
 
@@ -109,6 +110,12 @@ S, C, H = ServerOptions, ClientOptions, Heartbeat
             "close_timeout must be a positive, finite number of seconds, got 0",
         ),
         (S, {"compression": "gzip"}, ValueError, "compression must be None or 'deflate', got 'gzip'"),
+        (
+            S,
+            {"compression_context_takeover": 1},
+            TypeError,
+            "'compression_context_takeover' must be <class 'bool'>",
+        ),
         (
             S,
             {"origins": "https://a.example"},

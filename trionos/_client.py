@@ -11,7 +11,6 @@ from typing import Unpack, cast
 from urllib.parse import urlsplit
 
 import trio
-from websockets.frames import Frame
 from websockets.http11 import Response
 from websockets.typing import LoggerLike, Subprotocol
 from websockets.uri import parse_uri
@@ -132,20 +131,25 @@ async def connect(
 
 async def _handshake(
     transport: Transport, protocol: ClientCore, options: ClientOptions, description: str
-) -> list[Frame]:
-    """Send the upgrade request and read the response; return the frames that came behind it."""
+) -> bytes:
+    """Send the upgrade request and read the response; return the bytes that came behind it.
+
+    The core parses those bytes as frames at once; the fast path is told about them.
+    """
     request = protocol.connect()
     for name, value in options.extra_headers:
         request.headers[name] = value
     protocol.send_request(request)
     for request_bytes in protocol.data_to_send():
         await transport.write(request_bytes)
+    received = b""  # the response head so far, bounded by the core's limits on a head
     while True:
         try:
             data = await transport.receive_some(64 * 1024)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise HandshakeError(f"WebSocket handshake with {description} failed: {exc!r}") from exc
         if data:
+            received += data
             protocol.receive_data(data)
         else:
             protocol.receive_eof()
@@ -161,8 +165,8 @@ async def _handshake(
                 raise HandshakeError(
                     f"WebSocket handshake with {description} failed: {protocol.handshake_exc}"
                 ) from protocol.handshake_exc
-            # Behind the response come only frames (the core parses the rest as such).
-            return [event for event in events[1:] if isinstance(event, Frame)]
+            # Behind the head (a 101 has no body) come only frames: the core parsed them already.
+            return received[received.index(b"\r\n\r\n") + 4 :]
         if protocol.handshake_exc is not None or not data:
             cause = protocol.handshake_exc
             detail = "the server closed the connection" if cause is None else f"{cause}: {cause.__cause__!r}"
@@ -237,10 +241,10 @@ async def connect_over(
                 max_message_size=options.max_message_size,
                 max_queue=options.message_queue_size,
             )
+            protocol.parsed_behind_handshake(behind)
             if behind:
                 # Frames that came right behind the 101 (a server may close at once): the core has
                 # parsed them already.
-                ws._handle_frames(behind)
                 ws._flush_protocol()
             if heartbeat is not None:
                 ws._watch_idle(idle_scope, heartbeat.timeout)

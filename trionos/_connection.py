@@ -19,23 +19,18 @@ inline again.
 
 from __future__ import annotations
 
-import codecs
 import logging
 import math
 import secrets
-from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
 import trio
-from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidState
-from websockets.frames import Frame, Opcode
 from websockets.protocol import CLOSED, OPEN
-from websockets.protocol import Protocol as SansIOProtocol
-from websockets.server import ServerProtocol
 
 from ._errors import ConnectionClosed
+from ._fastpath import FRAME_OVERHEAD, ClientCore, MessageCore, ProtocolLog, ServerCore
 from ._frames import OP_CLOSE as _OP_CLOSE
 from ._frames import OP_PING, close_payload, encode_frame, message_frame
 from ._http import Headers, RequestHead
@@ -62,11 +57,6 @@ T = TypeVar("T")
 #: Server frames are not masked, so every server ping is the same bytes.
 _SERVER_PING = encode_frame(OP_PING, b"")
 
-#: Bytes charged toward ``max_message_size`` for every frame of a fragmented message, on top of
-#: its payload: the header and mask of the smallest masked frame. Without it a message of empty
-#: continuation frames would cost nothing however many of them came.
-FRAME_OVERHEAD = 6
-
 #: What a servicer reads ahead for a handler that is not receiving, in message bytes...
 READ_AHEAD_BYTES = 64 * 1024
 #: ...and in messages, whatever they hold (unless ``max_queue`` is larger).
@@ -90,60 +80,6 @@ _IDLE_SLACK_SHARE = 1 / 64
 _RECV = 1
 _SERVICE = 2
 
-_TEXT = Opcode.TEXT
-_BINARY = Opcode.BINARY
-_CONT = Opcode.CONT
-_CLOSE = Opcode.CLOSE
-
-
-class ProtocolLog:
-    """The logger handed to websockets' core: its per-connection INFO lines are DEBUG here.
-
-    websockets logs "connection open" / "connection closed" at INFO for every connection; for
-    trionos those are ordinary events, logged by the server itself when they matter.
-    """
-
-    __slots__ = ("_logger",)
-
-    def __init__(self, name: str = "trionos.protocol") -> None:
-        self._logger = logging.getLogger(name)
-
-    def isEnabledFor(self, level: int) -> bool:
-        return self._logger.isEnabledFor(level)
-
-    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        self._logger.debug(msg, *args, **kwargs)
-
-    info = debug
-
-    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        self._logger.warning(msg, *args, **kwargs)
-
-    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        self._logger.error(msg, *args, **kwargs)
-
-
-class _CloseMidMessage(SansIOProtocol):
-    """A close frame may arrive inside a fragmented message (RFC 6455 5.4, 5.5.1): answer it.
-
-    websockets' core fails such a connection with 1002 ("incomplete fragmented message");
-    control frames may be interleaved with fragments, so the close is echoed instead and the
-    unfinished message is dropped (Autobahn case 7.1.5).
-    """
-
-    def recv_frame(self, frame: Frame) -> None:
-        if frame.opcode is _CLOSE and self.current_size is not None:
-            self.current_size = None
-        super().recv_frame(frame)
-
-
-class ServerCore(_CloseMidMessage, ServerProtocol):
-    """websockets' server core, with the close-inside-a-message rule above."""
-
-
-class ClientCore(_CloseMidMessage, ClientProtocol):
-    """websockets' client core, with the close-inside-a-message rule above."""
-
 
 class MessageCodec(Protocol[T]):
     """What ``send_message``/``recv_message`` need: :class:`trionos.Codec` is one."""
@@ -151,17 +87,6 @@ class MessageCodec(Protocol[T]):
     def encode(self, message: T) -> str: ...
 
     def decode(self, data: str | bytes) -> T: ...
-
-
-class _Fragments:
-    """A message arriving in several frames: its parts so far and what it has cost."""
-
-    __slots__ = ("cost", "decoder", "parts")
-
-    def __init__(self, first: Frame) -> None:
-        self.cost = len(first.data) + FRAME_OVERHEAD
-        self.parts: list[Any] = []
-        self.decoder = codecs.getincrementaldecoder("utf-8")() if first.opcode is _TEXT else None
 
 
 class WebSocket:
@@ -187,9 +112,9 @@ class WebSocket:
         "_close_timeout",
         "_drained",
         "_eof",
-        "_fragments",
         "_idle_scope",
         "_idle_timeout",
+        "_inbox",
         "_is_client",
         "_local_close",
         "_max_message_size",
@@ -197,8 +122,6 @@ class WebSocket:
         "_metrics",
         "_nursery",
         "_path",
-        "_pending",
-        "_pending_bytes",
         "_protocol",
         "_reader",
         "_reader_done",
@@ -206,6 +129,7 @@ class WebSocket:
         "_request_head",
         "_seen_epoch",
         "_service_scope",
+        "_taken",
         "_transport",
         "id",
         "remote",
@@ -213,7 +137,7 @@ class WebSocket:
 
     def __init__(
         self,
-        protocol: SansIOProtocol,
+        protocol: MessageCore,
         transport: Transport,
         *,
         nursery: TaskSpawner,
@@ -237,9 +161,10 @@ class WebSocket:
         self._max_queue = max(_READ_AHEAD_MESSAGES, max_queue)
         self._answer_text_ping = answer_text_ping
         self._local_close: tuple[int, str] | None = None
-        self._pending: deque[str | bytes] | None = None
-        self._pending_bytes = 0
-        self._fragments: _Fragments | None = None
+        # Messages parsed and not yet taken: the core's inbox, read from ``_taken`` on (one list
+        # for the connection's life, so that a message costs no container of its own).
+        self._inbox = protocol.inbox
+        self._taken = 0
         self._eof = False
         self._drained = False
         self._reader = 0
@@ -377,7 +302,7 @@ class WebSocket:
         # task yields (shielded, so the message cannot be lost); the end raises at once.
         checkpointed = False
         while True:
-            if self._pending:
+            if len(self._inbox) > self._taken:
                 if checkpointed:
                     return self._take()
                 await trio.lowlevel.checkpoint_if_cancelled()
@@ -401,18 +326,18 @@ class WebSocket:
                 await self._read()
             finally:
                 self._reader_finished()
-            if self._pending:
+            if len(self._inbox) > self._taken:
                 return self._take()  # the read was a checkpoint already
 
     def _take(self) -> str | bytes:
-        pending = self._pending
-        assert pending
-        message = pending.popleft()
-        if pending:
-            self._pending_bytes -= len(message)
-        else:
-            self._pending = None  # free the deque until the next batch
-            self._pending_bytes = 0
+        inbox = self._inbox
+        taken = self._taken
+        message = inbox[taken]
+        taken += 1
+        if taken == len(inbox):
+            inbox.clear()
+            taken = 0
+        self._taken = taken
         return message
 
     async def _wait_for_reader(self) -> None:
@@ -473,90 +398,49 @@ class WebSocket:
             return
         # Bound the CPU one connection takes before others run: a read full of tiny frames is
         # parsed a slice at a time, yielding between slices (shielded: the bytes are ours now).
+        # The rest of a large frame the parser is inside holds no frame boundary, so no tiny
+        # frames: it goes in one piece.
+        protocol = self._protocol
         parsed = 0
-        for start in range(0, len(data), _FEED_SLICE):
+        start = 0
+        end = len(data)
+        while start < end:
             if parsed >= _FRAMES_PER_CHECKPOINT:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 parsed = 0
-            parsed += self._feed(data[start : start + _FEED_SLICE])
+            stop = start + max(_FEED_SLICE, protocol.frame_remainder)
+            parsed += self._feed(data if start == 0 and stop >= end else data[start:stop])
+            start = stop
 
     def _feed(self, data: bytes | bytearray) -> int:
         """Parse ``data``; queue complete messages and send the core's replies. Frames parsed."""
         protocol = self._protocol
-        protocol.receive_data(data)
-        events = protocol.events_received()
-        if events:
-            self._handle_frames(events)
-        self._flush_protocol()
-        return len(events)
+        inbox = self._inbox
+        before = len(inbox)
+        frames = protocol.feed(data)
+        if len(inbox) > before:
+            if self._answer_text_ping or self._metrics is not None:
+                self._received(before)
+        elif self._metrics is not None:
+            self._metrics.bytes_in += protocol.bytes_in
+            protocol.bytes_in = 0
+        if protocol.core_fed:
+            self._flush_protocol()
+        return frames
 
-    def _handle_frames(self, frames: list[Any]) -> None:
-        protocol = self._protocol
-        for frame in frames:
-            opcode = frame.opcode
-            if opcode is _TEXT or opcode is _BINARY or opcode is _CONT:
-                self._data_frame(frame)
-                if protocol.state is not OPEN and protocol.close_rcvd is None:
-                    return  # we failed the connection: nothing after the bad frame counts
-            # Pings are answered by the core, pongs need nothing, a close is in the core's state.
-
-    def _data_frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if self._metrics is not None:
-            self._metrics.bytes_in += len(frame.data)
-        fragments = self._fragments
-        if opcode is _CONT:
-            assert fragments is not None  # the core checks the sequence (1002 otherwise)
-            fragments.cost += len(frame.data) + FRAME_OVERHEAD
-            if fragments.cost > self._max_message_size:
-                self._fragments = None
-                self._fail(
-                    1009,
-                    f"fragmented message over {self._max_message_size} bytes "
-                    f"(each frame counts {FRAME_OVERHEAD} bytes more than its payload)",
-                )
-                return
-        elif frame.fin:
-            if opcode is _TEXT:
-                try:
-                    message: str | bytes = str(frame.data, "utf-8")
-                except UnicodeDecodeError as exc:
-                    self._fail(1007, f"invalid UTF-8 at position {exc.start}")
-                    return
-            else:
-                message = bytes(frame.data)
-            self._queue(message)
-            return
-        else:
-            fragments = self._fragments = _Fragments(frame)
-        if fragments.decoder is not None:
-            try:
-                fragments.parts.append(fragments.decoder.decode(frame.data, frame.fin))
-            except UnicodeDecodeError as exc:
-                self._fragments = None
-                self._fail(1007, f"invalid UTF-8 in a fragmented message: {exc.reason}")
-                return
-        else:
-            fragments.parts.append(frame.data)
-        if frame.fin:
-            self._fragments = None
-            joined = "".join(fragments.parts) if fragments.decoder is not None else b"".join(fragments.parts)
-            self._queue(joined)
-
-    def _queue(self, message: str | bytes) -> None:
-        if self._answer_text_ping and message == "ping":
-            self._write_or_drop(message_frame("pong", masked=self._is_client))
-            return
-        if self._pending is None:
-            self._pending = deque()
-        self._pending.append(message)
-        self._pending_bytes += len(message)
-        if self._metrics is not None:
-            self._metrics.messages_in += 1
-
-    def _fail(self, code: int, reason: str) -> None:
-        logger.debug("%r: failing the connection with %d: %s", self, code, reason)
-        self._protocol.fail(code, reason)
+    def _received(self, before: int) -> None:
+        """Count the messages from ``inbox[before]`` on; answer text pings if asked to."""
+        inbox = self._inbox
+        if self._answer_text_ping:
+            for index in range(len(inbox) - 1, before - 1, -1):
+                if inbox[index] == "ping":
+                    del inbox[index]
+                    self._write_or_drop(message_frame("pong", masked=self._is_client))
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.messages_in += len(inbox) - before
+            metrics.bytes_in += self._protocol.bytes_in
+            self._protocol.bytes_in = 0
 
     def _flush_protocol(self) -> None:
         """Send what the core wants sent: pongs, a close frame (b"" asks to end the stream)."""
@@ -603,10 +487,13 @@ class WebSocket:
             self._reader_finished()
 
     def _read_ahead_full(self) -> bool:
-        pending = self._pending
-        return pending is not None and (
-            self._pending_bytes >= READ_AHEAD_BYTES or len(pending) >= self._max_queue
-        )
+        waiting = len(self._inbox) - self._taken
+        if not waiting:
+            return False
+        if waiting >= self._max_queue:
+            return True
+        # Counted here, on the servicer's path only, rather than on every message.
+        return sum(len(message) for message in self._inbox[self._taken :]) >= READ_AHEAD_BYTES
 
     def _watch_idle(self, scope: trio.CancelScope, timeout: float) -> None:
         """Cancel ``scope`` when nothing arrives from the peer for ``timeout`` seconds."""

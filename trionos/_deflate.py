@@ -1,14 +1,22 @@
 """permessage-deflate (RFC 7692): the settings trionos negotiates, and compress-once for broadcasts.
 
-A server with ``compression="deflate"`` negotiates ``server_no_context_takeover`` and
+By default a server with ``compression="deflate"`` negotiates ``server_no_context_takeover`` and
 ``client_no_context_takeover``: every message is compressed, and decompressed, on its own. That
 costs a little ratio (bench/bench_deflate.py: a 4 KiB JSON document still shrinks to ~11 %),
 and buys two things:
 
 * a broadcast frame is compressed **once** and the same bytes go to every compressed recipient
   (:class:`Deflater` keeps the last result), as the uncompressed frame does to the others;
-* an idle connection holds no zlib state at all (a compressor with context takeover would keep
-  tens of KiB per connection).
+* an idle connection holds no zlib state at all.
+
+With ``compression_context_takeover=True`` both sides keep their compression context for the
+connection's life (windows of :data:`SERVER_MAX_WINDOW_BITS` both ways, as websockets' defaults):
+no compressor is built per message and similar messages compress better, at the price of the
+zlib state each connection keeps (the negotiated extension's, made by websockets at the
+handshake) and of one compression per recipient for a broadcast. A context-takeover
+:class:`Deflater` must see every data frame exactly once and in the order they go out: the
+transport compresses them on their way into the socket, never before queueing (a queued frame
+may still be dropped).
 
 Compression and decompression run through websockets' public ``PerMessageDeflate`` extension;
 the frame bytes are ours (:mod:`._frames`). Pure: no I/O, no trio.
@@ -64,14 +72,20 @@ def check_compression(compression: str | None) -> None:
         raise ValueError(f"compression must be None or 'deflate', got {compression!r}")
 
 
-def server_extensions(compression: str | None) -> Sequence[ServerExtensionFactory] | None:
+def server_extensions(
+    compression: str | None, *, context_takeover: bool = False
+) -> Sequence[ServerExtensionFactory] | None:
     """The extension factories a server negotiates with for *compression*.
 
     Args:
         compression: ``None`` (off) or ``"deflate"``.
+        context_takeover: keep the compression context on both sides (windows of
+            :data:`SERVER_MAX_WINDOW_BITS` both ways); by default every message is compressed on
+            its own.
 
     Returns:
-        None when off; else permessage-deflate without context takeover either way.
+        None when off; else permessage-deflate, without context takeover either way unless
+        asked for.
 
     Raises:
         ValueError: *compression* is not a known choice.
@@ -79,6 +93,14 @@ def server_extensions(compression: str | None) -> Sequence[ServerExtensionFactor
     check_compression(compression)
     if compression is None:
         return None
+    if context_takeover:
+        return [
+            ServerPerMessageDeflateFactory(
+                server_max_window_bits=SERVER_MAX_WINDOW_BITS,
+                client_max_window_bits=SERVER_MAX_WINDOW_BITS,
+                compress_settings={"memLevel": MEM_LEVEL},
+            )
+        ]
     return [
         ServerPerMessageDeflateFactory(
             server_no_context_takeover=True,
@@ -113,15 +135,38 @@ def client_extensions(compression: str | None) -> Sequence[ClientExtensionFactor
 class Deflater:
     """Compresses our unmasked data frames for connections that negotiated ``window_bits``.
 
-    The result for the last frame is kept, so a broadcast written to many recipients is
-    compressed once. Control frames, short payloads and frames that are not ours pass unchanged.
+    Without context takeover (the default) one Deflater serves every connection with the same
+    window, and the result for the last frame is kept, so a broadcast written to many recipients
+    is compressed once. With ``context_takeover`` there is one per connection, compressing with
+    the connection's own compressor; it must see each data frame exactly once, in the order they
+    go out. Control frames, short payloads and frames that are not ours pass
+    unchanged.
     """
 
-    __slots__ = ("_encoder", "_last", "_last_result")
+    __slots__ = ("_encoder", "_last", "_last_result", "_window_bits", "context_takeover")
 
-    def __init__(self, window_bits: int) -> None:
-        # No context takeover on either side: every message starts a fresh compressor.
-        self._encoder = PerMessageDeflate(True, True, 15, window_bits, {"memLevel": MEM_LEVEL})
+    def __init__(
+        self, window_bits: int, *, context_takeover: bool = False, encoder: PerMessageDeflate | None = None
+    ) -> None:
+        """Make a compress-once Deflater, or one that keeps its context.
+
+        Args:
+            window_bits: the window the peer accepted.
+            context_takeover: keep the compression context from message to message.
+            encoder: with ``context_takeover``, the connection's negotiated extension, whose own
+                compressor (made by websockets at the handshake, and otherwise unused: the core
+                compresses no control frame) is then the only one the connection holds. Without
+                it, a compressor is made on the first message worth compressing.
+        """
+        #: Whether this compressor keeps its context from message to message.
+        self.context_takeover = context_takeover
+        self._window_bits = window_bits
+        # Without context takeover every message starts a fresh compressor.
+        self._encoder: PerMessageDeflate | None = (
+            encoder
+            if context_takeover
+            else PerMessageDeflate(True, True, 15, window_bits, {"memLevel": MEM_LEVEL})
+        )
         self._last: bytes | None = None
         self._last_result = b""
 
@@ -142,15 +187,25 @@ class Deflater:
         frames = split_frames(frame)
         result = frame
         if frames is not None and any(self._worth_it(first, payload) for first, _, payload in frames):
+            encoder = self._encoder
+            if encoder is None:
+                # Context takeover: remote_no_context_takeover=True only because this object
+                # never decompresses (websockets' core does, with its own).
+                encoder = self._encoder = PerMessageDeflate(
+                    True, False, 15, self._window_bits, {"memLevel": MEM_LEVEL}
+                )
             parts: list[bytes | memoryview] = []
             for first, whole, payload in frames:
                 if self._worth_it(first, payload):
                     opcode = Opcode(first & 0x0F)
-                    parts.append(Frame(opcode, payload).serialize(mask=False, extensions=[self._encoder]))
+                    parts.append(Frame(opcode, payload).serialize(mask=False, extensions=[encoder]))
                 else:
                     parts.append(whole)
             result = b"".join(parts)
-        self._last, self._last_result = frame, result
+        if not self.context_takeover:
+            # Compressing the same frame again gives the same bytes: keep them for the next
+            # recipient. (With context takeover the next compression depends on this one.)
+            self._last, self._last_result = frame, result
         return result
 
     @staticmethod

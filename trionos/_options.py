@@ -173,6 +173,12 @@ class ServerOptions:
             on either side, so a broadcast is compressed once for all compressed recipients and an
             idle connection keeps no zlib state; ``None`` (the default, which keeps idle
             connections smallest) offers nothing. Messages under 64 bytes go out uncompressed.
+        compression_context_takeover: with ``compression="deflate"``, negotiate context takeover
+            on both sides (False, the default): each connection keeps one compressor and one
+            decompressor for its life (windows of 4 KiB), so a stream of similar messages
+            compresses better and faster, at about 30 KiB of zlib state per connection from the
+            handshake on (as websockets' default compression), and a broadcast is compressed once
+            per recipient instead of once. docs/performance.md says which to pick when.
         access_log: write one INFO line to the ``trionos.access`` logger per HTTP request and per
             WebSocket session when it ends (False; the ``trionos`` command turns it on).
 
@@ -192,6 +198,9 @@ class ServerOptions:
     max_outbox_bytes: int = attrs.field(default=1024 * 1024, validator=positive_int)
     message_queue_size: int = attrs.field(default=1, validator=positive_int)
     compression: str | None = attrs.field(default=None, validator=_compression)
+    compression_context_takeover: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
     access_log: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
@@ -220,7 +229,8 @@ class ClientOptions:
             messages, or this many if it is more than 256; then the connection stops reading (TCP
             backpressure).
         compression: ``"deflate"`` offers permessage-deflate (RFC 7692), and the server decides
-            whether and how it is used; ``None`` (the default) offers nothing.
+            whether and how it is used (context takeover included); ``None`` (the default) offers
+            nothing.
 
     Raises:
         TypeError: a setting has the wrong type (e.g. one string for ``subprotocols``).
@@ -252,6 +262,7 @@ class ServerOptionKeywords(TypedDict, total=False):
     max_outbox_bytes: int
     message_queue_size: int
     compression: str | None
+    compression_context_takeover: bool
     access_log: bool
 
 

@@ -205,7 +205,9 @@ class Request:
         assert reader is not None
         self._reader = None  # free the HTTP parser
         protocol = ServerCore(
-            extensions=server_extensions(options.compression),
+            extensions=server_extensions(
+                options.compression, context_takeover=options.compression_context_takeover
+            ),
             subprotocols=None if subprotocol is None else [Subprotocol(subprotocol)],
             max_size=options.max_message_size,
             logger=_PROTOCOL_LOG,
@@ -226,7 +228,14 @@ class Request:
         transport = Transport(self._stream, nursery=self._nursery, max_outbox_bytes=options.max_outbox_bytes)
         for extension in protocol.extensions:
             if isinstance(extension, PerMessageDeflate):
-                transport.deflater = server._deflater(extension.local_max_window_bits)
+                bits = extension.local_max_window_bits
+                # The client may have asked for no context takeover on our side: what was
+                # negotiated decides.
+                transport.deflater = (
+                    server._deflater(bits)
+                    if extension.local_no_context_takeover
+                    else Deflater(bits, context_takeover=True, encoder=extension)
+                )
         for data in protocol.data_to_send():
             if data:
                 await transport.write(data)

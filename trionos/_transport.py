@@ -205,9 +205,24 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
 
     def _write_now(self, frame: bytes) -> None:
         """Write what the socket takes now, queue the rest (a socket, nothing queued, no writer)."""
+        deflater = self.deflater
+        committed = deflater is not None and deflater.context_takeover
+        if committed:
+            frame = deflater.compress(frame)  # type: ignore[union-attr]
         sent = self._write_some(frame)
         if sent < len(frame):
-            self._enqueue_rest(frame, sent)
+            self._enqueue_rest(frame, sent, committed=committed)
+
+    def _compressed_once(self, frame: bytes) -> bytes:
+        """``frame`` as it is queued: compressed now by a compress-once deflater.
+
+        A context-takeover deflater compresses on the way into the socket instead (see
+        :mod:`._deflate`): the outbox then holds uncompressed frames, which may still be dropped.
+        """
+        deflater = self.deflater
+        if deflater is None or deflater.context_takeover:
+            return frame
+        return deflater.compress(frame)
 
     def _write_some(self, data: bytes | memoryview) -> int:
         """One non-blocking write to the socket; how many bytes it took (0 when full)."""
@@ -241,11 +256,15 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             self._writer_running = True
             self._nursery.start_soon(self._drain_in_background)
 
-    def _enqueue_rest(self, frame: bytes, sent: int) -> None:
-        """Queue what the socket did not take of ``frame`` (the outbox was empty)."""
+    def _enqueue_rest(self, frame: bytes, sent: int, *, committed: bool = False) -> None:
+        """Queue what the socket did not take of ``frame`` (the outbox was empty).
+
+        ``committed``: the frame went through a context-takeover compressor, so it must go out
+        as it is even if none of it was written.
+        """
         self._enqueue(frame[sent:] if sent else frame)
         # A frame whose start is on the wire must be finished, whatever the policy drops.
-        self._partial_head = sent > 0
+        self._partial_head = sent > 0 or committed
 
     def has_room(self, size: int) -> bool:
         """Tell whether a frame of *size* bytes may be queued now without breaking the bound.
@@ -272,8 +291,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             trio.BrokenResourceError: the socket failed.
         """
         self._check_writable()
-        if self.deflater is not None:
-            frame = self.deflater.compress(frame)
+        frame = self._compressed_once(frame)
         if self._write_direct(frame):
             return True
         if not self.has_room(len(frame)):
@@ -298,8 +316,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             trio.BrokenResourceError: the socket failed.
         """
         self._check_writable()
-        if self.deflater is not None:
-            frame = self.deflater.compress(frame)
+        frame = self._compressed_once(frame)
         if self._write_direct(frame):
             return 0
         dropped = 0
@@ -321,8 +338,12 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
     async def _flush_locked(self) -> None:
         while self._outbox:
             frame = self._outbox.popleft()
+            committed = self._partial_head
             self._partial_head = False
             self._outbox_bytes -= len(frame)
+            deflater = self.deflater
+            if not committed and deflater is not None and deflater.context_takeover:
+                frame = deflater.compress(frame)  # its turn to go out: now it is compressed
             await self._send_locked(frame)
             self._signal_progress()
         self._outbox = _NO_BACKLOG  # free the deque until the next backlog
@@ -398,9 +419,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         self._check_writable()
         if self.write_listener is not None:
             self.write_listener._before_write()
-        if self.deflater is not None:
-            frame = self.deflater.compress(frame)
-        await self._write_in_order(frame)
+        await self._write_in_order(self._compressed_once(frame))
 
     def try_write(self, frame: bytes) -> bool:
         """Write a complete data frame at once if nothing has to go before it; False if nothing was done.
@@ -421,8 +440,9 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             self.write_listener._before_write()  # may queue broadcasts, which go first
         if self._outbox or self._busy:
             return False
-        if self.deflater is not None:
-            frame = self.deflater.compress(frame)
+        deflater = self.deflater
+        if deflater is not None and not deflater.context_takeover:
+            frame = deflater.compress(frame)  # as _compressed_once, without a call on this path
         self._write_now(frame)
         return True
 
@@ -599,5 +619,6 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
             transport._broken()
             continue
         if sent != len(data):
-            transport._enqueue_rest(data, sent)
+            committed = transport.deflater is not None and transport.deflater.context_takeover
+            transport._enqueue_rest(data, sent, committed=committed)
     return pending

@@ -45,6 +45,11 @@ def parse_args(description: str, *, heartbeat: bool = False, compression: bool =
         parser.add_argument(
             "--compression", action="store_true", help="offer permessage-deflate (bench_compression.py)"
         )
+        parser.add_argument(
+            "--context-takeover",
+            action="store_true",
+            help="with --compression: context takeover (where the server has the choice)",
+        )
     return parser.parse_args()
 
 

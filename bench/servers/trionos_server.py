@@ -68,6 +68,7 @@ async def run(
     port: int,
     heartbeat: bool,
     compression: bool = False,
+    context_takeover: bool = False,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -75,6 +76,8 @@ async def run(
     options = _no_address_limit()
     if compression:
         options["compression"] = "deflate"
+        if context_takeover:
+            options["compression_context_takeover"] = True
     serve = functools.partial(
         trionos.serve, port, host=host, heartbeat=beat, max_connections=MAX_CONNECTIONS, **options
     )
@@ -90,7 +93,9 @@ def main() -> None:
     if trionos is None or not hasattr(trionos, "serve"):
         fail(f"trionos is not usable yet: {_IMPORT_ERROR or 'trionos has no serve()'}")
     raise_nofile_limit()
-    serve = functools.partial(run, args.host, args.port, args.heartbeat, args.compression)
+    serve = functools.partial(
+        run, args.host, args.port, args.heartbeat, args.compression, args.context_takeover
+    )
     trio.run(run_trio_until_signalled, serve)
 
 
