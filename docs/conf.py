@@ -112,10 +112,10 @@ nitpick_ignore = [
 nitpick_ignore_regex = [
     # Type variables (``T``) of generic methods: a signature shows them, there is nothing to link to.
     (r"py:(class|obj)", r"trionos\.(testing\.)?_\w+\.T"),
-    # ... and of generic classes (Client's connection type T) and methods (Hub.client's C).
-    (r"py:(class|obj)", r"(trionos\._\w+\.)?[TC]"),
     # Channels[S, I, O]: its state, inbound and outbound type variables, and a handler's message M.
     (r"py:(class|obj)", r"(trionos\._(channels|session)\.)?[SIOM]"),
+    # ... and of generic classes (Client's connection type T) and methods (Hub.client's C).
+    (r"py:(class|obj)", r"(trionos\._\w+\.)?[TC]"),
 ]
 
 #: Names in annotations that autodoc sees as bare strings (imported under ``TYPE_CHECKING`` in the

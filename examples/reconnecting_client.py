@@ -97,10 +97,13 @@ class Session:
                     print(f"* {username} joined")
                 case Left(username=username):
                     print(f"* {username} left")
-                case Message(from_=sender, text=text, offset=offset):
-                    if offset is not None and not self.positions.receive(self.room, offset):
+                case Message(from_=sender, text=text, offset=offset, epoch=epoch):
+                    if offset is not None and not self.positions.receive(self.room, offset, epoch):
                         continue  # already printed
                     print(f"<{sender}> {text}")
+                    if (since := self.positions.recovery_due(self.room)) is not None:
+                        # A new epoch or a missed message: rejoin at the last unbroken position.
+                        await ws.send_message(Join(self.name, self.room, since=since), CLIENT_CODEC)
                 case Error(reason=reason):
                     # After a dropped connection the server may still hold our old one for a while,
                     # so "username is already taken" can show up until its heartbeat times out.

@@ -54,6 +54,7 @@ from typing import TypeAlias
 import trionos
 from trionos.chat import (
     CLIENT_CODEC,
+    MAX_ROOM_BYTES,
     SERVER_CODEC,
     Ack,
     Chat,
@@ -66,6 +67,7 @@ from trionos.chat import (
     Message,
     ServerMessage,
     Welcome,
+    normalize_name,
 )
 
 PAGE = (Path(__file__).parent / "room_chat.html").read_text(encoding="utf-8")
@@ -96,13 +98,16 @@ Session: TypeAlias = trionos.Session[None, ServerMessage]
 
 @channels.on(Join)
 async def join(session: Session, message: Join) -> None:
-    if not message.username.strip():
-        raise trionos.Refuse("username must not be empty")
+    try:  # names as the chat protocol compares them: look-alikes are one name, or refused
+        username = normalize_name(message.username)
+        room = normalize_name(message.room, what="room", limit=MAX_ROOM_BYTES)
+    except ValueError as exc:
+        raise trionos.Refuse(str(exc)) from None
     await session.join(
-        message.room,
-        name=message.username,
+        room,
+        name=username,
         # Who the user is across reconnections: the history never replays a message to its sender.
-        identity=message.username,
+        identity=username,
         since=message.since,
         history=message.history,
         welcome=lambda j: Welcome(j.names, j.epoch, j.offset, j.recovered),
@@ -116,6 +121,9 @@ async def chat(session: Session, message: Chat) -> None:
     now = time.time_ns() // 1_000_000  # the message's time: milliseconds since the Unix epoch
     try:
         sent = await session.broadcast(session.room, Message(session.name, message.text, time=now))
+    except trionos.BrokerUncertain as exc:
+        # History in Redis, which answered too late: it may have kept and delivered the message.
+        raise trionos.Refuse(f"message may not have been sent: {exc}") from exc
     except trionos.BrokerError as exc:
         # History in Redis, and Redis unreachable: the message got no position and reached nobody.
         raise trionos.Refuse(f"message not sent: {exc}") from exc
@@ -140,8 +148,13 @@ def make_hub(
     rate_limit: trionos.RateLimit | None = None,
     metrics: trionos.Metrics | None = None,
 ) -> trionos.Hub:
-    """The room chat's hub: typed broadcasts, history (None: off), ``left`` for a dead node's members."""
-    return channels.new_hub(broker=broker, history=history, rate_limit=rate_limit, metrics=metrics)
+    """The room chat's hub: typed broadcasts, history (None: off), ``left`` for a dead node's members.
+
+    Each history message carries its ``epoch`` beside its ``offset``, so a live page sees at once
+    that a room's history restarted."""
+    return channels.new_hub(
+        broker=broker, history=history, rate_limit=rate_limit, metrics=metrics, epoch_field="epoch"
+    )
 
 
 def make_handler(hub: trionos.Hub, *, metrics: bool = False) -> trionos.Handler:

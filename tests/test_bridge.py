@@ -126,3 +126,65 @@ def test_without_the_extra_the_error_says_what_to_install(monkeypatch: pytest.Mo
     monkeypatch.delitem(sys.modules, "trionos._bridge")
     with pytest.raises(ImportError, match=r"pip install 'trionos\[trio-websocket\]'"):
         importlib.import_module("trionos._bridge")
+
+
+async def test_abnormal_closes_end_the_handler_not_the_server(
+    hub: trionos.Hub, nursery: trio.Nursery
+) -> None:
+    """With the documented handler, closes 1006, 1007, 1009, 1011 and 4000 leave serve_websocket serving."""
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:  # as in docs/trio-websocket.md
+        connection = await request.accept()
+        async with trionos.bridge_trio_websocket(connection) as ws, hub.client(ws) as client:
+            hub.join(client, "lobby")
+            async for message in ws:
+                await hub.broadcast("lobby", message)
+
+    server = await start_trio_websocket_server(nursery, handler)
+    url = f"ws://127.0.0.1:{server.port}/"
+    async with trio_websocket.open_websocket_url(url) as watcher:
+        for code in (1007, 1009, 1011, 4000):
+            async with trio_websocket.open_websocket_url(url) as client:
+                await client.send_message("hi")
+                assert await watcher.get_message() == "hi"
+                await client.aclose(code, "bye")
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)  # 1006: no close frame at all
+        async with stream:
+            await stream.send_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            assert b"101" in await stream.receive_some(4096)
+        async with trio_websocket.open_websocket_url(url) as late:  # the server still serves
+            await late.send_message("still here")
+            assert await watcher.get_message() == "still here"
+
+
+async def test_a_bridged_close_is_caught_as_trionos_and_as_trio_websocket(
+    hub: trionos.Hub, nursery: trio.Nursery
+) -> None:
+    """A migrating app's except trio_websocket.ConnectionClosed catches the bridge's close and reason."""
+    caught: list[BaseException] = []
+    handled = trio.Event()
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        connection = await request.accept()
+        async with trionos.bridge_trio_websocket(connection) as ws:
+            try:
+                await ws.recv()
+            except trio_websocket.ConnectionClosed as exc:
+                caught.append(exc)
+                handled.set()
+
+    server = await start_trio_websocket_server(nursery, handler)
+    async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{server.port}/") as client:
+        await client.aclose(4000, "app says bye")
+    with trio.fail_after(5):
+        await handled.wait()
+    error = caught[0]
+    assert isinstance(error, trionos.ConnectionClosed) and isinstance(error, trionos.BridgedConnectionClosed)
+    assert error.code == 4000 and error.reason == "app says bye" and not error.normal
+    as_trio_websocket: trio_websocket.ConnectionClosed = error  # how a migrating app reads it
+    reason = as_trio_websocket.reason
+    assert reason is not None and reason.code == 4000 and reason.reason == "app says bye"
+    assert reason.name == "PRIVATE_RESERVED"

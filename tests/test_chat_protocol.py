@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,7 @@ from trionos.chat import (
     Left,
     Message,
     Welcome,
+    normalize_name,
 )
 from trionos.testing._strategies import malformed_payloads, messages, mutated_payloads
 
@@ -183,7 +185,7 @@ def test_messages_are_frozen() -> None:
 
 
 def test_public_names_are_sorted_and_complete() -> None:
-    """chat.__all__ is sorted and names every message class, both unions, the id type and both codecs."""
+    """chat.__all__ is sorted and complete: message classes, unions, id type, codecs, name rules."""
     assert chat.__all__ == sorted(chat.__all__)
     classes = {
         name
@@ -191,6 +193,7 @@ def test_public_names_are_sorted_and_complete() -> None:
         if isinstance(value, type) and attrs.has(value) and not name.startswith("_")
     }
     names = {"ClientMessage", "ServerMessage", "MessageId", "CLIENT_CODEC", "SERVER_CODEC"}
+    names |= {"MAX_ROOM_BYTES", "MAX_USERNAME_BYTES", "normalize_name"}
     assert classes | names == set(chat.__all__)
 
 
@@ -401,3 +404,35 @@ def test_an_id_is_a_string_or_an_integer_and_nothing_else() -> None:
     jsonschema.validate({"type": "chat", "text": "x", "id": 5}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"type": "chat", "text": "x", "id": True}, schema)
+
+
+@pytest.mark.parametrize(
+    ("name", "normalized"),
+    [
+        ("alice", "alice"),
+        ("  alice ", "alice"),
+        ("\uff41lice", "alice"),
+        ("ann  lee", "ann lee"),
+        ("Зоя", "Зоя"),
+    ],
+)
+def test_names_are_compared_after_nfkc_and_trimming(name: str, normalized: str) -> None:
+    """normalize_name folds width and spacing, and keeps a name written in one script."""
+    assert normalize_name(name) == normalized
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "username must not be empty"),
+        ("\u200b", "username must not contain U+200B (a Cf character)"),
+        ("a\ue000b", "username must not contain U+E000 (a Co character)"),
+        ("\ud800", "username must not contain U+D800 (a Cs character)"),
+        ("\u03b1lice", "username must not mix Greek and Latin letters"),
+        ("é" * 33, "username is 66 bytes long; the limit is 64"),
+    ],
+)
+def test_names_that_break_a_rule_are_refused_saying_which(name: str, reason: str) -> None:
+    """Each refusal names the rule and the character."""
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        normalize_name(name)

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from trionos._fanout import BATCH_BYTES, Feed, SlowClientPolicy
+from trionos._fanout import BATCH_BYTES, FEED_MAX_BYTES, Feed, SlowClientPolicy
 
 
 class Recording:
@@ -232,3 +232,30 @@ async def test_a_producer_waiting_for_room_is_released_when_the_fan_out_ends() -
         await trio.testing.wait_all_tasks_blocked()
         assert released == []
     assert released == [True]
+
+
+async def test_the_byte_bound_makes_put_wait_and_put_nowait_refuse_below_the_count() -> None:
+    """A feed holds FEED_MAX_BYTES of frames whatever its count bound; one larger frame fits when empty."""
+    room = Feed[str]("room", 64, SlowClientPolicy.DISCONNECT)
+    big = b"x" * (FEED_MAX_BYTES // 4)
+    for _ in range(4):
+        room.put_nowait(big, ("a",))
+    assert room.pending_bytes == FEED_MAX_BYTES and not room.has_room(1, 1)
+    with pytest.raises(trio.WouldBlock):
+        room.put_nowait(b"1", ("a",))
+    put_done = trio.Event()
+
+    async def put_one() -> None:
+        assert await room.put(b"late", ("a",))
+        put_done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(put_one)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not put_done.is_set() and room.pending == 4  # waiting for bytes, not yet counted
+        delivery = Recording()
+        room.flush(delivery.deliver_now)  # the fan-out takes them off: bytes free up
+    assert put_done.is_set() and room.pending == 1 and room.pending_bytes == 4
+    room.flush(Recording().deliver_now)
+    room.put_nowait(b"y" * (FEED_MAX_BYTES + 1), ("a",))  # larger than the bound, into an empty feed
+    assert room.pending_bytes == FEED_MAX_BYTES + 1

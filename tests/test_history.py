@@ -152,3 +152,71 @@ def test_bounds_are_validated() -> None:
         HistoryBounds(max_messages=0)
     with pytest.raises(ValueError, match="max_age must be positive"):
         HistoryBounds(max_age=-1.0)
+
+
+def test_joins_of_new_rooms_never_evict_a_room_with_messages() -> None:
+    """Reading (joining) max_rooms + 100 fresh rooms leaves every room with messages and its epoch alone."""
+    history = make_history(HistoryBounds(max_rooms=100))
+    history.append("kept", b"m", None, 0.0)
+    epoch = history.room("kept").epoch
+    for n in range(200):
+        history.room(f"joined-{n}")  # what a join of an empty room does
+    assert history.room("kept").epoch == epoch and len(history.room("kept")) == 1
+    assert len(history) == 101  # the empty histories are bounded apart: 100 of them, then "kept"
+    assert history.rooms_dropped == 100
+
+
+def test_a_joined_room_keeps_its_epoch_through_its_first_message() -> None:
+    """The epoch a join saw in an empty room is the one its first message gets."""
+    history = make_history(HistoryBounds(max_rooms=2))
+    joined = history.room("r").position
+    entry, _ = history.append("r", b"first", None, 0.0)
+    assert history.room("r").position == Position(joined.epoch, entry.offset)
+    assert history.recover("r", joined, 0.0).complete
+
+
+def test_the_total_byte_bound_trims_the_rooms_appended_to_least_recently() -> None:
+    """Across rooms at most max_total_bytes are kept: the least recently appended lose their oldest."""
+    history = make_history(HistoryBounds(max_bytes=100, max_total_bytes=250))
+    for room in ("a", "b", "c"):
+        history.append(room, b"x" * 50, None, 0.0)
+        history.append(room, b"y" * 50, None, 0.0)
+    assert history.size == 250
+    assert [len(history.room(r)) for r in ("a", "b", "c")] == [1, 2, 2]
+    recovery = history.recover("a", Position(history.room("a").epoch, 0), 0.0)
+    assert not recovery.complete and [e.offset for e in recovery.entries] == [2]
+    assert history.total_trimmed == 1
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 60), st.booleans()), max_size=60),
+    st.integers(1, 200),
+)
+def test_the_total_never_exceeds_its_bound_and_matches_what_is_kept(
+    steps: list[tuple[str, int, bool]], limit: int
+) -> None:
+    """Whatever is appended, read or dropped, the total is the sum of the kept frames and within bound."""
+    history = make_history(HistoryBounds(max_bytes=80, max_rooms=3, max_total_bytes=limit, max_age=None))
+    for room, size, append in steps:
+        if append:
+            history.append(room, b"z" * size, None, 0.0)
+        elif size % 3:
+            history.room(room)
+        else:
+            history.drop(room)
+        kept = [history.get(r) for r in "abcdef"]
+        assert history.size == sum(sum(len(e.frame) for e in h) for h in kept if h is not None)
+        assert history.size <= limit
+
+
+def test_a_sweep_ages_out_idle_rooms_and_forgets_the_empty_ones_nobody_is_in() -> None:
+    """The timer's sweep drops aged messages without a read and forgets empty rooms unless kept."""
+    history = make_history(HistoryBounds(max_age=10.0))
+    history.append("old", b"m" * 100, None, 0.0)
+    history.append("fresh", b"m", None, 15.0)
+    history.room("joined")
+    history.room("occupied")
+    assert history.sweep(20.0, keep=lambda room: room == "occupied") == 2
+    assert "old" not in history and "joined" not in history
+    assert "fresh" in history and "occupied" in history
+    assert history.size == 1 and history.rooms_dropped == 2

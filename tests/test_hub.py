@@ -12,6 +12,7 @@ import trio.testing
 
 import trionos
 from tests.helpers import CountingCodec, Registered, ServeFn, raw_websocket_peer, room_handler
+from trionos.testing import open_memory_server
 
 
 @pytest.fixture
@@ -315,3 +316,18 @@ async def test_a_local_broker_refuses_history_calls() -> None:
         await broker.history_recover("r", None, None, bounds=bounds, epoch="e", last=3)
     broker.add_member("r", "c", "ann", {})
     broker.remove_member("r", "c")
+
+
+async def test_a_client_in_a_log_line_shows_a_cut_name_and_id() -> None:
+    """A 1 MB name or id from a client becomes at most a few hundred characters of its repr (log lines)."""
+    seen: list[str] = []
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        seen.append(repr(chat_hub.client(ws, client_id="i" * 1_000_000, name="n" * 1_000_000)))
+
+    async with trionos.Hub() as chat_hub, open_memory_server(handler, heartbeat=None) as server:
+        async with server.connect("/") as ws:
+            with pytest.raises(trionos.ConnectionClosed):
+                await ws.recv()
+    assert len(seen[0]) < 220 and seen[0].startswith("<trionos.Client 'iiii") and "..." in seen[0]

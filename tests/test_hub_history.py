@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 import trionos
+from trionos._hub import HISTORY_SWEEP_INTERVAL
 from trionos.testing import MemoryServer, open_memory_server
 
 
@@ -265,3 +266,43 @@ async def test_a_join_with_the_last_messages_refuses_bad_arguments(setup: Server
             with pytest.raises(ValueError, match="last must be an integer of at least 0"):
                 await hub.join_with_history(ann, "r", last=bad)  # type: ignore[arg-type]  # untyped callers
         assert hub.rooms_of(ann) == []
+
+
+async def test_the_hub_ages_out_idle_histories_on_a_timer(autojump_clock: trio.testing.MockClock) -> None:
+    """With no client and no read, aged messages and empty rooms are forgotten by the hub's sweep."""
+    bounds = trionos.HistoryBounds(max_age=60.0)
+    async with trionos.Hub(history=bounds, codec=CODEC) as hub:
+        for n in range(5):
+            await hub.broadcast(f"room-{n}", Note("x" * 1000))
+        before = hub.position("room-0")
+        assert before is not None and before.offset == 1
+        assert hub.position("empty") is not None  # a join's read starts an empty history
+        await trio.sleep(60 + 2 * HISTORY_SWEEP_INTERVAL)
+        assert hub.metrics.history_rooms_dropped == 6
+        after = hub.position("room-0")
+        assert after is not None and after.offset == 0 and after.epoch != before.epoch
+
+
+async def test_a_replay_goes_in_pieces_so_a_client_that_never_reads_is_closed_after_grace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """2 MiB of history replayed to a client that reads nothing: the outbox bound and the policy apply."""
+    bounds = trionos.HistoryBounds(max_messages=1000, max_bytes=4 << 20)
+    async with trionos.Hub(history=bounds) as hub:
+        for _ in range(64):
+            await hub.broadcast("r", "x" * (32 << 10))
+        closed = trio.Event()
+
+        async def handler(req: trionos.Request) -> None:
+            ws = await req.accept()
+            async with hub.client(ws) as client:
+                await hub.join_with_history(client, "r", since=trionos.Position("unknown", 0))
+                with pytest.raises(trionos.ConnectionClosed):
+                    await ws.recv()
+                assert ws.close_code == 1008
+                closed.set()
+
+        async with open_memory_server(handler, heartbeat=None) as server, server.connect("/"):
+            with trio.fail_after(3 * hub.grace):
+                await closed.wait()  # never reading
+        assert hub.metrics.slow_client_disconnects == 1

@@ -20,7 +20,7 @@ import trionos
 from tests.helpers import ServeFn, echo_handler
 from trionos import Position, chat
 from trionos._backoff import Backoff
-from trionos._reconnect import RETRY_CLOSE_CODES, Positions, connect_with_retry, run_reconnecting
+from trionos._reconnect import MAX_AHEAD, RETRY_CLOSE_CODES, Positions, connect_with_retry, run_reconnecting
 from trionos.testing import open_cutting_proxy, open_memory_server
 
 
@@ -546,6 +546,91 @@ def test_default_retry_codes() -> None:
 
 
 # --- resuming a subscription: Positions and a connection cut mid-conversation ---------------------------
+
+
+def test_positions_take_a_new_epoch_live_and_ask_to_recover_what_came_before() -> None:
+    """A live message of another epoch is new (not a duplicate); a rejoin fills the new epoch's start."""
+    positions = Positions()
+    positions.welcome("r", Position("e", 0), None)
+    assert positions.receive("r", 1, "e") and positions.receive("r", 2, "e")
+    assert positions.recovery_due("r") is None
+    assert positions.receive("r", 3, "f")  # the history restarted: offsets 1, 2 of "f" were missed
+    assert positions.recovery_due("r") == Position("f", 0) and positions.recovery_due("r") is None
+    assert positions.receive("r", 4, "f")
+    positions.welcome("r", Position("f", 4), True)  # the rejoin: 1 and 2 replayed, 3, 4 shown already
+    assert [positions.receive("r", n, "f") for n in (1, 2, 3, 4, 5)] == [True, True, False, False, True]
+    assert positions.since("r") == Position("f", 5) and positions.recovery_due("r") is None
+
+
+def test_positions_notice_a_skipped_live_offset_but_not_their_own_messages() -> None:
+    """A jump in live offsets is a gap to recover; an acknowledged own message is not."""
+    positions = Positions()
+    positions.welcome("r", Position("e", 0), None)
+    assert positions.receive("r", 1, "e")
+    positions.own("r", 2)
+    assert positions.receive("r", 3, "e") and positions.recovery_due("r") is None
+    assert positions.receive("r", 5, "e")  # 4 never came (a dropped subscription)
+    assert positions.since("r") == Position("e", 3) and positions.recovery_due("r") == Position("e", 3)
+    positions.welcome("r", Position("e", 6), True)
+    assert [positions.receive("r", n, "e") for n in (4, 5, 6, 7)] == [True, False, True, True]
+    assert positions.since("r") == Position("e", 7)
+
+
+def test_positions_keep_at_most_max_ahead_offsets_beyond_a_gap() -> None:
+    """A gap that is never filled is given up after MAX_AHEAD offsets beyond it."""
+    positions = Positions()
+    positions.welcome("r", Position("e", 0), None)
+    for offset in range(2, MAX_AHEAD + 3):
+        assert positions.receive("r", offset, "e")
+    assert positions.since("r") == Position("e", MAX_AHEAD + 2)
+
+
+async def test_a_live_client_sees_the_epoch_change_of_an_evicted_room_and_recovers(
+    nursery: trio.Nursery,
+) -> None:
+    """Memory broker: a room evicted while its member listens restarts at offset 1; nothing is dropped."""
+    bounds = trionos.HistoryBounds(max_rooms=1)
+    hub = await nursery.start(trionos.Hub(codec=chat.SERVER_CODEC, history=bounds, epoch_field="epoch").run)
+    positions = Positions()
+    shown: list[str] = []
+    rejoins: list[Position] = []
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept()
+        async with hub.client(ws, identity="ann") as client:
+            async for raw in ws:
+                join = chat.CLIENT_CODEC.decode(raw)
+                assert isinstance(join, chat.Join)
+
+                def welcome(recovery: trionos.Recovery, since: Position | None = join.since) -> chat.Welcome:
+                    recovered = None if since is None else recovery.complete
+                    return chat.Welcome(["ann"], recovery.position.epoch, recovery.position.offset, recovered)
+
+                await hub.join_with_history(client, "a", since=join.since, welcome=welcome)
+
+    async with open_memory_server(handler, heartbeat=None) as server, server.connect("/") as ws:
+        await ws.send_message(chat.Join("ann", "a"), chat.CLIENT_CODEC)
+        async for raw in ws:
+            message = chat.SERVER_CODEC.decode(raw)
+            if isinstance(message, chat.Welcome):
+                assert message.epoch is not None and message.offset is not None
+                positions.welcome("a", Position(message.epoch, message.offset), message.recovered)
+                if message.recovered is None:
+                    await hub.broadcast("a", chat.Message("bob", "1"))
+                    await hub.broadcast("b", chat.Message("bob", "elsewhere"))  # evicts room a
+                    await hub.broadcast("a", chat.Message("bob", "2"))  # a new epoch, offset 1
+                    await hub.broadcast("a", chat.Message("bob", "3"))
+            elif isinstance(message, chat.Message):
+                assert message.offset is not None
+                if positions.receive("a", message.offset, message.epoch):
+                    shown.append(message.text)
+                if (since := positions.recovery_due("a")) is not None:
+                    rejoins.append(since)
+                    await ws.send_message(chat.Join("ann", "a", since=since), chat.CLIENT_CODEC)
+                if len(shown) == 3:
+                    break
+    assert shown == ["1", "2", "3"] and rejoins == []
+    assert hub.metrics.history_rooms_dropped == 2  # a by b, then b by a
 
 
 def test_positions_track_the_last_offset_and_drop_duplicates() -> None:

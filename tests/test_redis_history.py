@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -36,9 +38,9 @@ BOUNDS = trionos.HistoryBounds(max_messages=50, max_age=60.0)
 class Node:
     """A hub with history on a RedisBroker; a connection to ``/name-n`` is a client of identity ``name``."""
 
-    def __init__(self, broker: RedisBroker) -> None:
+    def __init__(self, broker: RedisBroker, epoch_field: str | None = None) -> None:
         self.broker = broker
-        self.hub = trionos.Hub(broker=broker, codec=CODEC, history=BOUNDS)
+        self.hub = trionos.Hub(broker=broker, codec=CODEC, history=BOUNDS, epoch_field=epoch_field)
         self.server: Any = None
         self.clients: dict[str, trionos.Client] = {}
         self._registered = trio.Event()
@@ -66,11 +68,23 @@ class Node:
 
 
 @asynccontextmanager
-async def open_node(url: str, prefix: str, **options: Any) -> AsyncIterator[Node]:
-    node = Node(RedisBroker(url, prefix=prefix, **options))
+async def open_node(
+    url: str, prefix: str, *, epoch_field: str | None = None, **options: Any
+) -> AsyncIterator[Node]:
+    node = Node(RedisBroker(url, prefix=prefix, **options), epoch_field)
     async with node.hub, open_memory_server(node.handler, heartbeat=None) as server:
         node.server = server
         yield node
+
+
+async def broadcast_once_redis_is_back(node: Node, note: Note) -> trionos.Sent:
+    """Broadcast *note* into room "r", retrying while the broker is still reconnecting."""
+    with trio.fail_after(PATIENCE):
+        while True:
+            try:
+                return await node.hub.broadcast("r", note)
+            except trionos.BrokerError:
+                await trio.sleep(0.05)  # polling until the broker is back
 
 
 async def texts(ws: trionos.WebSocket, n: int, *, patience: float = PATIENCE) -> list[tuple[str, int]]:
@@ -179,7 +193,7 @@ async def test_while_redis_is_unreachable_rooms_with_history_refuse_and_recover_
     """No position without Redis: broadcast and join_with_history raise BrokerError; after the restart
     (an empty Redis) there is a new epoch, and an old position is reported as partial."""
     with private_redis_server() as server:
-        options = {"operation_timeout": 0.5, "reconnect_max_delay": 0.1}
+        options: dict[str, Any] = {"operation_timeout": 0.5, "reconnect_max_delay": 0.1}
         async with open_node(server.url, prefix, **options) as a, a.connect("ann") as (ann, joined):
             await a.hub.broadcast("r", Note("before"))
             assert await texts(ann, 1) == [("before", 1)]
@@ -193,13 +207,7 @@ async def test_while_redis_is_unreachable_rooms_with_history_refuse_and_recover_
                     await a.hub.join_with_history(a.clients["bob"], "r", since=joined.position)
                 assert "r" not in a.hub.rooms_of(a.clients["bob"])
             await trio.to_thread.run_sync(server.start)
-            with trio.fail_after(PATIENCE):
-                while True:
-                    try:
-                        sent = await a.hub.broadcast("r", Note("after"))
-                        break
-                    except trionos.BrokerError:
-                        await trio.sleep(0.05)
+            sent = await broadcast_once_redis_is_back(a, Note("after"))
             assert sent.position is not None and sent.position.epoch != joined.position.epoch
             await expect_message(ann, {"type": "note", "text": "after", "offset": 1}, timeout=PATIENCE)
             async with a.connect("cat", since=trionos.Position(joined.position.epoch, 1)) as (_, late):
@@ -311,7 +319,9 @@ class HeldRedis:
 async def test_a_cancelled_recovery_leaves_the_shared_read_to_the_others() -> None:
     """Recoveries that arrive together share one read; one cancelled while it waits does not fail it."""
     client = HeldRedis(last=5)
-    history = StreamHistory(Link("redis://test", 2.0, trionos.Metrics(), client=client, connected=True), "p")
+    history = StreamHistory(
+        Link("redis://test", 2.0, trionos.Metrics(), client=client, connected=True), "p", trionos.Metrics()
+    )
     results: dict[str, trionos.Recovery] = {}
 
     async def recover(name: str, since: trionos.Position | None, scope: trio.CancelScope) -> None:
@@ -376,3 +386,168 @@ async def test_a_stalled_member_holds_a_history_room_for_grace_then_readers_miss
                         # pipe to bob (who never reads) full and was dropped.
                         assert closed.code in (1008, 1006)
                         break
+
+
+async def test_history_in_redis_is_bounded_by_bytes_and_counts_what_it_trims(redis: str, prefix: str) -> None:
+    """A room's stream keeps at most max_bytes of payloads; a recovery from the start is partial."""
+    bounds = trionos.HistoryBounds(max_messages=50, max_age=60.0, max_bytes=1000)
+    async with open_node(redis, prefix) as a, coredis.Redis.from_url(redis) as probe:
+        a.hub.set_room_history("r", bounds)
+        for n in range(10):
+            await a.hub.broadcast("r", Note(f"{n}" * 300))  # 336 bytes each, offset stamped in
+        meta, stream = f"{prefix}:history:r:meta", f"{prefix}:history:r"
+        kept = await probe.xrange(stream)
+        size = sum(len(entry.field_values[b"p"]) for entry in kept)
+        assert len(kept) == 2 and size <= 1000
+        assert int(await probe.hget(meta, "bytes") or 0) == size
+        assert a.broker.metrics.history_trimmed == 8
+        epoch = (await probe.hget(meta, "epoch") or b"").decode()
+        async with a.connect("ann", since=trionos.Position(epoch, 0)) as (_, recovery):
+            assert not recovery.complete and [e.offset for e in recovery.entries] == [9, 10]
+
+
+async def test_a_join_of_a_room_without_messages_leaves_only_expiring_keys(redis: str, prefix: str) -> None:
+    """The meta hash a join starts expires (after max_age, or an hour without one); a message's keys too."""
+    async with open_node(redis, prefix) as a, coredis.Redis.from_url(redis) as probe:
+        async with a.connect("ann", room="quiet"):
+            pass
+        assert 0 < await probe.pttl(f"{prefix}:history:quiet:meta") <= 60_000
+        a.hub.set_room_history("forever", trionos.HistoryBounds(max_age=None))
+        async with a.connect("bob", room="forever"):
+            pass
+        assert 59 * 60_000 < await probe.pttl(f"{prefix}:history:forever:meta") <= 3_600_000
+        await a.hub.broadcast("forever", Note("kept"))  # kept for good: no age bound
+        assert await probe.pttl(f"{prefix}:history:forever:meta") == -1
+
+
+@asynccontextmanager
+async def answer_holding_proxy(redis_url: str) -> AsyncIterator[tuple[str, Callable[[], None]]]:
+    """A loopback TCP proxy to Redis that forwards requests at once and, once the yielded function
+    is called, holds the answers until the block ends (Redis ran the command; its answer is late)."""
+    target = urllib.parse.urlsplit(redis_url)
+    host, port = target.hostname or "127.0.0.1", target.port or 6379
+    release = trio.Event()
+    hold = [False]
+
+    async def pipe(source: trio.SocketStream, sink: trio.SocketStream, answers: bool) -> None:
+        async for data in source:
+            if answers and hold[0]:
+                await release.wait()
+            await sink.send_all(data)
+
+    async def relay(client: trio.SocketStream) -> None:
+        async with client, await trio.open_tcp_stream(host, port) as server, trio.open_nursery() as nursery:
+            nursery.start_soon(pipe, client, server, False)
+            await pipe(server, client, True)
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, relay, 0, host="127.0.0.1"))
+        proxy_port = listeners[0].socket.getsockname()[1]
+
+        def hold_answers() -> None:
+            hold[0] = True
+
+        yield f"redis://127.0.0.1:{proxy_port}", hold_answers
+        release.set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_broadcast_redis_answers_too_late_is_reported_uncertain_not_unsent(
+    redis: str, prefix: str
+) -> None:
+    """When Redis keeps a broadcast but answers after the timeout, the sender hears BrokerUncertain."""
+    async with answer_holding_proxy(redis) as (url, hold), open_node(url, prefix, operation_timeout=0.3) as a:
+        async with a.connect("ann"):
+            await a.hub.broadcast("r", Note("before"))
+            hold()
+            with pytest.raises(trionos.BrokerUncertain, match="did not answer in time"):
+                await a.hub.broadcast("r", Note("late"))
+    async with coredis.Redis.from_url(redis) as probe:
+        assert await probe.xlen(f"{prefix}:history:r") == 2  # it was kept (and published)
+
+
+async def shown_by(positions: trionos.Positions, ws: trionos.WebSocket, n: int) -> list[str]:
+    """The next ``n`` notes that ``positions`` says are new, as ``text@epoch:offset``."""
+    shown: list[str] = []
+    with trio.fail_after(PATIENCE):
+        while len(shown) < n:
+            note = json.loads(await ws.recv())
+            if positions.receive("r", note["offset"], note["epoch"]):
+                shown.append(f"{note['text']}@{note['epoch']}:{note['offset']}")
+    return shown
+
+
+async def test_a_live_client_sees_the_new_epoch_after_a_redis_restart(prefix: str) -> None:
+    """A Redis restart without persistence restarts the offsets; the live client shows every message."""
+    with private_redis_server() as server:
+        options: dict[str, Any] = {"operation_timeout": 0.5, "reconnect_max_delay": 0.1}
+        async with (
+            open_node(server.url, prefix, epoch_field="epoch", **options) as a,
+            a.connect("ann") as (
+                ann,
+                joined,
+            ),
+        ):
+            positions = trionos.Positions()
+            positions.welcome("r", joined.position, None)
+            first = joined.position.epoch
+            for text in ("one", "two"):
+                await a.hub.broadcast("r", Note(text))
+            assert await shown_by(positions, ann, 2) == [f"one@{first}:1", f"two@{first}:2"]
+            await trio.to_thread.run_sync(server.stop)
+            await trio.to_thread.run_sync(server.start)
+            sent = await broadcast_once_redis_is_back(a, Note("three"))
+            assert sent.position is not None and sent.position.epoch != first
+            second = sent.position.epoch
+            await a.hub.broadcast("r", Note("four"))
+            # "three" may be lost live (the subscription was coming back): then "four" shows the
+            # new epoch with a gap before it, and a rejoin replays "three".
+            shown = await shown_by(positions, ann, 1)
+            if (since := positions.recovery_due("r")) is not None:
+                assert since == trionos.Position(second, 0) and shown == [f"four@{second}:2"]
+                recovery = await a.hub.join_with_history(a.clients["ann"], "r", since=since)
+                assert recovery.complete
+                shown += await shown_by(positions, ann, 1)
+                assert shown == [f"four@{second}:2", f"three@{second}:1"]
+            else:
+                shown += await shown_by(positions, ann, 1)
+                assert shown == [f"three@{second}:1", f"four@{second}:2"]  # not dropped as seen
+            assert positions.since("r") == trionos.Position(second, 2)
+
+
+async def test_a_live_client_recovers_a_message_its_subscription_missed(redis: str, prefix: str) -> None:
+    """Offsets kept in Redis but never delivered live: the gap is noticed, a rejoin fills it once."""
+    async with open_node(redis, prefix, epoch_field="epoch") as a, coredis.Redis.from_url(redis) as probe:
+        async with a.connect("ann-1") as (ann, joined):
+            positions = trionos.Positions()
+            positions.welcome("r", joined.position, None)
+            sent = await a.hub.broadcast("r", Note("one"))
+            assert sent.position is not None
+            epoch = sent.position.epoch
+            assert await shown_by(positions, ann, 1) == [f"one@{epoch}:1"]
+            # Kept in Redis but published where nobody listens: as lost by a dropped subscription.
+            elsewhere = StreamHistory(
+                Link(redis, 2.0, trionos.Metrics(), client=probe, connected=True), prefix, trionos.Metrics()
+            )
+            for text in ("two", "three"):
+                await elsewhere.append(
+                    "r",
+                    CODEC.encode(Note(text)),
+                    channel=b"nobody-listens",
+                    head=encode_history_head("elsewhere", None, binary=False),
+                    exclude_identity=None,
+                    bounds=BOUNDS,
+                    offset_member='"epoch":\n"offset":',
+                    epoch=epoch,
+                )
+            await a.hub.broadcast("r", Note("four"))
+            assert await shown_by(positions, ann, 1) == [f"four@{epoch}:4"]
+            since = positions.recovery_due("r")
+            assert since == trionos.Position(epoch, 1)
+            recovery = await a.hub.join_with_history(a.clients["ann-1"], "r", since=since)
+            assert recovery.complete
+            assert await shown_by(positions, ann, 2) == [f"two@{epoch}:2", f"three@{epoch}:3"]
+            await a.hub.broadcast("r", Note("five"))
+            assert await shown_by(positions, ann, 1) == [f"five@{epoch}:5"]  # four was not shown twice
+            assert positions.since("r") == trionos.Position(epoch, 5)

@@ -268,6 +268,11 @@ async def test_redis_down_at_start_up_exits_with_broker_error(tmp_path: Path) ->
     assert trio.current_time() - started < START_TIMEOUT
 
 
+def at(message: dict[str, Any], epoch: Any, offset: int) -> dict[str, Any]:
+    """*message* as a room with history sends it: with its epoch and offset."""
+    return {**message, "epoch": epoch, "offset": offset}
+
+
 async def test_a_client_recovers_on_another_process_and_after_a_restart(
     redis: str, prefix: str, tmp_path: Path
 ) -> None:
@@ -283,7 +288,9 @@ async def test_a_client_recovers_on_another_process_and_after_a_restart(
                     assert (await bob.recv_json())["epoch"] == epoch
                     await expect_message(ann, joined("bob"), timeout=PATIENCE)
                     await ann.send_json({"type": "chat", "text": "one"})
-                    await expect_message(bob, {**said("ann", "one"), "offset": 1}, timeout=PATIENCE)
+                    await expect_message(
+                        bob, {**said("ann", "one"), "epoch": ANY, "offset": 1}, timeout=PATIENCE
+                    )
                 await expect_message(ann, left("bob"), timeout=PATIENCE)
             for text in ("two", "three"):
                 await ann.send_json({"type": "chat", "text": text})
@@ -303,8 +310,12 @@ async def test_a_client_recovers_on_another_process_and_after_a_restart(
                     "offset": back["offset"],
                     "recovered": True,
                 }
-                await expect_message(bob, {**said("ann", "two"), "offset": 2}, timeout=PATIENCE)
-                await expect_message(bob, {**said("ann", "three"), "offset": 3}, timeout=PATIENCE)
+                await expect_message(
+                    bob, {**said("ann", "two"), "epoch": epoch, "offset": 2}, timeout=PATIENCE
+                )
+                await expect_message(
+                    bob, {**said("ann", "three"), "epoch": epoch, "offset": 3}, timeout=PATIENCE
+                )
     async with open_node(redis, prefix, tmp_path, history=True) as restarted:
         async with trionos.connect(restarted.url) as bob:
             await bob.send_json({"type": "join", "username": "bob", "room": "r", "since": since})

@@ -25,6 +25,7 @@ from ._codec import Codec as Codec
 from ._connection import MessageCodec as MessageCodec
 from ._connection import WebSocket as WebSocket
 from ._errors import BrokerError as BrokerError
+from ._errors import BrokerUncertain as BrokerUncertain
 from ._errors import ConnectionClosed as ConnectionClosed
 from ._errors import ConnectionRejected as ConnectionRejected
 from ._errors import ConnectTimeout as ConnectTimeout
@@ -78,6 +79,7 @@ from ._static import respond_client as respond_client
 __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:
+    from ._bridge import BridgedConnectionClosed as BridgedConnectionClosed
     from ._bridge import BridgedWebSocket as BridgedWebSocket
     from ._bridge import bridge_trio_websocket as bridge_trio_websocket
     from ._prometheus import MetricsCollector as MetricsCollector
@@ -92,6 +94,7 @@ _LAZY = {
     "RedisBroker": "._redis",
     "MetricsCollector": "._prometheus",
     "respond_metrics": "._prometheus",
+    "BridgedConnectionClosed": "._bridge",
     "BridgedWebSocket": "._bridge",
     "bridge_trio_websocket": "._bridge",
 }
@@ -108,10 +111,12 @@ __getattr__ = _module_getattr(__name__, _LAZY, _DEPRECATED)
 __all__ = [
     "App",
     "Backoff",
+    "BridgedConnectionClosed",
     "BridgedWebSocket",
     "Broker",
     "BrokerError",
     "BrokerSink",
+    "BrokerUncertain",
     "CLIENT_CONTENT_TYPE",
     "ChannelSettings",
     "Channels",

@@ -47,11 +47,53 @@ from ._json import dumps as dumps_json
 from ._json import loads as loads_json
 from ._transport import ProgressSignal, WriteListener
 
-__all__ = ["BridgedWebSocket", "bridge_trio_websocket"]
+__all__ = ["BridgedConnectionClosed", "BridgedWebSocket", "bridge_trio_websocket"]
 
 logger = logging.getLogger("trionos.bridge")
 
 T = TypeVar("T")
+
+
+class _CloseReasonText(str):
+    """A close reason that is trionos' (a ``str``) and reads like trio-websocket's ``CloseReason``
+    (``.code``, ``.name``, ``.reason``), so code written for either keeps working."""
+
+    code: int
+
+    def __new__(cls, text: str, code: int) -> _CloseReasonText:
+        reason = super().__new__(cls, text)
+        reason.code = code
+        return reason
+
+    @property
+    def reason(self) -> str:
+        """The close reason's text (trio-websocket's ``CloseReason.reason``)."""
+        return str(self)
+
+    @property
+    def name(self) -> str:
+        """The close code's name (trio-websocket's ``CloseReason.name``), e.g. ``"ABNORMAL_CLOSURE"``."""
+        return str(trio_websocket.CloseReason(self.code, None).name)
+
+
+class BridgedConnectionClosed(ConnectionClosed, trio_websocket.ConnectionClosed):  # type: ignore[misc]
+    """A bridged connection is closed: both :exc:`trionos.ConnectionClosed` and
+    ``trio_websocket.ConnectionClosed``, so ``except`` clauses written for either catch it.
+
+    ``code`` and ``reason`` are trionos'; ``reason`` also has trio-websocket's ``.code``, ``.name``
+    and ``.reason`` (``exc.reason.code == exc.code``). :func:`bridge_trio_websocket` ends its block
+    quietly when its own connection's close reaches it, so a handler written as documented never
+    ends trio-websocket's server, whatever the close code.
+
+    Args:
+        code: the close code (1006 when the connection ended without a closing handshake).
+        reason: the close reason.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        ConnectionClosed.__init__(self, code, reason)
+        # (trio-websocket's __init__, next in the MRO, stored the message as its reason.)
+        self.reason = _CloseReasonText(reason, code)
 
 
 class _BridgeTransport(ProgressSignal):
@@ -181,13 +223,13 @@ class BridgedWebSocket:
         reason = self.connection.closed
         return None if reason is None else int(reason.code)
 
-    def _closed_error(self) -> ConnectionClosed:
+    def _closed_error(self) -> BridgedConnectionClosed:
         if self._local_close is not None:
-            return ConnectionClosed(*self._local_close)
+            return BridgedConnectionClosed(*self._local_close)
         reason = self.connection.closed
         if reason is None:
-            return ConnectionClosed(1006, "")
-        return ConnectionClosed(int(reason.code), reason.reason or "")
+            return BridgedConnectionClosed(1006, "")
+        return BridgedConnectionClosed(int(reason.code), reason.reason or "")
 
     # --- receiving ---------------------------------------------------------------------------
 
@@ -361,6 +403,12 @@ async def bridge_trio_websocket(
     Leaving the block stops them; closing the connection stays trio-websocket's (its handler
     returns). Cancelling the block cancels the tasks. See ``docs/trio-websocket.md``.
 
+    An isolation boundary: when the block ends with this connection's close
+    (:exc:`BridgedConnectionClosed`, or ``trio_websocket.ConnectionClosed`` from the connection
+    itself) once it is closed, whatever the code (1006, 1007, 1009, 1011, 4000...), the close is
+    logged at INFO and the block ends quietly: ``serve_websocket`` ends the whole server on any
+    exception a handler raises, and one client must never end the server.
+
     Args:
         connection: the open trio-websocket connection.
         heartbeat: ping every ``interval`` seconds and close a peer with no pong for ``timeout``
@@ -380,6 +428,10 @@ async def bridge_trio_websocket(
             nursery.start_soon(ws._heartbeat, heartbeat)
         try:
             yield ws
+        except (ConnectionClosed, trio_websocket.ConnectionClosed) as exc:
+            if not ws.closed:
+                raise
+            logger.info("%r closed: %s", ws, exc)  # this connection's end, not the server's
         finally:
             ws._transport.close()
             nursery.cancel_scope.cancel()

@@ -513,8 +513,9 @@ class Broker(Protocol):
             exclude_id: the connection id of the member that does not receive it live.
             exclude_identity: the identity that does not receive it in a replay.
             bounds: the room's history bounds.
-            offset_member: ``'"offset":'`` stamps the offset into a JSON object payload; None
-                leaves the payload as is.
+            offset_member: ``'"offset":'`` stamps the offset into a JSON object payload
+                (``'"epoch":'`` newline ``'"offset":'`` stamps the epoch before it); None leaves
+                the payload as is.
             epoch: the epoch to start the room's history with if it has none.
 
         Returns:

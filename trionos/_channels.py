@@ -43,6 +43,7 @@ from ._broker import Member, PresenceDiff
 from ._connection import MessageCodec
 from ._errors import ConnectionClosed, DecodeError
 from ._hub import Hub
+from ._hub_client import SHORT
 from ._metrics import Metrics
 from ._server import Handler, Request
 from ._session import (
@@ -409,7 +410,7 @@ class Channels(Generic[S, I, O]):
             except Exception:
                 # The isolation boundary of one message: the handler's bug is logged and answered,
                 # and the connection (and the room) go on.
-                logger.exception("handler %r failed on %r from %r", handler, message, client)
+                logger.exception("handler %r failed on %s from %r", handler, SHORT.repr(message), client)
                 await session.error(INTERNAL_ERROR)
 
 

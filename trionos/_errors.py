@@ -12,6 +12,7 @@ The hierarchy::
     ├── EncodeError                   this program tried to send a value the codec cannot encode
     │                                 (local fault, also TypeError)
     └── BrokerError                   the scale-out broker (Redis) is unreachable or failed
+        └── BrokerUncertain           ... after the request was sent: it may have taken effect
 
 Remote faults (something the peer did) and local faults (something this program did) are separate
 classes, so a server can answer the first with an error message and let the second crash loudly.
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 
 __all__ = [
     "BrokerError",
+    "BrokerUncertain",
     "ConnectTimeout",
     "ConnectionClosed",
     "ConnectionRejected",
@@ -104,6 +106,15 @@ class EncodeError(TrionosError, TypeError):
 
 class BrokerError(TrionosError):
     """The scale-out broker could not be reached, or failed while in use."""
+
+
+class BrokerUncertain(BrokerError):
+    """The broker failed after the request was sent: it may or may not have taken effect.
+
+    A broadcast into a room whose history is in Redis that raises this may have been kept and
+    delivered (Redis ran the script, its answer came too late). Tell the user "may not have been
+    sent", not "not sent"; a plain :exc:`BrokerError` means it certainly was not.
+    """
 
 
 def exception_leaves(exc: BaseException) -> Iterator[BaseException]:

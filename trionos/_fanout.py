@@ -30,6 +30,9 @@ __all__ = ["BATCH_BYTES", "GATHER_TICKS", "Feed", "SlowClientPolicy"]
 
 C = TypeVar("C", bound=Hashable)
 
+#: The bytes of frames a feed holds (beside its ``queue_size`` broadcasts): beyond it ``put`` waits
+#: and ``put_nowait`` raises ``WouldBlock``; one larger frame is taken when the feed is empty.
+FEED_MAX_BYTES = 4 * 1024 * 1024
 #: Consecutive frames for the same recipients are joined into one write up to this many bytes
 #: (a single larger frame is written alone).
 BATCH_BYTES = 16 * 1024
@@ -75,8 +78,9 @@ class Feed(Generic[C]):
     The hub keeps one per room with members (and one for ``broadcast_all``); this is the one
     structure the hub and the docs call a room's *feed*.
 
-    Bound: the channel holds ``queue_size`` broadcasts; :meth:`put` waits beyond that, and
-    :meth:`put_nowait` raises :class:`trio.WouldBlock`. The fan-out holds at most one more
+    Bound: the channel holds ``queue_size`` broadcasts and ``FEED_MAX_BYTES`` bytes of frames
+    (one larger frame when it is empty); :meth:`put` waits beyond either, and :meth:`put_nowait`
+    raises :class:`trio.WouldBlock`. The fan-out holds at most one more
     (taken off the channel to see whether it joins the current batch) and the batch it is
     writing.
 
@@ -94,6 +98,8 @@ class Feed(Generic[C]):
         self._queue_size = queue_size
         #: Broadcasts accepted (on the channel or in a sender's hands) and not yet taken off it.
         self.pending = 0
+        #: Bytes of the frames of those broadcasts.
+        self.pending_bytes = 0
         self._held: tuple[bytes, tuple[C, ...]] | None = None
         self._stalled: tuple[bytes, tuple[C, ...]] | None = None
         self._ended = False
@@ -123,7 +129,14 @@ class Feed(Generic[C]):
         """
         if self.stopped:
             return False
+        while self.pending_bytes and self.pending_bytes + len(frame) > FEED_MAX_BYTES and not self.stopped:
+            if self._freed is None:
+                self._freed = trio.Event()
+            await self._freed.wait()  # the fan-out takes broadcasts off: bytes free up
+        if self.stopped:
+            return False
         self.pending += 1
+        self.pending_bytes += len(frame)
         # Woken first: by the time the fan-out runs, the frame is on the channel (or in this
         # task's hands while the channel is full, where the fan-out takes it from).
         self._wakeup.set()
@@ -131,9 +144,11 @@ class Feed(Generic[C]):
             await self._send.send((frame, recipients))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.pending -= 1
+            self.pending_bytes -= len(frame)
             return False
         except BaseException:
             self.pending -= 1
+            self.pending_bytes -= len(frame)
             raise
         return True
 
@@ -145,23 +160,32 @@ class Feed(Generic[C]):
             recipients: who gets it.
 
         Raises:
-            trio.WouldBlock: the channel is full.
+            trio.WouldBlock: the channel is full (broadcasts or bytes).
             trio.ClosedResourceError: the feed is closed.
         """
+        if self.pending_bytes and self.pending_bytes + len(frame) > FEED_MAX_BYTES:
+            raise trio.WouldBlock
         self._send.send_nowait((frame, recipients))
         self.pending += 1
+        self.pending_bytes += len(frame)
         self._wakeup.set()
 
-    def has_room(self, more: int) -> bool:
-        """Whether the channel would take *more* broadcasts now without waiting (or has stopped).
+    def has_room(self, more: int, size: int = 0) -> bool:
+        """Whether the channel would take *more* broadcasts (of *size* bytes in all) now without
+        waiting (or has stopped).
 
         Args:
             more: how many broadcasts are about to arrive.
+            size: their bytes.
 
         Returns:
             True when they fit beside what the channel holds, or when the fan-out has stopped.
         """
-        return self.stopped or self._send.statistics().current_buffer_used + more <= self._queue_size
+        if self.stopped:
+            return True
+        # (One frame larger than the bound fits an empty feed, as in put.)
+        fits = self.pending_bytes + size <= FEED_MAX_BYTES or (not self.pending_bytes and more <= 1)
+        return fits and self._send.statistics().current_buffer_used + more <= self._queue_size
 
     async def wait_for_room(self, more: Callable[[], int]) -> None:
         """Wait until the channel has room for ``more()`` broadcasts (backpressure without a put).
@@ -237,6 +261,7 @@ class Feed(Generic[C]):
             self._ended = True
             return None
         self.pending -= 1
+        self.pending_bytes -= len(item[0])
         if self._freed is not None:
             self._freed.set()
             self._freed = None

@@ -14,10 +14,14 @@ together with its epoch.
 and at most ``max_bytes`` bytes of frames. All three apply at once, so the strictest wins: a
 message is kept only while every bound allows it, and trimming always removes the oldest
 messages first. A single frame larger than ``max_bytes`` is not kept at all (its offset is still
-used). Age is checked when a room is appended to or read, not by a timer: an idle room holds its
-last messages (within the count and byte bounds) until then. At most ``max_rooms`` rooms keep a
-history; beyond that the room appended to least recently loses its history (and with it its
-epoch).
+used). Age is checked when a room is appended to or read, and by :meth:`History.sweep` (the hub
+calls it on a timer), which also forgets rooms left with nothing kept. At most ``max_rooms``
+rooms with messages keep a history; beyond that the room appended to least recently loses its
+history (and with it its epoch). A room that was only read (joined) and never appended to is
+kept apart, in at most ``max_rooms`` *empty* histories of its own: joins can never evict a room
+with messages. Across every room at most ``max_total_bytes`` bytes of frames are kept: beyond
+that the rooms appended to least recently lose their oldest messages (their epoch stays, so a
+recovery over them is reported partial).
 
 **Recovery.** :meth:`History.recover` answers "what did I miss since this position?": the
 messages after it, in order, and whether that is *everything* that was missed. It is complete
@@ -52,7 +56,9 @@ __all__ = [
     "Position",
     "Recovery",
     "RoomHistory",
+    "Total",
     "last_messages",
+    "stamp_members",
     "stamp_offset",
 ]
 
@@ -93,8 +99,11 @@ class HistoryBounds:
         max_age: seconds a message is kept (None: no age limit).
         max_bytes: bytes of frames kept per room (None: no byte limit); a larger single frame is
             not kept at all.
-        max_rooms: rooms with a history; beyond that the room appended to least recently loses
-            its history and its epoch.
+        max_rooms: rooms with messages that keep a history; beyond that the room appended to
+            least recently loses its history and its epoch. Rooms only joined (no message yet)
+            are kept apart, at most this many too, and never evict a room with messages.
+        max_total_bytes: bytes of frames kept across every room (None: no total bound); beyond
+            that the rooms appended to least recently lose their oldest messages.
 
     Raises:
         ValueError: a bound is not positive (or None where allowed).
@@ -104,6 +113,7 @@ class HistoryBounds:
     max_age: float | None = attrs.field(default=600.0, validator=_positive("max_age"))
     max_bytes: int | None = attrs.field(default=1 << 20, validator=_positive("max_bytes"))
     max_rooms: int = attrs.field(default=10_000, validator=_positive("max_rooms"))
+    max_total_bytes: int | None = attrs.field(default=256 << 20, validator=_positive("max_total_bytes"))
 
 
 @attrs.frozen
@@ -153,9 +163,9 @@ class RoomHistory:
         bounds: what it keeps.
     """
 
-    __slots__ = ("_entries", "bounds", "epoch", "offset", "size")
+    __slots__ = ("_entries", "_total", "bounds", "epoch", "offset", "size")
 
-    def __init__(self, epoch: str, bounds: HistoryBounds) -> None:
+    def __init__(self, epoch: str, bounds: HistoryBounds, total: Total | None = None) -> None:
         self.epoch = epoch
         self.bounds = bounds
         #: The last offset given out (0: none yet).
@@ -163,6 +173,7 @@ class RoomHistory:
         #: Bytes of frames kept.
         self.size = 0
         self._entries: deque[HistoryEntry] = deque()
+        self._total = total or Total()
 
     def __len__(self) -> int:
         """The number of messages kept."""
@@ -197,6 +208,7 @@ class RoomHistory:
         entry = HistoryEntry(self.offset, frame, exclude, now)
         self._entries.append(entry)
         self.size += len(frame)
+        self._total.size += len(frame)
         return entry, self.trim(now)
 
     def trim(self, now: float) -> int:
@@ -215,9 +227,35 @@ class RoomHistory:
             or (bounds.max_bytes is not None and self.size > bounds.max_bytes)
             or (bounds.max_age is not None and entries[0].time < now - bounds.max_age)
         ):
-            self.size -= len(entries.popleft().frame)
+            self._pop()
             trimmed += 1
         return trimmed
+
+    def trim_oldest(self, size: int) -> int:
+        """Drop the oldest messages until at most *size* bytes are kept (the epoch stays).
+
+        Args:
+            size: the bytes of frames the room may keep.
+
+        Returns:
+            How many were dropped.
+        """
+        trimmed = 0
+        while self._entries and self.size > size:
+            self._pop()
+            trimmed += 1
+        return trimmed
+
+    def _pop(self) -> None:
+        size = len(self._entries.popleft().frame)
+        self.size -= size
+        self._total.size -= size
+
+    def forget(self) -> None:
+        """Drop every message (the history is being forgotten): the total no longer counts them."""
+        self._total.size -= self.size
+        self.size = 0
+        self._entries.clear()
 
     def recover(self, since: Position, now: float, identity: str | None = None) -> Recovery:
         """The messages after *since* still kept, and whether they are all that was missed.
@@ -259,6 +297,13 @@ class RoomHistory:
         return last_messages(self.position, self._entries, count)
 
 
+@attrs.define
+class Total:
+    """The bytes of frames kept by every room of one :class:`History` (shared, mutable)."""
+
+    size: int = 0
+
+
 def last_messages(position: Position, entries: Iterable[HistoryEntry], count: int) -> Recovery:
     """The entries among the last *count* offsets up to *position*, as a recovery.
 
@@ -282,8 +327,11 @@ class History:
 
     No clock is kept: callers pass ``now`` to each call, so the same object works with any clock.
 
+    Bounds: ``max_rooms`` rooms with messages, as many empty ones (started by a read, never
+    appended to) kept apart, and ``max_total_bytes`` bytes of frames across them all.
+
     Args:
-        bounds: the default bounds, and ``max_rooms`` for all rooms.
+        bounds: the default bounds, and ``max_rooms`` and ``max_total_bytes`` for all rooms.
         new_epoch: makes a fresh epoch string whenever a room's history starts (pass a seeded
             source in tests; the hub uses ``secrets.token_hex``).
     """
@@ -291,11 +339,28 @@ class History:
     def __init__(self, bounds: HistoryBounds, *, new_epoch: Callable[[], str]) -> None:
         self.bounds = bounds
         self._new_epoch = new_epoch
+        # Rooms that were appended to, least recently appended first.
         self._rooms: OrderedDict[str, RoomHistory] = OrderedDict()
+        # Rooms only read so far (an epoch and offset 0), least recently started first.
+        self._empty: OrderedDict[str, RoomHistory] = OrderedDict()
+        self._total = Total()
+        #: Rooms whose history was dropped by ``max_rooms``, or by :meth:`sweep` (counter).
+        self.rooms_dropped = 0
+        #: Messages trimmed to keep ``max_total_bytes`` (counter).
+        self.total_trimmed = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes of frames kept across every room."""
+        return self._total.size
+
+    def __len__(self) -> int:
+        """The number of rooms with a history (with messages or not)."""
+        return len(self._rooms) + len(self._empty)
 
     def __contains__(self, room: str) -> bool:
         """Whether *room* has a history now."""
-        return room in self._rooms
+        return room in self._rooms or room in self._empty
 
     def get(self, room: str) -> RoomHistory | None:
         """The room's history, without starting one.
@@ -306,12 +371,14 @@ class History:
         Returns:
             Its :class:`RoomHistory`, or None.
         """
-        return self._rooms.get(room)
+        history = self._rooms.get(room)  # (not `or`: an empty RoomHistory is falsy)
+        return self._empty.get(room) if history is None else history
 
     def room(self, room: str, bounds: HistoryBounds | None = None) -> RoomHistory:
         """The room's history, started (with a new epoch) when it has none.
 
-        Starting one may evict the room appended to least recently (``max_rooms``).
+        A history started here is empty and kept apart from the rooms with messages: starting
+        one may forget the empty history started least recently, never a room with messages.
 
         Args:
             room: the room's name.
@@ -321,14 +388,15 @@ class History:
         Returns:
             Its :class:`RoomHistory`.
         """
-        history = self._rooms.get(room)
+        history = self.get(room)
         if history is not None:
             if bounds is not None:
                 history.bounds = bounds
         else:
-            history = self._rooms[room] = RoomHistory(self._new_epoch(), bounds or self.bounds)
-            while len(self._rooms) > self.bounds.max_rooms:
-                self._rooms.popitem(last=False)
+            history = self._empty[room] = RoomHistory(self._new_epoch(), bounds or self.bounds, self._total)
+            while len(self._empty) > self.bounds.max_rooms:
+                self._empty.popitem(last=False)
+                self.rooms_dropped += 1
         return history
 
     def drop(self, room: str) -> None:
@@ -337,7 +405,10 @@ class History:
         Args:
             room: the room's name.
         """
-        self._rooms.pop(room, None)
+        for rooms in (self._rooms, self._empty):
+            history = rooms.pop(room, None)
+            if history is not None:
+                history.forget()
 
     def next_position(self, room: str) -> Position:
         """The position the next message in *room* will get (starting its history if needed).
@@ -354,6 +425,10 @@ class History:
     def append(self, room: str, frame: bytes, exclude: str | None, now: float) -> tuple[HistoryEntry, int]:
         """Append *frame* to *room*'s history (see :meth:`RoomHistory.append`).
 
+        A room's first message moves it among the rooms with messages, which may evict the one
+        appended to least recently (``max_rooms``); then rooms appended to least recently lose
+        their oldest messages while the total is over ``max_total_bytes``.
+
         Args:
             room: the room's name.
             frame: the message's WebSocket frame.
@@ -361,11 +436,54 @@ class History:
             now: the time, on the history's clock.
 
         Returns:
-            The new entry, and how many messages the bounds trimmed.
+            The new entry, and how many messages the bounds trimmed (this room's and others').
         """
         history = self.room(room)
+        if self._empty.pop(room, None) is not None:
+            self._rooms[room] = history
+            while len(self._rooms) > self.bounds.max_rooms:
+                self._rooms.popitem(last=False)[1].forget()
+                self.rooms_dropped += 1
         self._rooms.move_to_end(room)
-        return history.append(frame, exclude, now)
+        entry, trimmed = history.append(frame, exclude, now)
+        return entry, trimmed + self._trim_total()
+
+    def _trim_total(self) -> int:
+        """Trim the rooms appended to least recently until the total is within its bound."""
+        limit = self.bounds.max_total_bytes
+        trimmed = 0
+        if limit is None or self._total.size <= limit:
+            return 0
+        for history in self._rooms.values():
+            trimmed += history.trim_oldest(max(0, history.size - (self._total.size - limit)))
+            if self._total.size <= limit:
+                break
+        self.total_trimmed += trimmed
+        return trimmed
+
+    def sweep(self, now: float, keep: Callable[[str], bool]) -> int:
+        """Apply the age bounds to every room, and forget rooms left with nothing kept.
+
+        The hub calls it on a timer, so an idle room's messages age out without a read. A room
+        that has nothing kept (never appended to, or every message aged out) and for which
+        ``keep(room)`` is false (the hub: no member) loses its history; its epoch goes with it.
+
+        Args:
+            now: the time, on the history's clock.
+            keep: whether a room must keep its (empty) history.
+
+        Returns:
+            How many rooms were forgotten.
+        """
+        forgotten = 0
+        for rooms in (self._rooms, self._empty):
+            for name, history in list(rooms.items()):
+                history.trim(now)
+                if not len(history) and not keep(name):
+                    del rooms[name]
+                    forgotten += 1
+        self.rooms_dropped += forgotten
+        return forgotten
 
     def recover(self, room: str, since: Position, now: float, identity: str | None = None) -> Recovery:
         """What *room* holds after *since* (see :meth:`RoomHistory.recover`).
@@ -396,9 +514,23 @@ def stamp_offset(payload: str, field: str, offset: int) -> str:
     Returns:
         The text with the member added.
     """
+    return stamp_members(payload, f"{dumps_json(field)}:{offset}")
+
+
+def stamp_members(payload: str, members: str) -> str:
+    """Add *members* (JSON object members, as text) to a JSON object's text, last.
+
+    Text that is not a JSON object (no ``{`` ... ``}`` around it) is returned unchanged.
+
+    Args:
+        payload: the text of a JSON object.
+        members: e.g. ``"epoch":"9f2c","offset":7``.
+
+    Returns:
+        The text with the members added.
+    """
     if len(payload) < 2 or payload[0] != "{" or payload[-1] != "}":
         return payload
-    member = f"{dumps_json(field)}:{offset}"
     if payload[1:-1].strip():
-        return f"{payload[:-1]},{member}}}"
-    return f"{{{member}}}"
+        return f"{payload[:-1]},{members}}}"
+    return f"{{{members}}}"

@@ -69,6 +69,10 @@ logger = logging.getLogger("trionos.hub")
 
 #: The close code sent to a client that kept sending over its rate limit (policy violation).
 RATE_LIMIT_CLOSE_CODE = 1008
+#: The most bytes of frames one piece of a replay joins (a larger frame is a piece alone).
+REPLAY_PIECE_BYTES = 64 << 10
+#: Seconds between two sweeps of the in-memory histories (age bounds, empty rooms forgotten).
+HISTORY_SWEEP_INTERVAL = 30.0
 
 
 def _grace(value: object) -> float:
@@ -135,6 +139,9 @@ class Hub:
             :meth:`set_room_history` turns it on or off per room.
         offset_field: the member a codec-encoded message (a JSON object) into a room with
             history carries its offset in (None: not stamped).
+        epoch_field: the member such a message carries its epoch in, before the offset (None,
+            the default: not stamped). With it, a live client sees at once that a room's history
+            restarted (eviction, a Redis restart), where offsets alone start again from 1.
         new_epoch: makes the epoch each room's history starts with (default: 8 random hex
             digits from :mod:`secrets`, so a restarted process names new epochs).
         metrics: the :class:`~trionos.Metrics` this hub counts into (a fresh one by default;
@@ -165,6 +172,7 @@ class Hub:
         rate_limit: RateLimit | None = None,
         history: HistoryBounds | bool | None = None,
         offset_field: str | None = "offset",
+        epoch_field: str | None = None,
         new_epoch: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
         max_presence_meta_bytes: int = 1024,
@@ -195,7 +203,7 @@ class Hub:
         self._stopped = False
         self._cm: AbstractAsyncContextManager[Hub, bool | None] | None = None
         new_epoch = new_epoch or (lambda: secrets.token_hex(4))
-        self._history = HubHistory(history, offset_field, new_epoch, self.metrics)
+        self._history = HubHistory(history, offset_field, new_epoch, self.metrics, epoch_field)
         self._shared_history = SharedHistory[AnyClient](self.broker, self.metrics, new_epoch, grace)
         # The clients being replayed to from a shared history (checked on every broadcast).
         self._held = self._shared_history.held
@@ -231,6 +239,11 @@ class Hub:
     def offset_field(self) -> str | None:
         """The member a codec-encoded message into a room with history carries its offset in."""
         return self._history.offset_field
+
+    @property
+    def epoch_field(self) -> str | None:
+        """The member a codec-encoded message into a room with history carries its epoch in."""
+        return self._history.epoch_field
 
     @property
     def fan_out_tasks(self) -> int:
@@ -288,6 +301,8 @@ class Hub:
                 self._nursery = nursery
                 try:
                     await self._start_broker(nursery)
+                    if not self._shared:
+                        nursery.start_soon(self._sweep_histories)
                     started = True
                     yield self
                 finally:
@@ -303,6 +318,12 @@ class Hub:
     async def _start_broker(self, nursery: trio.Nursery) -> None:
         if self._shared:
             await nursery.start(self.broker.run, self)
+
+    async def _sweep_histories(self) -> None:
+        """Every ``HISTORY_SWEEP_INTERVAL`` s: age out the in-memory histories, forget idle empty ones."""
+        while True:
+            await trio.sleep(HISTORY_SWEEP_INTERVAL)
+            self._history.sweep(trio.current_time(), lambda room: bool(self._rooms.member_view(room)))
 
     def _require_nursery(self) -> trio.Nursery:
         if self._nursery is None:
@@ -575,10 +596,22 @@ class Hub:
         return recovery
 
     async def _queue_replay(self, client: AnyClient, room: str, frames: list[bytes], joined: bool) -> None:
-        """Queue ``frames`` for ``client`` on the room's feed, ahead of any later broadcast."""
+        """Queue ``frames`` for ``client`` on the room's feed, ahead of any later broadcast.
+
+        In pieces of at most ``REPLAY_PIECE_BYTES`` (a larger frame alone) when the feed has room
+        for them all now, queued with no checkpoint in between, so the client's outbox bound and
+        the room's slow-client policy apply piece by piece. When the feed is full, as one write
+        that waits its turn (its size is bounded by the history's ``max_bytes``): a broadcast
+        made after the join must not come between two pieces.
+        """
         if frames:
             feed = self._feeds.get(room)
             assert feed is not None  # the client just joined
+            pieces = _pieces(frames)
+            if feed.has_room(len(pieces), sum(map(len, pieces))) and not feed.stopped:
+                for piece in pieces:
+                    feed.put_nowait(piece, (client,))
+                return
             blob = b"".join(frames)
             try:
                 feed.put_nowait(blob, (client,))
@@ -1016,3 +1049,19 @@ class Hub:
             diff: the change.
         """
         self._presence.deliver(diff)
+
+
+def _pieces(frames: list[bytes]) -> list[bytes]:
+    """*frames* joined into pieces of at most ``REPLAY_PIECE_BYTES`` (a larger frame alone), in order."""
+    pieces: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if current and size + len(frame) > REPLAY_PIECE_BYTES:
+            pieces.append(b"".join(current))
+            current, size = [], 0
+        current.append(frame)
+        size += len(frame)
+    if current:
+        pieces.append(b"".join(current))
+    return pieces

@@ -8,6 +8,7 @@ hands the client to the hub, which takes it out of every room.
 
 from __future__ import annotations
 
+import reprlib
 import types
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Generic, Self, TypeAlias, TypeVar
@@ -19,7 +20,13 @@ from ._ratelimit import TokenBucket
 if TYPE_CHECKING:
     from ._hub import Hub
 
-__all__ = ["AnyClient", "C", "Client", "ClientRegistry", "Sent"]
+#: How client-supplied text appears in log lines: strings cut to 80 characters, containers to a few
+#: items (``reprlib`` marks what it cut with ``...``).
+SHORT = reprlib.Repr()
+SHORT.maxstring = SHORT.maxother = 80
+SHORT.maxlist = SHORT.maxdict = SHORT.maxtuple = SHORT.maxset = 4
+
+__all__ = ["SHORT", "AnyClient", "C", "Client", "ClientRegistry", "Sent"]
 
 
 class Client(Generic[T]):
@@ -65,7 +72,8 @@ class Client(Generic[T]):
         self.identity = identity if identity is not None else client_id
 
     def __repr__(self) -> str:
-        return f"<trionos.Client {self.id} name={self.name!r}>"
+        # Cut: the id and name may come from a client, and this goes into log lines.
+        return f"<trionos.Client {SHORT.repr(self.id)} name={SHORT.repr(self.name)}>"
 
     @property
     def rooms(self) -> list[str]:

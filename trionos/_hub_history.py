@@ -17,7 +17,7 @@ from typing import Any
 
 from ._connection import MessageCodec
 from ._frames import message_frame
-from ._history import History, HistoryBounds, Position, Recovery, stamp_offset
+from ._history import History, HistoryBounds, Position, Recovery, stamp_members
 from ._json import dumps as dumps_json
 from ._metrics import Metrics
 
@@ -38,14 +38,16 @@ def history_bounds(value: HistoryBounds | bool | None) -> HistoryBounds | None:
 class HubHistory:
     """Per-room history settings, and the rooms' histories when the hub keeps them in memory.
 
-    Bounds: those of each room's :class:`~trionos.HistoryBounds` (``max_rooms`` of the default
-    bounds caps the rooms with a history).
+    Bounds: those of each room's :class:`~trionos.HistoryBounds` (``max_rooms`` and
+    ``max_total_bytes`` of the default bounds cap the rooms with a history and their bytes in all).
 
     Args:
         default: every room's history unless set per room (see :func:`history_bounds`).
         offset_field: the member a codec-encoded message carries its offset in (None: none).
         new_epoch: makes a fresh epoch.
         metrics: counts appends, trims, replays and recoveries.
+        epoch_field: the member such a message carries its epoch in, before the offset (None:
+            none; only with an ``offset_field``).
     """
 
     def __init__(
@@ -54,13 +56,33 @@ class HubHistory:
         offset_field: str | None,
         new_epoch: Callable[[], str],
         metrics: Metrics,
+        epoch_field: str | None = None,
     ) -> None:
         self._default = history_bounds(default)
         self.offset_field = offset_field
+        self.epoch_field = None if offset_field is None else epoch_field
         self.new_epoch = new_epoch
         self._metrics = metrics
         self._rooms: dict[str, HistoryBounds | None] = {}
         self._memory = History(self._default or HistoryBounds(), new_epoch=new_epoch)
+        self._dropped = 0  # the memory's rooms_dropped already counted in the metrics
+
+    def _count(self, trimmed: int = 0) -> None:
+        """Add what the memory history trimmed and forgot to the metrics."""
+        dropped = self._memory.rooms_dropped
+        self._metrics.history_rooms_dropped += dropped - self._dropped
+        self._dropped = dropped
+        self._metrics.history_trimmed += trimmed
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of frames the in-memory histories keep, across every room."""
+        return self._memory.size
+
+    def sweep(self, now: float, keep: Callable[[str], bool]) -> None:
+        """Age out the in-memory histories and forget the empty ones *keep* does not want (a timer's job)."""
+        self._memory.sweep(now, keep)
+        self._count()
 
     def set(self, room: str, history: HistoryBounds | bool | None) -> None:
         """Keep *room*'s history with these bounds, or none (dropping what it kept in memory)."""
@@ -77,7 +99,9 @@ class HubHistory:
         bounds = self.bounds(room)
         if bounds is None:
             return None
-        return self._memory.room(room, bounds).position
+        position = self._memory.room(room, bounds).position
+        self._count()
+        return position
 
     def append(
         self,
@@ -102,27 +126,40 @@ class HubHistory:
             The frame, and the message's position.
         """
         kept = self._memory.room(room, bounds)
-        frame = self._frame_at(message, codec, kept.offset + 1)
+        frame = self._frame_at(message, codec, Position(kept.epoch, kept.offset + 1))
         entry, trimmed = self._memory.append(room, frame, exclude_identity, now)
         self._metrics.history_appended += 1
-        self._metrics.history_trimmed += trimmed
+        self._count(trimmed)
         return frame, Position(kept.epoch, entry.offset)
 
-    def _frame_at(self, message: Any, codec: MessageCodec[Any] | None, offset: int) -> bytes:
+    def _frame_at(self, message: Any, codec: MessageCodec[Any] | None, position: Position) -> bytes:
         if isinstance(message, str | bytes):
             return message_frame(message)
         assert codec is not None
         text = codec.encode(message)
-        return message_frame(
-            text if self.offset_field is None else stamp_offset(text, self.offset_field, offset)
-        )
+        if self.offset_field is None:
+            return message_frame(text)
+        members = f"{dumps_json(self.offset_field)}:{position.offset}"
+        if self.epoch_field is not None:
+            members = f"{dumps_json(self.epoch_field)}:{dumps_json(position.epoch)},{members}"
+        return message_frame(stamp_members(text, members))
 
     def payload(self, message: Any, codec: MessageCodec[Any] | None) -> tuple[str | bytes, str | None]:
-        """*message* as a shared broker appends it: the payload, and the offset member's prefix."""
+        """*message* as a shared broker appends it: the payload, and the members' prefixes.
+
+        The prefix is the offset member's (``"offset":``), or with an ``epoch_field`` the epoch
+        member's and the offset member's separated by a newline (``"epoch":`` newline
+        ``"offset":``; a newline never occurs in compact JSON), which the broker's append script
+        stamps with the epoch and offset it gives out.
+        """
         if isinstance(message, str | bytes):
             return message, None
         assert codec is not None
-        member = None if self.offset_field is None else f"{dumps_json(self.offset_field)}:"
+        if self.offset_field is None:
+            return codec.encode(message), None
+        member = f"{dumps_json(self.offset_field)}:"
+        if self.epoch_field is not None:
+            member = f"{dumps_json(self.epoch_field)}:\n{member}"
         return codec.encode(message), member
 
     def read(
@@ -137,6 +174,7 @@ class HubHistory:
     ) -> Recovery:
         """What a joining client replays from memory: since a position, the last messages, or nothing."""
         history = self._memory.room(room, bounds)
+        self._count()
         if last is not None:
             return history.last(last, now)
         if since is None:

@@ -90,6 +90,9 @@ class Metrics:
     history_appended: int = 0
     #: Messages trimmed from a room's history by its bounds (counter).
     history_trimmed: int = 0
+    #: Rooms whose in-memory history was forgotten: evicted by ``max_rooms``, or idle with nothing
+    #: kept when the hub swept (counter).
+    history_rooms_dropped: int = 0
     #: Recoveries that filled the whole gap (counter).
     recoveries_complete: int = 0
     #: Recoveries that could not fill the gap: epoch changed or history trimmed (counter).

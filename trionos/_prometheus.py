@@ -59,6 +59,7 @@ _HELP = {
     "broker_reconnects": "Times the broker reconnected after losing its server.",
     "history_appended": "Messages appended to a room's history.",
     "history_trimmed": "Messages trimmed from a room's history by its bounds.",
+    "history_rooms_dropped": "Rooms whose in-memory history was forgotten (max_rooms, or idle and empty).",
     "recoveries_complete": "Recoveries that filled the whole gap.",
     "recoveries_partial": "Recoveries that could not fill the gap.",
     "messages_replayed": "Messages replayed to recovering clients.",

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 
 from ._backoff import Backoff
@@ -298,6 +299,24 @@ async def run_reconnecting(
         await trio.sleep(delay)
 
 
+#: The most offsets :class:`Positions` remembers beyond a gap, per room, while it waits for the
+#: gap to be filled; beyond that it gives the gap up (its position jumps to the newest seen).
+MAX_AHEAD = 1024
+
+
+@attrs.define
+class _Track:
+    """One room's bookkeeping: the last offset of the unbroken run seen, and what is beyond it."""
+
+    position: Position
+    #: Offsets seen (or our own, acknowledged) beyond a gap after ``position``.
+    ahead: set[int] = attrs.field(factory=set)
+    #: After a recovering welcome: the replay covers every offset up to this one.
+    replay_to: int | None = None
+    #: A gap or a new epoch was noticed and :meth:`Positions.recovery_due` has not said so yet.
+    due: bool = False
+
+
 class Positions:
     """The last position seen per room: what a reconnecting client needs to resume without a gap.
 
@@ -307,18 +326,33 @@ class Positions:
         ...
         case Welcome(epoch=epoch, offset=offset, recovered=recovered) if epoch is not None:
             positions.welcome(room, Position(epoch, offset), recovered)
-        case Message(offset=offset) if offset is not None and not positions.receive(room, offset):
-            continue  # already seen
+        case Message(offset=offset, epoch=epoch) if offset is not None:
+            if not positions.receive(room, offset, epoch):
+                continue  # already seen
+            ...  # show it, then:
+            if (since := positions.recovery_due(room)) is not None:
+                await ws.send_message(Join(name, room, since=since), CLIENT_CODEC)  # fill the gap
+        case Ack(offset=offset) if offset is not None:
+            positions.own(room, offset)  # the server never sends us our own messages
 
-    Bounds: one position per room ever tracked (:meth:`forget` a room you leave for good). Pure
-    bookkeeping: no I/O, no clock.
+    Live messages are checked too: one whose ``epoch`` differs from the position's means the
+    room's history restarted (an eviction, a Redis restart), and one whose offset skips ahead
+    means a message was missed (a dropped subscription). Either is shown (``receive`` is True),
+    and :meth:`recovery_due` then gives the position to rejoin with: the server replays what was
+    missed, and what was already shown is not shown twice.
+
+    Bounds: one position per room ever tracked (:meth:`forget` a room you leave for good), and at
+    most ``MAX_AHEAD`` offsets per room beyond a gap. Pure bookkeeping: no I/O, no clock.
     """
 
     def __init__(self) -> None:
-        self._positions: dict[str, Position] = {}
+        self._rooms: dict[str, _Track] = {}
 
     def __repr__(self) -> str:
-        return f"<trionos.Positions {self._positions!r}>"
+        return f"<trionos.Positions {self._positions()!r}>"
+
+    def _positions(self) -> dict[str, Position]:
+        return {room: track.position for room, track in self._rooms.items()}
 
     def since(self, room: str) -> Position | None:
         """The position to send when (re)joining *room*.
@@ -327,9 +361,11 @@ class Positions:
             room: the room's name.
 
         Returns:
-            The last position seen in *room*, or None before its first welcome.
+            The last position seen in *room* with nothing missing before it, or None before its
+            first welcome.
         """
-        return self._positions.get(room)
+        track = self._rooms.get(room)
+        return None if track is None else track.position
 
     def welcome(self, room: str, latest: Position, recovered: bool | None) -> None:
         """Record the server's answer to a join.
@@ -342,33 +378,83 @@ class Positions:
                 the server still has (the epoch changed or the history was trimmed): take every
                 message of the room's current epoch that arrives.
         """
-        previous = self._positions.get(room)
-        if recovered is None or previous is None:
-            self._positions[room] = latest
-        elif recovered and previous.epoch == latest.epoch:
-            return
+        track = self._rooms.get(room)
+        if recovered is None or track is None:
+            self._rooms[room] = _Track(latest)
+        elif recovered and track.position.epoch == latest.epoch:
+            track.replay_to = latest.offset
         else:
-            self._positions[room] = Position(latest.epoch, 0)
+            same = track.position.epoch == latest.epoch
+            self._rooms[room] = _Track(
+                Position(latest.epoch, 0), track.ahead if same else set(), latest.offset
+            )
 
-    def receive(self, room: str, offset: int) -> bool:
-        """Note that a message at *offset* arrived in *room*.
+    def receive(self, room: str, offset: int, epoch: str | None = None) -> bool:
+        """Note that a message at *offset* (of *epoch*, when the server says) arrived in *room*.
 
         Args:
             room: the room's name.
             offset: the message's offset.
+            epoch: the message's epoch, if it carries one: another epoch than the position's
+                means the room's history restarted.
 
         Returns:
-            True if it is new (the position moves on to it); False for an offset at or before the
-            current position: a duplicate, to be dropped. A room that was never welcomed accepts
-            everything.
+            True if it is new; False for one already seen: a duplicate, to be dropped. A room
+            that was never welcomed accepts everything.
         """
-        current = self._positions.get(room)
-        if current is None:
+        track = self._rooms.get(room)
+        if track is None:
             return True
-        if offset <= current.offset:
+        if epoch is not None and epoch != track.position.epoch:
+            # A new history: its offsets start again, and those before this one were missed.
+            track = self._rooms[room] = _Track(Position(epoch, 0), due=offset > 1)
+        if track.replay_to is not None and offset > track.replay_to:
+            # The first message after a recovery's replay: everything up to it was covered.
+            track.position = Position(track.position.epoch, max(track.position.offset, track.replay_to))
+            track.replay_to = None
+            _absorb(track)
+        if offset <= track.position.offset or offset in track.ahead:
             return False
-        self._positions[room] = Position(current.epoch, offset)
+        if offset == track.position.offset + 1:
+            track.position = Position(track.position.epoch, offset)
+            _absorb(track)
+            return True
+        track.ahead.add(offset)
+        if track.replay_to is None:
+            track.due = True  # a live message skipped ahead: one was missed
+        if len(track.ahead) > MAX_AHEAD:  # give the gap up
+            track.position = Position(track.position.epoch, max(track.ahead))
+            track.ahead.clear()
+            track.due = False
         return True
+
+    def own(self, room: str, offset: int) -> None:
+        """Note our own message at *offset* (from its ack): the server never sends it to us.
+
+        Args:
+            room: the room's name.
+            offset: the acknowledged offset.
+        """
+        track = self._rooms.get(room)
+        if track is not None and offset > track.position.offset:
+            track.ahead.add(offset)
+            _absorb(track)
+
+    def recovery_due(self, room: str) -> Position | None:
+        """The position to rejoin *room* with, once, after a gap or a new epoch was noticed.
+
+        Args:
+            room: the room's name.
+
+        Returns:
+            The last position with nothing missing before it (send it as ``since``), or None
+            when nothing is missing or this was already said for the current gap.
+        """
+        track = self._rooms.get(room)
+        if track is None or not track.due:
+            return None
+        track.due = False
+        return track.position
 
     def forget(self, room: str) -> None:
         """Stop tracking *room* (the next join starts from the room's latest position).
@@ -376,4 +462,18 @@ class Positions:
         Args:
             room: the room's name.
         """
-        self._positions.pop(room, None)
+        self._rooms.pop(room, None)
+
+
+def _absorb(track: _Track) -> None:
+    """Move *track*'s position over the offsets seen just after it; forget those behind it."""
+    ahead = track.ahead
+    offset = track.position.offset
+    while offset + 1 in ahead:
+        offset += 1
+        ahead.discard(offset)
+    track.position = Position(track.position.epoch, offset)
+    if ahead:
+        track.ahead = {o for o in ahead if o > offset}
+    if not track.ahead and track.replay_to is None:
+        track.due = False  # the gap is filled

@@ -189,7 +189,7 @@ class RedisBroker:
             presence_ttl=presence_ttl,
             heartbeat_interval=heartbeat_interval,
         )
-        self._history = StreamHistory(self._link, prefix)
+        self._history = StreamHistory(self._link, prefix, self.metrics)
         self._all_channel = f"{prefix}:all".encode()
         self._publisher = Publisher(
             self._link,
@@ -339,17 +339,20 @@ class RedisBroker:
             payload: the message as sent (text or bytes).
             exclude_id: the connection id of the member that does not receive it live.
             exclude_identity: the identity that does not receive it in a replay.
-            bounds: the room's history bounds (messages and age; bytes apply in memory only).
-            offset_member: ``'"offset":'`` stamps the offset into a JSON object payload; None
-                leaves the payload as is.
+            bounds: the room's history bounds (messages, bytes of payloads, age).
+            offset_member: ``'"offset":'`` stamps the offset into a JSON object payload
+                (``'"epoch":'`` newline ``'"offset":'`` stamps the epoch before it); None leaves
+                the payload as is.
             epoch: the epoch to start the room's history with if Redis has none.
 
         Returns:
             The message's position.
 
         Raises:
-            BrokerError: Redis is unreachable or does not answer within ``operation_timeout``:
-                the message then has no position and was sent to nobody.
+            BrokerUncertain: Redis did not answer within ``operation_timeout``: the message may
+                have been kept and delivered all the same.
+            BrokerError: Redis is known unreachable: the message has no position and was sent to
+                nobody.
         """
         channel = self._room_channels.get(room)
         if channel is not None and channel not in self._subscribed:

@@ -4,8 +4,10 @@ A room with history keeps its messages in the stream ``{prefix}:history:{room}``
 ``<milliseconds>-<offset>``; fields ``p`` the payload with its offset stamped in, ``x`` the
 excluded identity, ``k`` ``t``/``b`` for text/binary) and its epoch and last offset in the hash
 ``{prefix}:history:{room}:meta``. One Lua script gives a message its offset, appends it
-(``XADD ... MAXLEN``, then ``XTRIM ... MINID`` for the age bound) and publishes it, so offsets
-and delivery order are the same on every node. Recovery reads the last ``latest - since``
+(``XADD``, then drops the oldest entries beyond the count, byte and age bounds; the meta's
+``bytes`` field counts the payloads kept) and publishes it, so offsets and delivery order are the
+same on every node. A meta hash started by a join (no message yet) expires after ``max_age``, or
+an hour without an age bound. Recovery reads the last ``latest - since``
 entries with ``XREVRANGE`` (offsets are consecutive). A missing meta hash (never used, expired
 after ``max_age`` of silence, or a flushed or restarted Redis without persistence) starts a new
 epoch, so a client's old position is reported as not recoverable.
@@ -19,49 +21,87 @@ from typing import Any
 import attrs
 import trio
 
-from ._errors import BrokerError
+from ._errors import BrokerError, BrokerUncertain
 from ._frames import OP_BINARY, OP_TEXT, encode_frame
 from ._history import HistoryBounds, HistoryEntry, Position, Recovery, last_messages
+from ._metrics import Metrics
 from ._redis_link import TRANSIENT, Link
 
 __all__ = ["StreamHistory"]
 
 #: Start a room's history (a new epoch) when its meta hash is missing. KEYS: meta, stream.
 #: ARGV[1]: a fresh epoch; ARGV[2]: the age bound in ms (0: none). Shared by both scripts below.
+#: A meta hash started here (a join's read, no message yet) expires after the age bound, or after
+#: an hour without one, so joins of rooms that never get a message leave nothing in Redis for good.
+#: ``trim`` drops the oldest entries while the stream holds more than ``maxn`` entries, more than
+#: ``maxb`` bytes of payloads (0: no byte bound; the meta's ``bytes`` field counts them) or
+#: entries older than the age bound, and returns how many it dropped.
 _HISTORY_START = """
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local age = tonumber(ARGV[2])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'ms', 0)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'ms', 0, 'bytes', 0)
+  if age > 0 then redis.call('PEXPIRE', KEYS[1], age) else redis.call('PEXPIRE', KEYS[1], 3600000) end
 end
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local age = tonumber(ARGV[2])
+local function trim(maxn, maxb)
+  local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+  local n = redis.call('XLEN', KEYS[2])
+  local dropped = 0
+  while n > 0 do
+    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    local at = tonumber(string.match(first[1], '^(%d+)'))
+    if not (n > maxn or (maxb > 0 and bytes > maxb) or (age > 0 and at < ms - age)) then break end
+    local fields = first[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'p' then bytes = bytes - #fields[i + 1] end
+    end
+    redis.call('XDEL', KEYS[2], first[1])
+    n = n - 1
+    dropped = dropped + 1
+  end
+  if bytes < 0 or n == 0 then bytes = 0 end
+  redis.call('HSET', KEYS[1], 'bytes', bytes)
+  return dropped
+end
 """
 #: Give a message its offset, keep it and publish it, in one step. ARGV[3]: payload; ARGV[4]: the
-#: JSON member prefix that stamps the offset ('' for none); ARGV[5]: excluded identity; ARGV[6]:
-#: max messages; ARGV[7]: channel; ARGV[8]: envelope head; ARGV[9]: 't' or 'b'. Returns {epoch, offset}.
+#: JSON member prefix that stamps the offset ('' for none), or the epoch's and the offset's
+#: separated by a newline (``"epoch":`` newline ``"offset":``); ARGV[5]: excluded identity; ARGV[6]:
+#: max messages; ARGV[7]: channel; ARGV[8]: envelope head; ARGV[9]: 't' or 'b'; ARGV[10]: max bytes
+#: of payloads (0: none). Returns {epoch, offset, trimmed}.
 _HISTORY_APPEND = (
     _HISTORY_START
     + """
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local payload = ARGV[3]
 if ARGV[4] ~= '' then
-  if payload == '{}' then payload = '{' .. ARGV[4] .. offset .. '}'
-  else payload = string.sub(payload, 1, -2) .. ',' .. ARGV[4] .. offset .. '}' end
+  local members = ARGV[4] .. offset
+  local nl = string.find(ARGV[4], '\\n', 1, true)
+  if nl then
+    local epoch_member = string.sub(ARGV[4], 1, nl - 1) .. cjson.encode(epoch)
+    members = epoch_member .. ',' .. string.sub(ARGV[4], nl + 1) .. offset
+  end
+  if payload == '{}' then payload = '{' .. members .. '}'
+  else payload = string.sub(payload, 1, -2) .. ',' .. members .. '}' end
 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'ms') or '0')
 if ms < last then ms = last end
 redis.call('HSET', KEYS[1], 'ms', ms)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], ms .. '-' .. offset, 'p', payload, 'x', ARGV[5], 'k', ARGV[9])
+redis.call('XADD', KEYS[2], ms .. '-' .. offset, 'p', payload, 'x', ARGV[5], 'k', ARGV[9])
+redis.call('HINCRBY', KEYS[1], 'bytes', #payload)
+local trimmed = trim(tonumber(ARGV[6]), tonumber(ARGV[10]))
 if age > 0 then
-  redis.call('XTRIM', KEYS[2], 'MINID', math.max(0, ms - age) .. '-0')
   redis.call('PEXPIRE', KEYS[1], age)
   redis.call('PEXPIRE', KEYS[2], age)
+else
+  redis.call('PERSIST', KEYS[1])
 end
 redis.call('PUBLISH', ARGV[7], ARGV[8] .. epoch .. '\\n' .. offset .. '\\n' .. payload)
-return {epoch, offset}
+return {epoch, offset, trimmed}
 """
 )
 #: What a client at (ARGV[3] epoch, ARGV[4] offset) missed. Returns {epoch, last offset, entries
@@ -71,7 +111,7 @@ return {epoch, offset}
 _HISTORY_RECOVER = (
     _HISTORY_START
     + """
-if age > 0 then redis.call('XTRIM', KEYS[2], 'MINID', math.max(0, ms - age) .. '-0') end
+if age > 0 then trim(math.huge, 0) end
 local last = tonumber(redis.call('HGET', KEYS[1], 'offset'))
 local n = tonumber(ARGV[4])
 local count = last
@@ -115,12 +155,15 @@ class StreamHistory:
 
     Every operation is one Lua script (atomic in Redis), bounded by the link's
     ``operation_timeout``, and raises :class:`~trionos.BrokerError` when Redis is unreachable or
-    does not answer in time: a room with history cannot give out positions without Redis.
+    :class:`~trionos.BrokerUncertain` when it does not answer in time: a room with history cannot
+    give out positions without Redis. Entries the appends trim are counted in
+    ``metrics.history_trimmed``.
     """
 
-    def __init__(self, link: Link, prefix: str) -> None:
+    def __init__(self, link: Link, prefix: str, metrics: Metrics) -> None:
         self._link = link
         self._prefix = prefix
+        self._metrics = metrics
         #: Where the shared reads run: the broker's session nursery while it runs, else None.
         self.nursery: trio.Nursery | None = None
         # Per room: the batch collecting recoveries, and the end of the read in flight.
@@ -142,9 +185,10 @@ class StreamHistory:
             with trio.fail_after(link.operation_timeout):
                 return await client.eval(script, self.keys(room), args)
         except TRANSIENT as exc:
+            # The script was sent: Redis may have run it (appended and published) after all.
             link.set_connected(False, exc)
-            raise BrokerError(
-                f"room {room!r} keeps its history in Redis, which did not answer: {exc!r}"
+            raise BrokerUncertain(
+                f"room {room!r} keeps its history in Redis, which did not answer in time: {exc!r}"
             ) from exc
 
     async def append(
@@ -162,8 +206,10 @@ class StreamHistory:
         """Give ``payload`` the room's next offset, keep it, and publish ``head`` + it on ``channel``.
 
         Raises:
-            BrokerError: Redis is unreachable or did not answer: the message has no position
-                and was sent to nobody.
+            BrokerUncertain: Redis did not answer in time: it may have kept and published the
+                message all the same.
+            BrokerError: Redis is known unreachable: the message has no position and was sent
+                to nobody.
         """
         binary = isinstance(payload, bytes)
         result = await self._call(
@@ -179,8 +225,10 @@ class StreamHistory:
                 channel,
                 head,
                 "b" if binary else "t",
+                bounds.max_bytes or 0,
             ],
         )
+        self._metrics.history_trimmed += int(result[2])
         return Position(result[0].decode(), int(result[1]))
 
     async def recover(

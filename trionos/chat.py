@@ -12,7 +12,7 @@ Every message is one JSON object in a WebSocket text frame, tagged by ``"type"``
                        {"type":"welcome","users":["ann","bob"],"epoch":"9f2c","offset":44,"recovered":true}
                        {"type":"joined","username":"bob"}
                        {"type":"message","from":"ann","text":"hi"}
-                       {"type":"message","from":"ann","text":"hi","offset":45,"time":1796601600000}
+                       {"type":"message","from":"ann","text":"hi","time":1796601600000,"epoch":"9f2c","offset":45}
                        {"type":"ack","id":"m7","offset":45,"time":1796601600000}
                        {"type":"left","username":"bob"}
                        {"type":"error","reason":"join a room first"}
@@ -24,7 +24,8 @@ Unknown fields are ignored, so either side can add fields without breaking the o
 
 **History and recovery** (optional fields; absent when not in use, so a peer that never uses them
 sees exactly the messages above). When the room keeps a history, each ``message`` carries its
-``offset`` (one more per chat message in the room) and ``welcome`` carries the room's ``epoch``
+``offset`` (one more per chat message in the room) and ``epoch`` (the room's history's, so a live
+client sees a restart at once; the room chat sends it) and ``welcome`` carries the room's ``epoch``
 and latest ``offset``. A client that comes back sends ``join`` with ``since`` (the epoch and the
 offset of the last message it saw); the server answers ``welcome`` with ``recovered`` (true when
 nothing was lost, false when the history no longer reaches back that far or the epoch changed),
@@ -39,12 +40,20 @@ an integer, echoed verbatim). A chat with an id that was broadcast is answered w
 (``offset`` with history, and ``time``); the ``welcome`` or ``left`` a join or leave caused, and
 any ``error`` a message caused, carry its id. A message without an id is answered as before.
 
+**Names**: a ``join``'s ``username`` and ``room`` are compared and shown as
+:func:`~trionos.chat.normalize_name` makes them: NFKC, surrounding whitespace trimmed and inner
+runs made one space, with no control or format character (``\\u200b``, ``\\u202e``, NUL...), no
+mix of Latin, Greek and Cyrillic letters (a Cyrillic ``a``, U+0430, in ``alice``), and at most
+:data:`~trionos.chat.MAX_USERNAME_BYTES` (64) and :data:`~trionos.chat.MAX_ROOM_BYTES` (128)
+bytes of UTF-8. A join that breaks a rule is answered with an ``error`` saying which.
+
 **Time**: ``message`` carries ``time``, the server's clock when it accepted the chat, in integer
 milliseconds since the Unix epoch (UTC); a replayed message keeps its original time.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from typing import TypeAlias, Union
 
@@ -64,11 +73,14 @@ __all__ = [
     "Joined",
     "Leave",
     "Left",
+    "MAX_ROOM_BYTES",
+    "MAX_USERNAME_BYTES",
     "Message",
     "MessageId",
     "SERVER_CODEC",
     "ServerMessage",
     "Welcome",
+    "normalize_name",
 ]
 
 #: Optional protocol fields are left out of the JSON while they hold their default (None).
@@ -77,6 +89,56 @@ _OPTIONAL = {OMIT_IF_DEFAULT: True}
 #: What a client may tag a message with (``"id"``): a string or an integer, echoed verbatim.
 #: (``Union``: a runtime alias the codec reads, which ``str | int`` would also be from 3.10 on.)
 MessageId: TypeAlias = Union[str, int]  # noqa: UP007
+
+
+#: The longest ``username`` a join may carry, in bytes of UTF-8 after :func:`normalize_name`.
+MAX_USERNAME_BYTES = 64
+#: The longest ``room`` a join may carry, in bytes of UTF-8 after :func:`normalize_name`.
+MAX_ROOM_BYTES = 128
+#: Scripts whose letters look alike: a name mixing two of them is refused.
+_CONFUSABLE_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC"})
+
+
+def normalize_name(value: str, *, what: str = "username", limit: int = MAX_USERNAME_BYTES) -> str:
+    """*value* as the chat protocol compares and shows it, or a precise refusal.
+
+    NFKC (fullwidth ``alice``, U+FF41..., is ``alice``), trimmed, inner whitespace runs made one
+    space. Pure: no I/O.
+
+    Args:
+        value: the name a client sent.
+        what: what it names, for the error (``"username"``, ``"room"``).
+        limit: the most bytes of UTF-8 it may have once normalised.
+
+    Returns:
+        The normalised name.
+
+    Raises:
+        ValueError: it is empty once trimmed, longer than *limit*, holds a control, format,
+            separator, private-use or unassigned character, or mixes Latin, Greek and Cyrillic
+            letters. The message says which, with the character's code point.
+    """
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > 4 * limit:  # refused before any work proportional to a huge name
+        raise ValueError(f"{what} is {size} bytes long; the limit is {limit}")
+    name = " ".join(unicodedata.normalize("NFKC", value).split())
+    if not name:
+        raise ValueError(f"{what} must not be empty")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise ValueError(f"{what} is {size} bytes long; the limit is {limit}")
+    scripts = set()
+    for char in name:
+        category = unicodedata.category(char)
+        if category[0] == "C" or category in ("Zl", "Zp"):
+            raise ValueError(f"{what} must not contain U+{ord(char):04X} (a {category} character)")
+        if category[0] == "L":
+            script = unicodedata.name(char, "").partition(" ")[0]
+            if script in _CONFUSABLE_SCRIPTS:
+                scripts.add(script)
+    if len(scripts) > 1:
+        raise ValueError(f"{what} must not mix {' and '.join(s.title() for s in sorted(scripts))} letters")
+    return name
 
 
 # -- client -> server --------------------------------------------------------------------------------------
@@ -113,12 +175,12 @@ class Leave:
     id: MessageId | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
+# -- server -> client --------------------------------------------------------------------------------------
+
+
 def _names(users: Iterable[str]) -> tuple[str, ...]:
     """Welcome's ``users`` as a tuple (a typed converter: ``converter=tuple`` types as ``Iterable[Any]``)."""
     return tuple(users)
-
-
-# -- server -> client --------------------------------------------------------------------------------------
 
 
 @attrs.frozen
@@ -148,6 +210,9 @@ class Joined:
 class Message:
     """``from_`` said ``text`` (the field is ``"from"`` on the wire); ``offset`` with history.
 
+    ``epoch`` (with history, when the server stamps it) names the history the offset belongs to:
+    a live client sees at once that the room's history restarted (its offsets start again).
+
     ``time`` is when the server accepted it (integer milliseconds since the Unix epoch, UTC).
     """
 
@@ -155,6 +220,8 @@ class Message:
     text: str
     offset: int | None = attrs.field(default=None, metadata=_OPTIONAL)
     time: int | None = attrs.field(default=None, metadata=_OPTIONAL)
+    #: The epoch of the room's history the offset belongs to (a server with ``Hub(epoch_field=)``).
+    epoch: str | None = attrs.field(default=None, metadata=_OPTIONAL, kw_only=True)
 
 
 @attrs.frozen

@@ -172,7 +172,7 @@ async def test_a_silent_member_times_out_after_a_minute(
 
 def said(text: str, offset: int, by: str = "ann") -> dict[str, Any]:
     """A chat message as a member receives it from a room with history."""
-    return {"type": "message", "from": by, "text": text, "offset": offset, "time": ANY}
+    return {"type": "message", "from": by, "text": text, "offset": offset, "time": ANY, "epoch": ANY}
 
 
 def welcomed(users: list[str], epoch: Any, offset: int, **recovered: bool) -> dict[str, Any]:
@@ -372,3 +372,29 @@ def test_any_malformed_payload_gets_an_error(payload: str) -> None:
                 await expect_silence(ws)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_look_alike_and_overlong_names_are_one_name_or_refused_precisely(
+    trionos_client: ClientFactory,
+) -> None:
+    """Invisible, reversed, mixed-script and control characters, spaces, 1 MB: never a second ann."""
+    ann = await trionos_client()
+    await join(ann, "ann", "tea")
+    await expect_message(ann, {"type": "welcome", "users": ["ann"]})
+    refusals = {
+        "ann\u200b": "username must not contain U+200B (a Cf character)",
+        "ann\u202e": "username must not contain U+202E (a Cf character)",
+        "a\x00nn": "username must not contain U+0000 (a Cc character)",
+        "\u0430nn": "username must not mix Cyrillic and Latin letters",
+        " ann ": "username 'ann' is already taken in room 'tea'",
+        "\uff41\uff4e\uff4e": "username 'ann' is already taken in room 'tea'",
+        "x" * 1_000_000: "username is 1000000 bytes long; the limit is 64",
+    }
+    for name, reason in refusals.items():
+        other = await trionos_client()
+        await other.send_json({"type": "join", "username": name, "room": "tea", "id": 1})
+        await expect_message(other, {"type": "error", "reason": reason, "id": 1})
+    other = await trionos_client()
+    await other.send_json({"type": "join", "username": "bob", "room": "t" * 129})
+    await expect_message(other, {"type": "error", "reason": "room is 129 bytes long; the limit is 128"})
+    await expect_silence(ann, timeout=0.05)

@@ -293,6 +293,25 @@ test("a partial recovery (new epoch) is reported and every message of the new ep
   assert.deepEqual(env.events.at(-1), { event: "message", type: "message", from: "bob", text: "new", offset: 1 });
 });
 
+test("a live message of a new epoch is taken, not dropped as seen, and a hole before it is reported", () => {
+  const env = make();
+  env.client.connect();
+  env.client.join("tea", { username: "ann" });
+  openAndWelcome(env, { epoch: "e1", offset: 0 });
+  for (let offset = 1; offset <= 3; offset++) env.last().receive({ type: "message", text: `a${offset}`, epoch: "e1", offset });
+  // The room's history restarted (a Redis restart): offsets start again under a new epoch.
+  env.last().receive({ type: "message", text: "b1", epoch: "e2", offset: 1 });
+  env.last().receive({ type: "message", text: "b2", epoch: "e2", offset: 2 });
+  env.last().receive({ type: "message", text: "b2 again", epoch: "e2", offset: 2 });
+  const texts = env.events.filter((e) => e.event === "message").map((e) => e.text);
+  assert.deepEqual(texts, ["a1", "a2", "a3", "b1", "b2"]);
+  assert.deepEqual(env.client.position("tea"), { epoch: "e2", offset: 2 });
+  assert.equal(env.events.filter((e) => e.event === "gap").length, 0);
+  env.last().receive({ type: "message", text: "c5", epoch: "e3", offset: 5 }); // 1..4 of e3 never came
+  assert.deepEqual(env.events.at(-2), { event: "gap", room: "tea", after: 0, next: 5, epoch: "e3" });
+  assert.deepEqual(env.client.position("tea"), { epoch: "e3", offset: 5 });
+});
+
 test("a reload recovers like a reconnect: the room and its position come back from storage", () => {
   const storage = new FakeStorage();
   const before = make({ storage });

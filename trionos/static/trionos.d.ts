@@ -122,6 +122,8 @@ export interface GapDetail {
   /** The offset of the last message seen before the reload, and of the next one that arrived. */
   after: number;
   next: number;
+  /** Set when the room's history restarted under a live page (a new epoch): `after` is 0. */
+  epoch?: string;
 }
 
 export interface EventMap {

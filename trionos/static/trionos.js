@@ -522,6 +522,15 @@ export class Socket extends EventTarget {
     if (room === null || typeof m.offset !== "number") return true;
     const p = this._positions[room.name];
     if (p === undefined) return true;
+    if (typeof m.epoch === "string" && m.epoch !== p.epoch) {
+      // The room's history restarted under us (an eviction, a Redis restart): its offsets start
+      // again, so none of them was seen here. Take it from its start; say so if some came before.
+      p.epoch = m.epoch;
+      p.offset = 0;
+      this._ownAhead.clear();
+      this._gapCheck = null;
+      if (m.offset > 1) this._emit("gap", { room: room.name, after: 0, next: m.offset, epoch: m.epoch });
+    }
     if (m.offset <= p.offset) return false;
     const check = this._gapCheck;
     if (check !== null && check.room === room.name && m.offset > check.after) {
