@@ -12,6 +12,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
 import trionos
+from tests.helpers import ServeFn
 from trionos._client import ClientOptions, connect_over
 from trionos._heartbeat import SERVICE_TICK
 from trionos.chat import SERVER_CODEC
@@ -285,3 +286,26 @@ async def test_push_only_handler_notices_the_peer_close_and_answers_pings(
         with trio.fail_after(15):
             await ended.wait()
     assert closes == [1000]
+
+
+async def test_recv_called_before_a_just_started_servicer_runs_gets_the_message(
+    start_server: ServeFn,
+) -> None:
+    """A recv that comes between the keeper starting a servicer and its first step is not starved."""
+
+    async def reply_to_go(req: trionos.Request) -> None:
+        ws = await req.accept()
+        assert await ws.recv() == "go"
+        await ws.send("late")
+        await ws.recv()  # until the client closes
+
+    server = await start_server(reply_to_go)
+    async with trionos.connect(server.url, message_queue_size=64) as ws:
+        await ws.send("go")
+        # The keeper's tick, as under load: the servicer is started, but has not run when the
+        # application calls recv, which then waits for it. It must step aside at once; reading on
+        # instead, it took "late" into the inbox and kept the receiver waiting for ever.
+        ws._keep()
+        ws._keep()
+        with trio.fail_after(10):  # a guard: without the fix this never returns
+            assert await ws.recv() == "late"

@@ -589,6 +589,11 @@ class WebSocket:
     async def _service(self) -> None:
         """Read on behalf of a handler that does not, until it does or the read-ahead is full."""
         scope = self._service_scope = trio.CancelScope()
+        if self._reader_done is not None:
+            # A receiver came between start_soon and now: it found no scope to cancel and waits
+            # for this task to finish, so finish at once (reading on would keep it waiting while
+            # the messages pile up here, for ever once the peer has nothing more to send).
+            scope.cancel()
         try:
             with scope:
                 # Once it is full, reading stops: TCP backpressure reaches the peer.
