@@ -88,9 +88,6 @@ class Client(Generic[T]):
         """
         self._registry.flush(self)
 
-    # The name trionos' own Transport calls (its WriteListener protocol).
-    _before_write = before_write
-
     # ``hub.client(ws)`` returns the client itself, registered for the ``async with`` block: a
     # separate registration object would be one more allocation held by every connection.
 

@@ -40,10 +40,8 @@ _NO_BACKLOG: deque[bytes] = deque(maxlen=0)
 class WriteListener(Protocol):
     """Told before a direct write on a connection (the hub's registered client is one)."""
 
-    def _before_write(self) -> None: ...
-
     def before_write(self) -> None:
-        """The same, for transports outside this module (the trio-websocket bridge)."""
+        """Called before a direct write, so that what the listener queued goes out first."""
         ...
 
 
@@ -418,7 +416,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         """
         self._check_writable()
         if self.write_listener is not None:
-            self.write_listener._before_write()
+            self.write_listener.before_write()
         await self._write_in_order(self._compressed_once(frame))
 
     def try_write(self, frame: bytes) -> bool:
@@ -437,7 +435,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         if self._socket is None or self.closed or self.close_sent:
             return False
         if self.write_listener is not None:
-            self.write_listener._before_write()  # may queue broadcasts, which go first
+            self.write_listener.before_write()  # may queue broadcasts, which go first
         if self._outbox or self._busy:
             return False
         deflater = self.deflater
@@ -462,7 +460,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         if self.closed or self.close_sent:
             return
         if self.write_listener is not None:
-            self.write_listener._before_write()
+            self.write_listener.before_write()
         if is_close_frame(frame):
             if not self._write_direct(frame):
                 self._enqueue(frame)
@@ -482,7 +480,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         """
         self._check_writable()
         if self.write_listener is not None:
-            self.write_listener._before_write()
+            self.write_listener.before_write()
         self.close_sent = True
         await self._write_in_order(frame)
 
