@@ -41,7 +41,7 @@ from ._json import loads as loads_json
 from ._metrics import Metrics
 from ._ratelimit import RateLimit, RateVerdict, TokenBucket
 from ._support import TaskSpawner
-from ._transport import Transport
+from ._transport import NOT_WRITTEN, WRITTEN, Transport
 
 __all__ = [
     "FRAME_OVERHEAD",
@@ -124,6 +124,7 @@ class WebSocket:
     __slots__ = (
         "_answer_text_ping",
         "_close_timeout",
+        "_direct",
         "_drained",
         "_eof",
         "_idle_scope",
@@ -198,6 +199,9 @@ class WebSocket:
         if any(isinstance(extension, PerMessageDeflate) for extension in protocol.extensions):
             self._inflation = InflationBudget(inflate_rate, trio.current_time())
         self._unfed: bytes | bytearray = b""
+        # The socket that ``recv`` waits on and reads inline, when nothing else is needed (a
+        # plain TCP socket; a connection that inflates reads through ``_read``, within bounds).
+        self._direct = transport.socket if self._inflation is None else None
         # Pings (protocol and answered text ones) against PING_LIMIT, from the first one on.
         self._pings: TokenBucket | None = None
         #: A unique, opaque identifier (12 hex digits).
@@ -314,21 +318,19 @@ class WebSocket:
         return self._receive(stop_iteration=True)
 
     def _done_reading(self) -> bool:
-        # After a close frame (or a failure) the core discards whatever else arrives.
+        # After a close frame (or a failure) the core discards whatever else arrives. A close
+        # frame received moves the core out of OPEN in the same call, so ``is_open`` covers it.
         return (
-            self._eof
-            or self._transport.closed
-            or self._local_close is not None
-            or self._protocol.close_rcvd is not None
-            or self._protocol.state is not OPEN
+            self._eof or self._transport.closed or self._local_close is not None or not self._protocol.is_open
         )
 
     async def _receive(self, *, stop_iteration: bool) -> str | bytes:
         # The checkpoints of a trio memory channel: a message already here is taken, then the
         # task yields (shielded, so the message cannot be lost); the end raises at once.
+        inbox = self._inbox
         checkpointed = False
         while True:
-            if len(self._inbox) > self._taken:
+            if len(inbox) > self._taken:
                 if checkpointed:
                     return self._take()
                 await trio.lowlevel.checkpoint_if_cancelled()
@@ -349,11 +351,38 @@ class WebSocket:
             self._reader = _RECV
             self._recv_epoch += 1
             try:
-                await self._read()
+                sock = self._direct
+                if sock is not None and self._drained:
+                    # The common case, inline (no coroutine more per message): the last read
+                    # emptied the socket, so wait until it is readable (the checkpoint), read
+                    # what came and parse it. A wakeup with nothing to read goes round again.
+                    try:
+                        await trio.lowlevel.wait_readable(sock)
+                        data = self._transport.read_nowait(_RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        data = self._read_failed(exc)
+                    if data is not None:
+                        size = len(data)
+                        self._drained = size < _RECEIVE_SIZE
+                        if size and size <= _FEED_SLICE:
+                            # What _took does with it, one call less.
+                            if self._idle_scope is not None:
+                                self._move_idle_deadline()
+                            self._feed(data)
+                        elif not self._took(data):
+                            await self._feed_slices(data)
+                else:
+                    await self._read()
             finally:
-                self._reader_finished()
-            if len(self._inbox) > self._taken:
-                return self._take()  # the read was a checkpoint already
+                self._reader = 0
+                if self._reader_done is not None:
+                    self._reader_finished()
+            if len(inbox) > self._taken:
+                # The read was a checkpoint already. Most often it brought exactly one message.
+                if len(inbox) == 1:
+                    return inbox.pop()
+                return self._take()
+            checkpointed = True
 
     def _take(self) -> str | bytes:
         inbox = self._inbox
@@ -391,35 +420,59 @@ class WebSocket:
                 return
             await self._wait_for_inflation_budget()
         transport = self._transport
-        sock = transport._socket
+        sock = transport.socket
         try:
             if sock is None:
-                data = await transport.receive_some(_RECEIVE_SIZE)
+                read = await transport.receive_some(_RECEIVE_SIZE)
             else:
-                # Transport.receive_some, inlined: one coroutine less on every message. When the
-                # last read emptied the socket, a read now would most likely fail (a syscall and
-                # an exception for nothing): wait for readiness first, which is a checkpoint too.
+                # Transport.receive_some, inlined: one coroutine less. When the last read emptied
+                # the socket, a read now would most likely fail (a syscall and an exception for
+                # nothing): wait for readiness first, which is a checkpoint too.
                 if self._drained:
                     await trio.lowlevel.wait_readable(sock)
                 else:
                     await trio.lowlevel.checkpoint_if_cancelled()
-                read = transport._read_nowait(sock, _RECEIVE_SIZE)
-                if read is None:
-                    while read is None:
+                maybe = transport.read_nowait(_RECEIVE_SIZE)
+                if maybe is None:
+                    while maybe is None:
                         await trio.lowlevel.wait_readable(sock)
-                        read = transport._read_nowait(sock, _RECEIVE_SIZE)
+                        maybe = transport.read_nowait(_RECEIVE_SIZE)
                 elif not self._drained:
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                data = read
-                self._drained = len(data) < _RECEIVE_SIZE
+                read = maybe
+                self._drained = len(read) < _RECEIVE_SIZE
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            logger.debug("%r: read failed: %r", self, exc)
-            data = b""
+            read = self._read_failed(exc)
+        if self._inflation is not None and read:
+            self._move_idle_deadline()
+            await self._feed_inflating(read)
+        elif not self._took(read):
+            await self._feed_slices(read)
+
+    def _read_failed(self, exc: Exception) -> bytes:
+        logger.debug("%r: read failed: %r", self, exc)
+        return b""
+
+    def _took(self, data: bytes | bytearray) -> bool:
+        """Handle a read on a connection that does not inflate: False if it is for ``_feed_slices``.
+
+        The end of the stream, or a read small enough to parse in one go, is handled here, with
+        no coroutine; a larger read is left to :meth:`_feed_slices`.
+        """
         if not data:
             self._eof = True
             self._protocol.receive_eof()
             self._flush_protocol()
-            return
+            return True
+        if self._idle_scope is not None:
+            self._move_idle_deadline()
+        if len(data) > _FEED_SLICE:
+            return False
+        self._feed(data)
+        return True
+
+    def _move_idle_deadline(self) -> None:
+        """Traffic from the peer: push the idle deadline (if any) forward."""
         scope = self._idle_scope
         if scope is not None:
             # Moving a cancel scope's deadline costs trio a heap update: it is moved only when
@@ -427,16 +480,14 @@ class WebSocket:
             deadline = trio.current_time() + self._idle_timeout
             if deadline > scope.deadline:
                 scope.deadline = deadline + min(_IDLE_SLACK, self._idle_timeout * _IDLE_SLACK_SHARE)
-        if self._inflation is not None:
-            await self._feed_inflating(data)
-            return
-        if len(data) <= _FEED_SLICE:
-            self._feed(data)
-            return
-        # Bound the CPU one connection takes before others run: a read full of tiny frames is
-        # parsed a slice at a time, yielding between slices (shielded: the bytes are ours now).
-        # The rest of a large frame the parser is inside holds no frame boundary, so no tiny
-        # frames: it goes in one piece.
+
+    async def _feed_slices(self, data: bytes | bytearray) -> None:
+        """Parse a large read: bound the CPU one connection takes before others run.
+
+        A read full of tiny frames is parsed a slice at a time, yielding between slices
+        (shielded: the bytes are ours now). The rest of a large frame the parser is inside holds
+        no frame boundary, so no tiny frames: it goes in one piece.
+        """
         protocol = self._protocol
         parsed = 0
         start = 0
@@ -495,11 +546,12 @@ class WebSocket:
         inbox = self._inbox
         before = len(inbox)
         frames = protocol.feed(data)
-        if len(inbox) > before:
-            if self._answer_text_ping or self._metrics is not None:
-                self._received(before)
-        elif self._metrics is not None:
-            self._metrics.bytes_in += protocol.bytes_in
+        if self._answer_text_ping and len(inbox) > before and "ping" in inbox:
+            self._answer_text_pings(before)
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.messages_in += len(inbox) - before
+            metrics.bytes_in += protocol.bytes_in
             protocol.bytes_in = 0
         if protocol.core_fed:
             if protocol.pings_received:
@@ -508,23 +560,17 @@ class WebSocket:
             self._flush_protocol()
         return frames
 
-    def _received(self, before: int) -> None:
-        """Count the messages from ``inbox[before]`` on; answer text pings if asked to."""
+    def _answer_text_pings(self, before: int) -> None:
+        """Take the text pings out of ``inbox[before:]`` and answer each (within the ping limit)."""
         inbox = self._inbox
-        if self._answer_text_ping:
-            pings = 0
-            for index in range(len(inbox) - 1, before - 1, -1):
-                if inbox[index] == "ping":
-                    del inbox[index]
-                    pings += 1
-            for _ in range(pings):  # each pong goes out before a close for the pings after it
-                if self._charge_pings(1):
-                    self._write_or_drop(message_frame("pong", masked=self._is_client))
-        metrics = self._metrics
-        if metrics is not None:
-            metrics.messages_in += len(inbox) - before
-            metrics.bytes_in += self._protocol.bytes_in
-            self._protocol.bytes_in = 0
+        pings = 0
+        for index in range(len(inbox) - 1, before - 1, -1):
+            if inbox[index] == "ping":
+                del inbox[index]
+                pings += 1
+        for _ in range(pings):  # each pong goes out before a close for the pings after it
+            if self._charge_pings(1):
+                self._write_or_drop(message_frame("pong", masked=self._is_client))
 
     def _charge_pings(self, count: int) -> int:
         """Count *count* pings against :data:`PING_LIMIT`; how many are within it.
@@ -533,7 +579,7 @@ class WebSocket:
         anyway); once ``close_after`` pings in a row were over it, the connection is failed with
         1008, as a chat flood is closed.
         """
-        if self._protocol.state is not OPEN:
+        if not self._protocol.is_open:
             return 0  # closing: nothing more is answered or counted
         bucket = self._pings
         now = trio.current_time()
@@ -666,10 +712,9 @@ class WebSocket:
         """
         frame = message_frame(message, masked=self._is_client)
         # The common case without a coroutine more: the socket takes the frame at once.
-        if not self._try_send(frame):
-            await self._send_waiting(frame)
-        elif self._transport.outbox_bytes:
-            await self._wait_sent()
+        written = self._try_send(frame)
+        if written != WRITTEN:
+            await self._send_rest(frame, written)
 
     async def send_json(self, obj: Any) -> None:
         """Send *obj* as compact JSON text.
@@ -704,22 +749,30 @@ class WebSocket:
         Raises:
             ConnectionClosed: the connection is closing or closed.
         """
-        if not self._try_send(frame):
-            await self._send_waiting(frame)
-        elif self._transport.outbox_bytes:
-            await self._wait_sent()
+        written = self._try_send(frame)
+        if written != WRITTEN:
+            await self._send_rest(frame, written)
 
-    def _try_send(self, frame: bytes) -> bool:
-        """Write ``frame`` now if nothing has to go before it; False if it was not written."""
-        if self._local_close is not None or self._protocol.state is not OPEN:
+    def _try_send(self, frame: bytes) -> int:
+        """Write ``frame`` now if nothing has to go before it: what ``Transport.try_write`` did."""
+        if self._local_close is not None or not self._protocol.is_open:
             raise self._closed_error()
         try:
-            if not self._transport.try_write(frame):
-                return False
+            written = self._transport.try_write(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._closed_error() from None
-        self._count_sent(frame)
-        return True
+        metrics = self._metrics
+        if written and metrics is not None:  # _count_sent, inlined on this path
+            metrics.messages_out += 1
+            metrics.bytes_out += len(frame)
+        return written
+
+    async def _send_rest(self, frame: bytes, written: int) -> None:
+        """Finish a send the socket did not take at once: write ``frame``, or wait for its tail."""
+        if written == NOT_WRITTEN:
+            await self._send_waiting(frame)
+        else:
+            await self._wait_sent()
 
     def _count_sent(self, frame: bytes) -> None:
         metrics = self._metrics

@@ -42,7 +42,7 @@ from typing import Any
 from websockets.client import ClientProtocol
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
-from websockets.protocol import OPEN, SERVER
+from websockets.protocol import OPEN, SERVER, State
 from websockets.protocol import Protocol as SansIOProtocol
 from websockets.server import ServerProtocol
 
@@ -73,6 +73,9 @@ _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
 _CLOSE = Opcode.CLOSE
 _PING = Opcode.PING
+
+#: websockets' ``Protocol.state`` property, which MessageCore extends.
+_STATE: property = SansIOProtocol.state  # type: ignore[assignment]
 
 # The first byte of a frame the fast path takes: FIN, no reserved bit, text or binary.
 _FIN_TEXT = 0x81
@@ -178,10 +181,14 @@ class MessageCore(SansIOProtocol):
         "core_fed",
         "fast_path",
         "inbox",
+        "is_open",
         "pings_received",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: ``state is OPEN``, as a plain attribute: the connection asks on every message, and
+        #: websockets' ``state`` is a property (a Python call each time). Kept by the setter below.
+        self.is_open = False
         super().__init__(*args, **kwargs)
         #: Messages received and not yet taken, oldest first (the caller takes them).
         self.inbox: list[str | bytes] = []
@@ -201,6 +208,13 @@ class MessageCore(SansIOProtocol):
         # current frame, or the start of a header whose length it does not know yet.
         self._owed = 0
         self._partial_head = b""
+
+    def _set_state(self, state: State) -> None:
+        _STATE.__set__(self, state)  # websockets' own setter (it logs the change at DEBUG)
+        self.is_open = state is OPEN
+
+    # websockets' property, with a setter that keeps ``is_open`` (every change goes through it).
+    state = property(_STATE.fget, _set_state, doc=_STATE.__doc__)
 
     @property
     def frame_remainder(self) -> int:
@@ -228,7 +242,7 @@ class MessageCore(SansIOProtocol):
             self.receive_data(data)
             return len(self.events_received())
         self.core_fed = False
-        if self.state is not OPEN:
+        if not self.is_open:
             return self._to_core(data, 0)
         fast = self._fast
         if fast is None:
@@ -245,7 +259,7 @@ class MessageCore(SansIOProtocol):
                 return self._to_core(data, 0)
             frames = self._to_core(data[:need], 0)
             pos = need
-            if self.state is not OPEN:
+            if not self.is_open:
                 return frames + self._to_core(data, pos)
         if self.current_size is not None:
             return frames + self._to_core(data, pos)  # inside a fragmented message
@@ -330,7 +344,7 @@ class MessageCore(SansIOProtocol):
         self.core_fed = True
         self.receive_data(chunk)
         frames = len(self.events_received())
-        if self._fast and self.state is OPEN:
+        if self._fast and self.is_open:
             self._track(chunk)
         return frames
 

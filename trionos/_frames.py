@@ -33,6 +33,10 @@ _FIN = 0x80
 _MASK_BIT = 0x80
 
 
+#: The header of every unmasked text frame with a payload under 126 bytes, by payload length.
+_SHORT_TEXT_HEADS = tuple(bytes((_FIN | OP_TEXT, size)) for size in range(126))
+
+
 def _mask(payload: bytes, key: bytes) -> bytes:
     # One big-integer XOR is far faster in CPython than a per-byte loop.
     size = len(payload)
@@ -82,7 +86,10 @@ def message_frame(message: str | bytes, *, masked: bool = False) -> bytes:
         TypeError: *message* is neither text nor bytes.
     """
     if isinstance(message, str):
-        return encode_frame(OP_TEXT, message.encode("utf-8"), masked=masked)
+        payload = message.encode("utf-8")
+        if not masked and len(payload) < 126:  # the common server frame: its header from a table
+            return _SHORT_TEXT_HEADS[len(payload)] + payload
+        return encode_frame(OP_TEXT, payload, masked=masked)
     if isinstance(message, bytes | bytearray | memoryview):
         return encode_frame(OP_BINARY, bytes(message), masked=masked)
     raise TypeError(f"a WebSocket message must be str or bytes, got {type(message).__name__}")

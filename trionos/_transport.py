@@ -25,13 +25,20 @@ from ._deflate import Deflater
 from ._frames import is_close_frame
 from ._support import TaskSpawner
 
-__all__ = ["ProgressSignal", "Transport", "write_each"]
+__all__ = ["NOT_WRITTEN", "TAIL_QUEUED", "WRITTEN", "ProgressSignal", "Transport", "write_each"]
 
 logger = logging.getLogger("trionos.transport")
 
 
 #: What one read takes when the caller does not say (trio's SocketStream uses the same).
 _DEFAULT_RECEIVE_SIZE = 64 * 1024
+
+#: What :meth:`Transport.try_write` did: nothing (the caller awaits ``write``)...
+NOT_WRITTEN = 0
+#: ...the whole frame went into the socket...
+WRITTEN = 1
+#: ...or the socket took part of it (or none) and the rest is queued (the caller awaits ``flush``).
+TAIL_QUEUED = 2
 
 #: The shared, always empty outbox of connections without a backlog (never appended to).
 _NO_BACKLOG: deque[bytes] = deque(maxlen=0)
@@ -80,7 +87,6 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         "_outbox",
         "_outbox_bytes",
         "_partial_head",
-        "_socket",
         "_stream",
         "_writer_running",
         "bytes_in",
@@ -91,6 +97,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         "dropped_frames",
         "max_outbox_bytes",
         "peak_outbox_bytes",
+        "socket",
         "write_listener",
     )
 
@@ -108,7 +115,8 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         # through the outbox and writer task instead. The descriptor is read at each write, never
         # cached: once the socket is closed it reads -1, and a number the kernel may have reused
         # for another connection is never written to.
-        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        #: The socket read and written directly (a plain TCP stream), None for TLS or in-memory.
+        self.socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         # Made on the first write that has to wait: most writes complete at once, and then
         # serialising them needs no more than the ``_busy`` flag.
         self._lock: trio.StrictFIFOLock | None = None
@@ -150,7 +158,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             trio.BrokenResourceError: the connection was reset.
             trio.ClosedResourceError: the transport is closed.
         """
-        sock = self._socket
+        sock = self.socket
         if sock is None:
             received = await self._stream.receive_some(max_bytes)
             self.bytes_in += len(received)
@@ -158,18 +166,27 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         # Straight from the descriptor, with trio's checkpoint rules: SocketStream's layers would
         # keep three more suspended frames on every idle connection.
         await trio.lowlevel.checkpoint_if_cancelled()
-        data = self._read_nowait(sock, max_bytes)
+        data = self.read_nowait(max_bytes)
         if data is None:
             while data is None:
                 await trio.lowlevel.wait_readable(sock)
-                data = self._read_nowait(sock, max_bytes)
+                data = self.read_nowait(max_bytes)
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
-    def _read_nowait(self, sock: trio.socket.SocketType, max_bytes: int | None) -> bytes | None:
-        """What the socket holds, up to ``max_bytes``; None when nothing has arrived yet."""
-        fd = sock.fileno()
+    def read_nowait(self, max_bytes: int | None = None) -> bytes | None:
+        """What the socket holds, up to *max_bytes* (64 KiB when None); None when nothing has arrived yet.
+
+        For a plain TCP stream only (:attr:`socket` is not None); no checkpoint: the caller
+        waits with ``trio.lowlevel.wait_readable(transport.socket)`` and keeps trio's rules.
+
+        Raises:
+            trio.BrokenResourceError: the connection was reset.
+            trio.ClosedResourceError: the socket is closed.
+        """
+        assert self.socket is not None
+        fd = self.socket.fileno()
         if fd < 0:
             raise trio.ClosedResourceError("the connection is closed")
         try:
@@ -196,7 +213,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
 
     def _write_direct(self, frame: bytes) -> bool:
         """Try the socket without blocking; queue any unwritten tail. True if anything was done."""
-        if self._socket is None or self._outbox or self._busy:
+        if self.socket is None or self._outbox or self._busy:
             return False
         self._write_now(frame)
         return True
@@ -224,8 +241,8 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
 
     def _write_some(self, data: bytes | memoryview) -> int:
         """One non-blocking write to the socket; how many bytes it took (0 when full)."""
-        assert self._socket is not None
-        fd = self._socket.fileno()
+        assert self.socket is not None
+        fd = self.socket.fileno()
         if fd < 0:
             self._broken()
             raise trio.ClosedResourceError("the connection is closed")
@@ -352,7 +369,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         # other streams (TLS, memory) we cannot know, so the connection is given up.
         self._busy = True
         try:
-            if self._socket is None:
+            if self.socket is None:
                 try:
                     await self._stream.send_all(data)
                 except trio.Cancelled:
@@ -366,7 +383,7 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
                 if not view:
                     return
                 try:
-                    await trio.lowlevel.wait_writable(self._socket)
+                    await trio.lowlevel.wait_writable(self.socket)
                 except trio.Cancelled:
                     self._requeue_front(bytes(view))
                     raise
@@ -419,30 +436,39 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
             self.write_listener.before_write()
         await self._write_in_order(self._compressed_once(frame))
 
-    def try_write(self, frame: bytes) -> bool:
-        """Write a complete data frame at once if nothing has to go before it; False if nothing was done.
+    def try_write(self, frame: bytes) -> int:
+        """Write a complete data frame at once if nothing has to go before it.
 
         The fast path of :meth:`write`, without a coroutine: on a socket with no backlog and no
         other writer, ``frame`` goes straight into the socket, and a tail the socket does not take
-        is queued (check :attr:`outbox_bytes` and wait with :meth:`flush`, as ``write`` does).
-        On False (a backlog, another writer, no socket, or a closed connection) the caller awaits
-        :meth:`write` instead, which also raises for a closed connection.
+        is queued. On :data:`NOT_WRITTEN` (a backlog, another writer, no socket, or a closed
+        connection) the caller awaits :meth:`write` instead, which also raises for a closed
+        connection; on :data:`TAIL_QUEUED` it awaits :meth:`flush`, as ``write`` does.
+
+        Returns:
+            :data:`WRITTEN`, :data:`TAIL_QUEUED` or :data:`NOT_WRITTEN` (0: nothing was done).
 
         Raises:
             trio.BrokenResourceError: the socket failed.
             trio.ClosedResourceError: the socket was closed under the connection.
         """
-        if self._socket is None or self.closed or self.close_sent:
-            return False
+        if self.socket is None or self.closed or self.close_sent:
+            return NOT_WRITTEN
         if self.write_listener is not None:
             self.write_listener.before_write()  # may queue broadcasts, which go first
         if self._outbox or self._busy:
-            return False
+            return NOT_WRITTEN
         deflater = self.deflater
-        if deflater is not None and not deflater.context_takeover:
-            frame = deflater.compress(frame)  # as _compressed_once, without a call on this path
-        self._write_now(frame)
-        return True
+        if deflater is not None:
+            if not deflater.context_takeover:
+                frame = deflater.compress(frame)  # as _compressed_once, without a call on this path
+            self._write_now(frame)
+            return TAIL_QUEUED if self._outbox else WRITTEN
+        sent = self._write_some(frame)
+        if sent == len(frame):
+            return WRITTEN
+        self._enqueue_rest(frame, sent)
+        return TAIL_QUEUED
 
     def write_control(self, frame: bytes) -> None:
         """Write or queue a pong or close frame from the protocol core, without blocking.
@@ -532,15 +558,15 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         """
         if self.closed:
             return
-        if goodbye is not None and not self.close_sent and self._socket is not None:
+        if goodbye is not None and not self.close_sent and self.socket is not None:
             try:
                 self._write_direct(goodbye)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
         self.closed = True
         self._discard_outbox()
-        if self._socket is not None:
-            self._socket.close()
+        if self.socket is not None:
+            self.socket.close()
             goodbye = None
         elif self.close_sent:
             goodbye = None
@@ -599,7 +625,7 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
             continue
         if transport.closed or transport.close_sent:
             continue
-        sock = transport._socket
+        sock = transport.socket
         if sock is None or transport._outbox or transport._busy:
             pending.append(recipient)
             continue
