@@ -60,7 +60,18 @@ async def feed(nursery: trio.Nursery) -> Running:
 
 
 async def test_a_burst_for_the_same_recipients_is_one_write(feed: Running) -> None:
-    """Frames queued in one go are joined in order; a change of recipients starts a new write."""
+    """Frames queued in one go for the same recipients are joined in order into one write for all."""
+    room, delivery, _ = feed
+    everyone = ("a", "b")
+    for frame in (b"1", b"2", b"3"):
+        room.put_nowait(frame, everyone)
+    await trio.testing.wait_all_tasks_blocked()
+    assert delivery.writes == [(b"123", everyone)]
+    assert room.pending == 0
+
+
+async def test_a_burst_for_different_recipients_is_one_write_per_recipient(feed: Running) -> None:
+    """Each recipient gets the frames meant for it, in order, in one write."""
     room, delivery, _ = feed
     everyone = ("a", "b")
     for frame in (b"1", b"2", b"3"):
@@ -68,8 +79,36 @@ async def test_a_burst_for_the_same_recipients_is_one_write(feed: Running) -> No
     room.put_nowait(b"4", ("a",))
     room.put_nowait(b"5", everyone)
     await trio.testing.wait_all_tasks_blocked()
-    assert delivery.writes == [(b"123", everyone), (b"4", ("a",)), (b"5", everyone)]
+    assert delivery.writes == [(b"12345", ("a",)), (b"1235", ("b",))]
     assert room.pending == 0
+
+
+async def test_recipients_that_get_the_same_frames_share_a_write(feed: Running) -> None:
+    """A chat burst (each message to all but its sender): who gets the same frames shares a write."""
+    room, delivery, _ = feed
+    room.put_nowait(b"1", ("a", "b", "c"))
+    room.put_nowait(b"2", ("a", "b"))
+    room.put_nowait(b"3", ("c",))
+    await trio.testing.wait_all_tasks_blocked()
+    assert delivery.writes == [(b"12", ("a", "b")), (b"13", ("c",))]
+
+
+async def test_a_stall_in_a_mixed_batch_holds_what_follows_for_everyone(feed: Running) -> None:
+    """A slow recipient of a mixed batch is waited for before the next batch is written to anyone."""
+    room, delivery, _ = feed
+    delivery.slow.add("slow")
+    room.put_nowait(b"1", ("slow", "fast"))
+    room.put_nowait(b"2", ("fast",))
+    await trio.testing.wait_all_tasks_blocked()
+    assert delivery.writes == [(b"1", ("slow",))]  # the stall comes first, before "fast"'s write
+    delivery.slow.clear()
+    room.put_nowait(b"3", ("slow", "fast"))
+    room.flush(delivery.deliver_now)  # held too: the stall is not over
+    assert delivery.writes == [(b"1", ("slow",))]
+    delivery.release.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert delivery.waits == [("slow", b"1")]
+    assert delivery.writes[1:] == [(b"12", ("fast",)), (b"3", ("slow", "fast"))]
 
 
 async def test_batches_stop_at_the_byte_limit(feed: Running) -> None:

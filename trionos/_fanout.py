@@ -3,16 +3,20 @@
 Broadcasts are not written by the task that makes them: ``put`` hands the frame and its
 recipients to the room's memory channel and returns. The room's fan-out task wakes, gives the
 tasks that are runnable a few scheduler ticks to add more (it stops as soon as a tick brings
-nothing), then writes everything queued in one synchronous pass. Consecutive frames for the same
-recipients are joined, up to :data:`BATCH_BYTES`, so a burst of messages costs each recipient
-one write instead of one per message; the load generator on the other end saves as much.
+nothing), then writes everything queued in one synchronous pass. The frames of a batch (up to
+:data:`BATCH_BYTES`) are joined per recipient: a burst of messages costs each recipient one write
+instead of one per message, whether they all go to the same recipients (one frame for all) or
+each to everyone but its sender, as in a chat room (each member gets the frames meant for it;
+members that get the same frames share the write). The load generator on the other end saves
+as much.
 
 Order is kept three ways:
 
 * frames leave the channel in the order they were put;
-* when a recipient's socket and outbox are both full, the fan-out stops at that frame (a
+* when a recipient's socket and outbox are both full, the fan-out stops at that write (a
   *stall*) and waits for the slow client under the hub's policy before it writes anything else,
-  so nothing overtakes it;
+  so nothing overtakes it (members written to before it in the same batch may already have
+  frames that follow the stalled one: each recipient's frames keep their order);
 * a direct write on a member connection (``ws.send``, a pong, a close) first calls
   :meth:`Feed.flush` on the rooms of that client, so what a task broadcast before it sends
   directly still arrives first, as if the broadcast had been written at once.
@@ -101,6 +105,8 @@ class Feed(Generic[C]):
         #: Bytes of the frames of those broadcasts.
         self.pending_bytes = 0
         self._held: tuple[bytes, tuple[C, ...]] | None = None
+        # The writes of the batch being delivered, last first: (frames, recipients, how many).
+        self._writes: list[tuple[bytes, tuple[C, ...], int]] = []
         self._stalled: tuple[bytes, tuple[C, ...]] | None = None
         self._ended = False
         #: Whether the fan-out task has ended: nothing put from now on is written.
@@ -222,35 +228,69 @@ class Feed(Generic[C]):
         Args:
             deliver_now: writes a frame without waiting and returns the recipients to wait for.
         """
-        while self._stalled is None and (self.pending or self._held is not None):
-            batch = self._next_batch()
-            if batch is None:
-                return
-            frame, recipients = batch
+        while self._stalled is None:
+            if not self._writes:
+                if not self.pending and self._held is None:
+                    return
+                self._writes = self._next_batch()
+                if not self._writes:
+                    return
+            frame, recipients, count = self._writes.pop()
+            self.batch_messages = count
             slow = deliver_now(self, frame, recipients)
             if slow:
                 self._stalled = (frame, slow)
                 self._wakeup.set()  # flushed from another task: the fan-out must wait this out
 
-    def _next_batch(self) -> tuple[bytes, tuple[C, ...]] | None:
+    def _next_batch(self) -> list[tuple[bytes, tuple[C, ...], int]]:
+        """Take the next batch off the channel: its writes, last first, and how many frames each joins.
+
+        Broadcasts are taken while their bytes stay within :data:`BATCH_BYTES` (a larger one
+        alone). When they all go to the same recipients, that is one frame for all of them; else
+        each recipient gets the frames meant for it, in order, in one write (recipients that get
+        the same frames share it): a room where everyone talks, each message to everyone but
+        its sender, costs each member one write per batch instead of one per message.
+        """
         first = self._held if self._held is not None else self._take()
         self._held = None
         if first is None:
-            return None
+            return []
         frame, recipients = first
-        frames = [frame]
+        batch = [first]
         size = len(frame)
+        same = True
         while size < BATCH_BYTES and self.pending:
             item = self._take()
             if item is None:
                 break
-            if (item[1] is not recipients and item[1] != recipients) or size + len(item[0]) > BATCH_BYTES:
+            if size + len(item[0]) > BATCH_BYTES:
                 self._held = item
                 break
-            frames.append(item[0])
+            batch.append(item)
             size += len(item[0])
-        self.batch_messages = len(frames)
-        return (frame if len(frames) == 1 else b"".join(frames)), recipients
+            same = same and (item[1] is recipients or item[1] == recipients)
+        if same:
+            joined = frame if len(batch) == 1 else b"".join(item[0] for item in batch)
+            return [(joined, recipients, len(batch))]
+        # Which broadcasts of the batch each recipient gets (by position), in order...
+        picks: dict[C, list[int]] = {}
+        for index, (_, among) in enumerate(batch):
+            for recipient in among:
+                picked = picks.get(recipient)
+                if picked is None:
+                    picks[recipient] = [index]
+                else:
+                    picked.append(index)
+        # ...and the recipients that get the same ones, who share a write.
+        sharing: dict[tuple[int, ...], list[C]] = {}
+        for recipient, picked in picks.items():
+            sharing.setdefault(tuple(picked), []).append(recipient)
+        writes = [
+            (b"".join(batch[index][0] for index in picked), tuple(group), len(picked))
+            for picked, group in sharing.items()
+        ]
+        writes.reverse()  # taken from the end
+        return writes
 
     def _take(self) -> tuple[bytes, tuple[C, ...]] | None:
         try:
@@ -308,7 +348,7 @@ class Feed(Generic[C]):
                 for client in slow:
                     await wait_for_room(client, frame)
                 self._stalled = None
-            if not self.pending and self._held is None and self._send_closed():
+            if not self.pending and self._held is None and not self._writes and self._send_closed():
                 return
 
     async def _gather(self) -> None:
