@@ -224,6 +224,7 @@ def observe(made: MessageCore) -> dict[str, Any]:
     made.inbox.clear()
     close_sent = made.close_sent
     close_rcvd = made.close_rcvd
+    assert made.is_open is (made.state is OPEN), "is_open follows every change of state"
     return {
         "messages": messages,
         "to_send": [unmasked(data) for data in made.data_to_send()],
