@@ -328,6 +328,8 @@ class WebSocket:
         # The checkpoints of a trio memory channel: a message already here is taken, then the
         # task yields (shielded, so the message cannot be lost); the end raises at once.
         inbox = self._inbox
+        transport = self._transport
+        protocol = self._protocol
         checkpointed = False
         while True:
             if len(inbox) > self._taken:
@@ -337,7 +339,8 @@ class WebSocket:
                 message = self._take()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return message
-            if self._done_reading():
+            # _done_reading(), inlined: asked before every read.
+            if self._eof or transport.closed or self._local_close is not None or not protocol.is_open:
                 if not checkpointed:
                     await trio.lowlevel.checkpoint_if_cancelled()
                 error = self._closed_error()
@@ -358,7 +361,7 @@ class WebSocket:
                     # what came and parse it. A wakeup with nothing to read goes round again.
                     try:
                         await trio.lowlevel.wait_readable(sock)
-                        data = self._transport.read_nowait(_RECEIVE_SIZE)
+                        data = transport.read_nowait(_RECEIVE_SIZE)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                         data = self._read_failed(exc)
                     if data is not None:
