@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from trionos._frames import message_frame
-from trionos._transport import Transport
+from trionos._transport import Transport, write_each
 
 Pair = tuple[Transport, trio.SocketStream]
 
@@ -181,3 +181,17 @@ async def test_try_write_does_nothing_behind_a_backlog_or_after_close(pair: Pair
     assert not transport.try_write(message_frame("closed"))
     with pytest.raises(trio.ClosedResourceError):
         await transport.write(message_frame("closed"))
+
+
+async def test_write_each_counts_the_bytes_it_writes(pair: Pair) -> None:
+    """A broadcast written straight into the socket counts in ``bytes_out`` (the access log's ``out=``)."""
+    transport, peer = pair
+
+    class Recipient:
+        def __init__(self, transport: Transport) -> None:
+            self.transport = transport
+
+    frame = message_frame("to everyone")
+    assert write_each([Recipient(transport)], frame) == []
+    assert transport.bytes_out == len(frame)
+    assert await peer.receive_some() == frame

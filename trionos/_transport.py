@@ -642,6 +642,7 @@ def write_each(recipients: Iterable[R], frame: bytes) -> list[R]:
         except OSError:
             transport._broken()
             continue
+        transport.bytes_out += sent
         if sent != len(data):
             committed = transport.deflater is not None and transport.deflater.context_takeover
             transport._enqueue_rest(data, sent, committed=committed)
