@@ -308,8 +308,19 @@ test("a live message of a new epoch is taken, not dropped as seen, and a hole be
   assert.deepEqual(env.client.position("tea"), { epoch: "e2", offset: 2 });
   assert.equal(env.events.filter((e) => e.event === "gap").length, 0);
   env.last().receive({ type: "message", text: "c5", epoch: "e3", offset: 5 }); // 1..4 of e3 never came
-  assert.deepEqual(env.events.at(-2), { event: "gap", room: "tea", after: 0, next: 5, epoch: "e3" });
-  assert.deepEqual(env.client.position("tea"), { epoch: "e3", offset: 5 });
+  assert.deepEqual(env.events.at(-2), { event: "gap", room: "tea", after: 0, next: 5, epoch: "e3", recovering: true });
+  assert.equal(env.events.at(-1).text, "c5", "shown at once, not dropped");
+  // The client rejoins by itself from the new epoch's start; the replay fills 1..4, once.
+  const rejoin = env.last().json.at(-1);
+  assert.deepEqual({ ...rejoin, id: 0 }, { type: "join", room: "tea", username: "ann", since: { epoch: "e3", offset: 0 }, id: 0 });
+  assert.deepEqual(env.client.position("tea"), { epoch: "e3", offset: 0 });
+  env.last().receive({ type: "welcome", users: ["ann"], epoch: "e3", offset: 5, recovered: true, id: rejoin.id });
+  for (let offset = 1; offset <= 6; offset++) env.last().receive({ type: "message", text: `c${offset}`, epoch: "e3", offset });
+  const after = env.events.slice(env.events.findIndex((e) => e.text === "c5") + 1);
+  assert.deepEqual(after.filter((e) => e.event === "message").map((e) => e.text), ["c1", "c2", "c3", "c4", "c6"]);
+  assert.deepEqual(after.filter((e) => e.event === "welcome").map(({ recovered, recovery }) => [recovered, recovery]), [[true, true]]);
+  assert.deepEqual(env.client.position("tea"), { epoch: "e3", offset: 6 });
+  assert.equal(env.last().json.filter((m) => m.type === "join").length, 2, "one rejoin for the gap");
 });
 
 test("a reload recovers like a reconnect: the room and its position come back from storage", () => {
