@@ -99,7 +99,9 @@ STEPS = st.one_of(
 )
 WELCOME = st.tuples(st.just("welcome"), EPOCHS, OFFSETS, st.none()).map(list)
 #: Each sequence starts with a welcome (before it, every message is accepted and nothing is kept).
-SEQUENCE = st.builds(lambda first, rest: [first, *rest], WELCOME, st.lists(STEPS.map(list), min_size=3, max_size=40))
+SEQUENCE = st.builds(
+    lambda first, rest: [first, *rest], WELCOME, st.lists(STEPS.map(list), min_size=3, max_size=40)
+)
 SEQUENCES = st.lists(SEQUENCE, min_size=10, max_size=30)
 
 

@@ -75,3 +75,10 @@ test("toJSON() keeps each room's unbroken position, and a new Positions takes it
   copy.offset = 99;
   assert.deepEqual(back.since("r"), { epoch: "e", offset: 4 }, "since() returns a copy");
 });
+
+test("every export of trionos.js is declared in trionos.d.ts", async () => {
+  const module = await import("../../trionos/static/trionos.js");
+  const types = readFileSync(new URL("../../trionos/static/trionos.d.ts", import.meta.url), "utf8");
+  const declared = new Set([...types.matchAll(/^export declare (?:const|class|function) (\w+)/gm)].map((m) => m[1]));
+  assert.deepEqual(Object.keys(module).sort(), [...declared].sort());
+});
