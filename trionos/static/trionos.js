@@ -12,6 +12,9 @@
 //   stays silent for `heartbeat.timeout` ms is declared dead and replaced;
 // * the room's position (epoch + offset) kept in sessionStorage, so that a reconnect asks for what it
 //   missed ("since") and a reload recovers as a reconnect does (recent history, and a gap check);
+// * while connected, a live message that skips an offset or comes from a new epoch (the room's
+//   history restarted) makes it rejoin with "since" the last position before the gap, once per gap,
+//   so the server replays what was missed; the bookkeeping is Positions, the Python client's rules;
 // * send(message) tags the message with an id and returns a promise settled by the server's "ack" or
 //   "error" carrying that id, or by a timeout; while the connection is down (or the room not yet
 //   re-joined) messages wait in a queue bounded in count and bytes, flushed in order after the rejoin;
