@@ -17,9 +17,9 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -51,7 +51,31 @@ ARGS = [
 WAIT_MS = 10_000
 
 
-class ChatServer:
+class OnThread:
+    """A chat server in a Trio thread (``port``) and the proxy the page goes through (``proxy``)."""
+
+    trio: TrioThread
+    port: int
+    proxy: Any
+
+    def cut(self) -> int:
+        """Cut every connection through the proxy (in the Trio thread, where it runs)."""
+
+        async def go() -> int:
+            return int(self.proxy.cut())
+
+        return self.trio.run(go)
+
+    @property
+    def page_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}/"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+
+class ChatServer(OnThread):
     """room_chat on a fixed port in a Trio thread, restartable, behind a cutting proxy.
 
     ``hub_options`` go to ``room_chat.make_hub`` (a rate limit, say).
@@ -102,27 +126,11 @@ class ChatServer:
 
         self.trio.run(go)
 
-    def cut(self) -> int:
-        """Cut every connection through the proxy (in the Trio thread, where it runs)."""
-
-        async def go() -> int:
-            return int(self.proxy.cut())
-
-        return self.trio.run(go)
-
-    @property
-    def page_url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy.port}/"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
-
 
 class Bob:
     """A Python chat client connected straight to the server (not through the proxy)."""
 
-    def __init__(self, server: ChatServer | LiveChat, name: str = "bob", room: str = "tea") -> None:
+    def __init__(self, server: OnThread, name: str = "bob", room: str = "tea") -> None:
         self.server = server
         self.name = name
         self.room = room
@@ -204,13 +212,20 @@ def browser_page(tmp_path: Path, problems: list[str], **context_options: Any) ->
             context.close()
 
 
+S = TypeVar("S", bound=OnThread)
+
+
 @contextmanager
-def chat_server(**hub_options: Any) -> Iterator[ChatServer]:
-    server = ChatServer(**hub_options)
+def running(server: S) -> Iterator[S]:
+    """*server* for the block; its Trio thread (server, proxy, clients) stops after it."""
     try:
         yield server
     finally:
         server.trio.stop()
+
+
+def chat_server(**hub_options: Any) -> AbstractContextManager[ChatServer]:
+    return running(ChatServer(**hub_options))
 
 
 def test_the_page_chats_recovers_after_a_drop_and_reports_a_partial_recovery(tmp_path: Path) -> None:
@@ -381,6 +396,19 @@ def test_a_refused_message_is_shown_as_failed_with_the_reason(tmp_path: Path) ->
     assert problems == []
 
 
+async def pipe(source: trio.SocketStream, sink: trio.SocketStream, data: bytes = b"") -> None:
+    """*data*, then what *source* sends, to *sink*; closes *sink* when *source* ends."""
+    try:
+        if data:
+            await sink.send_all(data)
+        while chunk := await source.receive_some(65536):
+            await sink.send_all(chunk)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    with trio.CancelScope(shield=True):
+        await sink.aclose()
+
+
 class Mount:
     """A proxy on 127.0.0.1 that mounts the server under /chat/, as a site's reverse proxy would.
 
@@ -423,16 +451,6 @@ class Mount:
             upstream = await trio.open_tcp_stream("127.0.0.1", self.server.port)
             async with upstream:
                 await upstream.send_all(b" ".join([method, target[len(self.PREFIX) - 1 :], rest]))
-
-                async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
-                    try:
-                        while chunk := await source.receive_some(65536):
-                            await sink.send_all(chunk)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
-                    with trio.CancelScope(shield=True):
-                        await sink.aclose()
-
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(pipe, client, upstream)
                     nursery.start_soon(pipe, upstream, client)
@@ -540,22 +558,10 @@ class LosingProxy:
             try:
                 async with client, await trio.open_tcp_stream("127.0.0.1", self.upstream) as upstream:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._pipe, client, upstream)
+                        nursery.start_soon(pipe, client, upstream)
                         nursery.start_soon(self._down, upstream, client)
             finally:
                 self._scopes.discard(scope)
-
-    @staticmethod
-    async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, data: bytes = b"") -> None:
-        try:
-            if data:
-                await sink.send_all(data)
-            while chunk := await source.receive_some(65536):
-                await sink.send_all(chunk)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        with trio.CancelScope(shield=True):
-            await sink.aclose()
 
     async def _down(self, server: trio.SocketStream, browser: trio.SocketStream) -> None:
         """Server to browser: the response head as is; after a 101, frame by frame."""
@@ -569,7 +575,7 @@ class LosingProxy:
         head, _, data = data.partition(b"\r\n\r\n")
         await browser.send_all(head + b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101 "):
-            await self._pipe(server, browser, data)
+            await pipe(server, browser, data)
             return
         try:
             while True:
@@ -610,13 +616,14 @@ def _frame(data: bytes) -> tuple[int, int, bytes] | None:
     return start + length, data[0] & 0x0F, data[start : start + length]
 
 
-class LiveChat:
+class LiveChat(OnThread):
     """room_chat on 127.0.0.1 port 0 in a Trio thread, the page served through a LosingProxy."""
 
     def __init__(self, **hub_options: Any) -> None:
         self.trio = TrioThread()
-        self.server: trionos.Server = self.trio.run(self.trio.nursery.start, self._serve, hub_options)
-        self.proxy = LosingProxy(self.server.port)
+        server: trionos.Server = self.trio.run(self.trio.nursery.start, self._serve, hub_options)
+        self.port = server.port
+        self.proxy = LosingProxy(self.port)
         self.trio.run(self.trio.nursery.start, self.proxy.run)
 
     @staticmethod
@@ -632,30 +639,9 @@ class LiveChat:
 
         self.trio.run(go)
 
-    def cut(self) -> int:
-        """Cut every connection through the proxy (in the Trio thread, where it runs)."""
 
-        async def go() -> int:
-            return self.proxy.cut()
-
-        return self.trio.run(go)
-
-    @property
-    def page_url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy.port}/"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.server.port}/"
-
-
-@contextmanager
-def live_chat(**hub_options: Any) -> Iterator[LiveChat]:
-    chat = LiveChat(**hub_options)
-    try:
-        yield chat
-    finally:
-        chat.trio.stop()
+def live_chat(**hub_options: Any) -> AbstractContextManager[LiveChat]:
+    return running(LiveChat(**hub_options))
 
 
 def test_a_room_evicted_under_a_live_page_shows_every_new_message_once(tmp_path: Path) -> None:
