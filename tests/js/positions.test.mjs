@@ -49,14 +49,17 @@ test("recent(): the last N follow the welcome, their holes are no gap, live traf
   assert.deepEqual(p.since("r"), { epoch: "e", offset: 0 }, "never below 0");
 });
 
-test("gapOpen() says a recovery is due without using it up", () => {
+test("gapOpen() says a recovery is due without using it up; nextSeen() what arrived after the hole", () => {
   const p = new Positions();
   p.welcome("r", { epoch: "e", offset: 0 }, null);
   p.receive("r", 2, "e");
   assert.equal(p.gapOpen("r"), true);
   assert.equal(p.gapOpen("r"), true);
+  assert.equal(p.nextSeen("r"), 2);
   assert.deepEqual(p.recoveryDue("r"), { epoch: "e", offset: 0 });
   assert.equal(p.gapOpen("r"), false);
+  p.receive("r", 1, "e");
+  assert.equal(p.nextSeen("r"), null, "the gap is filled");
   assert.equal(p.gapOpen("other"), false);
 });
 

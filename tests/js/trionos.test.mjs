@@ -570,6 +570,20 @@ test("a gap that an own message's late ack fills is no gap: nothing is reported,
   assert.deepEqual(env.client.position("tea"), { epoch: "e1", offset: 4 });
 });
 
+test("an ack that fills one hole of two: the gap reported is the one left", async () => {
+  const env = make();
+  env.client.connect();
+  openAndWelcome(env, { offset: 2 });
+  const ws = env.last();
+  const sent = env.client.send({ type: "chat", text: "mine" });
+  say(ws, 4); // before the ack of ours (3)
+  say(ws, 6); // 5 was lost
+  ws.receive({ type: "ack", id: ws.json.at(-1).id, offset: 3, time: 1 });
+  await sent;
+  assert.deepEqual(env.events.filter((e) => e.event === "gap"), [{ event: "gap", room: "tea", after: 4, next: 6, recovering: true }]);
+  assert.deepEqual(joins(ws).at(-1).since, { epoch: "e1", offset: 4 });
+});
+
 test("a gap the ack does not fill is recovered once the ack (or its timeout) is in", async () => {
   const env = make({ client: { ackTimeout: 1000 } });
   env.client.connect();

@@ -101,6 +101,8 @@ export declare class Positions {
   receive(room: string, offset: number, epoch?: string | null): boolean;
   /** Our own message at `offset`, from its ack (the server never sends it to us). */
   own(room: string, offset: number): void;
+  /** The lowest offset seen beyond the gap (what arrived after the hole), or null. */
+  nextSeen(room: string): number | null;
   /** Whether a gap or a new epoch was noticed that recoveryDue() has not reported yet. */
   gapOpen(room: string): boolean;
   /** The position to rejoin with after a gap or a new epoch was noticed, once; else null. */

@@ -255,6 +255,17 @@ export class Positions {
   }
 
   /**
+   * The lowest offset seen beyond the gap in `room` (the message that arrived after the hole), or
+   * null when nothing is beyond the position.
+   * @param {string} room
+   * @returns {number|null}
+   */
+  nextSeen(room) {
+    const ahead = this._rooms.get(room)?.ahead;
+    return ahead === undefined || ahead.size === 0 ? null : Math.min(...ahead);
+  }
+
+  /**
    * The position to rejoin `room` with, once, after a gap or a new epoch was noticed: null when
    * nothing is missing or this was already said for the current gap.
    * @param {string} room
@@ -768,6 +779,7 @@ export class Socket extends EventTarget {
       if (entry.ws === this._ws && entry.room === gap.room && entry.answers.includes("ack")) return;
     }
     this._gap = null;
+    const next = this._positions.nextSeen(gap.room) ?? gap.next;
     const since = /** @type {Position} */ (this._positions.recoveryDue(gap.room));
     // A join already on its way (a recovery, or a rejoin) covers this gap too: its replay reaches
     // at least the message that showed the gap, which the server sent before answering it.
@@ -778,7 +790,7 @@ export class Socket extends EventTarget {
     this._reported = key;
     const recovering = this._recoverGaps && room.joined && this._isOpen();
     /** @type {Record<string, unknown>} */
-    const detail = { room: gap.room, after: since.offset, next: gap.next, recovering };
+    const detail = { room: gap.room, after: since.offset, next, recovering };
     if (gap.epoch !== null) detail.epoch = gap.epoch;
     this._emit("gap", detail);
     if (recovering) this._sendJoin(since);
