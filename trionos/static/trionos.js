@@ -108,8 +108,9 @@ export const MAX_AHEAD = 1024;
 /** @typedef {{epoch: string, offset: number}} Position */
 /**
  * One room's bookkeeping: the last position of the unbroken run seen, what is beyond it, and
- * whether a recovery is due.
- * @typedef {{position: Position, ahead: Set<number>, replayTo: number|null, due: boolean}} Track
+ * whether a recovery is due (or was reported for the gap still open: once, not again for every
+ * message beyond it before the rejoin's welcome).
+ * @typedef {{position: Position, ahead: Set<number>, replayTo: number|null, due: boolean, reported: boolean}} Track
  */
 
 /**
@@ -124,6 +125,7 @@ const newTrack = (position, ahead = new Set(), replayTo = null, due = false) => 
   ahead,
   replayTo,
   due,
+  reported: false,
 });
 
 /**
@@ -176,6 +178,7 @@ export class Positions {
       this._rooms.set(room, newTrack(latest));
     } else if (recovered && track.position.epoch === latest.epoch) {
       track.replayTo = latest.offset;
+      track.reported = false;
     } else {
       const same = track.position.epoch === latest.epoch;
       this._rooms.set(room, newTrack({ epoch: latest.epoch, offset: 0 }, same ? track.ahead : new Set(), latest.offset));
@@ -222,12 +225,13 @@ export class Positions {
       return true;
     }
     track.ahead.add(offset);
-    if (track.replayTo === null) track.due = true; // a live message skipped ahead: one was missed
+    if (track.replayTo === null && !track.reported) track.due = true; // a live message skipped ahead: one was missed
     if (track.ahead.size > MAX_AHEAD) {
       // Give the gap up.
       track.position.offset = Math.max(...track.ahead);
       track.ahead.clear();
       track.due = false;
+      track.reported = false;
     }
     return true;
   }
@@ -275,6 +279,7 @@ export class Positions {
     const track = this._rooms.get(room);
     if (track === undefined || !track.due) return null;
     track.due = false;
+    track.reported = true;
     return { ...track.position };
   }
 
@@ -305,7 +310,10 @@ function absorb(track) {
   while (ahead.delete(offset + 1)) offset += 1;
   track.position.offset = offset;
   for (const o of ahead) if (o <= offset) ahead.delete(o);
-  if (ahead.size === 0 && track.replayTo === null) track.due = false; // the gap is filled
+  if (ahead.size === 0 && track.replayTo === null) {
+    track.due = false; // the gap is filled
+    track.reported = false;
+  }
 }
 
 /** @typedef {import("./trionos").SendErrorKind} SendErrorKind */
