@@ -566,12 +566,18 @@ class LosingProxy:
     async def _down(self, server: trio.SocketStream, browser: trio.SocketStream) -> None:
         """Server to browser: the response head as is; after a 101, frame by frame."""
         data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = await server.receive_some(65536)
-            if not chunk:
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = await server.receive_some(65536)
+                if not chunk:
+                    await browser.aclose()
+                    return
+                data += chunk
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The browser side ended first (its pipe closed the upstream socket): nothing to relay.
+            with trio.CancelScope(shield=True):
                 await browser.aclose()
-                return
-            data += chunk
+            return
         head, _, data = data.partition(b"\r\n\r\n")
         await browser.send_all(head + b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101 "):
