@@ -99,6 +99,9 @@ class Metrics:
     recoveries_partial: int = 0
     #: Messages replayed to recovering clients (counter).
     messages_replayed: int = 0
+    #: Bytes waiting in the hub for clients whose replay did not fit their outbox at once: the
+    #: replay's rest and the frames queued behind it (gauge; see ``Hub.join_with_history``).
+    backlog_bytes_open: int = 0
 
     def refused(self, reason: str) -> None:
         """Count one connection refused.

@@ -63,6 +63,7 @@ _HELP = {
     "recoveries_complete": "Recoveries that filled the whole gap.",
     "recoveries_partial": "Recoveries that could not fill the gap.",
     "messages_replayed": "Messages replayed to recovering clients.",
+    "backlog_bytes_open": "Bytes of replays (and frames queued behind them) waiting for slow readers.",
 }
 
 
