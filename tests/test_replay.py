@@ -99,11 +99,11 @@ class Room:
         name = req.path.strip("/")
         self.closed[name] = trio.Event()
         async with self.hub.client(ws, client_id=name) as client:
-            self.clients[name] = client
             if name.startswith("slow"):  # rejoins from the start: the whole history is replayed
                 await self.hub.join_with_history(client, "r", since=trionos.Position("gone", 0))
             else:
                 self.hub.join(client, "r")
+            self.clients[name] = client  # (once joined)
             self.registered.set()
             self.registered = trio.Event()
             try:
@@ -231,3 +231,27 @@ async def test_hub_settings_for_feeds_and_sweeps_are_validated() -> None:
     with pytest.raises(TypeError, match="history_sweep_interval must be a number of seconds"):
         trionos.Hub(history_sweep_interval="30")  # type: ignore[arg-type]
     await trio.lowlevel.checkpoint()
+
+
+async def test_on_redis_a_client_that_never_reads_its_replay_is_bounded_and_closed(
+    redis: str, prefix: str
+) -> None:
+    """The same with the history in Redis: bounded outbox and backlog, others served, 1008, nothing left."""
+    bounds = trionos.HistoryBounds(max_messages=1000, max_bytes=16 << 20)
+    broker = trionos.RedisBroker(redis, prefix=prefix)
+    async with trionos.Hub(history=bounds, broker=broker, grace=0.5) as hub:
+        await fill(hub)
+        room = Room(hub)
+        async with open_memory_server(room.handler, heartbeat=None, max_outbox_bytes=OUTBOX) as server:
+            async with server.connect("/fast") as fast, server.connect("/slow"):
+                await room.wait_for("fast")
+                slow = await room.wait_for("slow")
+                assert 0 < hub.metrics.backlog_bytes_open <= CHUNKS * CHUNK
+                for n in range(20):
+                    await hub.broadcast("r", json.dumps({"live": n}))
+                assert [m["live"] for m in await read_live(fast, 20)] == list(range(20))
+                with trio.fail_after(10 * hub.grace):
+                    await room.closed["slow"].wait()
+                assert room.codes["slow"] == 1008
+                assert slow.ws.transport.peak_outbox_bytes <= OUTBOX + REPLAY_PIECE_BYTES
+                assert hub.metrics.backlog_bytes_open == 0
