@@ -22,9 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +29,7 @@ from typing import Any
 
 import trio
 from adversarial_history import rss_mb
-from adversarial_redis import free_port
+from adversarial_redis import private_redis
 
 import trionos
 
@@ -45,23 +42,8 @@ async def redis_url(broker: str) -> AsyncIterator[str | None]:
     if broker != "redis":
         yield None
         return
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is needed"
-    port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    with tempfile.TemporaryDirectory() as workdir:
-        async with trio.open_nursery() as nursery:
-            run = functools.partial(trio.run_process, [*command, "--dir", workdir], check=False)
-            await nursery.start(functools.partial(run, stdout=subprocess.DEVNULL))
-            with trio.fail_after(10):
-                while True:
-                    try:
-                        await trio.open_tcp_stream("127.0.0.1", port)
-                        break
-                    except OSError:
-                        await trio.sleep(0.05)  # polling the new server until it listens
-            yield f"redis://127.0.0.1:{port}"
-            nursery.cancel_scope.cancel()
+    async with private_redis() as url:
+        yield url
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -9,6 +9,8 @@ the other members keep receiving, and the slow-client policy ends it as it ends 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ import trio.testing
 
 import trionos
 from trionos._replay import REPLAY_PIECE_BYTES, Backlog
-from trionos.testing import open_memory_server
+from trionos.testing import MemoryServer, open_memory_server
 
 #: A replay bigger than the outbox (1 MiB), the feed (4 MiB) and the pipe put together.
 CHUNK = 64 << 10
@@ -130,46 +132,56 @@ async def read_live(ws: trionos.WebSocket, count: int) -> list[Any]:
     return [json.loads(await ws.recv()) for _ in range(count)]
 
 
+#: Room for the whole replay in the history.
+BOUNDS = trionos.HistoryBounds(max_messages=1000, max_bytes=16 << 20)
+
+
+@asynccontextmanager
+async def filled_room(**hub_options: Any) -> AsyncIterator[tuple[trionos.Hub, Room, MemoryServer]]:
+    """A hub (with *hub_options*) whose room "r" holds CHUNKS x CHUNK bytes, served from memory."""
+    async with trionos.Hub(history=BOUNDS, **hub_options) as hub:
+        await fill(hub)
+        room = Room(hub)
+        async with open_memory_server(room.handler, heartbeat=None, max_outbox_bytes=OUTBOX) as server:
+            yield hub, room, server
+
+
 @pytest.mark.parametrize("policy", ["disconnect", "drop_oldest"])
 async def test_a_client_that_never_reads_its_replay_costs_a_bounded_backlog_and_holds_nobody_back(
     autojump_clock: trio.testing.MockClock, policy: str
 ) -> None:
     """8 MiB of replay to a client that never reads: outbox and backlog stay bounded, others go on."""
-    bounds = trionos.HistoryBounds(max_messages=1000, max_bytes=16 << 20)
-    async with trionos.Hub(history=bounds, policy=policy) as hub:
-        await fill(hub)
-        history_bytes = CHUNKS * CHUNK
-        room = Room(hub)
-        async with open_memory_server(room.handler, heartbeat=None, max_outbox_bytes=OUTBOX) as server:
-            async with server.connect("/fast") as fast, server.connect("/slow"):
-                await room.wait_for("fast")
-                slow = await room.wait_for("slow")
-                started = trio.current_time()
-                # The slow client never reads. The node holds at most its outbox and its backlog:
-                assert slow.ws.transport.peak_outbox_bytes <= OUTBOX + REPLAY_PIECE_BYTES
-                if policy == "disconnect":
-                    assert 0 < hub.metrics.backlog_bytes_open <= history_bytes
-                else:  # drop_oldest never waits: nothing is kept beside the outbox
-                    assert hub.metrics.backlog_bytes_open == 0
-                    assert hub.metrics.frames_dropped > 0
-                # ...while the room goes on at once for everyone else.
-                for n in range(20):
-                    await hub.broadcast("r", json.dumps({"live": n}))
-                assert [m["live"] for m in await read_live(fast, 20)] == list(range(20))
-                assert trio.current_time() - started < hub.grace / 2
-                assert hub.metrics.backlog_bytes_open <= history_bytes + hub.room_queue_bytes
-                assert slow.ws.transport.peak_outbox_bytes <= OUTBOX + REPLAY_PIECE_BYTES
-                if policy == "disconnect":
-                    with trio.fail_after(2 * hub.grace):
-                        await room.closed["slow"].wait()
-                    assert room.codes["slow"] == 1008
-                    assert trio.current_time() - started <= hub.grace + 0.5
-                    assert hub.metrics.slow_client_disconnects == 1
-                    assert hub.metrics.backlog_bytes_open == 0
-                else:
-                    await trio.sleep(3 * hub.grace)
-                    assert not room.closed["slow"].is_set()
-                    assert hub.metrics.slow_client_disconnects == 0
+    history_bytes = CHUNKS * CHUNK
+    async with filled_room(policy=policy) as (hub, room, server):
+        async with server.connect("/fast") as fast, server.connect("/slow"):
+            await room.wait_for("fast")
+            slow = await room.wait_for("slow")
+            started = trio.current_time()
+            # The slow client never reads. The node holds at most its outbox and its backlog:
+            assert slow.ws.transport.peak_outbox_bytes <= OUTBOX + REPLAY_PIECE_BYTES
+            if policy == "disconnect":
+                assert 0 < hub.metrics.backlog_bytes_open <= history_bytes
+            else:  # drop_oldest never waits: nothing is kept beside the outbox
+                assert hub.metrics.backlog_bytes_open == 0
+                assert hub.metrics.frames_dropped > 0
+            # ...while the room goes on at once for everyone else.
+            for n in range(20):
+                await hub.broadcast("r", json.dumps({"live": n}))
+            assert [m["live"] for m in await read_live(fast, 20)] == list(range(20))
+            assert trio.current_time() - started < hub.grace / 2
+            assert hub.metrics.backlog_bytes_open <= history_bytes + hub.room_queue_bytes
+            assert slow.ws.transport.peak_outbox_bytes <= OUTBOX + REPLAY_PIECE_BYTES
+            if policy == "disconnect":
+                with trio.fail_after(2 * hub.grace):
+                    await room.closed["slow"].wait()
+                assert room.codes["slow"] == 1008
+                assert trio.current_time() - started <= hub.grace + 0.5
+                assert hub.metrics.slow_client_disconnects == 1
+                assert hub.metrics.backlog_bytes_open == 0
+            else:
+                await trio.sleep(3 * hub.grace)
+                assert not room.closed["slow"].is_set()
+                assert hub.metrics.slow_client_disconnects == 0
     assert hub.metrics.backlog_bytes_open == 0
 
 
@@ -177,44 +189,36 @@ async def test_a_replay_that_fits_as_the_client_reads_arrives_whole_then_live_in
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A reading client gets all 8 MiB of its replay, then what was broadcast meanwhile, nothing twice."""
-    bounds = trionos.HistoryBounds(max_messages=1000, max_bytes=16 << 20)
-    async with trionos.Hub(history=bounds) as hub:
-        await fill(hub)
-        room = Room(hub)
-        async with open_memory_server(room.handler, heartbeat=None, max_outbox_bytes=OUTBOX) as server:
-            async with server.connect("/slow-reader", max_message_size=1 << 20) as ws:
-                await room.wait_for("slow-reader")
-                assert hub.metrics.backlog_bytes_open > 0  # it did not all fit at once
-                for n in range(5):
-                    await hub.broadcast("r", json.dumps({"live": n}))
-                got = await read_live(ws, CHUNKS + 5)
-                assert [m["n"] for m in got[:CHUNKS]] == list(range(CHUNKS))
-                assert [m["live"] for m in got[CHUNKS:]] == list(range(5))
-                await hub.broadcast("r", json.dumps({"live": 5}))
-                assert (await read_live(ws, 1))[0]["live"] == 5
-                assert hub.metrics.backlog_bytes_open == 0
-                assert hub.metrics.slow_client_disconnects == 0
+    async with filled_room() as (hub, room, server):
+        async with server.connect("/slow-reader", max_message_size=1 << 20) as ws:
+            await room.wait_for("slow-reader")
+            assert hub.metrics.backlog_bytes_open > 0  # it did not all fit at once
+            for n in range(5):
+                await hub.broadcast("r", json.dumps({"live": n}))
+            got = await read_live(ws, CHUNKS + 5)
+            assert [m["n"] for m in got[:CHUNKS]] == list(range(CHUNKS))
+            assert [m["live"] for m in got[CHUNKS:]] == list(range(5))
+            await hub.broadcast("r", json.dumps({"live": 5}))
+            assert (await read_live(ws, 1))[0]["live"] == 5
+            assert hub.metrics.backlog_bytes_open == 0
+            assert hub.metrics.slow_client_disconnects == 0
 
 
 async def test_a_client_that_falls_room_queue_bytes_behind_its_replay_is_closed_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """What queues behind a replay is bounded by room_queue_bytes: beyond it, 1008 without the grace wait."""
-    bounds = trionos.HistoryBounds(max_messages=1000, max_bytes=16 << 20)
-    async with trionos.Hub(history=bounds, room_queue_bytes=256 << 10) as hub:
-        await fill(hub)
-        room = Room(hub)
-        async with open_memory_server(room.handler, heartbeat=None, max_outbox_bytes=OUTBOX) as server:
-            async with server.connect("/slow"):
-                await room.wait_for("slow")
-                started = trio.current_time()
-                for n in range(8):
-                    await hub.broadcast("r", json.dumps({"live": n, "pad": "y" * (CHUNK - 32)}))
-                with trio.fail_after(hub.grace):
-                    await room.closed["slow"].wait()
-                assert room.codes["slow"] == 1008
-                assert trio.current_time() - started < hub.grace / 2
-                assert hub.metrics.backlog_bytes_open == 0
+    async with filled_room(room_queue_bytes=256 << 10) as (hub, room, server):
+        async with server.connect("/slow"):
+            await room.wait_for("slow")
+            started = trio.current_time()
+            for n in range(8):
+                await hub.broadcast("r", json.dumps({"live": n, "pad": "y" * (CHUNK - 32)}))
+            with trio.fail_after(hub.grace):
+                await room.closed["slow"].wait()
+            assert room.codes["slow"] == 1008
+            assert trio.current_time() - started < hub.grace / 2
+            assert hub.metrics.backlog_bytes_open == 0
 
 
 async def test_hub_settings_for_feeds_and_sweeps_are_validated() -> None:
@@ -237,21 +241,17 @@ async def test_on_redis_a_client_that_never_reads_its_replay_is_bounded_and_clos
     redis: str, prefix: str
 ) -> None:
     """The same with the history in Redis: bounded outbox and backlog, others served, 1008, nothing left."""
-    bounds = trionos.HistoryBounds(max_messages=1000, max_bytes=16 << 20)
     broker = trionos.RedisBroker(redis, prefix=prefix)
-    async with trionos.Hub(history=bounds, broker=broker, grace=0.5) as hub:
-        await fill(hub)
-        room = Room(hub)
-        async with open_memory_server(room.handler, heartbeat=None, max_outbox_bytes=OUTBOX) as server:
-            async with server.connect("/fast") as fast, server.connect("/slow"):
-                await room.wait_for("fast")
-                slow = await room.wait_for("slow")
-                assert 0 < hub.metrics.backlog_bytes_open <= CHUNKS * CHUNK
-                for n in range(20):
-                    await hub.broadcast("r", json.dumps({"live": n}))
-                assert [m["live"] for m in await read_live(fast, 20)] == list(range(20))
-                with trio.fail_after(10 * hub.grace):
-                    await room.closed["slow"].wait()
-                assert room.codes["slow"] == 1008
-                assert slow.ws.transport.peak_outbox_bytes <= OUTBOX + REPLAY_PIECE_BYTES
-                assert hub.metrics.backlog_bytes_open == 0
+    async with filled_room(broker=broker, grace=0.5) as (hub, room, server):
+        async with server.connect("/fast") as fast, server.connect("/slow"):
+            await room.wait_for("fast")
+            slow = await room.wait_for("slow")
+            assert 0 < hub.metrics.backlog_bytes_open <= CHUNKS * CHUNK
+            for n in range(20):
+                await hub.broadcast("r", json.dumps({"live": n}))
+            assert [m["live"] for m in await read_live(fast, 20)] == list(range(20))
+            with trio.fail_after(10 * hub.grace):
+                await room.closed["slow"].wait()
+            assert room.codes["slow"] == 1008
+            assert slow.ws.transport.peak_outbox_bytes <= OUTBOX + REPLAY_PIECE_BYTES
+            assert hub.metrics.backlog_bytes_open == 0

@@ -39,6 +39,16 @@ def _owner(instance: object) -> str:
     return type(instance).__name__
 
 
+def _positive_number(instance: object, attribute: attrs.Attribute[Any], value: object, unit: str) -> None:
+    """*value* is a positive, finite number (of *unit*), or the error saying what it is not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{_owner(instance)} {attribute.name} must be a number {unit}, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(
+            f"{_owner(instance)} {attribute.name} must be a positive, finite number {unit}, got {value!r}"
+        )
+
+
 def positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     """An attrs validator: *value* is a positive, finite number of seconds.
 
@@ -51,12 +61,7 @@ def positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: o
         TypeError: *value* is not a number (``bool`` is not one).
         ValueError: *value* is zero, negative, infinite or NaN.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{_owner(instance)} {attribute.name} must be a number of seconds, got {value!r}")
-    if not 0 < value < math.inf:
-        raise ValueError(
-            f"{_owner(instance)} {attribute.name} must be a positive, finite number of seconds, got {value!r}"
-        )
+    _positive_number(instance, attribute, value, "of seconds")
 
 
 def positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -78,23 +83,8 @@ def positive_int(instance: object, attribute: attrs.Attribute[Any], value: objec
 
 
 def positive_rate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """An attrs validator: *value* is a positive, finite number (of events per second).
-
-    Args:
-        instance: the object being built (its class names the setting in the message).
-        attribute: the field being checked.
-        value: the value given.
-
-    Raises:
-        TypeError: *value* is not a number (``bool`` is not one).
-        ValueError: *value* is zero, negative, infinite or NaN.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{_owner(instance)} {attribute.name} must be a number per second, got {value!r}")
-    if not 0 < value < math.inf:
-        raise ValueError(
-            f"{_owner(instance)} {attribute.name} must be a positive, finite number per second, got {value!r}"
-        )
+    """An attrs validator: *value* is a positive, finite rate (its errors as :func:`positive_seconds`)."""
+    _positive_number(instance, attribute, value, "per second")
 
 
 def _optional_positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
