@@ -255,3 +255,19 @@ async def test_on_redis_a_client_that_never_reads_its_replay_is_bounded_and_clos
             assert room.codes["slow"] == 1008
             assert slow.ws.transport.peak_outbox_bytes <= OUTBOX + REPLAY_PIECE_BYTES
             assert hub.metrics.backlog_bytes_open == 0
+
+
+async def test_replayed_frames_count_as_messages_and_bytes_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each replayed frame counts once in messages_out and bytes_out, whether written at once or later."""
+    async with (
+        filled_room() as (hub, room, server),
+        server.connect("/slow-reader", max_message_size=1 << 20) as ws,
+    ):
+        await room.wait_for("slow-reader")
+        before = (hub.metrics.messages_out, hub.metrics.bytes_out)
+        await read_live(ws, CHUNKS)
+        assert hub.metrics.backlog_bytes_open == 0
+        assert (hub.metrics.messages_out, hub.metrics.bytes_out) == before
+        assert hub.metrics.messages_out == CHUNKS and hub.metrics.bytes_out > CHUNKS * (CHUNK - 64)

@@ -224,11 +224,14 @@ class SlowClientDelivery:
             policy: the slow-client policy of the room it joined.
             nursery: where the task that writes the rest runs.
         """
+        metrics = self.metrics
+        metrics.messages_out += len(frames)
+        metrics.bytes_out += sum(map(len, frames))
         backlog = self._backlogs.get(recipient)
         if backlog is not None:
             backlog.replay(frames)
             return
-        backlog = Backlog(self.metrics)
+        backlog = Backlog(metrics)
         backlog.replay(frames)
         transport = recipient.transport
         try:
