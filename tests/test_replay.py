@@ -271,3 +271,25 @@ async def test_replayed_frames_count_as_messages_and_bytes_out(
         assert hub.metrics.backlog_bytes_open == 0
         assert (hub.metrics.messages_out, hub.metrics.bytes_out) == before
         assert hub.metrics.messages_out == CHUNKS and hub.metrics.bytes_out > CHUNKS * (CHUNK - 64)
+
+
+async def test_a_second_replay_goes_behind_the_first_and_a_direct_send_does_not_lose_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two joins in a row queue their replays in order; a send meanwhile loses nothing of them."""
+    async with filled_room() as (hub, room, server):
+        for n in range(3):
+            await hub.broadcast("other", json.dumps({"other": n}))
+        async with server.connect("/slow-reader", max_message_size=1 << 20) as ws:
+            client = await room.wait_for("slow-reader")
+            assert hub.metrics.backlog_bytes_open > 0
+            await hub.join_with_history(client, "other", last=3)
+            async with trio.open_nursery() as nursery:  # the send waits for the socket: read meanwhile
+                nursery.start_soon(client.ws.send, json.dumps({"direct": True}))
+                got = await read_live(ws, CHUNKS + 4)
+            direct = [m for m in got if "direct" in m]
+            rest = [m for m in got if "direct" not in m]
+            assert len(direct) == 1
+            assert [m["n"] for m in rest[:CHUNKS]] == list(range(CHUNKS))
+            assert [m["other"] for m in rest[CHUNKS:]] == [0, 1, 2]
+            assert hub.metrics.backlog_bytes_open == 0
