@@ -226,7 +226,9 @@ class Hub:
         self._cm: AbstractAsyncContextManager[Hub, bool | None] | None = None
         new_epoch = new_epoch or (lambda: secrets.token_hex(4))
         self._history = HubHistory(history, offset_field, new_epoch, self.metrics, epoch_field)
-        self._shared_history = SharedHistory[AnyClient](self.broker, self.metrics, new_epoch, grace)
+        self._shared_history = SharedHistory[AnyClient](
+            self.broker, self.metrics, new_epoch, grace, room_queue_bytes
+        )
         # The clients being replayed to from a shared history (checked on every broadcast).
         self._held = self._shared_history.held
         self._presence = PresenceBook(self.broker, max_presence_meta_bytes)
