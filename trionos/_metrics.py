@@ -109,6 +109,7 @@ class Metrics:
     messages_replayed: int = 0
     #: Bytes waiting in the hub for clients whose replay did not fit their outbox at once: the
     #: replay's rest and the frames queued behind it (gauge; see ``Hub.join_with_history``).
+    #: Counted per client, though replayed frames are often bytes shared with the history.
     backlog_bytes_open: int = 0
 
     def refused(self, reason: str) -> None:
