@@ -636,9 +636,9 @@ class Hub:
             frames.insert(0, self.encode(welcome(recovery), codec))
         if joined is None:
             joined = self.join(client, room, meta=meta)
-        feed = self._feeds.get(room)
-        if feed is not None and (frames or later):  # (None once the hub stopped)
-            self._delivery.replay(client, frames + later, feed.policy, self._require_nursery())
+        feed, nursery = self._feeds.get(room), self._nursery
+        if feed is not None and nursery is not None and (frames or later):  # (else: the hub stopped)
+            self._delivery.replay(client, frames + later, feed.policy, nursery)
         return recovery
 
     def leave(self, client: AnyClient, room: str) -> bool:
