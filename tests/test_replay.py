@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 import trionos
+from tests.helpers import ServeFn
 from trionos._replay import REPLAY_PIECE_BYTES, Backlog
 from trionos.testing import MemoryServer, open_memory_server
 
@@ -292,4 +293,32 @@ async def test_a_second_replay_goes_behind_the_first_and_a_direct_send_does_not_
             assert len(direct) == 1
             assert [m["n"] for m in rest[:CHUNKS]] == list(range(CHUNKS))
             assert [m["other"] for m in rest[CHUNKS:]] == [0, 1, 2]
+            assert hub.metrics.backlog_bytes_open == 0
+
+
+async def test_over_real_sockets_a_never_reading_rejoin_is_closed_and_the_room_goes_on(
+    start_server: ServeFn,
+) -> None:
+    """End to end on 127.0.0.1: 24 MiB replayed to a client that stops reading, beside a reading member."""
+    bounds = trionos.HistoryBounds(max_messages=1000, max_bytes=32 << 20)
+    async with trionos.Hub(history=bounds, grace=0.5) as hub:
+        for n in range(3 * CHUNKS):  # more than the kernel's socket buffers take on loopback
+            await hub.broadcast("r", json.dumps({"n": n, "pad": "x" * (CHUNK - 32)}))
+        room = Room(hub)
+        server = await start_server(room.handler, max_outbox_bytes=OUTBOX)
+        url = f"ws://127.0.0.1:{server.port}"
+        async with (
+            trionos.connect(url + "/fast", heartbeat=None) as fast,
+            trionos.connect(url + "/slow", heartbeat=None, max_message_size=1 << 20),
+        ):
+            await room.wait_for("fast")
+            slow = await room.wait_for("slow")
+            assert hub.metrics.backlog_bytes_open > 0  # the sockets and the outbox did not take it all
+            for n in range(20):
+                await hub.broadcast("r", json.dumps({"live": n}))
+            assert [m["live"] for m in await read_live(fast, 20)] == list(range(20))
+            with trio.fail_after(20 * hub.grace):
+                await room.closed["slow"].wait()
+            assert room.codes["slow"] == 1008
+            assert slow.ws.transport.peak_outbox_bytes <= OUTBOX + REPLAY_PIECE_BYTES
             assert hub.metrics.backlog_bytes_open == 0
