@@ -12,7 +12,8 @@ app takes the flags below that are not the server's from ``ROOM_CHAT_ARGS`` (e.g
 * Server -> client: ``welcome`` (the room's users in join order) to the joiner, ``joined`` to the
   others, ``message`` to everyone in the room but the sender, ``left`` when someone leaves,
   disconnects or times out, and ``error`` for bad input (the connection stays open).
-* A client is in one room at a time: joining another room leaves the first.
+* A client is in one room at a time: joining another room leaves the first. Joining the room it is
+  in under the same name keeps its seat: it gets a welcome (and a replay), the others hear nothing.
 * History (on by default: the last 200 messages or 10 minutes per room, ``--history-messages``,
   ``--history-seconds``, ``--no-history``): each ``message`` carries its ``offset``, ``welcome``
   the room's ``epoch`` and latest ``offset``. A client that comes back sends ``join`` with

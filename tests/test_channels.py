@@ -334,6 +334,26 @@ async def test_presence_metadata_snapshot_and_diffs_on_one_node() -> None:
             await expect_silence(ann, timeout=0.05)
 
 
+async def test_a_join_of_the_room_one_is_in_keeps_the_membership() -> None:
+    """Entering the room again (a client recovering a gap) is welcomed; the others hear nothing,
+    or only an update when the metadata changed."""
+    async with served() as server:
+        async with server.connect(**cookie("t-ann")) as ann, server.connect(**cookie("t-bob")) as bob:
+            await send(ann, Enter("tea", "busy"))
+            await expect(ann, Welcome([Person("ann", "busy")]))
+            await send(bob, Enter("tea", "away"))
+            await expect(bob, Welcome([Person("ann", "busy"), Person("bob", "away")]))
+            await expect(ann, Arrived("bob", "away"))
+            await send(bob, Enter("tea", "away", id="again"))
+            await expect(bob, Welcome([Person("ann", "busy"), Person("bob", "away")], id="again"))
+            await expect_silence(ann, timeout=0.05)
+            await send(bob, Enter("tea", "here"))
+            await expect(ann, Changed("bob", "here"))
+            welcome = Welcome([Person("ann", "busy"), Person("bob", "here")])
+            assert await both(bob) == {Changed("bob", "here"), welcome}
+            await expect_silence(ann, timeout=0.05)
+
+
 async def test_presence_metadata_and_diffs_across_two_nodes(redis: str, prefix: str) -> None:
     """Two hubs on one Redis: the welcome on one lists the other's members with their metadata, and
     joins, updates and leaves on either reach the other's members."""

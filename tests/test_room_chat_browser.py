@@ -6,8 +6,10 @@ drives the page through join, chat, a dropped connection (the proxy cuts it whil
 up), a server restart (a new process has a new epoch, so recovery is partial) and leave, and checks
 that the console stayed clean. More tests: recent history on a fresh join and after a reload, a
 refused message shown as failed, the page mounted under a path prefix by a proxy, and the phone
-layout; the last one writes the screenshots in docs/img/. Skipped when chromium or playwright is
-missing.
+layout; the last one writes the screenshots in docs/img/. Two more run a server on port 0 behind a
+proxy that can lose one WebSocket message on its way to the page: a room's history evicted under a
+live page (a new epoch) and a live message lost (a skipped offset), which the page fetches by itself.
+Skipped when chromium or playwright is missing.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -49,7 +51,31 @@ ARGS = [
 WAIT_MS = 10_000
 
 
-class ChatServer:
+class OnThread:
+    """A chat server in a Trio thread (``port``) and the proxy the page goes through (``proxy``)."""
+
+    trio: TrioThread
+    port: int
+    proxy: Any
+
+    def cut(self) -> int:
+        """Cut every connection through the proxy (in the Trio thread, where it runs)."""
+
+        async def go() -> int:
+            return int(self.proxy.cut())
+
+        return self.trio.run(go)
+
+    @property
+    def page_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}/"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+
+class ChatServer(OnThread):
     """room_chat on a fixed port in a Trio thread, restartable, behind a cutting proxy.
 
     ``hub_options`` go to ``room_chat.make_hub`` (a rate limit, say).
@@ -100,27 +126,11 @@ class ChatServer:
 
         self.trio.run(go)
 
-    def cut(self) -> int:
-        """Cut every connection through the proxy (in the Trio thread, where it runs)."""
-
-        async def go() -> int:
-            return int(self.proxy.cut())
-
-        return self.trio.run(go)
-
-    @property
-    def page_url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy.port}/"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
-
 
 class Bob:
     """A Python chat client connected straight to the server (not through the proxy)."""
 
-    def __init__(self, server: ChatServer, name: str = "bob", room: str = "tea") -> None:
+    def __init__(self, server: OnThread, name: str = "bob", room: str = "tea") -> None:
         self.server = server
         self.name = name
         self.room = room
@@ -145,15 +155,21 @@ class Bob:
     def say(self, text: str) -> None:
         self.server.trio.run(self.ws.send_json, {"type": "chat", "text": text})
 
-    def expect(self, wanted: dict[str, Any]) -> None:
-        async def go() -> None:
+    def say_acked(self, text: str) -> dict[str, Any]:
+        """Say *text* and wait for the server's ack (so the next step happens after it)."""
+        ident = f"{self.name}-{text}"
+        self.server.trio.run(self.ws.send_json, {"type": "chat", "text": text, "id": ident})
+        return self.expect({"type": "ack", "id": ident})
+
+    def expect(self, wanted: dict[str, Any]) -> dict[str, Any]:
+        async def go() -> dict[str, Any]:
             with trio.fail_after(WAIT_MS / 1000):
                 while True:
-                    message = await self.ws.recv_json()
+                    message: dict[str, Any] = await self.ws.recv_json()
                     if all(message.get(k) == v for k, v in wanted.items()):
-                        return
+                        return message
 
-        self.server.trio.run(go)
+        return self.server.trio.run(go)
 
     def close(self) -> None:
         if self.done is not None:
@@ -196,13 +212,20 @@ def browser_page(tmp_path: Path, problems: list[str], **context_options: Any) ->
             context.close()
 
 
+S = TypeVar("S", bound=OnThread)
+
+
 @contextmanager
-def chat_server(**hub_options: Any) -> Iterator[ChatServer]:
-    server = ChatServer(**hub_options)
+def running(server: S) -> Iterator[S]:
+    """*server* for the block; its Trio thread (server, proxy, clients) stops after it."""
     try:
         yield server
     finally:
         server.trio.stop()
+
+
+def chat_server(**hub_options: Any) -> AbstractContextManager[ChatServer]:
+    return running(ChatServer(**hub_options))
 
 
 def test_the_page_chats_recovers_after_a_drop_and_reports_a_partial_recovery(tmp_path: Path) -> None:
@@ -373,6 +396,19 @@ def test_a_refused_message_is_shown_as_failed_with_the_reason(tmp_path: Path) ->
     assert problems == []
 
 
+async def pipe(source: trio.SocketStream, sink: trio.SocketStream, data: bytes = b"") -> None:
+    """*data*, then what *source* sends, to *sink*; closes *sink* when *source* ends."""
+    try:
+        if data:
+            await sink.send_all(data)
+        while chunk := await source.receive_some(65536):
+            await sink.send_all(chunk)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    with trio.CancelScope(shield=True):
+        await sink.aclose()
+
+
 class Mount:
     """A proxy on 127.0.0.1 that mounts the server under /chat/, as a site's reverse proxy would.
 
@@ -415,16 +451,6 @@ class Mount:
             upstream = await trio.open_tcp_stream("127.0.0.1", self.server.port)
             async with upstream:
                 await upstream.send_all(b" ".join([method, target[len(self.PREFIX) - 1 :], rest]))
-
-                async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
-                    try:
-                        while chunk := await source.receive_some(65536):
-                            await sink.send_all(chunk)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
-                    with trio.CancelScope(shield=True):
-                        await sink.aclose()
-
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(pipe, client, upstream)
                     nursery.start_soon(pipe, upstream, client)
@@ -495,4 +521,191 @@ def test_phone_layout_gives_the_messages_three_quarters_and_the_screenshots(tmp_
                 page.goto("about:blank")
         bob.close()
         cleo.close()
+    assert problems == []
+
+
+class LosingProxy:
+    """A proxy on 127.0.0.1 port 0 in front of the server that can lose WebSocket messages and cut.
+
+    Bytes go through unchanged, except on a WebSocket connection: the server's text frames (the
+    server sends unmasked, uncompressed frames: room_chat offers no compression) are parsed, and
+    one whose payload contains a marker in ``lose`` is not forwarded (each marker once; the lost
+    payloads are kept in ``lost``), as a message lost between a broker and a node would be.
+    ``cut()`` closes every connection through it, as a network drop does.
+    """
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.lose: set[bytes] = set()
+        self.lost: list[bytes] = []
+        self._scopes: set[trio.CancelScope] = set()
+
+    async def run(self, task_status: trio.TaskStatus[None]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self.handle, listeners)
+
+    def cut(self) -> int:
+        for scope in self._scopes:
+            scope.cancel()
+        return len(self._scopes)
+
+    async def handle(self, client: trio.SocketStream) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                async with client, await trio.open_tcp_stream("127.0.0.1", self.upstream) as upstream:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(pipe, client, upstream)
+                        nursery.start_soon(self._down, upstream, client)
+            finally:
+                self._scopes.discard(scope)
+
+    async def _down(self, server: trio.SocketStream, browser: trio.SocketStream) -> None:
+        """Server to browser: the response head as is; after a 101, frame by frame."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await server.receive_some(65536)
+            if not chunk:
+                await browser.aclose()
+                return
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        await browser.send_all(head + b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101 "):
+            await pipe(server, browser, data)
+            return
+        try:
+            while True:
+                frame = _frame(data)
+                if frame is None:
+                    chunk = await server.receive_some(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                    continue
+                size, opcode, payload = frame
+                data, whole = data[size:], data[:size]
+                marker = next((m for m in self.lose if m in payload), None) if opcode == 1 else None
+                if marker is None:
+                    await browser.send_all(whole)
+                else:
+                    self.lose.discard(marker)
+                    self.lost.append(payload)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        with trio.CancelScope(shield=True):
+            await browser.aclose()
+
+
+def _frame(data: bytes) -> tuple[int, int, bytes] | None:
+    """The first whole WebSocket frame in *data*: (its size, its opcode, its payload), or None."""
+    if len(data) < 2:
+        return None
+    length, start = data[1] & 0x7F, 2
+    if length == 126:
+        length, start = int.from_bytes(data[2:4]), 4
+    elif length == 127:
+        length, start = int.from_bytes(data[2:10]), 10
+    if data[1] & 0x80:
+        start += 4  # masked (never from a server; counted for completeness)
+    if len(data) < start + length:
+        return None
+    return start + length, data[0] & 0x0F, data[start : start + length]
+
+
+class LiveChat(OnThread):
+    """room_chat on 127.0.0.1 port 0 in a Trio thread, the page served through a LosingProxy."""
+
+    def __init__(self, **hub_options: Any) -> None:
+        self.trio = TrioThread()
+        server: trionos.Server = self.trio.run(self.trio.nursery.start, self._serve, hub_options)
+        self.port = server.port
+        self.proxy = LosingProxy(self.port)
+        self.trio.run(self.trio.nursery.start, self.proxy.run)
+
+    @staticmethod
+    async def _serve(hub_options: dict[str, Any], task_status: trio.TaskStatus[trionos.Server]) -> None:
+        async with room_chat.make_hub(**hub_options) as hub:
+            await trionos.serve(0, room_chat.make_handler(hub), host="127.0.0.1", task_status=task_status)
+
+    def lose(self, marker: bytes) -> None:
+        """Lose the next server message to the page that contains *marker*."""
+
+        async def go() -> None:
+            self.proxy.lose.add(marker)
+
+        self.trio.run(go)
+
+
+def live_chat(**hub_options: Any) -> AbstractContextManager[LiveChat]:
+    return running(LiveChat(**hub_options))
+
+
+def test_a_room_evicted_under_a_live_page_shows_every_new_message_once(tmp_path: Path) -> None:
+    """One room of history: a message in another room evicts tea's, whose offsets restart at 1 in a
+    new epoch, and the first of them is lost on its way; the page shows every message once (the lost
+    one fetched by itself, in its place), and after a cut its rejoin replays none twice."""
+    problems: list[str] = []
+    expect = sync_api.expect
+    one_room = trionos.HistoryBounds(max_rooms=1)
+    with live_chat(history=one_room) as chat, browser_page(tmp_path, problems) as page:
+        join(page, chat.page_url)
+        bob, cleo = Bob(chat), Bob(chat, "cleo", room="coffee")
+        bob.connect()
+        cleo.connect()
+        expect(page.locator("#log")).to_contain_text("bob joined", timeout=WAIT_MS)
+        before = [f"before {i}" for i in range(1, 4)]
+        for text in before:
+            bob.say(text)
+        expect(page.locator("#log .msg")).to_have_count(3, timeout=WAIT_MS)
+        cleo.say_acked("elsewhere")  # coffee's history evicts tea's
+        after = [f"after {i}" for i in range(1, 6)]
+        chat.lose(b"after 1")  # and the new epoch's first message is lost on its way to the page
+        assert bob.say_acked(after[0])["offset"] == 1  # tea's history restarted
+        for text in after[1:]:
+            bob.say(text)
+        expect(page.locator("#log .msg")).to_have_count(8, timeout=WAIT_MS)
+        assert texts(page) == before + after
+        assert len(chat.proxy.lost) == 1
+        assert chat.cut() >= 1
+        expect(page.locator(".sys.join", has_text="Back in #tea")).to_have_count(1, timeout=WAIT_MS)
+        bob.say("live again")
+        expect(page.locator("#log .msg", has_text="live again")).to_have_count(1, timeout=WAIT_MS)
+        assert texts(page) == [*before, *after, "live again"]
+        expect(page.locator(".sys.warn")).to_have_count(0)
+        bob.close()
+        cleo.close()
+    assert problems == []
+
+
+def test_a_live_message_lost_on_its_way_is_fetched_by_the_page_and_shown_once(tmp_path: Path) -> None:
+    """The proxy loses one live message: the page sees the skipped offset, rejoins since the last
+    message before it by itself, and shows the lost one once, in its place; nothing is shown twice."""
+    problems: list[str] = []
+    sockets: list[str] = []
+    expect = sync_api.expect
+    with live_chat() as chat, browser_page(tmp_path, problems) as page:
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        join(page, chat.page_url)
+        bob = Bob(chat)
+        bob.connect()
+        expect(page.locator("#log")).to_contain_text("bob joined", timeout=WAIT_MS)
+        bob.say("one")
+        expect(page.locator("#log .msg", has_text="one")).to_have_count(1, timeout=WAIT_MS)
+        chat.lose(b"lost on its way")
+        bob.say("two, lost on its way")
+        bob.say("three")
+        expect(page.locator("#log .msg")).to_have_count(3, timeout=WAIT_MS)
+        assert texts(page) == ["one", "two, lost on its way", "three"]
+        assert len(chat.proxy.lost) == 1 and b'"offset":2' in chat.proxy.lost[0]
+        bob.say("four")
+        expect(page.locator("#log .msg", has_text="four")).to_have_count(1, timeout=WAIT_MS)
+        assert texts(page) == ["one", "two, lost on its way", "three", "four"]
+        expect(page.locator(".sys.warn")).to_have_count(0)
+        expect(page.locator(".sys.join")).to_have_count(2)  # "You joined", "bob joined": no "Back in"
+        bob.close()
+    assert len(sockets) == 1  # fetched over the same connection, not by reconnecting
     assert problems == []

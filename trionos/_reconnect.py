@@ -315,6 +315,9 @@ class _Track:
     replay_to: int | None = None
     #: A gap or a new epoch was noticed and :meth:`Positions.recovery_due` has not said so yet.
     due: bool = False
+    #: :meth:`Positions.recovery_due` said so for the gap still open: say it once, not again for
+    #: every message that arrives beyond it before the rejoin's welcome.
+    reported: bool = False
 
 
 class Positions:
@@ -383,6 +386,7 @@ class Positions:
             self._rooms[room] = _Track(latest)
         elif recovered and track.position.epoch == latest.epoch:
             track.replay_to = latest.offset
+            track.reported = False
         else:
             same = track.position.epoch == latest.epoch
             self._rooms[room] = _Track(
@@ -420,12 +424,12 @@ class Positions:
             _absorb(track)
             return True
         track.ahead.add(offset)
-        if track.replay_to is None:
+        if track.replay_to is None and not track.reported:
             track.due = True  # a live message skipped ahead: one was missed
         if len(track.ahead) > MAX_AHEAD:  # give the gap up
             track.position = Position(track.position.epoch, max(track.ahead))
             track.ahead.clear()
-            track.due = False
+            track.due = track.reported = False
         return True
 
     def own(self, room: str, offset: int) -> None:
@@ -454,6 +458,7 @@ class Positions:
         if track is None or not track.due:
             return None
         track.due = False
+        track.reported = True
         return track.position
 
     def forget(self, room: str) -> None:
@@ -476,4 +481,4 @@ def _absorb(track: _Track) -> None:
     if ahead:
         track.ahead = {o for o in ahead if o > offset}
     if not track.ahead and track.replay_to is None:
-        track.due = False  # the gap is filled
+        track.due = track.reported = False  # the gap is filled

@@ -228,7 +228,9 @@ class Session(Generic[S, O]):
         In order: the app's ``authorize`` hook, given the message being handled (it may raise
         :exc:`Refuse`: then nothing else happens, nobody is told); the name check (with
         ``Channels(name_taken=...)``, a name already in the room on any node is refused); with
-        ``Channels(single_room=True)`` the room the connection is in is left; the membership,
+        ``Channels(single_room=True)`` the room the connection is in is left (a join of the room
+        the connection is in, under another name, leaves it first; under the same name, the
+        membership stays and nobody is told, unless *meta* changes: then an update); the membership,
         with *meta*; and the welcome, ``welcome(joining)``, sent with the id of the message
         being handled. In a room with history the welcome comes first, then what was missed
         since ``since`` (or the last ``history`` messages), then live traffic, with no gap and
@@ -255,12 +257,22 @@ class Session(Generic[S, O]):
             await channels.authorize(self, room, self.message)
         if history is not None and history < 0:
             raise Refuse(f"history must be a count of at least 0, got {history}")
-        others = [m for m in await hub.presence_state(room) if not _is(m, hub, client)]
+        present = await hub.presence_state(room)
+        others = [m for m in present if not _is(m, hub, client)]
         if channels.name_taken is not None and any(m.name == name for m in others):
             raise Refuse(channels.name_taken.format(name=name, room=room))
+        # A join of the room one is in under the same name (a client recovering a gap, say)
+        # keeps the membership: the others hear of it only if the metadata changes.
+        staying = room in hub.rooms_of(client) and client.name == name
         for current in hub.rooms_of(client):
+            if current == room and staying:
+                continue
             if channels.single_room or current == room:
                 hub.leave(client, current)  # the presence watchers tell its members
+        if staying and meta is not None:
+            mine = [m for m in present if _is(m, hub, client)]
+            if not mine or dict(mine[0].meta) != dict(meta):
+                hub.update_presence(client, room, meta)
         client.name = name
         if identity is not None:
             client.identity = identity

@@ -301,6 +301,8 @@ class ChatModel:
         taken = any(name == username for other, name in self.rooms[room] if other != client)
         if not username.strip() or taken:
             return {client: [ERROR]}
+        if self.seats.get(client) == (room, username):  # the same seat again: only a welcome
+            return {client: [{"type": "welcome", "users": [name for _, name in self.rooms[room]]}]}
         deliveries: dict[int, list[Any]] = defaultdict(list, self._leave(client))
         self.rooms[room].append((client, username))
         self.seats[client] = (room, username)

@@ -308,8 +308,19 @@ test("a live message of a new epoch is taken, not dropped as seen, and a hole be
   assert.deepEqual(env.client.position("tea"), { epoch: "e2", offset: 2 });
   assert.equal(env.events.filter((e) => e.event === "gap").length, 0);
   env.last().receive({ type: "message", text: "c5", epoch: "e3", offset: 5 }); // 1..4 of e3 never came
-  assert.deepEqual(env.events.at(-2), { event: "gap", room: "tea", after: 0, next: 5, epoch: "e3" });
-  assert.deepEqual(env.client.position("tea"), { epoch: "e3", offset: 5 });
+  assert.deepEqual(env.events.at(-2), { event: "gap", room: "tea", after: 0, next: 5, epoch: "e3", recovering: true });
+  assert.equal(env.events.at(-1).text, "c5", "shown at once, not dropped");
+  // The client rejoins by itself from the new epoch's start; the replay fills 1..4, once.
+  const rejoin = env.last().json.at(-1);
+  assert.deepEqual({ ...rejoin, id: 0 }, { type: "join", room: "tea", username: "ann", since: { epoch: "e3", offset: 0 }, id: 0 });
+  assert.deepEqual(env.client.position("tea"), { epoch: "e3", offset: 0 });
+  env.last().receive({ type: "welcome", users: ["ann"], epoch: "e3", offset: 5, recovered: true, id: rejoin.id });
+  for (let offset = 1; offset <= 6; offset++) env.last().receive({ type: "message", text: `c${offset}`, epoch: "e3", offset });
+  const after = env.events.slice(env.events.findIndex((e) => e.text === "c5") + 1);
+  assert.deepEqual(after.filter((e) => e.event === "message").map((e) => e.text), ["c1", "c2", "c3", "c4", "c6"]);
+  assert.deepEqual(after.filter((e) => e.event === "welcome").map(({ recovered, recovery }) => [recovered, recovery]), [[true, true]]);
+  assert.deepEqual(env.client.position("tea"), { epoch: "e3", offset: 6 });
+  assert.equal(env.last().json.filter((m) => m.type === "join").length, 2, "one rejoin for the gap");
 });
 
 test("a reload recovers like a reconnect: the room and its position come back from storage", () => {
@@ -512,4 +523,149 @@ test("own acknowledged messages move the position once everything before them ar
   for (const offset of [4, 6]) again.receive({ type: "message", from: "bob", text: `m${offset}`, offset });
   assert.equal(after.events.find((e) => e.event === "welcome").recovered, true);
   assert.deepEqual(after.events.filter((e) => e.event === "gap"), []);
+});
+
+/** The chat messages the client delivered, as their texts. */
+const shown = (env) => env.events.filter((e) => e.event === "message" && e.type === "message").map((e) => e.text);
+const joins = (ws) => ws.json.filter((m) => m.type === "join");
+const say = (ws, offset, epoch = "e1") => ws.receive({ type: "message", from: "bob", text: `m${offset}`, epoch, offset });
+
+test("a skipped live offset: the client rejoins since the last unbroken position, and shows the missed message once", () => {
+  const env = make();
+  env.client.connect();
+  openAndWelcome(env, { offset: 2 });
+  const ws = env.last();
+  say(ws, 3);
+  say(ws, 5); // 4 was lost on its way (a dropped subscription)
+  const gap = env.events.find((e) => e.event === "gap");
+  assert.deepEqual(gap, { event: "gap", room: "tea", after: 3, next: 5, recovering: true });
+  const rejoin = joins(ws).at(-1);
+  assert.deepEqual(rejoin.since, { epoch: "e1", offset: 3 });
+  assert.equal(rejoin.username, "ann", "the join's fields are sent again");
+  say(ws, 6); // live traffic before the welcome: shown, and no second rejoin
+  assert.equal(joins(ws).length, 2);
+  assert.equal(env.client.joined, true, "still in the room while recovering");
+  ws.receive({ type: "welcome", users: ["ann", "bob"], epoch: "e1", offset: 6, recovered: true, id: rejoin.id });
+  for (const offset of [4, 5, 6, 7]) say(ws, offset); // the replay (4, 5, 6), then live (7)
+  assert.deepEqual(shown(env), ["m3", "m5", "m6", "m4", "m7"]);
+  const welcome = env.events.filter((e) => e.event === "welcome").at(-1);
+  assert.deepEqual([welcome.recovered, welcome.recovery, welcome.rejoin], [true, true, true]);
+  assert.deepEqual(env.client.position("tea"), { epoch: "e1", offset: 7 });
+  assert.equal(env.events.filter((e) => e.event === "gap").length, 1);
+  assert.equal(joins(ws).length, 2);
+});
+
+test("a gap that an own message's late ack fills is no gap: nothing is reported, no rejoin", async () => {
+  const env = make();
+  env.client.connect();
+  openAndWelcome(env, { offset: 2 });
+  const ws = env.last();
+  const sent = env.client.send({ type: "chat", text: "mine" });
+  say(ws, 4); // bob's message overtook the ack of ours, which got offset 3
+  assert.equal(env.events.filter((e) => e.event === "gap").length, 0, "waits for the ack");
+  ws.receive({ type: "ack", id: ws.json.at(-1).id, offset: 3, time: 1 });
+  await sent;
+  assert.equal(env.events.filter((e) => e.event === "gap").length, 0);
+  assert.equal(joins(ws).length, 1);
+  assert.deepEqual(env.client.position("tea"), { epoch: "e1", offset: 4 });
+});
+
+test("an ack that fills one hole of two: the gap reported is the one left", async () => {
+  const env = make();
+  env.client.connect();
+  openAndWelcome(env, { offset: 2 });
+  const ws = env.last();
+  const sent = env.client.send({ type: "chat", text: "mine" });
+  say(ws, 4); // before the ack of ours (3)
+  say(ws, 6); // 5 was lost
+  ws.receive({ type: "ack", id: ws.json.at(-1).id, offset: 3, time: 1 });
+  await sent;
+  assert.deepEqual(env.events.filter((e) => e.event === "gap"), [{ event: "gap", room: "tea", after: 4, next: 6, recovering: true }]);
+  assert.deepEqual(joins(ws).at(-1).since, { epoch: "e1", offset: 4 });
+});
+
+test("a gap the ack does not fill is recovered once the ack (or its timeout) is in", async () => {
+  const env = make({ client: { ackTimeout: 1000 } });
+  env.client.connect();
+  openAndWelcome(env, { offset: 2 });
+  const ws = env.last();
+  const first = env.client.send({ type: "chat", text: "one" });
+  say(ws, 5);
+  ws.receive({ type: "ack", id: ws.json.at(-1).id, offset: 3, time: 1 });
+  await first;
+  assert.deepEqual(env.events.find((e) => e.event === "gap"), { event: "gap", room: "tea", after: 3, next: 5, recovering: true });
+  assert.deepEqual(joins(ws).at(-1).since, { epoch: "e1", offset: 3 });
+  ws.receive({ type: "welcome", users: ["ann"], epoch: "e1", offset: 5, recovered: true, id: joins(ws).at(-1).id });
+  // Another gap while a message waits for an ack that never comes: reported after its timeout.
+  const second = env.client.send({ type: "chat", text: "two" });
+  for (const offset of [4, 5, 6, 8]) say(ws, offset);
+  assert.equal(env.events.filter((e) => e.event === "gap").length, 1);
+  env.clock.tick(1000);
+  await assert.rejects(second, (e) => e.kind === "timeout");
+  assert.deepEqual(env.events.filter((e) => e.event === "gap").at(-1), { event: "gap", room: "tea", after: 6, next: 8, recovering: true });
+  assert.deepEqual(joins(ws).at(-1).since, { epoch: "e1", offset: 6 });
+  assert.deepEqual(shown(env), ["m5", "m4", "m6", "m8"]);
+});
+
+test("recoverGaps: false reports the gap without rejoining", () => {
+  const env = make({ client: { recoverGaps: false } });
+  env.client.connect();
+  openAndWelcome(env, { offset: 0 });
+  say(env.last(), 1);
+  say(env.last(), 3);
+  say(env.last(), 4); // beyond the same gap: not reported again
+  assert.deepEqual(env.events.filter((e) => e.event === "gap"), [{ event: "gap", room: "tea", after: 1, next: 3, recovering: false }]);
+  assert.deepEqual(shown(env), ["m1", "m3", "m4"]);
+  assert.equal(joins(env.last()).length, 1);
+  // The next reconnect asks since the last unbroken position, so the server replays the hole.
+  env.last().drop(1006);
+  env.clock.tick(env.events.at(-1).delay);
+  env.last().open();
+  assert.deepEqual(joins(env.last())[0].since, { epoch: "e1", offset: 1 });
+});
+
+test("an epoch change while connected: the new epoch's messages are shown, and a reconnect replays none twice", () => {
+  const env = make();
+  env.client.connect();
+  openAndWelcome(env, { offset: 0 });
+  for (const offset of [1, 2, 3]) say(env.last(), offset);
+  // The room's history was evicted: offsets start again from 1 under a new epoch, nothing missed.
+  for (const offset of [1, 2]) say(env.last(), offset, "e2");
+  assert.deepEqual(shown(env), ["m1", "m2", "m3", "m1", "m2"]);
+  assert.equal(env.events.filter((e) => e.event === "gap").length, 0);
+  assert.equal(joins(env.last()).length, 1, "no rejoin: nothing is missing");
+  env.last().drop(1006);
+  env.clock.tick(env.events.at(-1).delay);
+  const again = env.last();
+  again.open();
+  assert.deepEqual(joins(again)[0].since, { epoch: "e2", offset: 2 });
+  again.receive({ type: "welcome", users: ["ann"], epoch: "e2", offset: 2, recovered: true, id: joins(again)[0].id });
+  say(again, 3, "e2");
+  assert.deepEqual(shown(env), ["m1", "m2", "m3", "m1", "m2", "m3"]);
+});
+
+test("a refused recovery join keeps the room: joinerror says it was a recovery", async () => {
+  const env = make();
+  env.client.connect();
+  openAndWelcome(env, { offset: 0 });
+  const ws = env.last();
+  say(ws, 2);
+  ws.receive({ type: "error", reason: "too many messages: slow down", id: joins(ws).at(-1).id });
+  const error = env.events.filter((e) => e.event === "joinerror").at(-1);
+  assert.deepEqual([error.reason, error.recovery, error.rejoin], ["too many messages: slow down", true, true]);
+  assert.equal(env.client.room, "tea");
+  assert.equal(env.client.joined, true);
+  const sent = env.client.send({ type: "chat", text: "still here" });
+  ws.receive({ type: "ack", id: ws.json.at(-1).id, offset: 3, time: 1 });
+  assert.equal((await sent).type, "ack");
+});
+
+test("after a gap, the stored position stays before it, so a reload asks for the missed message too", () => {
+  const storage = new FakeStorage();
+  const env = make({ storage, client: { recoverGaps: false } });
+  env.client.connect();
+  openAndWelcome(env, { offset: 4 });
+  say(env.last(), 6);
+  const after = make({ storage });
+  assert.deepEqual(after.client.position("tea"), { epoch: "e1", offset: 4 });
 });

@@ -57,6 +57,12 @@ export interface SocketOptions {
   maxQueuedBytes?: number;
   /** Close codes after which to reconnect (default RETRY_CLOSE_CODES); any other code closes for good. */
   retryOn?: Iterable<number>;
+  /**
+   * Rejoin by itself, with "since" the last position before the gap, when a live message skips an
+   * offset or comes from a new epoch, so that the server replays what was missed (true). With
+   * false, the "gap" event says so (recovering: false) and the next reconnect asks for it.
+   */
+  recoverGaps?: boolean;
   /** Injected for tests: the WebSocket class, timers, clock, random source, storage and browser objects. */
   WebSocket?: new (url: string) => WebSocket;
   setTimeout?: (fn: () => void, ms: number) => unknown;
@@ -67,6 +73,42 @@ export interface SocketOptions {
   window?: EventTarget | null;
   navigator?: { onLine: boolean } | null;
   document?: (EventTarget & { visibilityState: string }) | null;
+}
+
+/** A position in a room's history: its epoch and an offset in it. */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+/** The most offsets Positions remembers beyond a gap, per room (1024, as the Python client). */
+export declare const MAX_AHEAD: number;
+
+/**
+ * The last position seen per room, with the rules of trionos.Positions in the Python client: the
+ * unbroken run, the offsets seen beyond a gap (at most MAX_AHEAD), and when to recover.
+ */
+export declare class Positions {
+  /** `saved`: what toJSON() gave (anything that is not a position is ignored). */
+  constructor(saved?: Record<string, Position> | null);
+  /** The position to send as "since": the last one with nothing missing before it, or null. */
+  since(room: string): Position | null;
+  /** Record a welcome: recovered null (no recovery asked), true or false (see the Python client). */
+  welcome(room: string, latest: Position, recovered: boolean | null): void;
+  /** Record the welcome of a join that asked for the last `count` messages. */
+  recent(room: string, latest: Position, count: number): void;
+  /** True if the message is new, false for one already seen (drop it). */
+  receive(room: string, offset: number, epoch?: string | null): boolean;
+  /** Our own message at `offset`, from its ack (the server never sends it to us). */
+  own(room: string, offset: number): void;
+  /** The lowest offset seen beyond the gap (what arrived after the hole), or null. */
+  nextSeen(room: string): number | null;
+  /** Whether a gap or a new epoch was noticed that recoveryDue() has not reported yet. */
+  gapOpen(room: string): boolean;
+  /** The position to rejoin with after a gap or a new epoch was noticed, once; else null. */
+  recoveryDue(room: string): Position | null;
+  forget(room: string): void;
+  toJSON(): Record<string, Position>;
 }
 
 /** A server message: a JSON object tagged by "type". */
@@ -108,22 +150,42 @@ export interface WelcomeDetail {
   replay: "since" | "history" | null;
   /** True when the client re-joined by itself after a reconnect. */
   rejoin: boolean;
+  /**
+   * True when this was the client's own join to fill a gap noticed while connected (see
+   * GapDetail): the missed messages follow, older than some already delivered (their offsets say
+   * where they belong).
+   */
+  recovery: boolean;
 }
 
 export interface JoinErrorDetail {
   room: string;
   reason: string;
   rejoin: boolean;
+  /**
+   * True when the refused join was a recovery (see GapDetail): the client is still in the room,
+   * the gap stays; otherwise the room is forgotten.
+   */
+  recovery: boolean;
   reply: ServerMessage;
 }
 
 export interface GapDetail {
   room: string;
-  /** The offset of the last message seen before the reload, and of the next one that arrived. */
+  /**
+   * The offset of the last message with nothing missing before it (before a reload: the last one
+   * seen), and of the message that arrived after the hole.
+   */
   after: number;
   next: number;
   /** Set when the room's history restarted under a live page (a new epoch): `after` is 0. */
   epoch?: string;
+  /**
+   * True when the client rejoined to fill the gap (a live message skipped an offset or came from
+   * a new epoch): a "welcome" with `recovery: true` and the missed messages follow. False after a
+   * reload (the recent history itself has the hole) or with `recoverGaps: false`.
+   */
+  recovering: boolean;
 }
 
 export interface EventMap {
@@ -166,7 +228,8 @@ export declare class Socket extends EventTarget {
   readonly queued: number;
   /** The room and join fields this tab was in before a reload, or null. */
   saved: { room: string; fields: Record<string, unknown> } | null;
-  position(room: string): { epoch: string; offset: number } | null;
+  /** The last position in `room` with nothing missing before it (what a rejoin sends as "since"). */
+  position(room: string): Position | null;
   on<K extends keyof EventMap>(type: K, listener: (detail: EventMap[K]) => void): () => void;
   connect(): void;
   close(code?: number, reason?: string): void;

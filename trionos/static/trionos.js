@@ -12,6 +12,9 @@
 //   stays silent for `heartbeat.timeout` ms is declared dead and replaced;
 // * the room's position (epoch + offset) kept in sessionStorage, so that a reconnect asks for what it
 //   missed ("since") and a reload recovers as a reconnect does (recent history, and a gap check);
+// * while connected, a live message that skips an offset or comes from a new epoch (the room's
+//   history restarted) makes it rejoin with "since" the last position before the gap, once per gap,
+//   so the server replays what was missed; the bookkeeping is Positions, the Python client's rules;
 // * send(message) tags the message with an id and returns a promise settled by the server's "ack" or
 //   "error" carrying that id, or by a timeout; while the connection is down (or the room not yet
 //   re-joined) messages wait in a queue bounded in count and bytes, flushed in order after the rejoin;
@@ -95,6 +98,224 @@ export function backoffDelay(attempt, backoff, random) {
   return random() * Math.min(backoff.maximum, backoff.initial * backoff.factor ** attempt);
 }
 
+/**
+ * The most offsets {@link Positions} remembers beyond a gap, per room, while it waits for the gap
+ * to be filled; beyond that it gives the gap up (its position jumps to the newest seen). The same
+ * bound as trionos.MAX_AHEAD in the Python client.
+ */
+export const MAX_AHEAD = 1024;
+
+/** @typedef {{epoch: string, offset: number}} Position */
+/**
+ * One room's bookkeeping: the last position of the unbroken run seen, what is beyond it, and
+ * whether a recovery is due (or was reported for the gap still open: once, not again for every
+ * message beyond it before the rejoin's welcome).
+ * @typedef {{position: Position, ahead: Set<number>, replayTo: number|null, due: boolean, reported: boolean}} Track
+ */
+
+/**
+ * @param {Position} position
+ * @param {Set<number>} [ahead]
+ * @param {number|null} [replayTo]
+ * @param {boolean} [due]
+ * @returns {Track}
+ */
+const newTrack = (position, ahead = new Set(), replayTo = null, due = false) => ({
+  position: { epoch: position.epoch, offset: position.offset },
+  ahead,
+  replayTo,
+  due,
+  reported: false,
+});
+
+/**
+ * The last position seen per room, as trionos.Positions does it in the Python client (the same
+ * rules, checked against the same cases): the last offset of the unbroken run of messages seen,
+ * the offsets seen beyond a gap (at most MAX_AHEAD), and whether a recovery is due because a live
+ * message skipped an offset or came from a new epoch (the room's history restarted). Pure
+ * bookkeeping: no I/O, no clock. {@link Socket} keeps one; a page that speaks the chat protocol
+ * with its own WebSocket can use it directly.
+ */
+export class Positions {
+  /**
+   * @param {Record<string, Position>|null} [saved] positions from toJSON() (e.g. kept in storage);
+   *   anything that is not a position is ignored
+   */
+  constructor(saved = null) {
+    /** @type {Map<string, Track>} */
+    this._rooms = new Map();
+    if (saved !== null && typeof saved === "object") {
+      for (const [room, p] of Object.entries(saved)) {
+        if (p !== null && typeof p === "object" && typeof p.epoch === "string" && Number.isSafeInteger(p.offset) && p.offset >= 0) {
+          this._rooms.set(room, newTrack(p));
+        }
+      }
+    }
+  }
+
+  /**
+   * The position to send as "since" when (re)joining `room`: the last one with nothing missing
+   * before it, or null before the room's first welcome.
+   * @param {string} room
+   * @returns {Position|null}
+   */
+  since(room) {
+    const track = this._rooms.get(room);
+    return track === undefined ? null : { ...track.position };
+  }
+
+  /**
+   * Record the server's answer to a join.
+   * @param {string} room
+   * @param {Position} latest the room's latest position, from the welcome
+   * @param {boolean|null} recovered null (the join did not ask to recover): continue from
+   *   `latest`; true: the missed messages follow, continue from where we were; false: what follows
+   *   is all the server still has, take every message of the room's current epoch that arrives
+   */
+  welcome(room, latest, recovered) {
+    const track = this._rooms.get(room);
+    if (recovered === null || recovered === undefined || track === undefined) {
+      this._rooms.set(room, newTrack(latest));
+    } else if (recovered && track.position.epoch === latest.epoch) {
+      track.replayTo = latest.offset;
+      track.reported = false;
+    } else {
+      const same = track.position.epoch === latest.epoch;
+      this._rooms.set(room, newTrack({ epoch: latest.epoch, offset: 0 }, same ? track.ahead : new Set(), latest.offset));
+    }
+  }
+
+  /**
+   * Record the answer to a join that asked for the room's last `count` messages: they follow (at
+   * most that many, offsets after latest - count), then live traffic.
+   * @param {string} room
+   * @param {Position} latest
+   * @param {number} count
+   */
+  recent(room, latest, count) {
+    this._rooms.set(room, newTrack({ epoch: latest.epoch, offset: Math.max(0, latest.offset - count) }, new Set(), latest.offset));
+  }
+
+  /**
+   * Note that a message at `offset` (of `epoch`, when the server says) arrived in `room`.
+   * @param {string} room
+   * @param {number} offset
+   * @param {string|null} [epoch] another epoch than the position's means the history restarted
+   * @returns {boolean} true if it is new, false for one already seen (drop it); a room never
+   *   welcomed accepts everything
+   */
+  receive(room, offset, epoch = null) {
+    let track = this._rooms.get(room);
+    if (track === undefined) return true;
+    if (typeof epoch === "string" && epoch !== track.position.epoch) {
+      // A new history: its offsets start again, and those before this one were missed.
+      track = newTrack({ epoch, offset: 0 }, new Set(), null, offset > 1);
+      this._rooms.set(room, track);
+    }
+    if (track.replayTo !== null && offset > track.replayTo) {
+      // The first message after a recovery's replay: everything up to it was covered.
+      track.position.offset = Math.max(track.position.offset, track.replayTo);
+      track.replayTo = null;
+      absorb(track);
+    }
+    if (offset <= track.position.offset || track.ahead.has(offset)) return false;
+    if (offset === track.position.offset + 1) {
+      track.position.offset = offset;
+      absorb(track);
+      return true;
+    }
+    track.ahead.add(offset);
+    if (track.replayTo === null && !track.reported) track.due = true; // a live message skipped ahead: one was missed
+    if (track.ahead.size > MAX_AHEAD) {
+      // Give the gap up.
+      track.position.offset = Math.max(...track.ahead);
+      track.ahead.clear();
+      track.due = false;
+      track.reported = false;
+    }
+    return true;
+  }
+
+  /**
+   * Note our own message at `offset` (from its ack): the server never sends it to us.
+   * @param {string} room
+   * @param {number} offset
+   */
+  own(room, offset) {
+    const track = this._rooms.get(room);
+    if (track !== undefined && offset > track.position.offset) {
+      track.ahead.add(offset);
+      absorb(track);
+    }
+  }
+
+  /**
+   * Whether a gap or a new epoch was noticed in `room` that recoveryDue() has not reported yet.
+   * @param {string} room
+   * @returns {boolean}
+   */
+  gapOpen(room) {
+    return this._rooms.get(room)?.due === true;
+  }
+
+  /**
+   * The lowest offset seen beyond the gap in `room` (the message that arrived after the hole), or
+   * null when nothing is beyond the position.
+   * @param {string} room
+   * @returns {number|null}
+   */
+  nextSeen(room) {
+    const ahead = this._rooms.get(room)?.ahead;
+    return ahead === undefined || ahead.size === 0 ? null : Math.min(...ahead);
+  }
+
+  /**
+   * The position to rejoin `room` with, once, after a gap or a new epoch was noticed: null when
+   * nothing is missing or this was already said for the current gap.
+   * @param {string} room
+   * @returns {Position|null}
+   */
+  recoveryDue(room) {
+    const track = this._rooms.get(room);
+    if (track === undefined || !track.due) return null;
+    track.due = false;
+    track.reported = true;
+    return { ...track.position };
+  }
+
+  /**
+   * Stop tracking `room`.
+   * @param {string} room
+   */
+  forget(room) {
+    this._rooms.delete(room);
+  }
+
+  /** @returns {Record<string, Position>} every room's position (what a reload needs) */
+  toJSON() {
+    /** @type {Record<string, Position>} */
+    const out = {};
+    for (const [room, track] of this._rooms) out[room] = { ...track.position };
+    return out;
+  }
+}
+
+/**
+ * Move `track`'s position over the offsets seen just after it; forget those behind it.
+ * @param {Track} track
+ */
+function absorb(track) {
+  const ahead = track.ahead;
+  let offset = track.position.offset;
+  while (ahead.delete(offset + 1)) offset += 1;
+  track.position.offset = offset;
+  for (const o of ahead) if (o <= offset) ahead.delete(o);
+  if (ahead.size === 0 && track.replayTo === null) {
+    track.due = false; // the gap is filled
+    track.reported = false;
+  }
+}
+
 /** @typedef {import("./trionos").SendErrorKind} SendErrorKind */
 /** @typedef {import("./trionos").ServerMessage} ServerMessage */
 /** @typedef {{resolve: (value: any) => void, reject: (error: SendError) => void}} Waiter */
@@ -107,7 +328,7 @@ export function backoffDelay(attempt, backoff, random) {
 /**
  * The room this client is in or joining.
  * @typedef {{name: string, fields: Record<string, unknown>, history: number, joined: boolean,
- *   request: number|null, resume: boolean, waiters: Waiter[], replay: "since"|"history"|null,
+ *   request: number|null, recovery: boolean, resume: boolean, waiters: Waiter[], replay: "since"|"history"|null,
  *   rejoin: boolean, everJoined: boolean}} RoomState
  */
 /** @typedef {"retry"|"stable"|"ping"|"dead"} TimerName */
@@ -177,14 +398,16 @@ export class Socket extends EventTarget {
     this._queuedBytes = 0;
     /** @type {RoomState|null} */
     this._room = null;
-    /** @type {Record<string, {epoch: string, offset: number}>} Per room: the last message seen. */
-    this._positions = {};
+    this._recoverGaps = o.recoverGaps ?? true;
     /** @type {{room: string, after: number}|null} After a reload whose welcome looked complete. */
     this._gapCheck = null;
-    /** @type {Set<number>} Offsets of our own acknowledged messages beyond the position (see _own). */
-    this._ownAhead = new Set();
+    /** @type {{room: string, next: number, epoch: string|null}|null} A gap noticed, not yet reported. */
+    this._gap = null;
+    /** @type {string|null} The last gap reported (room, epoch, offset), until the next welcome. */
+    this._reported = null;
     const saved = this._load();
-    this._positions = saved.positions;
+    /** Per room: the last position with nothing missing before it, and what is beyond it. */
+    this._positions = new Positions(saved.positions);
     /** The room and fields stored by this tab before a reload ({room, fields}), or null. */
     this.saved = saved.room;
 
@@ -221,8 +444,7 @@ export class Socket extends EventTarget {
    * @returns {{epoch: string, offset: number}|null}
    */
   position(room) {
-    const p = this._positions[room];
-    return p === undefined ? null : { ...p };
+    return this._positions.since(room);
   }
 
   /**
@@ -282,11 +504,11 @@ export class Socket extends EventTarget {
    */
   join(room, fields = {}, options = {}) {
     const history = options.history ?? 0;
-    const stored = this._positions[room];
+    const stored = this._positions.since(room);
     // A position stored for the room this tab was in before a reload: recover as a reconnect does.
-    const resume = this._room === null && stored !== undefined && this.saved?.room === room;
+    const resume = this._room === null && stored !== null && this.saved?.room === room;
     if (this._room !== null) this._forgetRoom("closed", "joined another room");
-    if (!resume) delete this._positions[room];
+    if (!resume) this._positions.forget(room);
     this.saved = null;
     /** @type {RoomState} */
     const state = {
@@ -295,6 +517,7 @@ export class Socket extends EventTarget {
       history,
       joined: false,
       request: null,
+      recovery: false,
       resume,
       waiters: [],
       replay: null,
@@ -502,8 +725,12 @@ export class Socket extends EventTarget {
       if (m.type === "error") entry.reject(new SendError("refused", String(m.reason ?? "refused"), m));
       else entry.resolve(m);
       if (m.type === "ack" && typeof m.offset === "number" && entry.ws === this._ws && room?.joined && room.name === entry.room) {
-        this._own(room.name, m.offset);
+        // The server never sends our own message back: the position moves over it, so that a
+        // reload or a gap check does not take it for a missed one.
+        this._positions.own(room.name, m.offset);
+        this._save();
       }
+      this._settleGap();
       return;
     }
     if (ROOM_TRAFFIC.has(m.type) && (room === null || !room.joined)) {
@@ -514,71 +741,92 @@ export class Socket extends EventTarget {
   }
 
   /**
-   * Position bookkeeping for a "message": false for one already seen.
+   * Position bookkeeping for a "message": false for one already seen. A live message that skips
+   * an offset, or comes from a new epoch, opens a gap: see _settleGap.
    * @param {ServerMessage} m
    */
   _accept(m) {
     const room = this._room;
     if (room === null || typeof m.offset !== "number") return true;
-    const p = this._positions[room.name];
-    if (p === undefined) return true;
-    if (typeof m.epoch === "string" && m.epoch !== p.epoch) {
-      // The room's history restarted under us (an eviction, a Redis restart): its offsets start
-      // again, so none of them was seen here. Take it from its start; say so if some came before.
-      p.epoch = m.epoch;
-      p.offset = 0;
-      this._ownAhead.clear();
-      this._gapCheck = null;
-      if (m.offset > 1) this._emit("gap", { room: room.name, after: 0, next: m.offset, epoch: m.epoch });
-    }
-    if (m.offset <= p.offset) return false;
+    const name = room.name;
+    const before = this._positions.since(name);
+    if (before === null) return true;
+    const epoch = typeof m.epoch === "string" ? m.epoch : null;
+    if (epoch !== null && epoch !== before.epoch) this._gapCheck = null; // a new history: the old check is moot
+    const fresh = this._positions.receive(name, m.offset, epoch);
+    if (!fresh) return false;
     const check = this._gapCheck;
-    if (check !== null && check.room === room.name && m.offset > check.after) {
+    if (check !== null && check.room === name && m.offset > check.after) {
       // The first message after the last one seen before the reload: is it the next one?
       this._gapCheck = null;
-      if (m.offset > check.after + 1) this._emit("gap", { room: room.name, after: check.after, next: m.offset });
+      if (m.offset > check.after + 1) this._emit("gap", { room: name, after: check.after, next: m.offset, recovering: false });
     }
-    p.offset = m.offset;
-    this._absorb(p);
+    if (this._gap === null && this._positions.gapOpen(name)) {
+      this._gap = { room: name, next: m.offset, epoch: epoch !== null && epoch !== before.epoch ? epoch : null };
+    }
+    this._save();
+    this._settleGap();
     return true;
   }
 
   /**
-   * Our own message at `offset` was acknowledged. The server never sends it back to us, so the
-   * position moves over it once every message before it has arrived (an ack may overtake them):
-   * then a reload does not mistake it for a missed message.
-   * @param {string} name
-   * @param {number} offset
+   * Report a gap noticed while connected (a skipped offset, a new epoch) and rejoin with "since"
+   * the last position with nothing missing before it, so that the server replays what was
+   * missed; once per gap. While one of our own messages awaits its ack on this connection, wait:
+   * its offset may be the one that looks missing (an ack can come after later messages).
    */
-  _own(name, offset) {
-    const p = this._positions[name];
-    if (p === undefined || offset <= p.offset) return;
-    this._ownAhead.add(offset);
-    this._absorb(p);
+  _settleGap() {
+    const gap = this._gap;
+    const room = this._room;
+    if (gap === null) return;
+    if (room === null || room.name !== gap.room || !this._positions.gapOpen(gap.room)) {
+      this._gap = null; // filled (by an ack), or the room is gone
+      return;
+    }
+    for (const entry of this._pending.values()) {
+      if (entry.ws === this._ws && entry.room === gap.room && entry.answers.includes("ack")) return;
+    }
+    this._gap = null;
+    const next = this._positions.nextSeen(gap.room) ?? gap.next;
+    const since = /** @type {Position} */ (this._positions.recoveryDue(gap.room));
+    // A join already on its way (a recovery, or a rejoin) covers this gap too: its replay reaches
+    // at least the message that showed the gap, which the server sent before answering it.
+    if (room.request !== null) return;
+    // Once per gap: each message beyond it makes the bookkeeping ask again.
+    const key = JSON.stringify([gap.room, since.epoch, since.offset]);
+    if (key === this._reported) return;
+    this._reported = key;
+    const recovering = this._recoverGaps && room.joined && this._isOpen();
+    /** @type {Record<string, unknown>} */
+    const detail = { room: gap.room, after: since.offset, next, recovering };
+    if (gap.epoch !== null) detail.epoch = gap.epoch;
+    this._emit("gap", detail);
+    if (recovering) this._sendJoin(since);
   }
 
-  /** @param {{epoch: string, offset: number}} p */
-  _absorb(p) {
-    while (this._ownAhead.delete(p.offset + 1)) p.offset += 1;
-    for (const offset of this._ownAhead) if (offset <= p.offset) this._ownAhead.delete(offset);
-    this._save();
-  }
-
-  _sendJoin() {
+  /**
+   * Send the room's join: `since` a gap's position (a recovery while connected), or as the
+   * situation asks (a fresh join, a rejoin after a reconnect, a reload).
+   * @param {Position|null} [recover]
+   */
+  _sendJoin(recover = null) {
     const room = this._room;
     if (room === null) return;
     /** @type {Record<string, unknown>} */
     const message = { type: "join", room: room.name, ...room.fields };
-    const stored = this._positions[room.name];
+    const stored = recover ?? this._positions.since(room.name);
     /** @type {"since"|"history"|null} */
     let replay = null;
-    if (stored !== undefined && !room.resume) {
+    if (recover !== null) {
+      message.since = { epoch: recover.epoch, offset: recover.offset };
+      replay = "since";
+    } else if (stored !== null && !room.resume) {
       message.since = { epoch: stored.epoch, offset: stored.offset };
       replay = "since";
     } else if (room.history > 0) {
       message.history = room.history;
       replay = "history";
-    } else if (stored !== undefined) {
+    } else if (stored !== null) {
       message.since = { epoch: stored.epoch, offset: stored.offset };
       replay = "since";
     }
@@ -586,6 +834,7 @@ export class Socket extends EventTarget {
     message.id = id;
     room.request = id;
     room.replay = replay;
+    room.recovery = recover !== null;
     room.rejoin = room.everJoined === true;
     this._write(JSON.stringify(message));
   }
@@ -596,6 +845,15 @@ export class Socket extends EventTarget {
    */
   _joinAnswered(room, m) {
     room.request = null;
+    const recovery = room.recovery;
+    room.recovery = false;
+    if (m.type === "error" && recovery) {
+      // The server refused the join that was to fill a gap (a rate limit, say): still in the room,
+      // the gap stays; a reconnect or the next gap asks again.
+      const reason = String(m.reason ?? "refused");
+      this._emit("joinerror", { room: room.name, reason, rejoin: true, recovery: true, reply: m });
+      return;
+    }
     if (m.type === "error") {
       const reason = String(m.reason ?? "refused");
       const error = new SendError("refused", reason, m);
@@ -603,39 +861,44 @@ export class Socket extends EventTarget {
       room.waiters = [];
       for (const w of waiters) w.reject(error);
       this._forgetRoom("closed", `could not join ${room.name}: ${reason}`, room.name);
-      this._emit("joinerror", { room: room.name, reason, rejoin: room.rejoin, reply: m });
+      this._emit("joinerror", { room: room.name, reason, rejoin: room.rejoin, recovery: false, reply: m });
       return;
     }
     if (m.type !== "welcome") return;
     const latest = typeof m.epoch === "string" && typeof m.offset === "number" ? { epoch: m.epoch, offset: m.offset } : null;
-    const stored = this._positions[room.name];
+    const name = room.name;
+    const stored = this._positions.since(name);
     let recovered = null;
     this._gapCheck = null;
     if (latest === null) {
-      delete this._positions[room.name];
-    } else if (room.replay === "since") {
+      this._positions.forget(name);
+    } else if (room.replay === "since" && stored !== null) {
+      // What was missed follows, then live traffic; what was seen already is dropped.
       recovered = m.recovered === true && stored.epoch === latest.epoch;
-      if (!recovered) this._positions[room.name] = { epoch: latest.epoch, offset: 0 };
+      this._positions.welcome(name, latest, m.recovered === true);
     } else if (room.replay === "history") {
       // The recent messages (offsets after latest - history) follow, then live traffic: all new here.
-      this._positions[room.name] = { epoch: latest.epoch, offset: Math.max(0, latest.offset - room.history) };
-      if (room.resume && stored !== undefined) {
+      this._positions.recent(name, latest, room.history);
+      if (room.resume && stored !== null) {
         // After a reload: complete if the recent messages reach back to the last one seen.
         recovered = stored.epoch === latest.epoch && latest.offset - stored.offset <= room.history;
-        if (recovered && latest.offset > stored.offset) this._gapCheck = { room: room.name, after: stored.offset };
+        if (recovered && latest.offset > stored.offset) this._gapCheck = { room: name, after: stored.offset };
       }
     } else {
-      this._positions[room.name] = latest;
+      this._positions.welcome(name, latest, null);
     }
+    // This join asked for everything after the position: a gap noticed meanwhile is covered.
+    this._positions.recoveryDue(name);
+    this._gap = null;
+    this._reported = null;
     room.resume = false;
     room.joined = true;
-    this._ownAhead.clear();
     room.everJoined = true;
     this._save();
     const waiters = room.waiters;
     room.waiters = [];
     for (const w of waiters) w.resolve(m);
-    this._emit("welcome", { room: room.name, welcome: m, recovered, replay: room.replay, rejoin: room.rejoin });
+    this._emit("welcome", { room: name, welcome: m, recovered, replay: room.replay, rejoin: room.rejoin, recovery });
     this._flush();
   }
 
@@ -651,8 +914,10 @@ export class Socket extends EventTarget {
       for (const w of room.waiters) w.reject(new SendError(kind, reason));
       room.waiters = [];
     }
-    if (name !== undefined) delete this._positions[name];
+    if (name !== undefined) this._positions.forget(name);
     this._gapCheck = null;
+    this._gap = null;
+    this._reported = null;
     this._save();
     this._rejectQueue(kind, reason);
   }
@@ -722,6 +987,8 @@ export class Socket extends EventTarget {
       if (this._pending.get(entry.id) !== entry) return;
       this._pending.delete(entry.id);
       entry.reject(new SendError("timeout", `no answer from the server within ${entry.timeout} ms`));
+      this._settleGap(); // a gap that waited for this ack
+
     }, entry.timeout);
     this._write(entry.text);
   }
@@ -837,7 +1104,7 @@ export class Socket extends EventTarget {
   _save() {
     const room = this._room === null ? null : { room: this._room.name, fields: this._room.fields };
     try {
-      this._storage?.setItem(this._storageKey, JSON.stringify({ room, positions: this._positions }));
+      this._storage?.setItem(this._storageKey, JSON.stringify({ room, positions: this._positions.toJSON() }));
     } catch {
       // quota or privacy settings: recovery after a reload is lost, nothing else
     }
