@@ -20,6 +20,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import coredis
@@ -37,8 +39,9 @@ def free_port() -> int:
         return port
 
 
-async def main(args: argparse.Namespace) -> None:
-    """Run both parts against a private redis-server and print their figures."""
+@asynccontextmanager
+async def private_redis() -> AsyncIterator[str]:
+    """A redis-server of its own on 127.0.0.1 (a free port, no persistence), once it answers: its URL."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is needed"
     port = free_port()
@@ -56,8 +59,14 @@ async def main(args: argparse.Namespace) -> None:
                             break
                         except (OSError, coredis.exceptions.ConnectionError):
                             await trio.sleep(0.05)  # polling the new server until it answers
-                await measure(url, probe, args)
+            yield url
             nursery.cancel_scope.cancel()  # stops redis-server
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Run both parts against a private redis-server and print their figures."""
+    async with private_redis() as url, coredis.Redis.from_url(url) as probe:
+        await measure(url, probe, args)
 
 
 async def used_memory(probe: Any) -> int:

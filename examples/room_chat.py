@@ -100,8 +100,8 @@ Session: TypeAlias = trionos.Session[None, ServerMessage]
 @channels.on(Join)
 async def join(session: Session, message: Join) -> None:
     try:  # names as the chat protocol compares them: look-alikes are one name, or refused
-        username = normalize_name(message.username)
-        room = normalize_name(message.room, what="room", limit=MAX_ROOM_BYTES)
+        username = normalize_name(message.username, metrics=session.hub.metrics)
+        room = normalize_name(message.room, what="room", limit=MAX_ROOM_BYTES, metrics=session.hub.metrics)
     except ValueError as exc:
         raise trionos.Refuse(str(exc)) from None
     await session.join(

@@ -41,6 +41,7 @@ PURE_MODULES = [
     "_inflation",
     "_history",
     "_lazy",
+    "_metrics",
     "chat",
 ]
 

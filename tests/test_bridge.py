@@ -188,3 +188,31 @@ async def test_a_bridged_close_is_caught_as_trionos_and_as_trio_websocket(
     reason = as_trio_websocket.reason
     assert reason is not None and reason.code == 4000 and reason.reason == "app says bye"
     assert reason.name == "PRIVATE_RESERVED"
+
+
+async def test_the_bridge_counts_the_closes_it_sees_by_code(hub: trionos.Hub, nursery: trio.Nursery) -> None:
+    """Given metrics, each bridged connection that ends closed is counted by its code; 4000 is bucketed."""
+
+    ended_send, ended = trio.open_memory_channel[None](10)
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        connection = await request.accept()
+        async with trionos.bridge_trio_websocket(connection, metrics=hub.metrics) as ws:
+            async for _ in ws:
+                pass
+        await ended_send.send(None)
+
+    server = await start_trio_websocket_server(nursery, handler)
+    url = f"ws://127.0.0.1:{server.port}/"
+    for code in (1000, 1011, 4000, 4001):
+        async with trio_websocket.open_websocket_url(url) as client:
+            await client.aclose(code, "bye")
+    with trio.fail_after(5):
+        for _ in range(4):
+            await ended.receive()
+    assert hub.metrics.bridge_closed == {1000: 1, 1011: 1, 4000: 1, 4001: 1}
+    pytest.importorskip("prometheus_client")
+    from trionos._prometheus import render_metrics
+
+    text = render_metrics(hub.metrics).decode()
+    assert 'trionos_bridge_closed_total{code="4000-4999"} 2.0' in text

@@ -193,7 +193,7 @@ def test_public_names_are_sorted_and_complete() -> None:
         if isinstance(value, type) and attrs.has(value) and not name.startswith("_")
     }
     names = {"ClientMessage", "ServerMessage", "MessageId", "CLIENT_CODEC", "SERVER_CODEC"}
-    names |= {"MAX_ROOM_BYTES", "MAX_USERNAME_BYTES", "normalize_name"}
+    names |= {"InvalidName", "MAX_ROOM_BYTES", "MAX_USERNAME_BYTES", "normalize_name"}
     assert classes | names == set(chat.__all__)
 
 
@@ -436,3 +436,25 @@ def test_names_that_break_a_rule_are_refused_saying_which(name: str, reason: str
     """Each refusal names the rule and the character."""
     with pytest.raises(ValueError, match=re.escape(reason)):
         normalize_name(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "invalid"),
+        ("alice\u200b", "invalid"),
+        ("a\x00b", "invalid"),
+        ("\u0430lice", "look_alike"),
+        ("x" * 65, "too_long"),
+        ("x" * 1_000_000, "too_long"),
+    ],
+)
+def test_refused_names_are_counted_by_reason_never_by_name(name: str, reason: str) -> None:
+    """normalize_name(metrics=...) counts each refusal under its reason bucket, not the name."""
+    metrics = trionos.Metrics()
+    with pytest.raises(chat.InvalidName) as refused:
+        normalize_name(name, metrics=metrics)
+    assert refused.value.reason == reason
+    assert metrics.names_refused == {reason: 1}
+    normalize_name("alice", metrics=metrics)
+    assert metrics.names_refused == {reason: 1}

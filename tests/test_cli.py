@@ -50,6 +50,7 @@ def test_no_flags_give_the_default_settings_with_the_access_log() -> None:
             ["--origins", "https://a.example, https://b.example"],
             {"origins": {"https://a.example", "https://b.example"}},
         ),
+        (["--max-ping-rate", "0.5", "--max-ping-burst", "3"], {"max_ping_rate": 0.5, "max_ping_burst": 3}),
         (["--no-access-log"], {"access_log": False}),
         (["--no-heartbeat"], {"heartbeat": None}),
         (

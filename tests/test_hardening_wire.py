@@ -279,6 +279,29 @@ async def test_pings_within_the_budget_are_answered(start_server: ServeFn) -> No
     assert server.metrics.rate_limited == 0
 
 
+async def test_the_ping_budget_is_a_server_setting(start_server: ServeFn) -> None:
+    """max_ping_rate and max_ping_burst replace the default budget: 3 pings answered, 3 more refused close."""
+
+    async def handler(req: trionos.Request) -> None:
+        ws = await req.accept(answer_text_ping=True)
+        async for _ in ws:
+            pass
+
+    server = await start_server(handler, max_ping_rate=0.01, max_ping_burst=3)
+    assert server.ping_limit == trionos.RateLimit(rate=0.01, burst=3, close_after=3)
+    stream = await raw_websocket_peer(server.port)
+    async with stream:
+        await stream.send_all(encode_frame(OP_TEXT, b"ping", masked=True) * 10)
+        frames = await _frames_until_close(stream)
+    assert [payload for opcode, payload in frames if opcode == OP_TEXT] == [b"pong"] * 3
+    assert frames[-1] == (OP_CLOSE, close_payload(1008, "too many pings"))
+    assert server.metrics.rate_limited == 3
+    with pytest.raises(ValueError, match="max_ping_rate must be a positive, finite number per second"):
+        trionos.ServerOptions(max_ping_rate=0)
+    with pytest.raises(TypeError, match="max_ping_burst must be a whole number"):
+        trionos.ServerOptions(max_ping_burst=2.5)  # type: ignore[arg-type]  # untyped callers
+
+
 async def test_silent_connections_cannot_keep_a_real_client_out(start_server: ServeFn) -> None:
     """At capacity, the oldest connection without a head is evicted for a newcomer (#25, 12)."""
     server = await start_server(echo_handler, max_connections=5)

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, settings
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import trionos
+import trionos._replay
 from tests.helpers import TrioThread
 from tests.redis_server import unique_prefix
 from trionos._redis import RedisBroker
@@ -28,6 +30,8 @@ USERS = ("u0", "u1", "u2", "u3")
 ROOM = "r"
 #: Redis delivers asynchronously: how long settling may take before the check fails.
 PATIENCE = 5.0
+#: Bytes each memory pipe and each server outbox hold: a few messages.
+PIPE_BYTES = 64
 
 
 @attrs.frozen
@@ -100,7 +104,11 @@ class HistoryMachine(RuleBasedStateMachine):
                 finally:
                     self.clients.pop((node, name), None)
 
-        async with open_memory_server(handler, heartbeat=None) as server:
+        # A small pipe and outbox: a replay seldom fits at once, so most go through the client's
+        # backlog (what is fanned out meanwhile queues behind it), and the seam is checked there.
+        async with open_memory_server(
+            handler, heartbeat=None, buffer_size=PIPE_BYTES, max_outbox_bytes=PIPE_BYTES
+        ) as server:
             task_status.started(server)
             await trio.sleep_forever()
 
@@ -266,6 +274,12 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+@pytest.fixture(autouse=True)
+def small_replay_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replays in pieces of about one message, so that they go through the backlog."""
+    monkeypatch.setattr(trionos._replay, "REPLAY_PIECE_BYTES", 32)
 
 
 def test_history_on_the_memory_broker_matches_the_model() -> None:

@@ -306,3 +306,11 @@ async def test_a_replay_goes_in_pieces_so_a_client_that_never_reads_is_closed_af
             with trio.fail_after(3 * hub.grace):
                 await closed.wait()  # never reading
         assert hub.metrics.slow_client_disconnects == 1
+
+
+async def test_the_sweep_interval_is_a_hub_setting(autojump_clock: trio.testing.MockClock) -> None:
+    """Hub(history_sweep_interval=5) forgets an idle empty history after 5 s, not the default 30."""
+    async with trionos.Hub(history=True, history_sweep_interval=5) as hub:
+        assert hub.position("empty") is not None  # a join's read starts an empty history
+        await trio.sleep(5.5)
+        assert hub.metrics.history_rooms_dropped == 1

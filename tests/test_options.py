@@ -51,6 +51,8 @@ def test_server_options_defaults_are_the_documented_ones() -> None:
         "compression_context_takeover": False,
         "forwarded_allow_ips": ("127.0.0.1", "::1"),
         "max_inflate_rate": 32 * 1024 * 1024,
+        "max_ping_rate": 2.0,
+        "max_ping_burst": 20,
         "access_log": False,
     }
 

@@ -110,6 +110,15 @@ def test_held_frames_are_bounded() -> None:
     assert len(shared.held["ann"]) == MAX_HELD
 
 
+def test_held_frames_are_bounded_in_bytes_too() -> None:
+    """At most max_held_bytes of frames are held for one joining client (one larger frame alone)."""
+    shared = SharedHistory[str](ScriptedBroker(), trionos.Metrics(), lambda: "new", 2.0, max_held_bytes=100)
+    shared.held["ann"] = []
+    assert shared.divert(("ann", "bob"), b"x" * 150, 1) == ("bob",)  # nothing held yet: it fits
+    assert shared.divert(("ann",), b"y", 2) == ()
+    assert shared.held["ann"] == [(1, b"x" * 150)]
+
+
 async def test_a_broadcast_holds_a_feed_slot_until_its_message_comes_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -45,6 +45,7 @@ from ._heartbeat import Heartbeat
 from ._hub_protocols import HubTransport
 from ._json import dumps as dumps_json
 from ._json import loads as loads_json
+from ._metrics import Metrics
 from ._transport import ProgressSignal, WriteListener
 
 __all__ = ["BridgedConnectionClosed", "BridgedWebSocket", "bridge_trio_websocket"]
@@ -396,6 +397,7 @@ async def bridge_trio_websocket(
     heartbeat: Heartbeat | None = Heartbeat(),  # noqa: B008 - frozen, so sharing is safe
     max_outbox_bytes: int = 1024 * 1024,
     close_timeout: float = 5.0,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[BridgedWebSocket]:
     """Wrap an open trio-websocket connection for a :class:`trionos.Hub` for the block's duration.
 
@@ -416,6 +418,9 @@ async def bridge_trio_websocket(
         max_outbox_bytes: the bytes the hub queues for the connection (1 MiB); beyond it the
             hub's :class:`~trionos.SlowClientPolicy` acts.
         close_timeout: seconds an ``abort`` from the hub may take to close the connection (5).
+        metrics: where to count the connection's close when the block ends with it closed, by
+            close code (:attr:`Metrics.bridge_closed <trionos.Metrics.bridge_closed>`; pass the
+            hub's).
 
     Returns:
         An async context manager yielding the :class:`~trionos.BridgedWebSocket` to give the hub.
@@ -433,5 +438,7 @@ async def bridge_trio_websocket(
                 raise
             logger.info("%r closed: %s", ws, exc)  # this connection's end, not the server's
         finally:
+            if metrics is not None and ws.closed:
+                metrics.bridge_closed_with(ws.close_code or 1006)
             ws._transport.close()
             nursery.cancel_scope.cancel()

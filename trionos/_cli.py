@@ -48,8 +48,8 @@ def _split(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _parser_for(annotation: Any) -> tuple[Callable[[str], Any], str] | None:
-    """How to parse a flag's text for a field of this type, and its metavar; None for a bool."""
+def _parser_for(annotation: Any, name: str = "") -> tuple[Callable[[str], Any], str] | None:
+    """How to parse a flag's text for a field of this type (and *name*), and its metavar; None for a bool."""
     args = typing.get_args(annotation)
     optional = type(None) in args
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -64,7 +64,7 @@ def _parser_for(annotation: Any) -> tuple[Callable[[str], Any], str] | None:
     elif annotation is int:
         convert, metavar = int, "N"
     elif annotation is float:
-        convert, metavar = float, "SECONDS"
+        convert, metavar = float, "PER_SECOND" if name.endswith("_rate") else "SECONDS"
     else:
         convert, metavar = str, "TEXT"
     if not optional:
@@ -87,7 +87,7 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         default = getattr(_DEFAULTS, field.name)
         shown = ",".join(map(str, default)) if isinstance(default, frozenset | tuple | list) else default
         text = f"{helps.get(field.name, field.name)} [default: {shown}]".replace("%", "%%")
-        how = _parser_for(hints[field.name])
+        how = _parser_for(hints[field.name], field.name)
         if how is None:
             group.add_argument(
                 flag,

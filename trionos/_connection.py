@@ -169,6 +169,7 @@ class WebSocket:
         answer_text_ping: bool = False,
         metrics: Metrics | None = None,
         inflate_rate: float = DEFAULT_INFLATE_RATE,
+        ping_limit: RateLimit = PING_LIMIT,
     ) -> None:
         self._protocol = protocol
         self._metrics = metrics
@@ -202,8 +203,9 @@ class WebSocket:
         # The socket that ``recv`` waits on and reads inline, when nothing else is needed (a
         # plain TCP socket; a connection that inflates reads through ``_read``, within bounds).
         self._direct = transport.socket if self._inflation is None else None
-        # Pings (protocol and answered text ones) against PING_LIMIT, from the first one on.
-        self._pings: TokenBucket | None = None
+        # Pings (protocol and answered text ones) against the ping limit: the limit until the
+        # first ping, its bucket from then on.
+        self._pings: TokenBucket | RateLimit = ping_limit
         #: A unique, opaque identifier (12 hex digits).
         self.id: str = secrets.token_hex(6)
         self._path = path
@@ -576,7 +578,7 @@ class WebSocket:
                 self._write_or_drop(message_frame("pong", masked=self._is_client))
 
     def _charge_pings(self, count: int) -> int:
-        """Count *count* pings against :data:`PING_LIMIT`; how many are within it.
+        """Count *count* pings against the ping limit; how many are within it.
 
         A text ping over the limit gets no pong (a protocol ping's pong is the core's, sent
         anyway); once ``close_after`` pings in a row were over it, the connection is failed with
@@ -586,8 +588,8 @@ class WebSocket:
             return 0  # closing: nothing more is answered or counted
         bucket = self._pings
         now = trio.current_time()
-        if bucket is None:
-            bucket = self._pings = PING_LIMIT.bucket(now)
+        if isinstance(bucket, RateLimit):
+            bucket = self._pings = bucket.bucket(now)
         within = 0
         for _ in range(count):
             verdict = bucket.take(now)

@@ -34,11 +34,12 @@ __all__ = ["BATCH_BYTES", "GATHER_TICKS", "Feed", "SlowClientPolicy"]
 
 C = TypeVar("C", bound=Hashable)
 
-#: The bytes of frames a feed holds (beside its ``queue_size`` broadcasts): beyond it ``put`` waits
-#: and ``put_nowait`` raises ``WouldBlock``; one larger frame is taken when the feed is empty.
+#: The default bytes of frames a feed holds (beside its ``queue_size`` broadcasts; the hub's
+#: ``room_queue_bytes``): beyond it ``put`` waits and ``put_nowait`` raises ``WouldBlock``; one
+#: larger frame is taken when the feed is empty.
 FEED_MAX_BYTES = 4 * 1024 * 1024
-#: Consecutive frames for the same recipients are joined into one write up to this many bytes
-#: (a single larger frame is written alone).
+#: The frames of a batch are joined per recipient into one write up to this many bytes (a single
+#: larger frame is written alone).
 BATCH_BYTES = 16 * 1024
 
 #: At most this many scheduler ticks are spent gathering a batch; gathering ends earlier at the
@@ -82,7 +83,7 @@ class Feed(Generic[C]):
     The hub keeps one per room with members (and one for ``broadcast_all``); this is the one
     structure the hub and the docs call a room's *feed*.
 
-    Bound: the channel holds ``queue_size`` broadcasts and ``FEED_MAX_BYTES`` bytes of frames
+    Bound: the channel holds ``queue_size`` broadcasts and ``max_bytes`` bytes of frames
     (one larger frame when it is empty); :meth:`put` waits beyond either, and :meth:`put_nowait`
     raises :class:`trio.WouldBlock`. The fan-out holds at most one more
     (taken off the channel to see whether it joins the current batch) and the batch it is
@@ -92,10 +93,14 @@ class Feed(Generic[C]):
         name: the room's name (for logs).
         queue_size: the broadcasts the channel holds.
         policy: the slow-client policy the hub applies to this room.
+        max_bytes: the bytes of frames the channel holds.
     """
 
-    def __init__(self, name: str, queue_size: int, policy: SlowClientPolicy) -> None:
+    def __init__(
+        self, name: str, queue_size: int, policy: SlowClientPolicy, max_bytes: int = FEED_MAX_BYTES
+    ) -> None:
         self.name = name
+        self._max_bytes = max_bytes
         #: The slow-client policy for this room (the hub's, or the room's own).
         self.policy = policy
         self._send, self._receive = trio.open_memory_channel[tuple[bytes, tuple[C, ...]]](queue_size)
@@ -135,7 +140,7 @@ class Feed(Generic[C]):
         """
         if self.stopped:
             return False
-        while self.pending_bytes and self.pending_bytes + len(frame) > FEED_MAX_BYTES and not self.stopped:
+        while self.pending_bytes and self.pending_bytes + len(frame) > self._max_bytes and not self.stopped:
             if self._freed is None:
                 self._freed = trio.Event()
             await self._freed.wait()  # the fan-out takes broadcasts off: bytes free up
@@ -169,7 +174,7 @@ class Feed(Generic[C]):
             trio.WouldBlock: the channel is full (broadcasts or bytes).
             trio.ClosedResourceError: the feed is closed.
         """
-        if self.pending_bytes and self.pending_bytes + len(frame) > FEED_MAX_BYTES:
+        if self.pending_bytes and self.pending_bytes + len(frame) > self._max_bytes:
             raise trio.WouldBlock
         self._send.send_nowait((frame, recipients))
         self.pending += 1
@@ -190,7 +195,7 @@ class Feed(Generic[C]):
         if self.stopped:
             return True
         # (One frame larger than the bound fits an empty feed, as in put.)
-        fits = self.pending_bytes + size <= FEED_MAX_BYTES or (not self.pending_bytes and more <= 1)
+        fits = self.pending_bytes + size <= self._max_bytes or (not self.pending_bytes and more <= 1)
         return fits and self._send.statistics().current_buffer_used + more <= self._queue_size
 
     async def wait_for_room(self, more: Callable[[], int]) -> None:

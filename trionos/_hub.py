@@ -50,7 +50,7 @@ from ._broker import (
 )
 from ._connection import MessageCodec
 from ._delivery import SlowClientDelivery
-from ._fanout import Feed, SlowClientPolicy
+from ._fanout import FEED_MAX_BYTES, Feed, SlowClientPolicy
 from ._frames import message_frame
 from ._history import HistoryBounds, Position, Recovery
 from ._hub_client import AnyClient, C, Client, ClientRegistry, Sent
@@ -69,19 +69,22 @@ logger = logging.getLogger("trionos.hub")
 
 #: The close code sent to a client that kept sending over its rate limit (policy violation).
 RATE_LIMIT_CLOSE_CODE = 1008
-#: The most bytes of frames one piece of a replay joins (a larger frame is a piece alone).
-REPLAY_PIECE_BYTES = 64 << 10
-#: Seconds between two sweeps of the in-memory histories (age bounds, empty rooms forgotten).
+#: The default seconds between two sweeps of the in-memory histories (``history_sweep_interval``).
 HISTORY_SWEEP_INTERVAL = 30.0
+
+
+def _seconds(name: str, value: object) -> float:
+    """*value* as a hub setting that is a positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Hub {name} must be a number of seconds, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"Hub {name} must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
 
 
 def _grace(value: object) -> float:
     """*value* as the hub's ``grace``: a positive, finite number of seconds."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"Hub grace must be a number of seconds, got {value!r}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"Hub grace must be a positive, finite number of seconds, got {value!r}")
-    return float(value)
+    return _seconds("grace", value)
 
 
 def _at_least_1(name: str, value: object) -> int:
@@ -104,10 +107,12 @@ class Hub:
     Use it as ``async with trionos.Hub() as hub:`` (it owns a nursery for the rooms' fan-out
     tasks) or start it in a nursery you own with ``hub = await nursery.start(Hub().run)``.
 
-    Bounds: each room's feed holds ``room_queue_size`` pending broadcasts (:meth:`broadcast`
-    waits beyond that); each client's outbox holds the ``max_outbox_bytes`` given to
-    :func:`~trionos.serve`, and ``policy`` says what happens beyond that. The Bounds and
-    Design pages of the documentation follow the whole path.
+    Bounds: each room's feed holds ``room_queue_size`` pending broadcasts and
+    ``room_queue_bytes`` bytes of them (:meth:`broadcast` waits beyond either); each client's
+    outbox holds the ``max_outbox_bytes`` given to :func:`~trionos.serve`, and ``policy`` says
+    what happens beyond that; a replay that does not fit waits in the client's backlog (see
+    :meth:`join_with_history`). The Bounds and Design pages of the documentation follow the
+    whole path.
 
     With a shared broker, rooms span every node: a broadcast reaches members everywhere and
     :meth:`presence` lists them all. With history, a broadcast gets a
@@ -126,6 +131,9 @@ class Hub:
         grace: the seconds in total a room waits for one slow client under the ``disconnect``
             policy before closing it with 1008.
         room_queue_size: the broadcasts each room's feed holds before :meth:`broadcast` waits.
+        room_queue_bytes: the bytes of frames each room's feed holds before :meth:`broadcast`
+            waits (4 MiB; one larger frame fits an empty feed), and the most bytes that may queue
+            behind a client's replay (:meth:`join_with_history`) before it is closed with 1008.
         codec: the default codec for broadcasts of messages that are not ``str``/``bytes``.
         broker: connects this hub to hubs in other processes (default: a private
             :class:`~trionos.LocalBroker`, i.e. none). Starting the hub starts the broker.
@@ -150,12 +158,17 @@ class Hub:
             and history appends, trims, replays and recoveries.
         max_presence_meta_bytes: the largest presence metadata a member may have (:meth:`join`,
             :meth:`update_presence`), in bytes of compact UTF-8 JSON.
+        history_sweep_interval: the seconds between two sweeps of the in-memory histories (30):
+            each sweep drops the messages older than ``max_age`` in rooms nobody reads and
+            forgets the empty histories of rooms without members. Unused with a shared broker
+            (Redis expires its keys itself).
 
     Raises:
-        TypeError: *grace*, *room_queue_size* or *max_presence_meta_bytes* is not a number
-            (whole, for the last two).
-        ValueError: *grace* is not positive and finite, *room_queue_size* or
-            *max_presence_meta_bytes* is below 1, or *policy* names no policy.
+        TypeError: *grace*, *history_sweep_interval*, *room_queue_size*, *room_queue_bytes* or
+            *max_presence_meta_bytes* is not a number (whole, for the last three).
+        ValueError: *grace* or *history_sweep_interval* is not positive and finite,
+            *room_queue_size*, *room_queue_bytes* or *max_presence_meta_bytes* is below 1, or
+            *policy* names no policy.
         BrokerError: on entering (or from :meth:`run`, before ``started``), a shared broker
             cannot connect.
     """
@@ -166,6 +179,7 @@ class Hub:
         policy: SlowClientPolicy | str = SlowClientPolicy.DISCONNECT,
         grace: float = 2.0,
         room_queue_size: int = 64,
+        room_queue_bytes: int = FEED_MAX_BYTES,
         codec: MessageCodec[Any] | None = None,
         broker: Broker | None = None,
         on_member_expired: Callable[[Member], Awaitable[None]] | None = None,
@@ -176,9 +190,12 @@ class Hub:
         new_epoch: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
         max_presence_meta_bytes: int = 1024,
+        history_sweep_interval: float = HISTORY_SWEEP_INTERVAL,
     ) -> None:
         grace = _grace(grace)
+        self._sweep_interval = _seconds("history_sweep_interval", history_sweep_interval)
         room_queue_size = _at_least_1("room_queue_size", room_queue_size)
+        room_queue_bytes = _at_least_1("room_queue_bytes", room_queue_bytes)
         max_presence_meta_bytes = _at_least_1("max_presence_meta_bytes", max_presence_meta_bytes)
         #: The broker this hub reports to (a private :class:`~trionos.LocalBroker` by default).
         self.broker: Broker = broker if broker is not None else LocalBroker()
@@ -196,15 +213,22 @@ class Hub:
         self.rate_limit = rate_limit
         #: The counters this hub increments (share one :class:`~trionos.Metrics` with the server).
         self.metrics = metrics if metrics is not None else Metrics()
-        self._delivery = SlowClientDelivery(grace, self.metrics)
+        self._delivery = SlowClientDelivery(grace, self.metrics, room_queue_bytes)
         self._feeds = RoomFeeds[AnyClient](
-            self._rooms, self._delivery, self.metrics, policy=_policy(policy), queue_size=room_queue_size
+            self._rooms,
+            self._delivery,
+            self.metrics,
+            policy=_policy(policy),
+            queue_size=room_queue_size,
+            queue_bytes=room_queue_bytes,
         )
         self._stopped = False
         self._cm: AbstractAsyncContextManager[Hub, bool | None] | None = None
         new_epoch = new_epoch or (lambda: secrets.token_hex(4))
         self._history = HubHistory(history, offset_field, new_epoch, self.metrics, epoch_field)
-        self._shared_history = SharedHistory[AnyClient](self.broker, self.metrics, new_epoch, grace)
+        self._shared_history = SharedHistory[AnyClient](
+            self.broker, self.metrics, new_epoch, grace, room_queue_bytes
+        )
         # The clients being replayed to from a shared history (checked on every broadcast).
         self._held = self._shared_history.held
         self._presence = PresenceBook(self.broker, max_presence_meta_bytes)
@@ -225,6 +249,16 @@ class Hub:
     def room_queue_size(self) -> int:
         """The broadcasts each room's feed holds before :meth:`broadcast` waits."""
         return self._feeds.queue_size
+
+    @property
+    def room_queue_bytes(self) -> int:
+        """The bytes of frames each room's feed holds before :meth:`broadcast` waits."""
+        return self._feeds.queue_bytes
+
+    @property
+    def history_sweep_interval(self) -> float:
+        """The seconds between two sweeps of the in-memory histories."""
+        return self._sweep_interval
 
     @property
     def grace(self) -> float:
@@ -320,9 +354,9 @@ class Hub:
             await nursery.start(self.broker.run, self)
 
     async def _sweep_histories(self) -> None:
-        """Every ``HISTORY_SWEEP_INTERVAL`` s: age out the in-memory histories, forget idle empty ones."""
+        """Every ``history_sweep_interval`` s: age out the in-memory histories, forget idle empty ones."""
         while True:
-            await trio.sleep(HISTORY_SWEEP_INTERVAL)
+            await trio.sleep(self._sweep_interval)
             self._history.sweep(trio.current_time(), lambda room: bool(self._rooms.member_view(room)))
 
     def _require_nursery(self) -> trio.Nursery:
@@ -377,6 +411,7 @@ class Hub:
             self._feeds.close_all_clients()
 
     def _flush_rooms_of(self, client: AnyClient) -> None:
+        self._delivery.pump(client)  # a replay's rest first, as far as the transport takes it
         self._feeds.flush(self._rooms.rooms_view(client))
 
     @property
@@ -526,15 +561,24 @@ class Hub:
 
         In one step with no checkpoint (nothing else runs in between): the room's history is read,
         the client joins, and the message ``welcome(recovery)`` (if given; encoded like a
-        broadcast) followed by every missed frame is queued for the client on the room's feed,
-        so it reaches the client before any broadcast made after the join, through the same
-        ordered path. The seam has no gap and no duplicate: a broadcast made before the join is
-        in the history (replayed), one made after it is delivered live. Recoveries are counted in
-        ``recoveries_complete``/``recoveries_partial``. The Recovery page of the documentation
-        shows the client's side.
+        broadcast) followed by every missed frame goes to the client, ahead of any broadcast
+        made after the join. The seam has no gap and no duplicate: a broadcast made before the
+        join is in the history (replayed), one made after it is delivered live. Recoveries are
+        counted in ``recoveries_complete``/``recoveries_partial``. The Recovery page of the
+        documentation shows the client's side.
 
-        Waits only when the room's feed is full (or, with a shared broker, for the broker's
-        answer); if cancelled then, the client is taken out of the room again.
+        The replay never goes through the room's feed, so it never makes the room or its other
+        members wait: what the client's socket and outbox take now is written now, in pieces of
+        at most 64 KiB. The rest, under the room's ``disconnect`` policy, waits in the client's
+        backlog and is written as the client reads, with what the hub fans out to it meanwhile
+        queued behind it (at most ``room_queue_bytes``); a client that makes its replay wait
+        ``grace`` in total, or falls further behind, is closed with 1008 like any slow client.
+        Under ``drop_oldest`` the whole replay is written at once, dropping the oldest queued
+        frames as a live broadcast does. Bytes waiting in backlogs are counted in
+        ``metrics.backlog_bytes_open``.
+
+        Never waits in memory; with a shared broker, waits for the broker's answer, and if
+        cancelled then, the client is taken out of the room again.
 
         Args:
             client: a client registered with this hub.
@@ -592,36 +636,10 @@ class Hub:
             frames.insert(0, self.encode(welcome(recovery), codec))
         if joined is None:
             joined = self.join(client, room, meta=meta)
-        await self._queue_replay(client, room, frames + later, joined)
+        feed, nursery = self._feeds.get(room), self._nursery
+        if feed is not None and nursery is not None and (frames or later):  # (else: the hub stopped)
+            self._delivery.replay(client, frames + later, feed.policy, nursery)
         return recovery
-
-    async def _queue_replay(self, client: AnyClient, room: str, frames: list[bytes], joined: bool) -> None:
-        """Queue ``frames`` for ``client`` on the room's feed, ahead of any later broadcast.
-
-        In pieces of at most ``REPLAY_PIECE_BYTES`` (a larger frame alone) when the feed has room
-        for them all now, queued with no checkpoint in between, so the client's outbox bound and
-        the room's slow-client policy apply piece by piece. When the feed is full, as one write
-        that waits its turn (its size is bounded by the history's ``max_bytes``): a broadcast
-        made after the join must not come between two pieces.
-        """
-        if frames:
-            feed = self._feeds.get(room)
-            assert feed is not None  # the client just joined
-            pieces = _pieces(frames)
-            if feed.has_room(len(pieces), sum(map(len, pieces))) and not feed.stopped:
-                for piece in pieces:
-                    feed.put_nowait(piece, (client,))
-                return
-            blob = b"".join(frames)
-            try:
-                feed.put_nowait(blob, (client,))
-            except trio.WouldBlock:
-                try:
-                    await feed.put(blob, (client,))
-                except BaseException:
-                    if joined:
-                        self.leave(client, room)
-                    raise
 
     def leave(self, client: AnyClient, room: str) -> bool:
         """Remove *client* from *room*; an empty room disappears (its fan-out ends). Never awaits.
@@ -1049,19 +1067,3 @@ class Hub:
             diff: the change.
         """
         self._presence.deliver(diff)
-
-
-def _pieces(frames: list[bytes]) -> list[bytes]:
-    """*frames* joined into pieces of at most ``REPLAY_PIECE_BYTES`` (a larger frame alone), in order."""
-    pieces: list[bytes] = []
-    current: list[bytes] = []
-    size = 0
-    for frame in frames:
-        if current and size + len(frame) > REPLAY_PIECE_BYTES:
-            pieces.append(b"".join(current))
-            current, size = [], 0
-        current.append(frame)
-        size += len(frame)
-    if current:
-        pieces.append(b"".join(current))
-    return pieces

@@ -55,6 +55,14 @@ class Metrics:
     connections_refused: dict[str, int] = attrs.field(factory=dict)
     #: WebSocket connections closed, by close code (counter); 1006 for no close frame.
     websockets_closed: dict[int, int] = attrs.field(factory=dict)
+    #: Connections of the trio-websocket bridge that ended closed, by close code (counter);
+    #: 1006 for no close frame. Counted by :func:`~trionos.bridge_trio_websocket` given these
+    #: metrics.
+    bridge_closed: dict[int, int] = attrs.field(factory=dict)
+    #: Names the chat protocol refused (:func:`trionos.chat.normalize_name` given these metrics),
+    #: by :class:`trionos.chat.InvalidName` reason: ``too_long``, ``look_alike``, ``invalid``
+    #: (counter).
+    names_refused: dict[str, int] = attrs.field(factory=dict)
     #: WebSocket messages received (counter).
     messages_in: int = 0
     #: WebSocket message payload bytes received (counter).
@@ -99,6 +107,10 @@ class Metrics:
     recoveries_partial: int = 0
     #: Messages replayed to recovering clients (counter).
     messages_replayed: int = 0
+    #: Bytes waiting in the hub for clients whose replay did not fit their outbox at once: the
+    #: replay's rest and the frames queued behind it (gauge; see ``Hub.join_with_history``).
+    #: Counted per client, though replayed frames are often bytes shared with the history.
+    backlog_bytes_open: int = 0
 
     def refused(self, reason: str) -> None:
         """Count one connection refused.
@@ -115,3 +127,11 @@ class Metrics:
             code: its close code (1006 when no close frame was exchanged).
         """
         self.websockets_closed[code] = self.websockets_closed.get(code, 0) + 1
+
+    def bridge_closed_with(self, code: int) -> None:
+        """Count one bridged trio-websocket connection that ended closed.
+
+        Args:
+            code: its close code (1006 when no close frame was exchanged).
+        """
+        self.bridge_closed[code] = self.bridge_closed.get(code, 0) + 1

@@ -29,6 +29,7 @@ __all__ = [
     "ServerOptionKeywords",
     "ServerOptions",
     "positive_int",
+    "positive_rate",
     "positive_seconds",
     "resolve",
 ]
@@ -36,6 +37,16 @@ __all__ = [
 
 def _owner(instance: object) -> str:
     return type(instance).__name__
+
+
+def _positive_number(instance: object, attribute: attrs.Attribute[Any], value: object, unit: str) -> None:
+    """*value* is a positive, finite number (of *unit*), or the error saying what it is not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{_owner(instance)} {attribute.name} must be a number {unit}, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(
+            f"{_owner(instance)} {attribute.name} must be a positive, finite number {unit}, got {value!r}"
+        )
 
 
 def positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -50,12 +61,7 @@ def positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: o
         TypeError: *value* is not a number (``bool`` is not one).
         ValueError: *value* is zero, negative, infinite or NaN.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{_owner(instance)} {attribute.name} must be a number of seconds, got {value!r}")
-    if not 0 < value < math.inf:
-        raise ValueError(
-            f"{_owner(instance)} {attribute.name} must be a positive, finite number of seconds, got {value!r}"
-        )
+    _positive_number(instance, attribute, value, "of seconds")
 
 
 def positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -74,6 +80,11 @@ def positive_int(instance: object, attribute: attrs.Attribute[Any], value: objec
         raise TypeError(f"{_owner(instance)} {attribute.name} must be a whole number, got {value!r}")
     if value < 1:
         raise ValueError(f"{_owner(instance)} {attribute.name} must be at least 1, got {value!r}")
+
+
+def positive_rate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """An attrs validator: *value* is a positive, finite rate (its errors as :func:`positive_seconds`)."""
+    _positive_number(instance, attribute, value, "per second")
 
 
 def _optional_positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -205,6 +216,13 @@ class ServerOptions:
             it is back within it (TCP pushes back on the peer) and is counted in
             :attr:`Metrics.inflation_waits <trionos.Metrics.inflation_waits>`; docs/bounds.md
             says why.
+        max_ping_rate: the pings per second a client may send on average (2): protocol pings,
+            and text ``"ping"`` where it is answered. Beyond the burst a text ping gets no pong;
+            each refused ping is counted in :attr:`Metrics.rate_limited
+            <trionos.Metrics.rate_limited>`, and a client that sends ``max_ping_burst`` more in a
+            row while refused is closed with 1008.
+        max_ping_burst: the pings a client may send at once after a quiet spell (20), and the
+            refused pings in a row that close it.
         access_log: write one INFO line to the ``trionos.access`` logger per HTTP request and per
             WebSocket session when it ends (False; the ``trionos`` command turns it on).
 
@@ -231,6 +249,8 @@ class ServerOptions:
         default=("127.0.0.1", "::1"), converter=split_entries, validator=_trusted_proxies
     )
     max_inflate_rate: int = attrs.field(default=DEFAULT_INFLATE_RATE, validator=positive_int)
+    max_ping_rate: float = attrs.field(default=2.0, validator=positive_rate)
+    max_ping_burst: int = attrs.field(default=20, validator=positive_int)
     access_log: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
@@ -295,6 +315,8 @@ class ServerOptionKeywords(TypedDict, total=False):
     compression_context_takeover: bool
     forwarded_allow_ips: str | Iterable[str]
     max_inflate_rate: int
+    max_ping_rate: float
+    max_ping_burst: int
     access_log: bool
 
 

@@ -6,8 +6,9 @@ reads the plain integers of a ``Metrics`` object when Prometheus scrapes, and
 
 Every field of ``Metrics`` is exported under the ``trionos_`` prefix: an integer field as a
 counter (``*_total``), or a gauge when its name ends in ``_open``; a dict field as a counter with
-one label (``reason`` for refused connections, ``code`` for closed WebSockets, where the codes
-3000-4999 a peer may choose are bucketed by range so that a client cannot add series).
+one label (``reason`` for refused connections and names, ``code`` for closed WebSockets and
+bridged connections, where the codes 3000-4999 a peer may choose are bucketed by range so that a
+client cannot add series).
 docs/metrics.md documents each one.
 """
 
@@ -33,7 +34,14 @@ from ._server import Request
 __all__ = ["MetricsCollector", "respond_metrics"]
 
 #: The label of each dict-valued field (any other dict field is labelled ``key``).
-_LABELS = {"connections_refused": "reason", "websockets_closed": "code"}
+_LABELS = {
+    "connections_refused": "reason",
+    "websockets_closed": "code",
+    "bridge_closed": "code",
+    "names_refused": "reason",
+}
+#: The dict fields keyed by a close code, which a peer chooses: bucketed (:func:`close_code_label`).
+_CLOSE_CODES = frozenset({"websockets_closed", "bridge_closed"})
 
 #: One line of help per field, as Prometheus shows it (a field missing here gets its name).
 _HELP = {
@@ -42,6 +50,8 @@ _HELP = {
     "websockets_open": "WebSocket connections open now (server side).",
     "connections_refused": "Connections refused before a WebSocket was accepted, by reason.",
     "websockets_closed": "WebSocket connections closed, by close code (1006: no close frame).",
+    "bridge_closed": "trio-websocket bridge connections that ended closed, by close code.",
+    "names_refused": "Names the chat protocol refused, by reason (too_long, look_alike, invalid).",
     "messages_in": "WebSocket messages received.",
     "bytes_in": "WebSocket message payload bytes received.",
     "messages_out": "WebSocket messages sent (a broadcast counts once per recipient).",
@@ -63,6 +73,7 @@ _HELP = {
     "recoveries_complete": "Recoveries that filled the whole gap.",
     "recoveries_partial": "Recoveries that could not fill the gap.",
     "messages_replayed": "Messages replayed to recovering clients.",
+    "backlog_bytes_open": "Bytes of replays (and frames queued behind them) waiting for slow readers.",
 }
 
 
@@ -93,7 +104,7 @@ def _labelled(field: str, value: dict[Any, int]) -> dict[str, int]:
     """The counts of a dict field by label value (close codes bucketed, see :func:`close_code_label`)."""
     counts: dict[str, int] = {}
     for key, count in value.items():
-        label = close_code_label(key) if field == "websockets_closed" else str(key)
+        label = close_code_label(key) if field in _CLOSE_CODES else str(key)
         counts[label] = counts.get(label, 0) + count
     return counts
 

@@ -7,8 +7,8 @@ hub's nursery) with its first local member, closes it with the last (the fan-out
 what is queued), keeps each room's recipients as one shared snapshot between membership changes,
 and queues frames that must not wait (from other nodes, presence) with ``put_nowait``.
 
-Bounds: ``queue_size`` broadcasts per feed; a frame that must not wait and does not fit is
-dropped and counted in ``remote_frames_dropped``.
+Bounds: ``queue_size`` broadcasts and ``queue_bytes`` bytes per feed; a frame that must not wait
+and does not fit is dropped and counted in ``remote_frames_dropped``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 import trio
 
 from ._delivery import Recipient, SlowClientDelivery
-from ._fanout import Feed, SlowClientPolicy
+from ._fanout import FEED_MAX_BYTES, Feed, SlowClientPolicy
 from ._metrics import Metrics
 from ._rooms import Rooms
 
@@ -66,6 +66,7 @@ class RoomFeeds(Generic[C]):
         metrics: counts remote frames dropped.
         policy: the default slow-client policy of a room.
         queue_size: the broadcasts each feed holds.
+        queue_bytes: the bytes of frames each feed holds.
     """
 
     def __init__(
@@ -76,12 +77,14 @@ class RoomFeeds(Generic[C]):
         *,
         policy: SlowClientPolicy,
         queue_size: int,
+        queue_bytes: int = FEED_MAX_BYTES,
     ) -> None:
         self._rooms = rooms
         self._delivery = delivery
         self._metrics = metrics
         self.policy = policy
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         #: Fan-out tasks running now (one per room with members, and one for ``broadcast_all``).
         self.tasks = 0
         self._feeds: dict[str, Feed[C]] = {}
@@ -98,7 +101,7 @@ class RoomFeeds(Generic[C]):
 
     def open(self, room: str, nursery: trio.Nursery) -> None:
         """Make *room*'s feed and start its fan-out task in *nursery*."""
-        feed = Feed[C](room, self.queue_size, self._policies.get(room, self.policy))
+        feed = Feed[C](room, self.queue_size, self._policies.get(room, self.policy), self.queue_bytes)
         self._feeds[room] = feed
         self._start(nursery, feed)
 
@@ -131,7 +134,7 @@ class RoomFeeds(Generic[C]):
     def all_clients(self, nursery: trio.Nursery) -> Feed[C]:
         """The feed of ``broadcast_all``, made (and its fan-out started) when first needed."""
         if self._all is None:
-            self._all = Feed[C]("*", self.queue_size, self.policy)
+            self._all = Feed[C]("*", self.queue_size, self.policy, self.queue_bytes)
             self._start(nursery, self._all)
         return self._all
 

@@ -44,6 +44,7 @@ from ._lazy import TrionosDeprecationWarning
 from ._listen import open_listeners
 from ._metrics import Metrics, RefusalReason
 from ._options import ServerOptionKeywords, ServerOptions, resolve
+from ._ratelimit import RateLimit
 from ._support import SupportNursery, TaskSpawner
 from ._transport import Transport
 
@@ -276,6 +277,7 @@ class Request:
             answer_text_ping=answer_text_ping,
             metrics=server.metrics,
             inflate_rate=options.max_inflate_rate,
+            ping_limit=server.ping_limit,
         )
         if reader.trailing:
             ws._feed(reader.trailing)
@@ -397,6 +399,12 @@ class Server:
         self.metrics = Metrics() if metrics is None else metrics
         # Open connections per client host, for max_connections_per_address (no entry at zero).
         self._per_address: dict[str, int] = {}
+        #: The ping budget each connection starts with (``max_ping_rate``, ``max_ping_burst``).
+        self.ping_limit = RateLimit(
+            rate=self.options.max_ping_rate,
+            burst=self.options.max_ping_burst,
+            close_after=self.options.max_ping_burst,
+        )
         # Whose forwarding headers are believed (forwarded_allow_ips, parsed once).
         self._trusted = TrustedProxies.parse(self.options.forwarded_allow_ips)
         #: The open WebSockets (read it, do not change it).

@@ -16,8 +16,9 @@ has to reconcile two streams for a client, which this object does:
   on their way through the subscription (the read and the subscription are separate
   connections).
 
-Bounds: at most :data:`MAX_HELD` frames are held per joining client (the rest are dropped; the
-client can rejoin at its last position); one floor per (client, room) until the subscription
+Bounds: at most :data:`MAX_HELD` frames, and ``max_held_bytes`` bytes of them (one larger frame
+when none is held), are held per joining client (the rest are dropped; the client can rejoin at
+its last position); one floor per (client, room) until the subscription
 catches up; per room, the count of broadcasts in flight, the offset last delivered and one
 event, only while a broadcast of the room is in flight.
 """
@@ -31,7 +32,7 @@ from typing import Generic, TypeVar
 import trio
 
 from ._broker import Broker
-from ._fanout import Feed
+from ._fanout import FEED_MAX_BYTES, Feed
 from ._history import HistoryBounds, Position, Recovery
 from ._metrics import Metrics
 
@@ -52,10 +53,21 @@ class SharedHistory(Generic[C]):
         metrics: counts history appends.
         new_epoch: makes the epoch a room's history starts with in the broker.
         grace: the most a sender waits for its own message to come back.
+        max_held_bytes: the most bytes of frames held for one joining client.
     """
 
-    def __init__(self, broker: Broker, metrics: Metrics, new_epoch: Callable[[], str], grace: float) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        metrics: Metrics,
+        new_epoch: Callable[[], str],
+        grace: float,
+        max_held_bytes: int = FEED_MAX_BYTES,
+    ) -> None:
         self._broker = broker
+        self._max_held_bytes = max_held_bytes
+        # Bytes of the frames in ``held``, per client (for ``max_held_bytes``).
+        self._held_bytes: dict[C, int] = {}
         self._metrics = metrics
         self._new_epoch = new_epoch
         self.grace = grace
@@ -208,6 +220,7 @@ class SharedHistory(Generic[C]):
                 )
         finally:
             del self.held[client]
+            self._held_bytes.pop(client, None)
         latest = recovery.position.offset
         newest = max((offset for offset, _ in held if offset is not None), default=latest)
         self._floors[(client, room)] = max(latest, newest)
@@ -223,8 +236,11 @@ class SharedHistory(Generic[C]):
             frames = held.get(client)
             if frames is None:
                 kept.append(client)
-            elif len(frames) < MAX_HELD:
+                continue
+            size = self._held_bytes.get(client, 0)
+            if len(frames) < MAX_HELD and (not size or size + len(frame) <= self._max_held_bytes):
                 frames.append((offset, frame))
+                self._held_bytes[client] = size + len(frame)
         return tuple(kept)
 
     def above_floor(self, room: str, recipients: tuple[C, ...], offset: int) -> tuple[C, ...]:

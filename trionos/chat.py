@@ -61,6 +61,7 @@ import attrs
 
 from ._codec import Codec
 from ._history import Position as _Position
+from ._metrics import Metrics as _Metrics
 from ._wire import OMIT_IF_DEFAULT
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "Chat",
     "ClientMessage",
     "Error",
+    "InvalidName",
     "Join",
     "Joined",
     "Leave",
@@ -99,7 +101,31 @@ MAX_ROOM_BYTES = 128
 _CONFUSABLE_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC"})
 
 
-def normalize_name(value: str, *, what: str = "username", limit: int = MAX_USERNAME_BYTES) -> str:
+class InvalidName(ValueError):
+    """A name :func:`normalize_name` refuses; the message says which rule it breaks.
+
+    Args:
+        message: what is wrong, for the client.
+        reason: the rule, one of the class's constants (the ``reason`` label of
+            :attr:`Metrics.names_refused <trionos.Metrics.names_refused>`).
+    """
+
+    #: Longer than the limit.
+    TOO_LONG = "too_long"
+    #: Mixes letters of scripts that look alike (Latin, Greek, Cyrillic).
+    LOOK_ALIKE = "look_alike"
+    #: Empty once trimmed, or holds a control, format, separator, private-use or unassigned character.
+    INVALID = "invalid"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        #: The rule it breaks: :attr:`TOO_LONG`, :attr:`LOOK_ALIKE` or :attr:`INVALID`.
+        self.reason = reason
+
+
+def normalize_name(
+    value: str, *, what: str = "username", limit: int = MAX_USERNAME_BYTES, metrics: _Metrics | None = None
+) -> str:
     """*value* as the chat protocol compares and shows it, or a precise refusal.
 
     NFKC (fullwidth ``alice``, U+FF41..., is ``alice``), trimmed, inner whitespace runs made one
@@ -109,35 +135,49 @@ def normalize_name(value: str, *, what: str = "username", limit: int = MAX_USERN
         value: the name a client sent.
         what: what it names, for the error (``"username"``, ``"room"``).
         limit: the most bytes of UTF-8 it may have once normalised.
+        metrics: where a refusal is counted, by its reason (:attr:`Metrics.names_refused
+            <trionos.Metrics.names_refused>`; never the name itself).
 
     Returns:
         The normalised name.
 
     Raises:
-        ValueError: it is empty once trimmed, longer than *limit*, holds a control, format,
-            separator, private-use or unassigned character, or mixes Latin, Greek and Cyrillic
-            letters. The message says which, with the character's code point.
+        InvalidName: (a :exc:`ValueError`) it is empty once trimmed, longer than *limit*, holds
+            a control, format, separator, private-use or unassigned character, or mixes Latin,
+            Greek and Cyrillic letters. The message says which, with the character's code point.
     """
+    try:
+        return _normalized(value, what, limit)
+    except InvalidName as exc:
+        if metrics is not None:
+            metrics.names_refused[exc.reason] = metrics.names_refused.get(exc.reason, 0) + 1
+        raise
+
+
+def _normalized(value: str, what: str, limit: int) -> str:
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > 4 * limit:  # refused before any work proportional to a huge name
-        raise ValueError(f"{what} is {size} bytes long; the limit is {limit}")
+        raise InvalidName(f"{what} is {size} bytes long; the limit is {limit}", InvalidName.TOO_LONG)
     name = " ".join(unicodedata.normalize("NFKC", value).split())
     if not name:
-        raise ValueError(f"{what} must not be empty")
+        raise InvalidName(f"{what} must not be empty", InvalidName.INVALID)
     size = len(name.encode("utf-8", "surrogatepass"))
     if size > limit:
-        raise ValueError(f"{what} is {size} bytes long; the limit is {limit}")
+        raise InvalidName(f"{what} is {size} bytes long; the limit is {limit}", InvalidName.TOO_LONG)
     scripts = set()
     for char in name:
         category = unicodedata.category(char)
         if category[0] == "C" or category in ("Zl", "Zp"):
-            raise ValueError(f"{what} must not contain U+{ord(char):04X} (a {category} character)")
+            raise InvalidName(
+                f"{what} must not contain U+{ord(char):04X} (a {category} character)", InvalidName.INVALID
+            )
         if category[0] == "L":
             script = unicodedata.name(char, "").partition(" ")[0]
             if script in _CONFUSABLE_SCRIPTS:
                 scripts.add(script)
     if len(scripts) > 1:
-        raise ValueError(f"{what} must not mix {' and '.join(s.title() for s in sorted(scripts))} letters")
+        mixed = " and ".join(s.title() for s in sorted(scripts))
+        raise InvalidName(f"{what} must not mix {mixed} letters", InvalidName.LOOK_ALIKE)
     return name
 
 
