@@ -416,6 +416,7 @@ class Positions:
             # The first message after a recovery's replay: everything up to it was covered.
             track.position = Position(track.position.epoch, max(track.position.offset, track.replay_to))
             track.replay_to = None
+            track.reported = False  # that recovery is through: a hole left from here is a new gap
             _absorb(track)
         if offset <= track.position.offset or offset in track.ahead:
             return False

@@ -216,6 +216,7 @@ export class Positions {
       // The first message after a recovery's replay: everything up to it was covered.
       track.position.offset = Math.max(track.position.offset, track.replayTo);
       track.replayTo = null;
+      track.reported = false; // that recovery is through: a hole left from here is a new gap
       absorb(track);
     }
     if (offset <= track.position.offset || track.ahead.has(offset)) return false;
@@ -403,8 +404,6 @@ export class Socket extends EventTarget {
     this._gapCheck = null;
     /** @type {{room: string, next: number, epoch: string|null}|null} A gap noticed, not yet reported. */
     this._gap = null;
-    /** @type {string|null} The last gap reported (room, epoch, offset), until the next welcome. */
-    this._reported = null;
     const saved = this._load();
     /** Per room: the last position with nothing missing before it, and what is beyond it. */
     this._positions = new Positions(saved.positions);
@@ -792,10 +791,6 @@ export class Socket extends EventTarget {
     // A join already on its way (a recovery, or a rejoin) covers this gap too: its replay reaches
     // at least the message that showed the gap, which the server sent before answering it.
     if (room.request !== null) return;
-    // Once per gap: each message beyond it makes the bookkeeping ask again.
-    const key = JSON.stringify([gap.room, since.epoch, since.offset]);
-    if (key === this._reported) return;
-    this._reported = key;
     const recovering = this._recoverGaps && room.joined && this._isOpen();
     /** @type {Record<string, unknown>} */
     const detail = { room: gap.room, after: since.offset, next, recovering };
@@ -890,7 +885,6 @@ export class Socket extends EventTarget {
     // This join asked for everything after the position: a gap noticed meanwhile is covered.
     this._positions.recoveryDue(name);
     this._gap = null;
-    this._reported = null;
     room.resume = false;
     room.joined = true;
     room.everJoined = true;
@@ -917,7 +911,6 @@ export class Socket extends EventTarget {
     if (name !== undefined) this._positions.forget(name);
     this._gapCheck = null;
     this._gap = null;
-    this._reported = null;
     this._save();
     this._rejectQueue(kind, reason);
   }
