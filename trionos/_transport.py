@@ -459,16 +459,10 @@ class Transport(ProgressSignal, trio.abc.AsyncResource):
         if self._outbox or self._busy:
             return NOT_WRITTEN
         deflater = self.deflater
-        if deflater is not None:
-            if not deflater.context_takeover:
-                frame = deflater.compress(frame)  # as _compressed_once, without a call on this path
-            self._write_now(frame)
-            return TAIL_QUEUED if self._outbox else WRITTEN
-        sent = self._write_some(frame)
-        if sent == len(frame):
-            return WRITTEN
-        self._enqueue_rest(frame, sent)
-        return TAIL_QUEUED
+        if deflater is not None and not deflater.context_takeover:
+            frame = deflater.compress(frame)  # as _compressed_once, without a call on this path
+        self._write_now(frame)
+        return TAIL_QUEUED if self._outbox else WRITTEN  # the outbox was empty before
 
     def write_control(self, frame: bytes) -> None:
         """Write or queue a pong or close frame from the protocol core, without blocking.
