@@ -331,7 +331,6 @@ class WebSocket:
         # task yields (shielded, so the message cannot be lost); the end raises at once.
         inbox = self._inbox
         transport = self._transport
-        protocol = self._protocol
         checkpointed = False
         while True:
             if len(inbox) > self._taken:
@@ -341,8 +340,7 @@ class WebSocket:
                 message = self._take()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return message
-            # _done_reading(), inlined: asked before every read.
-            if self._eof or transport.closed or self._local_close is not None or not protocol.is_open:
+            if self._done_reading():
                 if not checkpointed:
                     await trio.lowlevel.checkpoint_if_cancelled()
                 error = self._closed_error()
@@ -367,14 +365,8 @@ class WebSocket:
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                         data = self._read_failed(exc)
                     if data is not None:
-                        size = len(data)
-                        self._drained = size < _RECEIVE_SIZE
-                        if size and size <= _FEED_SLICE:
-                            # What _took does with it, one call less.
-                            if self._idle_scope is not None:
-                                self._move_idle_deadline()
-                            self._feed(data)
-                        elif not self._took(data):
+                        self._drained = len(data) < _RECEIVE_SIZE
+                        if not self._took(data):
                             await self._feed_slices(data)
                 else:
                     await self._read()
